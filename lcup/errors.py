@@ -1,0 +1,73 @@
+"""One exception tree and the warning classes users can filter.
+
+Every error says what happened, the offending value and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class LcupError(Exception):
+    """Base class of every error lcup raises on purpose."""
+
+
+class ConfigError(LcupError, ValueError):
+    """A pipeline file or stage setting is invalid (unknown key, wrong type, missing field)."""
+
+
+class EmptySearchError(LcupError):
+    """A search over the catalog matched no item for the area and dates asked for."""
+
+
+class MissingBandError(LcupError, KeyError):
+    """A band asked for is not provided by the items or the provider profile."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class ProviderError(LcupError):
+    """An unknown provider, collection, or an item that does not match its provider layout."""
+
+
+class GridError(LcupError):
+    """An area of interest, bbox or grid is malformed or does not overlap the data."""
+
+
+class LabelError(LcupError):
+    """A label map cannot be used: no overlap, unknown codes, too few classes."""
+
+
+class ChunkingError(LcupError, ValueError):
+    """A dimension is split across chunks where an operation needs it whole."""
+
+
+class NoValidDataError(LcupError):
+    """Every observation of the area is masked (cloud, shadow, nodata)."""
+
+
+class ModelError(LcupError):
+    """A model does not match the feature cube or legend it is applied to."""
+
+
+class OutputExistsError(LcupError, FileExistsError):
+    """An output path exists and neither overwrite nor resume was asked."""
+
+
+class ReadError(LcupError, OSError):
+    """An asset could not be read (missing, truncated, connection lost)."""
+
+
+class LcupWarning(UserWarning):
+    """Base class of lcup's warnings."""
+
+
+class LowCoverageWarning(LcupWarning):
+    """Dates were dropped because their valid fraction is below the threshold."""
+
+
+class EmptyClassWarning(LcupWarning):
+    """A class has too few samples and was dropped or kept on a documented policy."""
+
+
+class SkippedAssetWarning(LcupWarning):
+    """An asset failed to read and was skipped under the ``on_error: skip`` policy."""

@@ -1,0 +1,1 @@
+"""I/O at the edges: the only code in lcup that touches disk or network."""

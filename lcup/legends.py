@@ -1,0 +1,248 @@
+"""Land-cover legends (codes, names, colours) and crosswalks between them.
+
+Pure data and numpy; no I/O. A :class:`Legend` maps integer codes to names and RGB colours; a
+crosswalk is a ``{source_code: target_code}`` mapping applied with :func:`apply_crosswalk`, which
+raises :class:`~lcup.errors.LabelError` naming any code it does not know.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from .errors import LabelError
+
+NODATA_CLASS = 0
+
+
+@dataclass(frozen=True)
+class Legend:
+    """A land-cover legend.
+
+    Parameters
+    ----------
+    name
+        Short identifier, e.g. ``"esa-worldcover"``.
+    classes
+        ``{code: (name, "#rrggbb")}``. Code 0 is reserved for no data and must not appear.
+    """
+
+    name: str
+    classes: Mapping[int, tuple[str, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if NODATA_CLASS in self.classes:
+            raise LabelError(f"legend {self.name!r}: code 0 is reserved for no data; renumber the classes")
+
+    @property
+    def codes(self) -> list[int]:
+        return sorted(self.classes)
+
+    def names(self) -> dict[int, str]:
+        return {c: n for c, (n, _) in self.classes.items()}
+
+    def colours(self) -> dict[int, tuple[int, int, int, int]]:
+        """``{code: (r, g, b, 255)}`` for GDAL colour tables."""
+        out = {}
+        for c, (_, hexcol) in self.classes.items():
+            h = hexcol.lstrip("#")
+            out[c] = (int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16), 255)
+        return out
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "classes": {int(c): {"name": n, "color": col} for c, (n, col) in self.classes.items()}}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Legend":
+        classes = {}
+        for c, v in d["classes"].items():
+            if isinstance(v, Mapping):
+                classes[int(c)] = (str(v["name"]), str(v.get("color", "#808080")))
+            else:
+                classes[int(c)] = (str(v), "#808080")
+        return cls(name=str(d.get("name", "custom")), classes=classes)
+
+
+#: The default target legend of lcup (and of the demo truth map).
+LCUP7 = Legend(
+    "lcup7",
+    {
+        1: ("forest", "#1a7f2e"),
+        2: ("grassland", "#b5e36c"),
+        3: ("cropland", "#f0c341"),
+        4: ("built-up", "#d7191c"),
+        5: ("bare", "#b4a68f"),
+        6: ("water", "#2b83ba"),
+        7: ("wetland", "#6ec3c1"),
+    },
+)
+
+#: Copernicus Global Land Service LC100 discrete classification (Buchhorn et al. 2020, PUM table 4).
+CGLS_LC100 = Legend(
+    "cgls-lc100",
+    {
+        111: ("closed forest, evergreen needle leaf", "#58481f"),
+        112: ("closed forest, evergreen broad leaf", "#009900"),
+        113: ("closed forest, deciduous needle leaf", "#70663e"),
+        114: ("closed forest, deciduous broad leaf", "#00cc00"),
+        115: ("closed forest, mixed", "#4e751f"),
+        116: ("closed forest, unknown", "#007800"),
+        121: ("open forest, evergreen needle leaf", "#666000"),
+        122: ("open forest, evergreen broad leaf", "#8db400"),
+        123: ("open forest, deciduous needle leaf", "#8d7400"),
+        124: ("open forest, deciduous broad leaf", "#a0dc00"),
+        125: ("open forest, mixed", "#929900"),
+        126: ("open forest, unknown", "#648c00"),
+        20: ("shrubs", "#ffbb22"),
+        30: ("herbaceous vegetation", "#ffff4c"),
+        40: ("cultivated and managed vegetation/agriculture", "#f096ff"),
+        50: ("urban / built up", "#fa0000"),
+        60: ("bare / sparse vegetation", "#b4b4b4"),
+        70: ("snow and ice", "#f0f0f0"),
+        80: ("permanent water bodies", "#0032c8"),
+        90: ("herbaceous wetland", "#0096a0"),
+        100: ("moss and lichen", "#fae6a0"),
+        200: ("open sea", "#000080"),
+    },
+)
+
+#: ESA WorldCover 10 m v100/v200 legend.
+ESA_WORLDCOVER = Legend(
+    "esa-worldcover",
+    {
+        10: ("tree cover", "#006400"),
+        20: ("shrubland", "#ffbb22"),
+        30: ("grassland", "#ffff4c"),
+        40: ("cropland", "#f096ff"),
+        50: ("built-up", "#fa0000"),
+        60: ("bare / sparse vegetation", "#b4b4b4"),
+        70: ("snow and ice", "#f0f0f0"),
+        80: ("permanent water bodies", "#0064c8"),
+        90: ("herbaceous wetland", "#0096a0"),
+        95: ("mangroves", "#00cf75"),
+        100: ("moss and lichen", "#fae6a0"),
+    },
+)
+
+#: eo-learn example LULC legend (eo-learn ``example_data/lulc_classes.py``).
+EOLEARN_LULC = Legend(
+    "eolearn-lulc",
+    {
+        1: ("cultivated land", "#ffff00"),
+        2: ("forest", "#054907"),
+        3: ("grassland", "#ffa500"),
+        4: ("shrubland", "#806000"),
+        5: ("water", "#069af3"),
+        6: ("wetlands", "#95d0fc"),
+        7: ("tundra", "#967bb6"),
+        8: ("artificial surface", "#dc143c"),
+        9: ("bareland", "#a6a6a6"),
+        10: ("snow and ice", "#000000"),
+    },
+)
+
+#: io-lulc (Impact Observatory / Esri 10 m, 9-class version).
+IO_LULC = Legend(
+    "io-lulc",
+    {
+        1: ("water", "#419bdf"),
+        2: ("trees", "#397d49"),
+        4: ("flooded vegetation", "#7a87c6"),
+        5: ("crops", "#e49635"),
+        7: ("built area", "#c4281b"),
+        8: ("bare ground", "#a59b8f"),
+        9: ("snow/ice", "#a8ebff"),
+        10: ("clouds", "#616161"),
+        11: ("rangeland", "#e3e2c3"),
+    },
+)
+
+LEGENDS: dict[str, Legend] = {lg.name: lg for lg in (LCUP7, CGLS_LC100, ESA_WORLDCOVER, EOLEARN_LULC, IO_LULC)}
+
+#: Built-in crosswalks ``(source, target) -> {source code: target code}``; 0 means "drop".
+CROSSWALKS: dict[tuple[str, str], dict[int, int]] = {
+    ("cgls-lc100", "lcup7"): {
+        **{c: 1 for c in (111, 112, 113, 114, 115, 116, 121, 122, 123, 124, 125, 126)},
+        20: 2, 30: 2, 40: 3, 50: 4, 60: 5, 70: 5, 80: 6, 90: 7, 100: 2, 200: 6,
+    },
+    ("esa-worldcover", "lcup7"): {10: 1, 20: 2, 30: 2, 40: 3, 50: 4, 60: 5, 70: 5, 80: 6, 90: 7, 95: 1, 100: 2},
+    ("eolearn-lulc", "lcup7"): {1: 3, 2: 1, 3: 2, 4: 2, 5: 6, 6: 7, 7: 2, 8: 4, 9: 5, 10: 5},
+    ("io-lulc", "lcup7"): {1: 6, 2: 1, 4: 7, 5: 3, 7: 4, 8: 5, 9: 5, 10: 0, 11: 2},
+}
+
+
+def get_legend(name_or_dict: str | Mapping | Legend) -> Legend:
+    """Return a :class:`Legend` from a built-in name, a mapping, or a Legend."""
+    if isinstance(name_or_dict, Legend):
+        return name_or_dict
+    if isinstance(name_or_dict, Mapping):
+        return Legend.from_dict(name_or_dict)
+    try:
+        return LEGENDS[name_or_dict]
+    except KeyError:
+        raise LabelError(
+            f"unknown legend {name_or_dict!r}; built-in legends are {sorted(LEGENDS)}, "
+            "or give a mapping {name: ..., classes: {code: {name: ..., color: ...}}}"
+        ) from None
+
+
+def get_crosswalk(source: str | Legend, target: str | Legend, custom: Mapping[int, int] | None = None) -> dict[int, int]:
+    """Return the crosswalk from ``source`` to ``target`` codes.
+
+    ``custom`` (e.g. from a pipeline YAML) wins over a built-in one. When source and target are the
+    same legend, the identity mapping is returned.
+    """
+    s = source.name if isinstance(source, Legend) else source
+    t = target.name if isinstance(target, Legend) else target
+    if custom:
+        return {int(k): int(v) for k, v in custom.items()}
+    if s == t:
+        return {c: c for c in get_legend(s).codes}
+    try:
+        return dict(CROSSWALKS[(s, t)])
+    except KeyError:
+        known = ", ".join(f"{a}->{b}" for a, b in CROSSWALKS)
+        raise LabelError(
+            f"no built-in crosswalk from {s!r} to {t!r} (built-in: {known}); "
+            "give one under labels.crosswalk in the pipeline file"
+        ) from None
+
+
+def apply_crosswalk(codes: np.ndarray, crosswalk: Mapping[int, int], nodata: int | None = 0) -> np.ndarray:
+    """Map source codes to target codes with a lookup table.
+
+    Parameters
+    ----------
+    codes
+        Integer array of source codes, any shape.
+    crosswalk
+        ``{source: target}``; a target of 0 marks the class as no data.
+    nodata
+        Source value passed through as 0 (no data).
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 array of target codes, same shape as ``codes``.
+
+    Raises
+    ------
+    LabelError
+        If ``codes`` holds values that are neither in the crosswalk nor ``nodata``.
+    """
+    codes = np.asarray(codes)
+    present = np.unique(codes)
+    missing = [int(c) for c in present if int(c) not in crosswalk and (nodata is None or int(c) != nodata)]
+    if missing:
+        raise LabelError(
+            f"label codes {missing} are not in the crosswalk (known: {sorted(crosswalk)}); "
+            "add them under labels.crosswalk, mapping to 0 to drop them"
+        )
+    top = int(max(max(crosswalk), int(present.max()) if present.size else 0)) + 1
+    lut = np.zeros(top, dtype=np.uint8)
+    for k, v in crosswalk.items():
+        if k >= 0:
+            lut[k] = v
+    return lut[np.clip(codes, 0, top - 1).astype(np.int64)]

@@ -1,0 +1,430 @@
+"""A realistic synthetic Sentinel-2 L2A year with a 10 m truth map, for demos and tests.
+
+The scene is built in three layers:
+
+1. **Landscape** (:func:`make_landscape`): a 10 m truth map in the :data:`~lcup.legends.LCUP7` legend
+   made of Voronoi parcels (cropland with summer or winter crops, grassland), forest patches from a
+   smooth random field, a meandering river and lakes fringed by wetland, urban blobs crossed by roads,
+   and bare ground on the "high" part of an elevation-like field. Every pixel also carries an object
+   id (its parcel), so each field has its own sowing date, spectrum and texture.
+2. **Surface reflectance** (:func:`surface_reflectance`): for each date, a vegetation fraction per
+   object from class phenology (crops green up and are harvested, grass is mown, forest stays green,
+   water stays dark) mixes a vegetation spectrum with the class background (soil, urban, bare, water).
+3. **Atmosphere** (:func:`atmosphere`): soft-edged cloud blobs drifting across the scene, their shadows
+   displaced along the sun azimuth, thin cirrus on some dates, swath-edge nodata; the reflectance is
+   really corrupted and an SCL band marks clouds (8/9), shadow (3) and cirrus (10), missing the thin
+   cloud edges as Sen2Cor does.
+
+:func:`write_demo` writes it all as real files: one COG per band and date (20 m bands at 20 m, DN with
+the Earth Search ``sentinel-2-c1-l2a`` convention ``reflectance = DN * 1e-4 - 0.1``), the truth and a
+100 m CGLS-LC100-coded coarse map with label noise as COGs, and a static STAC catalog in the Earth
+Search layout. Everything is deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from .legends import CGLS_LC100, LCUP7
+from .providers import BANDS, REFLECTANCE_BANDS
+
+# Class codes of the LCUP7 legend.
+FOREST, GRASS, CROP, BUILT, BARE, WATER, WETLAND = 1, 2, 3, 4, 5, 6, 7
+
+#: Endmember spectra, surface reflectance for bands in REFLECTANCE_BANDS order
+#: (B02 B03 B04 B05 B06 B07 B08 B8A B11 B12).
+VEG = np.array([0.030, 0.065, 0.035, 0.100, 0.250, 0.320, 0.360, 0.370, 0.190, 0.090], np.float32)
+SOIL = np.array([0.070, 0.100, 0.130, 0.150, 0.170, 0.190, 0.210, 0.220, 0.300, 0.250], np.float32)
+LITTER = SOIL * 0.55
+URBAN = np.array([0.110, 0.120, 0.130, 0.140, 0.150, 0.160, 0.170, 0.175, 0.230, 0.210], np.float32)
+BRIGHT = np.array([0.150, 0.190, 0.230, 0.260, 0.280, 0.290, 0.300, 0.310, 0.380, 0.330], np.float32)
+WATERS = np.array([0.060, 0.055, 0.035, 0.025, 0.018, 0.014, 0.012, 0.011, 0.006, 0.004], np.float32)
+CLOUD = np.array([0.450, 0.450, 0.460, 0.460, 0.470, 0.470, 0.470, 0.470, 0.380, 0.280], np.float32)
+
+#: Which coarse (CGLS-LC100) code each LCUP7 class is written as.
+TRUTH_TO_CGLS = {FOREST: 115, GRASS: 30, CROP: 40, BUILT: 50, BARE: 60, WATER: 80, WETLAND: 90}
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    """What to generate.
+
+    Parameters
+    ----------
+    size
+        Scene height and width, pixels at 10 m (``(y, x)``).
+    year
+        Calendar year of the acquisitions.
+    revisit_days
+        Days between acquisitions (Sentinel-2A+B revisit: 5).
+    crs_epsg, origin
+        UTM CRS and upper-left corner ``(x, y)`` in metres.
+    coarse_factor
+        Coarse-map cell size in 10 m pixels (10 → 100 m).
+    label_noise
+        Fraction of coarse cells given a wrong class.
+    seed
+        Random seed; the same seed gives the same scene bit for bit.
+    """
+
+    size: tuple[int, int] = (1024, 1024)
+    year: int = 2024
+    revisit_days: int = 5
+    crs_epsg: int = 32633
+    origin: tuple[float, float] = (500000.0, 5100000.0)
+    coarse_factor: int = 10
+    label_noise: float = 0.03
+    seed: int = 42
+    parcel_spacing_px: int = 28
+    mean_cloud_cover: float = 0.4
+
+    @property
+    def dates(self) -> list[dt.datetime]:
+        start = dt.datetime(self.year, 1, 3, 10, 5)
+        n = (dt.datetime(self.year, 12, 31) - start).days // self.revisit_days + 1
+        return [start + dt.timedelta(days=self.revisit_days * i) for i in range(n)]
+
+
+@dataclass
+class Landscape:
+    """Truth map ``(y, x)`` (LCUP7 codes), object ids ``(y, x)`` and per-object parameters."""
+
+    truth: np.ndarray
+    objects: np.ndarray
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def smooth_field(rng: np.random.Generator, shape: tuple[int, int], scale_px: float) -> np.ndarray:
+    """Zero-mean, unit-variance random field with features of about ``scale_px`` pixels.
+
+    White noise on a grid ``scale_px`` coarser, cubic-spline upsampled: cheap at any size.
+    """
+    s = max(int(scale_px), 1)
+    low = rng.standard_normal((shape[0] // s + 4, shape[1] // s + 4))
+    up = ndimage.zoom(low, s, order=3, mode="mirror")[: shape[0], : shape[1]]
+    return ((up - up.mean()) / (up.std() + 1e-9)).astype(np.float32)
+
+
+def make_landscape(spec: SceneSpec, rng: np.random.Generator) -> Landscape:
+    """Build the 10 m truth map and the parcel (object) map."""
+    h, w = spec.size
+    yy, xx = np.mgrid[0:h, 0:w]
+
+    # Parcels: a jittered grid of seeds, Voronoi cells as fields.
+    sp = spec.parcel_spacing_px
+    gy, gx = np.mgrid[sp // 2 : h + sp : sp, sp // 2 : w + sp : sp]
+    seeds = np.stack([gy.ravel(), gx.ravel()], 1).astype(float)
+    seeds += rng.uniform(-0.45 * sp, 0.45 * sp, seeds.shape)
+    # Elongate fields along x as in many agricultural landscapes.
+    tree = cKDTree(seeds * [1.0, 0.6])
+    _, objects = tree.query(np.stack([yy.ravel(), xx.ravel() * 0.6], 1), workers=-1)
+    objects = objects.reshape(h, w).astype(np.int32)
+    n_obj = len(seeds)
+
+    elev = smooth_field(rng, (h, w), 160)
+    kind = rng.choice([CROP, GRASS], size=n_obj, p=[0.62, 0.38])
+    truth = kind[objects].astype(np.uint8)
+
+    forest = (smooth_field(rng, (h, w), 70) + 0.6 * elev) > 0.55
+    truth[forest] = FOREST
+    truth[elev > 1.55] = BARE
+
+    # Urban blobs with roads.
+    n_towns = max(1, int(round(h * w / 1024**2 * 3)))
+    town_noise = smooth_field(rng, (h, w), 24)
+    for _ in range(n_towns):
+        cy, cx = rng.uniform(0.15, 0.85) * h, rng.uniform(0.15, 0.85) * w
+        r = rng.uniform(0.05, 0.09) * min(h, w)
+        d = np.hypot(yy - cy, xx - cx) / r + 0.25 * town_noise
+        town = d < 1.0
+        truth[town] = BUILT
+        # Street grid inside the town, parks between blocks.
+        parks = town & (smooth_field(rng, (h, w), 10) > 1.3)
+        truth[parks] = GRASS
+        street = town & (((yy - int(cy)) % 22 < 2) | ((xx - int(cx)) % 26 < 2))
+        truth[street] = BUILT
+    # Roads crossing the scene.
+    for _ in range(max(2, n_towns)):
+        if rng.random() < 0.5:
+            y0 = rng.uniform(0.1, 0.9) * h
+            slope = rng.uniform(-0.3, 0.3)
+            road = np.abs(yy - (y0 + slope * xx + 15 * np.sin(xx / 90.0))) < 1.2
+        else:
+            x0 = rng.uniform(0.1, 0.9) * w
+            slope = rng.uniform(-0.3, 0.3)
+            road = np.abs(xx - (x0 + slope * yy + 15 * np.sin(yy / 90.0))) < 1.2
+        truth[road] = BUILT
+
+    # Lakes and a meandering river, fringed by wetland.
+    lakes = smooth_field(rng, (h, w), 40) - 0.5 * elev > 2.3
+    phase, amp, wl = rng.uniform(0, 2 * np.pi), rng.uniform(0.04, 0.1) * h, rng.uniform(0.3, 0.6) * w
+    walk = np.cumsum(rng.normal(0, 0.6, w))
+    centre = rng.uniform(0.3, 0.7) * h + amp * np.sin(2 * np.pi * xx / wl + phase) + walk[xx]
+    width = 2.5 + 2.0 * (xx / w)
+    river = np.abs(yy - centre) < width
+    water = lakes | river
+    fringe = ndimage.binary_dilation(water, iterations=4) & ~water
+    wet = fringe & (smooth_field(rng, (h, w), 12) > -0.3) & (truth != BUILT)
+    wet |= ndimage.binary_dilation(lakes, iterations=10) & (elev < -0.8) & ~water & (truth != BUILT)
+    truth[wet] = WETLAND
+    truth[water] = WATER
+
+    # Per-object parameters: phenology timing, amplitude and spectral multipliers.
+    params = {
+        "sow": rng.uniform(100, 145, n_obj),  # summer crop sowing day-of-year
+        "winter": rng.random(n_obj) < 0.4,  # winter crop instead of summer crop
+        "harvest_w": rng.uniform(180, 205, n_obj),
+        "peak": rng.uniform(0.75, 0.95, n_obj),
+        "mow1": rng.uniform(140, 170, n_obj),
+        "mow2": rng.uniform(200, 240, n_obj),
+        "decid": rng.random(n_obj) < 0.5,
+        "spec_v": rng.normal(1.0, 0.06, (n_obj, len(VEG))).astype(np.float32),
+        "spec_b": rng.normal(1.0, 0.08, (n_obj, len(VEG))).astype(np.float32),
+    }
+    return Landscape(truth=truth, objects=objects, params=params)
+
+
+def _logistic(x: np.ndarray, x0: np.ndarray | float, k: float) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-(x - x0) / k))
+
+
+def vegetation_fraction(doy: float, params: dict[str, np.ndarray]) -> np.ndarray:
+    """Green vegetation fraction per (class, object) at day-of-year ``doy``: shape ``(8, n_obj)``."""
+    n = len(params["sow"])
+    f = np.zeros((8, n), np.float32)
+    bump = np.exp(-0.5 * ((doy - 185.0) / 55.0) ** 2)
+    f[FOREST] = np.where(params["decid"], 0.35 + 0.55 * _logistic(doy, 115, 8) * (1 - _logistic(doy, 295, 8)), 0.80)
+    grass = 0.35 + 0.45 * np.exp(-0.5 * ((doy - 150.0) / 70.0) ** 2)
+    for mow in (params["mow1"], params["mow2"]):
+        since = doy - mow
+        grass = grass - np.where((since >= 0) & (since < 30), 0.35 * (1 - since / 30.0), 0.0)
+    f[GRASS] = np.clip(grass, 0.1, 0.9)
+    summer = params["peak"] * _logistic(doy, params["sow"] + 35, 7) * (1 - _logistic(doy, params["sow"] + 115, 5))
+    winter = params["peak"] * (0.25 + 0.75 * _logistic(doy, 75, 10)) * (1 - _logistic(doy, params["harvest_w"], 4))
+    winter = winter + 0.25 * _logistic(doy, 300, 8)  # autumn sowing emerges
+    f[CROP] = np.where(params["winter"], winter, summer) + 0.03
+    f[BUILT] = 0.08 + 0.07 * bump
+    f[BARE] = 0.03
+    f[WATER] = 0.0
+    f[WETLAND] = 0.25 + 0.45 * bump
+    return np.clip(f, 0.0, 1.0)
+
+
+def surface_reflectance(land: Landscape, doy: float, rng: np.random.Generator) -> np.ndarray:
+    """Surface reflectance ``(band, y, x)`` float32 for one date."""
+    p = land.params
+    fv = vegetation_fraction(doy, p)[land.truth, land.objects][None]
+    bg = np.stack([np.zeros_like(SOIL), LITTER, SOIL, SOIL, URBAN, BRIGHT, WATERS, 0.5 * WATERS + 0.5 * SOIL])
+    # Wet soil after rain is darker: a small per-date factor on the background.
+    wet = np.float32(rng.uniform(0.85, 1.05))
+    back = (bg[land.truth] * p["spec_b"][land.objects]).transpose(2, 0, 1) * wet
+    veg = (VEG[None, None, :] * p["spec_v"][land.objects]).transpose(2, 0, 1)
+    refl = fv * veg + (1 - fv) * back
+    water = (land.truth == WATER)[None]
+    refl = np.where(water, WATERS[:, None, None] * np.float32(rng.uniform(0.9, 1.4)), refl)
+    refl += rng.normal(0, 0.006, refl.shape).astype(np.float32)
+    return np.clip(refl, 0.001, 1.0).astype(np.float32)
+
+
+def atmosphere(
+    refl: np.ndarray, truth: np.ndarray, cover: float, rng: np.random.Generator, t: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Corrupt reflectance with clouds, shadows, cirrus and nodata; return ``(refl, scl)``.
+
+    ``refl`` is ``(band, y, x)``; ``scl`` is ``(y, x)`` uint8 with Sen2Cor SCL codes.
+    """
+    _, h, w = refl.shape
+    # Drifting clouds: one large random field, a window moving with the wind.
+    big = smooth_field(rng, (h, w), 90) + 0.4 * smooth_field(rng, (h, w), 25)
+    if cover <= 0.0:
+        alpha = np.zeros((h, w), np.float32)
+    else:
+        thr = np.quantile(big, 1 - cover)
+        alpha = np.clip((big - thr) / 0.6, 0, 1).astype(np.float32)
+    # Shadow: the cloud displaced along the (fixed) sun azimuth, darkening the ground.
+    dy, dx = 18, -26
+    shadow = np.zeros_like(alpha)
+    shadow[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = alpha[
+        max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
+    shadow = np.clip(shadow - alpha, 0, 1)
+    cirrus = np.zeros_like(alpha)
+    if rng.random() < 0.15:
+        cirrus = np.clip(0.5 * (smooth_field(rng, (h, w), 150) + 0.5), 0, 0.3).astype(np.float32)
+    out = refl * (1 - 0.65 * shadow)[None]
+    out = (1 - alpha)[None] * out + alpha[None] * CLOUD[:, None, None]
+    out = out + cirrus[None] * (0.25 * CLOUD[:, None, None])
+
+    # SCL: surface class, then flags; thin cloud edges (alpha < 0.25) are missed on purpose.
+    ndvi = (refl[6] - refl[2]) / (refl[6] + refl[2] + 1e-6)
+    scl = np.where(ndvi > 0.35, 4, 5).astype(np.uint8)
+    scl[truth == WATER] = 6
+    scl[shadow > 0.35] = 3
+    scl[cirrus > 0.12] = 10
+    scl[alpha > 0.25] = 8
+    scl[alpha > 0.6] = 9
+    # Sen2Cor sometimes takes a bright cloud core for bare ground: a few percent misses.
+    miss = (smooth_field(rng, (h, w), 8) > 2.2) & (alpha > 0.25)
+    scl[miss] = 5
+    # Swath edge: on some dates a diagonal part of the tile has no data.
+    if rng.random() < 0.08:
+        yy, xx = np.mgrid[0:h, 0:w]
+        edge = xx + 0.3 * yy > rng.uniform(0.5, 0.9) * w
+        out[:, edge] = 0.0
+        scl[edge] = 0
+    return out.astype(np.float32), scl
+
+
+def cloud_cover_series(n: int, mean: float, rng: np.random.Generator) -> np.ndarray:
+    """Per-date cloud cover: some clear, most partly cloudy, some almost overcast."""
+    kind = rng.choice(3, size=n, p=[0.35, 0.45, 0.20])
+    cover = np.where(kind == 0, 0.0, np.where(kind == 1, rng.uniform(0.05, 0.6, n), rng.uniform(0.75, 0.99, n)))
+    # Scale towards the asked mean cloud cover.
+    if cover.mean() > 0:
+        cover = np.clip(cover * mean / cover.mean(), 0, 0.99)
+    return cover
+
+
+def to_dn(refl: np.ndarray) -> np.ndarray:
+    """Reflectance to uint16 DN in the ``sentinel-2-c1-l2a`` convention (``DN*1e-4 - 0.1``), 0 = nodata."""
+    dn = np.clip(np.round((refl + 0.1) * 10000.0), 1, 65535).astype(np.uint16)
+    dn[refl <= 0.0] = 0
+    return dn
+
+
+def coarse_map(truth: np.ndarray, factor: int, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """Majority-aggregate the truth by ``factor`` and write it in CGLS-LC100 codes with label noise.
+
+    Returns ``(y // factor, x // factor)`` uint8 codes.
+    """
+    h, w = truth.shape[0] // factor, truth.shape[1] // factor
+    blocks = truth[: h * factor, : w * factor].reshape(h, factor, w, factor).transpose(0, 2, 1, 3).reshape(h, w, -1)
+    counts = np.stack([(blocks == c).sum(-1) for c in range(8)], -1)
+    counts[..., 0] = -1
+    major = counts.argmax(-1).astype(np.uint8)
+    # Noise: some cells swapped to a class present in a neighbour (a plausible confusion), others random.
+    wrong = rng.random((h, w)) < noise
+    shifted = np.roll(major, shift=(rng.integers(-1, 2), rng.integers(-1, 2)), axis=(0, 1))
+    alt = np.where(shifted != major, shifted, rng.integers(1, 8, (h, w)).astype(np.uint8))
+    major = np.where(wrong, alt, major)
+    lut = np.zeros(256, np.uint8)
+    for k, v in TRUTH_TO_CGLS.items():
+        lut[k] = v
+    return lut[major]
+
+
+def generate(spec: SceneSpec | None = None):
+    """Yield the scene date by date without holding the year in memory.
+
+    Yields
+    ------
+    tuple
+        First ``("landscape", Landscape)``, then ``(datetime, dn (band, y, x) uint16, scl (y, x) uint8)``
+        per date.
+    """
+    spec = spec or SceneSpec()
+    rng = np.random.default_rng(spec.seed)
+    land = make_landscape(spec, rng)
+    yield "landscape", land
+    dates = spec.dates
+    covers = cloud_cover_series(len(dates), spec.mean_cloud_cover, rng)
+    for i, d in enumerate(dates):
+        r = np.random.default_rng([spec.seed, i])
+        refl = surface_reflectance(land, d.timetuple().tm_yday, r)
+        refl, scl = atmosphere(refl, land.truth, float(covers[i]), r, i)
+        yield d, to_dn(refl), scl
+
+
+def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
+    h, w = a.shape[-2] // f, a.shape[-1] // f
+    return a[..., : h * f, : w * f].reshape(*a.shape[:-2], h, f, w, f).mean((-3, -1))
+
+
+def write_demo(out_dir: str | Path, spec: SceneSpec | None = None, *, overwrite: bool = False, progress: bool = True) -> Path:
+    """Generate the demo scene and write COGs, truth, coarse map and a static STAC catalog.
+
+    Parameters
+    ----------
+    out_dir
+        Folder to write into (created).
+    spec
+        What to generate; defaults to :class:`SceneSpec` (1024×1024 px, ~73 dates).
+    overwrite
+        Replace an existing catalog in ``out_dir``.
+    progress
+        Print one line per month generated.
+
+    Returns
+    -------
+    pathlib.Path
+        Path of ``catalog.json``.
+
+    Examples
+    --------
+    >>> from lcup.synthetic import SceneSpec, write_demo
+    >>> cat = write_demo("/tmp/lcup-demo", SceneSpec(size=(128, 128), revisit_days=30), overwrite=True, progress=False)
+    >>> cat.name
+    'catalog.json'
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .errors import OutputExistsError
+    from .io.write import write_cog_array
+    from .io.stac_catalog import write_s2_catalog
+
+    spec = spec or SceneSpec()
+    out = Path(out_dir)
+    if (out / "catalog.json").exists() and not overwrite:
+        raise OutputExistsError(f"{out / 'catalog.json'} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+    x0, y0 = spec.origin
+    transform10 = (10.0, 0.0, x0, 0.0, -10.0, y0)
+    gen = generate(spec)
+    _, land = next(gen)
+    write_cog_array(out / "truth_10m.tif", land.truth, transform10, spec.crs_epsg, nodata=0, legend=LCUP7)
+    cf = spec.coarse_factor
+    coarse = coarse_map(land.truth, cf, spec.label_noise, np.random.default_rng([spec.seed, 10_000]))
+    tc = (10.0 * cf, 0.0, x0, 0.0, -10.0 * cf, y0)
+    write_cog_array(out / "coarse_cgls_100m.tif", coarse, tc, spec.crs_epsg, nodata=0, legend=CGLS_LC100)
+
+    records = []
+    pool = ThreadPoolExecutor(2)
+    futures = []
+    month = 0
+    for d, dn, scl in gen:
+        stem = f"S2X_DEMO_{d:%Y%m%d}"
+        folder = out / "items" / stem
+        folder.mkdir(parents=True, exist_ok=True)
+        assets = {}
+        for i, band in enumerate(REFLECTANCE_BANDS):
+            res = BANDS[band][2]
+            f = res // 10
+            arr = dn[i] if f == 1 else np.where(
+                _block_mean((dn[i] == 0).astype(np.float32), f) > 0, 0, np.round(_block_mean(dn[i].astype(np.float32), f))
+            ).astype(np.uint16)
+            tr = (float(res), 0.0, x0, 0.0, -float(res), y0)
+            path = folder / f"{BANDS[band][0]}.tif"
+            futures.append(pool.submit(write_cog_array, path, arr, tr, spec.crs_epsg, 0))
+            assets[band] = (path, arr.shape, tr, res)
+        scl20 = scl[::2, ::2].copy()
+        tr20 = (20.0, 0.0, x0, 0.0, -20.0, y0)
+        path = folder / "SCL.tif"
+        futures.append(pool.submit(write_cog_array, path, scl20, tr20, spec.crs_epsg, 0))
+        assets["scl"] = (path, scl20.shape, tr20, 20)
+        valid = np.isin(scl, (4, 5, 6)).mean()
+        records.append({"id": stem, "datetime": d, "assets": assets, "cloud_cover": float(100 * (1 - valid))})
+        if progress and d.month != month:
+            month = d.month
+            print(f"  generating {d:%Y-%m} ...", flush=True)
+    for fu in futures:
+        fu.result()
+    pool.shutdown()
+    h, w = spec.size
+    bbox_utm = (x0, y0 - 10.0 * h, x0 + 10.0 * w, y0)
+    return write_s2_catalog(out, records, spec.crs_epsg, bbox_utm, truth="truth_10m.tif", coarse="coarse_cgls_100m.tif")
