@@ -1,0 +1,30 @@
+"""lcup: coarse land-cover maps to 10 m with machine learning on Sentinel-2 time series.
+
+Importing lcup never starts a cluster nor imports the CLI.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .config import PipelineConfig, load_config  # noqa: E402
+from .errors import LcupError  # noqa: E402
+
+
+def run_pipeline(cfg, **kwargs):
+    """Run a pipeline (a :class:`PipelineConfig` or a path to a YAML file); see :func:`lcup.pipeline.run_pipeline`."""
+    from .pipeline import run_pipeline as _run
+
+    if not isinstance(cfg, PipelineConfig):
+        cfg = load_config(cfg)
+    return _run(cfg, **kwargs)
+
+
+def write_demo(out_dir, spec=None, **kwargs):
+    """Generate the synthetic demo scene; see :func:`lcup.synthetic.write_demo`."""
+    from .synthetic import write_demo as _w
+
+    return _w(out_dir, spec, **kwargs)
+
+
+__all__ = ["__version__", "LcupError", "PipelineConfig", "load_config", "run_pipeline", "write_demo"]

@@ -1,0 +1,65 @@
+"""Dask clusters: a LocalCluster by default, an existing scheduler, or Dask Gateway."""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+from .config import ClusterConfig
+from .errors import LcupError
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def cluster_client(cfg: ClusterConfig | None = None) -> Iterator["object | None"]:
+    """Yield a ``distributed.Client`` for the configured cluster, closed on exit.
+
+    ``kind: none`` yields None (the threaded scheduler in this process).
+    """
+    cfg = cfg or ClusterConfig()
+    if cfg.kind == "none":
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if cfg.kind == "local":
+        threads = cfg.threads_per_worker or max(1, (os.cpu_count() or 1) // cfg.n_workers)
+        cluster = LocalCluster(
+            n_workers=cfg.n_workers, threads_per_worker=threads, memory_limit=cfg.memory_limit,
+            dashboard_address=None, silence_logs=logging.ERROR,
+        )
+        client = Client(cluster)
+        log.info("started LocalCluster: %d worker(s) × %d thread(s)", cfg.n_workers, threads)
+        try:
+            yield client
+        finally:
+            client.close()
+            cluster.close()
+    elif cfg.kind == "address":
+        if not cfg.address:
+            raise LcupError("cluster.kind is 'address' but cluster.address is empty; give the scheduler address, e.g. tcp://10.0.0.5:8786")
+        try:
+            client = Client(cfg.address, timeout="20s")
+        except OSError as e:
+            raise LcupError(f"cannot reach the Dask scheduler at {cfg.address}: {e}; is it running?") from e
+        try:
+            yield client
+        finally:
+            client.close()
+    elif cfg.kind == "gateway":
+        try:
+            from dask_gateway import Gateway
+        except ImportError as e:
+            raise LcupError("cluster.kind is 'gateway' but dask-gateway is not installed: pip install 'lcup[gateway]'") from e
+        gateway = Gateway(cfg.address) if cfg.address else Gateway()
+        cluster = gateway.new_cluster()
+        cluster.scale(cfg.n_workers)
+        client = cluster.get_client()
+        try:
+            yield client
+        finally:
+            client.close()
+            cluster.shutdown()

@@ -1,0 +1,268 @@
+"""Typed, validated pipeline settings.
+
+A pipeline file (YAML) maps onto :class:`PipelineConfig`. Unknown keys, wrong types and missing
+required fields are rejected before any work starts, by :func:`load_config`, with a message naming the
+key, the section and the valid keys. Relative paths are resolved against the pipeline file's folder.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+from .ops.cloud import DEFAULT_INVALID_SCL
+from .ops.features import STATS
+from .ops.indices import INDICES
+from .providers import BANDS, PROFILES, REFLECTANCE_BANDS
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Section):
+    """Where the Sentinel-2 items come from."""
+
+    catalog: str = Field(description="STAC API URL, or path/URL of a static catalog.json")
+    provider: str = Field("earth-search", description=f"layout profile: one of {sorted(PROFILES)}")
+    collection: str | None = Field(None, description="collection id; default: the provider's")
+    max_cloud_cover: float | None = Field(None, ge=0, le=100, description="skip items above this eo:cloud_cover, %")
+    on_error: Literal["fail", "skip"] = Field("fail", description="failed asset reads: stop, or skip and report")
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, v: str) -> str:
+        if v not in PROFILES:
+            raise ValueError(f"unknown provider {v!r}; choose one of {sorted(PROFILES)}")
+        return v
+
+
+class AOIConfig(_Section):
+    """Area of interest and output grid."""
+
+    bbox: tuple[float, float, float, float] = Field(description="[west, south, east, north] in `crs`")
+    crs: str = Field("EPSG:4326", description="CRS of bbox")
+    grid_crs: str | None = Field(None, description="output CRS; default: UTM zone of the AOI centre")
+    resolution: float = Field(10.0, gt=0, description="output pixel size, metres")
+
+    @model_validator(mode="after")
+    def _check_bbox(self) -> "AOIConfig":
+        w, s, e, n = self.bbox
+        if not (w < e and s < n):
+            raise ValueError(f"bbox {list(self.bbox)} must be [west, south, east, north] with west < east and south < north")
+        if self.crs.upper() in ("EPSG:4326", "OGC:CRS84") and not (-180 <= w <= 180 and -180 <= e <= 180 and -90 <= s <= 90 and -90 <= n <= 90):
+            raise ValueError(f"bbox {list(self.bbox)} is outside [-180, 180] × [-90, 90]; is it in another CRS? set aoi.crs")
+        return self
+
+
+class LoadConfig(_Section):
+    bands: list[str] = Field(default_factory=lambda: list(REFLECTANCE_BANDS), description="reflectance bands to load")
+    chunk_px: int = Field(512, ge=64, le=4096, description="spatial chunk side, pixels")
+    resampling: Literal["nearest", "bilinear", "cubic", "average"] = "nearest"
+
+    @field_validator("bands")
+    @classmethod
+    def _known_bands(cls, v: list[str]) -> list[str]:
+        bad = [b for b in v if b not in BANDS]
+        if bad:
+            raise ValueError(f"unknown bands {bad}; lcup band names are {list(BANDS)}")
+        return v
+
+
+class CleanConfig(_Section):
+    invalid_scl: list[int] = Field(default_factory=lambda: list(DEFAULT_INVALID_SCL), description="SCL classes masked")
+    dilation_m: float = Field(0.0, ge=0, description="grow the cloud/shadow mask by this many metres")
+    min_valid_fraction: float = Field(0.05, ge=0, le=1, description="drop dates with a smaller clear fraction")
+    step_days: float = Field(10.0, gt=0, description="regular time grid step, days")
+    savgol_window: int = Field(5, ge=1, description="Savitzky-Golay window, grid steps (odd)")
+    savgol_polyorder: int = Field(2, ge=0)
+    max_gap_days: float | None = Field(None, gt=0, description="longest gap bridged by interpolation, days")
+    hold_ends: bool = True
+
+    @model_validator(mode="after")
+    def _odd(self) -> "CleanConfig":
+        if self.savgol_window % 2 == 0:
+            raise ValueError(f"savgol_window must be odd, got {self.savgol_window}")
+        if self.savgol_window > 1 and self.savgol_polyorder >= self.savgol_window:
+            raise ValueError("savgol_polyorder must be smaller than savgol_window")
+        return self
+
+
+class FeaturesConfig(_Section):
+    indices: list[str] = Field(default_factory=lambda: ["ndvi", "evi", "ndwi", "mndwi", "ndbi", "nbr", "savi"])
+    stats: list[str] = Field(default_factory=lambda: ["mean", "std", "p10", "p50", "p90", "amplitude", "doy_max"])
+    series: list[str] = Field(default_factory=lambda: ["ndvi", "mndwi", "ndbi"], description="variables whose smoothed series are features")
+    series_every: int = Field(2, ge=1, description="keep every n-th grid step of the series")
+    persist: Literal["auto", "always", "never"] = Field("auto", description="keep the feature cube in cluster memory between sampling and prediction")
+
+    @field_validator("indices")
+    @classmethod
+    def _known_idx(cls, v):
+        bad = [i for i in v if i not in INDICES]
+        if bad:
+            raise ValueError(f"unknown indices {bad}; available: {sorted(INDICES)}")
+        return v
+
+    @field_validator("stats")
+    @classmethod
+    def _known_stats(cls, v):
+        bad = [s for s in v if s not in STATS]
+        if bad:
+            raise ValueError(f"unknown stats {bad}; available: {list(STATS)}")
+        return v
+
+
+class LabelsConfig(_Section):
+    path: str = Field(description="coarse land-cover map: file path or URL (any GDAL raster)")
+    legend: str = Field(description="legend of the map's codes, e.g. cgls-lc100, esa-worldcover")
+    target_legend: str | dict = Field("lcup7", description="legend of the output map (built-in name or mapping)")
+    crosswalk: dict[int, int] | None = Field(None, description="{source code: target code}; 0 drops a code")
+    erosion_m: float = Field(20.0, ge=0, description="negative buffer at class edges, metres")
+    n_per_class: int = Field(2000, ge=10, description="training pixels per class (cap)")
+    min_per_class: int = Field(50, ge=1)
+    small_class_policy: Literal["warn", "drop", "error"] = "warn"
+    block_m: float = Field(1000.0, gt=0, description="side of the spatial validation blocks, metres")
+    validation_fraction: float = Field(0.3, ge=0, lt=1)
+    seed: int = 0
+
+
+class TruthConfig(_Section):
+    path: str
+    legend: str = "lcup7"
+
+
+class ModelConfig(_Section):
+    n_estimators: int = Field(100, ge=1)
+    max_depth: int | None = Field(None, ge=1)
+    min_samples_leaf: int = Field(1, ge=1)
+    max_features: str | float | int = "sqrt"
+    class_weight: Literal["balanced", "balanced_subsample"] | None = None
+    seed: int = 0
+
+
+class OutputConfig(_Section):
+    dir: str = Field(description="output folder")
+    overwrite: bool = False
+    zarr: bool = True
+    cog: bool = True
+
+
+class ClusterConfig(_Section):
+    kind: Literal["local", "address", "gateway", "none"] = "local"
+    address: str | None = Field(None, description="scheduler address (kind: address) or gateway URL (kind: gateway)")
+    n_workers: int = Field(1, ge=1)
+    threads_per_worker: int | None = Field(None, ge=1, description="default: all cores")
+    memory_limit: str = "auto"
+
+
+class PipelineConfig(_Section):
+    """A whole pipeline, as in ``pipelines/*.yaml``."""
+
+    name: str = "lcup"
+    source: SourceConfig
+    aoi: AOIConfig
+    year: int | None = Field(None, ge=2015, le=2100, description="calendar year; or give start/end")
+    start: dt.date | None = None
+    end: dt.date | None = None
+    load: LoadConfig = Field(default_factory=LoadConfig)
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    labels: LabelsConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    truth: TruthConfig | None = None
+    output: OutputConfig
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+    @model_validator(mode="after")
+    def _dates(self) -> "PipelineConfig":
+        if self.year is None and (self.start is None or self.end is None):
+            raise ValueError("give either `year` or both `start` and `end`")
+        if self.start is not None and self.end is not None and self.start > self.end:
+            raise ValueError(f"start {self.start} is after end {self.end}")
+        return self
+
+    @property
+    def period(self) -> tuple[dt.date, dt.date]:
+        if self.start is not None and self.end is not None:
+            return self.start, self.end
+        return dt.date(self.year, 1, 1), dt.date(self.year, 12, 31)
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    cur: Any = model
+    for part in loc:
+        if not (isinstance(cur, type) and issubclass(cur, BaseModel)) or part not in cur.model_fields:
+            return None
+        ann = cur.model_fields[part].annotation
+        args = [a for a in getattr(ann, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+        cur = args[0] if args else ann
+    return cur if isinstance(cur, type) and issubclass(cur, BaseModel) else None
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid pipeline {source}:"]
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not isinstance(p, int))
+        where = ".".join(map(str, e["loc"])) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            parent = _model_at(PipelineConfig, loc[:-1])
+            allowed = sorted(parent.model_fields) if parent else []
+            lines.append(f"  - unknown key {where!r}; valid keys here: {allowed}")
+        elif e["type"] == "missing":
+            lines.append(f"  - missing required key {where!r}")
+        else:
+            lines.append(f"  - {where}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _resolve(value: str, base: Path) -> str:
+    if "://" in value or Path(value).is_absolute():
+        return value
+    return str((base / value).resolve())
+
+
+def load_config(source: str | Path | Mapping, *, base_dir: str | Path | None = None, overrides: Mapping | None = None) -> PipelineConfig:
+    """Read and validate a pipeline (YAML path or mapping).
+
+    Relative paths (``source.catalog``, ``labels.path``, ``truth.path``, ``output.dir``) are resolved
+    against the YAML file's folder (or ``base_dir``).
+
+    Raises
+    ------
+    ConfigError
+        Naming every unknown key (with the valid ones), missing key and wrong value.
+    """
+    if isinstance(source, Mapping):
+        raw, name, base = dict(source), "<mapping>", Path(base_dir or ".")
+    else:
+        p = Path(source)
+        if not p.exists():
+            raise ConfigError(f"pipeline file {p} does not exist")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"pipeline file {p} is not valid YAML: {e}") from e
+        name, base = str(p), Path(base_dir) if base_dir else p.parent
+    if not isinstance(raw, dict):
+        raise ConfigError(f"pipeline {name} must be a mapping of sections, got {type(raw).__name__}")
+    for dotted, value in (overrides or {}).items():
+        cur = raw
+        *parents, last = dotted.split(".")
+        for k in parents:
+            cur = cur.setdefault(k, {})
+        cur[last] = value
+    for section, key in (("source", "catalog"), ("labels", "path"), ("truth", "path"), ("output", "dir")):
+        sec = raw.get(section)
+        if isinstance(sec, dict) and isinstance(sec.get(key), str):
+            if section == "source" and "://" not in sec[key] and not sec[key].endswith(".json"):
+                continue
+            sec[key] = _resolve(sec[key], base)
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, name)) from None

@@ -1,0 +1,237 @@
+"""Find Sentinel-2 L2A items (STAC API or static catalog) and load them lazily with odc-stac.
+
+The same code path serves a STAC API (Earth Search, Planetary Computer, a server on 127.0.0.1) and a
+static catalog (what :func:`lcup.synthetic.write_demo` writes): pystac-client cannot search a static
+catalog, so its items are filtered here by collection, bbox and datetime, then handed to the same
+loader.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import pystac
+import xarray as xr
+from odc.geo.geobox import GeoBox
+
+from ..errors import EmptySearchError, MissingBandError, ProviderError
+from ..providers import ProviderProfile, SCL
+
+log = logging.getLogger(__name__)
+
+
+def is_static_catalog(source: str) -> bool:
+    """A source ending in ``.json`` (local path or URL) is a static catalog; anything else a STAC API."""
+    return str(source).split("?")[0].endswith(".json")
+
+
+def _parse_dt(value) -> dt.datetime:
+    t = pd.Timestamp(value)
+    if t.tzinfo is None:
+        t = t.tz_localize("UTC")
+    return t.to_pydatetime()
+
+
+def _item_time(item: pystac.Item) -> dt.datetime:
+    t = item.datetime or _parse_dt(item.properties.get("start_datetime"))
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+
+
+def _bbox_overlaps(a: Sequence[float], b: Sequence[float]) -> bool:
+    return not (a[2] < b[0] or a[0] > b[2] or a[3] < b[1] or a[1] > b[3])
+
+
+def search_items(
+    source: str,
+    profile: ProviderProfile,
+    bbox: Sequence[float],
+    start: str | dt.datetime,
+    end: str | dt.datetime,
+    *,
+    collection: str | None = None,
+    max_cloud_cover: float | None = None,
+    limit: int = 100,
+) -> list[pystac.Item]:
+    """Items of the collection intersecting ``bbox`` (lon/lat) between ``start`` and ``end`` (inclusive).
+
+    Raises
+    ------
+    EmptySearchError
+        When nothing matches; the message gives the source, collection, bbox and dates searched.
+    """
+    coll = collection or profile.collection
+    t0, t1 = _parse_dt(start), _parse_dt(end)
+    if is_static_catalog(source):
+        cat = pystac.read_file(str(source))
+        if isinstance(cat, pystac.Item):
+            candidates = [cat]
+        else:
+            candidates = list(cat.get_items(recursive=True))
+        items = []
+        collections_seen = set()
+        for it in candidates:
+            collections_seen.add(it.collection_id)
+            if it.collection_id not in (coll, None):
+                continue
+            if it.bbox is not None and not _bbox_overlaps(it.bbox, bbox):
+                continue
+            if not (t0 <= _item_time(it) <= t1):
+                continue
+            items.append(it)
+        if candidates and coll not in collections_seen:
+            raise ProviderError(
+                f"static catalog {source} has no collection {coll!r} (it has {sorted(map(str, collections_seen))}); "
+                "set source.collection in the pipeline file"
+            )
+    else:
+        from pystac_client import Client
+
+        client = Client.open(str(source))
+        search = client.search(collections=[coll], bbox=list(bbox), datetime=[t0, t1], limit=limit)
+        items = list(search.items())
+    if max_cloud_cover is not None:
+        items = [it for it in items if float(it.properties.get("eo:cloud_cover", 0.0)) <= max_cloud_cover]
+    if not items:
+        raise EmptySearchError(
+            f"no {coll!r} item in {source} intersects bbox {list(np.round(bbox, 5))} between "
+            f"{t0:%Y-%m-%d} and {t1:%Y-%m-%d}"
+            + (f" with eo:cloud_cover <= {max_cloud_cover}" if max_cloud_cover is not None else "")
+            + "; check the area (lon/lat order: [west, south, east, north]), the year and the collection"
+        )
+    items.sort(key=_item_time)
+    log.info("found %d items in %s", len(items), source)
+    return items
+
+
+def _solar_day(t: dt.datetime, lon: float) -> dt.date:
+    """Local solar date, as odc-stac's ``groupby="solar_day"`` computes it (UTC shifted by lon/15 h)."""
+    return (t + dt.timedelta(hours=lon / 15.0)).date()
+
+
+@dataclass
+class Cube:
+    """A lazily loaded Sentinel-2 cube and its per-date metadata.
+
+    Attributes
+    ----------
+    data
+        ``{band: (time, y, x)}`` dask-backed DN with internal band names (``scl`` included).
+    scale, offset
+        ``{band: (time,)}`` DN→reflectance factors per date, from each item's own metadata.
+    items
+        Item ids per date.
+    geobox
+        The output grid.
+    """
+
+    data: xr.Dataset
+    scale: dict[str, np.ndarray]
+    offset: dict[str, np.ndarray]
+    items: list[list[str]]
+    geobox: GeoBox
+    failed: list[str] = field(default_factory=list)
+
+
+def load_cube(
+    items: Sequence[pystac.Item],
+    profile: ProviderProfile,
+    bands: Sequence[str],
+    geobox: GeoBox,
+    *,
+    chunk_px: int = 512,
+    resampling: str = "nearest",
+    fail_on_error: bool = True,
+    patch_url: Callable[[str], str] | None = None,
+) -> Cube:
+    """Load ``bands`` (internal names, ``scl`` included) of ``items`` onto ``geobox`` with odc-stac.
+
+    Same-day granules are mosaicked (``groupby="solar_day"``); the cube has time in one chunk and
+    space split into ``chunk_px`` squares. SCL is always resampled with nearest neighbour.
+    """
+    import odc.stac
+
+    keys = {}
+    for b in bands:
+        key = profile.asset_key(b)
+        present = sum(key in it.assets for it in items)
+        if present == 0:
+            raise MissingBandError(
+                f"band {b!r} (asset {key!r}) is in none of the {len(items)} items; assets of the first item: "
+                f"{sorted(items[0].assets)}; check the provider profile (source.provider)"
+            )
+        keys[b] = key
+    if patch_url is None and profile.signed_urls:
+        try:
+            import planetary_computer
+
+            patch_url = planetary_computer.sign
+        except ImportError:
+            log.warning("profile %s signs hrefs but 'planetary-computer' is not installed; using hrefs as they are", profile.name)
+    # Where items have no raster:bands (Planetary Computer), dtype/nodata come from the profile
+    # through stac_cfg (odc-stac's per-band ``dtype=`` dict does not combine with ``chunks``).
+    cfg = {"*": {"assets": {"*": {"data_type": "uint16", "nodata": profile.nodata},
+                             profile.asset_key(SCL): {"data_type": "uint8", "nodata": 0}}}}
+    res = {k: ("nearest" if b == SCL else resampling) for b, k in keys.items()}
+    ds = odc.stac.load(
+        items,
+        bands=list(keys.values()),
+        geobox=geobox,
+        chunks={"x": chunk_px, "y": chunk_px},
+        groupby="solar_day",
+        resampling=res,
+        fail_on_error=fail_on_error,
+        stac_cfg=cfg,
+        patch_url=patch_url,
+    )
+    ds = ds.rename({k: b for b, k in keys.items() if k != b})
+    ds = ds.chunk({"time": -1})
+    # Per-date scale/offset from each item's own metadata (odc-stac does not apply them).
+    lon = float(geobox.extent.to_crs("EPSG:4326").centroid.coords[0][0])
+    by_day: dict[dt.date, list[pystac.Item]] = {}
+    for it in items:
+        by_day.setdefault(_solar_day(_item_time(it), lon), []).append(it)
+    times = pd.DatetimeIndex(ds.time.values)
+    scale, offset = {}, {}
+    ids = []
+    for t in times:
+        day = _solar_day(t.to_pydatetime().replace(tzinfo=dt.timezone.utc), lon)
+        group = by_day.get(day) or by_day.get(t.date()) or []
+        ids.append([it.id for it in group])
+    for b, key in keys.items():
+        if b == SCL:
+            continue
+        sc, of = [], []
+        for t, idl in zip(times, ids):
+            group = [it for it in items if it.id in idl] or list(items[:1])
+            pairs = Counter(profile.scale_offset(it.properties, it.assets[key].to_dict() if key in it.assets else None) for it in group)
+            s, o = pairs.most_common(1)[0][0]
+            sc.append(s)
+            of.append(o)
+        scale[b], offset[b] = np.asarray(sc), np.asarray(of)
+    return Cube(ds, scale, offset, ids, geobox)
+
+
+def geobox_for_aoi(bbox: Sequence[float], crs: str | None, resolution: float, bbox_crs: str = "EPSG:4326") -> GeoBox:
+    """The output grid: ``bbox`` (in ``bbox_crs``) on ``crs`` at ``resolution`` m, pixel edges snapped to
+    multiples of the resolution (the Sentinel-2 grid). ``crs=None`` picks the UTM zone of the centre."""
+    from odc.geo.geom import box
+
+    g = box(*bbox, crs=bbox_crs)
+    if crs is None or str(crs).lower() == "utm":
+        lon, lat = g.to_crs("EPSG:4326").centroid.coords[0]
+        zone = int((lon + 180) // 6) + 1
+        crs = f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
+    gp = g.to_crs(crs)
+    return GeoBox.from_bbox(gp.boundingbox, crs=crs, resolution=resolution, anchor="edge")
+
+
+def lonlat_bbox(geobox: GeoBox) -> list[float]:
+    """The geobox extent as a lon/lat bbox ``[west, south, east, north]`` for searching."""
+    return list(geobox.extent.to_crs("EPSG:4326").boundingbox)

@@ -1,0 +1,86 @@
+"""Cloud/shadow masks from the Sen2Cor scene classification (SCL) and the valid-coverage scene filter."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from scipy import ndimage
+
+#: SCL classes treated as invalid by default: no data, saturated/defective, cloud shadow,
+#: cloud medium and high probability, thin cirrus. Snow (11) is kept valid unless asked.
+DEFAULT_INVALID_SCL: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
+
+
+def disk(radius_px: int) -> np.ndarray:
+    """Disk structuring element: offsets with ``dy² + dx² <= radius²`` (radius 1 → 3×3 cross)."""
+    r = int(radius_px)
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    return (yy**2 + xx**2) <= r * r
+
+
+def _dilate_invalid_np(valid: np.ndarray, radius_px: int) -> np.ndarray:
+    """``valid`` (..., y, x) bool → valid with the invalid area grown by ``radius_px``."""
+    st = disk(radius_px)
+    out = np.empty_like(valid)
+    flat_in = valid.reshape((-1,) + valid.shape[-2:])
+    flat_out = out.reshape(flat_in.shape)
+    for i in range(flat_in.shape[0]):
+        flat_out[i] = ~ndimage.binary_dilation(~flat_in[i], structure=st)
+    return out
+
+
+def scl_valid_mask(
+    scl: xr.DataArray,
+    invalid_classes: Sequence[int] = DEFAULT_INVALID_SCL,
+    dilation_px: int = 0,
+) -> xr.DataArray:
+    """Clear-observation mask from an SCL band.
+
+    Parameters
+    ----------
+    scl
+        ``(time, y, x)`` scene classification codes (numpy or dask backed).
+    invalid_classes
+        SCL codes to mask (default: 0, 1, 3, 8, 9, 10).
+    dilation_px
+        Grow the invalid area by this many pixels (disk). On dask input it is done with
+        ``map_overlap`` so chunk edges are seamless.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``(time, y, x)`` bool, True where the observation is clear.
+    """
+    valid = ~scl.isin(list(invalid_classes))
+    if dilation_px and dilation_px > 0:
+        r = int(dilation_px)
+        if isinstance(valid.data, da.Array):
+            depth = {valid.get_axis_num("y"): r, valid.get_axis_num("x"): r}
+            data = valid.data.map_overlap(_dilate_invalid_np, depth=depth, boundary=True, radius_px=r, dtype=bool)
+        else:
+            data = _dilate_invalid_np(valid.transpose(..., "y", "x").values, r)
+            valid = valid.transpose(..., "y", "x")
+        valid = valid.copy(data=data)
+    valid.name = "valid"
+    return valid
+
+
+def probability_valid_mask(prob: xr.DataArray, threshold: float = 0.4) -> xr.DataArray:
+    """Clear-observation mask from a cloud-probability band (0–1 or 0–100): valid where ``prob < threshold``."""
+    p = prob.astype("float32")
+    if float(threshold) <= 1.0:
+        p = xr.where(p > 1.0, p / 100.0, p)
+    return (p < threshold) & p.notnull()
+
+
+def valid_fraction(valid: xr.DataArray) -> xr.DataArray:
+    """Fraction of clear pixels per date, ``(time,)`` float, lazy on dask input."""
+    return valid.mean(dim=[d for d in valid.dims if d != "time"])
+
+
+def keep_dates(fraction: np.ndarray, min_valid_fraction: float) -> np.ndarray:
+    """Boolean ``(time,)`` selection of the dates whose valid fraction is at least the threshold."""
+    return np.asarray(fraction) >= float(min_valid_fraction)

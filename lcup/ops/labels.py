@@ -1,0 +1,159 @@
+"""Training labels from a coarse map on the 10 m grid: erosion, stratified sampling, spatial blocks."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from scipy import ndimage
+
+from ..errors import EmptyClassWarning, LabelError
+from .cloud import disk
+
+
+def _erode_np(labels: np.ndarray, radius_px: int) -> np.ndarray:
+    out = np.zeros_like(labels)
+    st = disk(radius_px)
+    for c in np.unique(labels):
+        if c == 0:
+            continue
+        # border_value=1: the edge of the array is not a class edge (chunks get real neighbours
+        # through map_overlap; the AOI edge is unknown, not different).
+        keep = ndimage.binary_erosion(labels == c, structure=st, border_value=1)
+        out[keep] = c
+    return out
+
+
+def erode_classes(labels: xr.DataArray | np.ndarray, radius_px: int) -> xr.DataArray | np.ndarray:
+    """Negative buffer: drop (set to 0) every pixel within ``radius_px`` of another class or no data.
+
+    A pixel keeps its class only if every pixel of the disk of radius ``radius_px`` around it
+    (``dy² + dx² <= r²``) has the same class. ``radius_px=1`` removes a one-pixel rim; 0 is a no-op.
+    Seamless across dask chunks (``map_overlap``).
+
+    Parameters
+    ----------
+    labels
+        ``(y, x)`` integer class codes, 0 = no data.
+    radius_px
+        Erosion radius in pixels (convert metres with the pixel size first).
+    """
+    r = int(radius_px)
+    if r <= 0:
+        return labels
+    if isinstance(labels, np.ndarray):
+        return _erode_np(labels, r)
+    if isinstance(labels.data, da.Array):
+        # boundary="none": the AOI edge is unknown, not a class edge (border_value=1 in the kernel).
+        data = labels.data.map_overlap(_erode_np, depth=r, boundary="none", radius_px=r, dtype=labels.dtype)
+        return labels.copy(data=data)
+    return labels.copy(data=_erode_np(labels.values, r))
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Pixel positions drawn for training/validation.
+
+    Attributes
+    ----------
+    iy, ix
+        Row and column on the 10 m grid, int64.
+    label
+        Class code per sample.
+    validation
+        True for samples in held-out spatial blocks.
+    """
+
+    iy: np.ndarray
+    ix: np.ndarray
+    label: np.ndarray
+    validation: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.iy)
+
+
+def stratified_sample(
+    labels: np.ndarray,
+    n_per_class: int,
+    rng: np.random.Generator,
+    *,
+    min_per_class: int = 50,
+    block_px: int = 100,
+    validation_fraction: float = 0.3,
+    small_class_policy: str = "warn",
+    weights: np.ndarray | None = None,
+) -> Sample:
+    """Stratified random sample of labelled pixels with spatially separated validation blocks.
+
+    The grid is cut into ``block_px`` square blocks; a random ``validation_fraction`` of the blocks is
+    held out for validation so that training and validation pixels are never neighbours. Within the
+    training and validation blocks each class is sampled up to ``n_per_class`` pixels (and the same
+    proportion for validation).
+
+    Parameters
+    ----------
+    labels
+        ``(y, x)`` class codes, 0 = not usable (no data, eroded edge).
+    n_per_class
+        Cap of training pixels per class.
+    rng
+        Random generator; the sample is reproducible from its seed.
+    min_per_class
+        Classes with fewer usable pixels are handled by ``small_class_policy``:
+        ``"warn"`` keeps them with an :class:`~lcup.errors.EmptyClassWarning`, ``"drop"`` drops them
+        (with the warning), ``"error"`` raises :class:`~lcup.errors.LabelError`.
+    block_px
+        Side of the spatial validation blocks, pixels.
+    validation_fraction
+        Share of blocks held out.
+
+    Returns
+    -------
+    Sample
+    """
+    if small_class_policy not in ("warn", "drop", "error"):
+        raise ValueError(f"small_class_policy must be 'warn', 'drop' or 'error', not {small_class_policy!r}")
+    h, w = labels.shape
+    nby, nbx = -(-h // block_px), -(-w // block_px)
+    block_val = rng.random((nby, nbx)) < validation_fraction
+    if validation_fraction > 0 and not block_val.any():
+        block_val.flat[rng.integers(block_val.size)] = True
+    if validation_fraction < 1 and block_val.all():
+        block_val.flat[rng.integers(block_val.size)] = False
+    classes = [int(c) for c in np.unique(labels) if c != 0]
+    if len(classes) < 2:
+        raise LabelError(
+            f"the label map has {len(classes)} usable class(es) {classes} in the area after crosswalk and erosion; "
+            "a classifier needs at least two: enlarge the area, lower labels.erosion_m or check the crosswalk"
+        )
+    iys, ixs, labs, vals = [], [], [], []
+    n_val = int(round(n_per_class * validation_fraction / max(1e-9, 1 - validation_fraction)))
+    for c in classes:
+        yy, xx = np.nonzero(labels == c)
+        if len(yy) < min_per_class:
+            msg = f"class {c} has only {len(yy)} usable pixels (< min_per_class={min_per_class})"
+            if small_class_policy == "error":
+                raise LabelError(msg + "; lower labels.min_per_class or set small_class_policy: drop")
+            warnings.warn(msg + ("; dropped" if small_class_policy == "drop" else "; kept"), EmptyClassWarning, stacklevel=2)
+            if small_class_policy == "drop":
+                continue
+        isval = block_val[yy // block_px, xx // block_px]
+        for want, sel, is_val in ((n_per_class, ~isval, False), (n_val, isval, True)):
+            cand = np.nonzero(sel)[0]
+            if len(cand) == 0:
+                continue
+            p = None
+            if weights is not None:
+                wgt = weights[yy[cand], xx[cand]].astype(float)
+                p = wgt / wgt.sum() if wgt.sum() > 0 else None
+            take = rng.choice(cand, size=min(want, len(cand)), replace=False, p=p)
+            iys.append(yy[take]); ixs.append(xx[take]); labs.append(np.full(len(take), c, labels.dtype))
+            vals.append(np.full(len(take), is_val))
+    if not iys:
+        raise LabelError("no pixel could be sampled; check the label map overlaps the area")
+    return Sample(np.concatenate(iys).astype(np.int64), np.concatenate(ixs).astype(np.int64),
+                  np.concatenate(labs), np.concatenate(vals).astype(bool))

@@ -1,0 +1,316 @@
+"""The lcup pipeline as a recipe of named stages: search → load → clean → features → labels →
+train → predict → write → score. The CLI is a thin layer over :func:`run_pipeline`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from . import __version__
+from .config import PipelineConfig
+from .errors import LowCoverageWarning, NoValidDataError
+from .legends import apply_crosswalk, get_crosswalk, get_legend
+from .ops.accuracy import accuracy_report
+from .ops.cloud import keep_dates, scl_valid_mask, valid_fraction
+from .ops.features import temporal_features
+from .ops.indices import compute_indices
+from .ops.labels import erode_classes, stratified_sample
+from .ops.model import predict_block, train_random_forest
+from .ops.temporal import interpolate_smooth, regular_grid
+from .providers import SCL, get_profile
+
+log = logging.getLogger("lcup")
+
+
+@dataclass
+class RunSummary:
+    """What a run did: figures, timings per stage (s), parameters. Saved as ``summary.json``."""
+
+    name: str
+    timings: dict[str, float] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=2, default=_jsonable)
+
+
+def _jsonable(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+@contextmanager
+def _stage(summary: RunSummary, name: str):
+    log.info("▶ %s", name)
+    t0 = time.perf_counter()
+    yield
+    summary.timings[name] = round(time.perf_counter() - t0, 3)
+    log.info("✔ %s (%.1f s)", name, summary.timings[name])
+
+
+def _compute(obj, client, label: str, progress: bool):
+    """Compute on the cluster (with a progress bar on a terminal) or the local scheduler."""
+    if client is None:
+        return dask.compute(obj)[0] if not isinstance(obj, (list, tuple)) else dask.compute(*obj)
+    fut = client.compute(obj)
+    if progress:
+        from distributed import progress as dprogress
+
+        log.info("  computing %s", label)
+        dprogress(fut, notebook=False)
+        print(flush=True)
+    return client.gather(fut)
+
+
+def build_features(cfg: PipelineConfig, cube, summary: RunSummary) -> xr.DataArray:
+    """Clean (mask, filter, interpolate, smooth), compute indices and features: lazy ``(y, x, feature)``."""
+    ds = cube.data
+    res = abs(cube.geobox.resolution.x)
+    dil_px = int(round(cfg.clean.dilation_m / res))
+    valid = scl_valid_mask(ds[SCL], cfg.clean.invalid_scl, dil_px)
+    # Scene filter: the valid fraction needs only SCL; one cheap pass before the heavy kernel.
+    frac = np.asarray(valid_fraction(valid).compute())
+    keep = keep_dates(frac, cfg.clean.min_valid_fraction)
+    summary.figures["dates_found"] = int(len(frac))
+    summary.figures["dates_kept"] = int(keep.sum())
+    summary.figures["mean_valid_fraction"] = float(frac.mean()) if len(frac) else 0.0
+    if (~keep).any():
+        dropped = [str(t)[:10] for t in ds.time.values[~keep]]
+        warnings.warn(
+            f"dropped {len(dropped)} of {len(keep)} dates with a clear fraction below {cfg.clean.min_valid_fraction}: {dropped}",
+            LowCoverageWarning, stacklevel=2,
+        )
+        summary.figures["dates_dropped"] = dropped
+    if keep.sum() == 0:
+        raise NoValidDataError(
+            f"no date has a clear fraction of at least {cfg.clean.min_valid_fraction} (best {frac.max():.3f}); "
+            "lower clean.min_valid_fraction or widen the period"
+        )
+    idx = np.nonzero(keep)[0]
+    valid = valid.isel(time=idx)
+    start, end = cfg.period
+    grid = regular_grid(start, end, cfg.clean.step_days)
+    series = {}
+    for b in cfg.load.bands:
+        series[b] = interpolate_smooth(
+            ds[b].isel(time=idx), valid, grid,
+            scale=cube.scale[b][idx], offset=cube.offset[b][idx],
+            window=cfg.clean.savgol_window, polyorder=cfg.clean.savgol_polyorder,
+            max_gap_days=cfg.clean.max_gap_days, hold_ends=cfg.clean.hold_ends,
+        )
+    series.update(compute_indices(series, cfg.features.indices))
+    feats = temporal_features(series, stats=cfg.features.stats, series_vars=cfg.features.series, series_every=cfg.features.series_every)
+    return feats.chunk({"feature": -1})
+
+
+def prepare_labels(cfg: PipelineConfig, geobox) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Coarse map on the 10 m grid in the target legend: ``(upsampled, eroded, info)``."""
+    from .io.rasters import read_on_geobox
+
+    codes = read_on_geobox(cfg.labels.path, geobox, resampling="nearest")
+    target = get_legend(cfg.labels.target_legend)
+    cw = get_crosswalk(cfg.labels.legend, target, cfg.labels.crosswalk)
+    labels = apply_crosswalk(codes, cw)
+    res = abs(geobox.resolution.x)
+    r = int(round(cfg.labels.erosion_m / res))
+    eroded = erode_classes(labels, r)
+    info = {
+        "erosion_px": r,
+        "labelled_px": int((labels > 0).sum()),
+        "after_erosion_px": int((eroded > 0).sum()),
+        "class_px": {int(c): int((labels == c).sum()) for c in target.codes},
+    }
+    return labels, eroded, info
+
+
+def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> RunSummary:
+    """Run a whole pipeline.
+
+    Parameters
+    ----------
+    cfg
+        Validated configuration (:func:`lcup.config.load_config`).
+    client
+        A ``distributed.Client`` to use; None starts the cluster of ``cfg.cluster`` for the run.
+    progress
+        Show progress bars for the long computations.
+
+    Returns
+    -------
+    RunSummary
+        Also written to ``<output.dir>/summary.json``.
+    """
+    if client is None and cfg.cluster.kind != "none":
+        from .cluster import cluster_client
+
+        with cluster_client(cfg.cluster) as c:
+            return run_pipeline(cfg, client=c, progress=progress)
+
+    from .io.rasters import read_on_geobox
+    from .io.stac import geobox_for_aoi, load_cube, lonlat_bbox, search_items
+    from .io.write import write_cog_from_dask, write_zarr
+    from .io.models import save_model
+
+    out = Path(cfg.output.dir)
+    summary = RunSummary(cfg.name, parameters=json.loads(cfg.model_dump_json()))
+    zarr_path, cog_path = out / "landcover.zarr", out / "landcover_class.tif"
+    if not cfg.output.overwrite:
+        for p in (zarr_path, cog_path):
+            if p.exists():
+                from .errors import OutputExistsError
+
+                raise OutputExistsError(f"{p} exists; set output.overwrite: true (CLI: --overwrite) or choose another output.dir")
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    profile = get_profile(cfg.source.provider)
+    target = get_legend(cfg.labels.target_legend)
+
+    with _stage(summary, "search"):
+        geobox = geobox_for_aoi(cfg.aoi.bbox, cfg.aoi.grid_crs, cfg.aoi.resolution, cfg.aoi.crs)
+        start, end = cfg.period
+        items = search_items(cfg.source.catalog, profile, lonlat_bbox(geobox), f"{start}T00:00:00Z", f"{end}T23:59:59Z",
+                             collection=cfg.source.collection, max_cloud_cover=cfg.source.max_cloud_cover)
+        summary.figures["items"] = len(items)
+        summary.figures["grid"] = {"crs": str(geobox.crs), "shape": list(geobox.shape), "resolution": cfg.aoi.resolution}
+
+    with _stage(summary, "load"):
+        cube = load_cube(items, profile, list(cfg.load.bands) + [SCL], geobox, chunk_px=cfg.load.chunk_px,
+                         resampling=cfg.load.resampling, fail_on_error=cfg.source.on_error == "fail")
+
+    with _stage(summary, "clean+features (graph)"):
+        feats = build_features(cfg, cube, summary)
+        summary.figures["n_features"] = int(feats.sizes["feature"])
+        nbytes = feats.size * 4
+        mem = _cluster_memory(client)
+        persist = cfg.features.persist == "always" or (cfg.features.persist == "auto" and mem and nbytes < 0.3 * mem)
+        summary.figures["features_persisted"] = bool(persist)
+        if persist and client is not None:
+            feats = feats.persist()
+            if progress:
+                from distributed import progress as dprogress
+
+                dprogress(feats.data, notebook=False)
+                print(flush=True)
+            da.compute(feats.data[:1, :1, :1])
+
+    with _stage(summary, "labels"):
+        labels, eroded, linfo = prepare_labels(cfg, geobox)
+        summary.figures["labels"] = linfo
+        rng = np.random.default_rng(cfg.labels.seed)
+        block_px = max(1, int(round(cfg.labels.block_m / cfg.aoi.resolution)))
+        sample = stratified_sample(eroded, cfg.labels.n_per_class, rng, min_per_class=cfg.labels.min_per_class,
+                                   block_px=block_px, validation_fraction=cfg.labels.validation_fraction,
+                                   small_class_policy=cfg.labels.small_class_policy)
+        X = _compute(feats.data.vindex[sample.iy, sample.ix], client, "sampled features", False)
+        summary.figures["samples"] = {"train": int((~sample.validation).sum()), "validation": int(sample.validation.sum())}
+
+    with _stage(summary, "train"):
+        tr = ~sample.validation
+        params = {"n_estimators": cfg.model.n_estimators, "max_depth": cfg.model.max_depth,
+                  "min_samples_leaf": cfg.model.min_samples_leaf, "max_features": cfg.model.max_features,
+                  "class_weight": cfg.model.class_weight}
+        model, minfo = train_random_forest(X[tr], sample.label[tr], params=params, seed=cfg.model.seed)
+        summary.figures["model"] = minfo
+        names = list(feats.feature.values)
+        summary.figures["feature_importance_top"] = dict(
+            sorted(zip(names, map(float, model.feature_importances_)), key=lambda kv: -kv[1])[:15]
+        )
+        if sample.validation.any():
+            Xv = X[sample.validation]
+            ok = np.isfinite(Xv).all(1)
+            pv = np.zeros(len(Xv), np.uint8)
+            if ok.any():
+                pv[ok] = model.predict(Xv[ok])
+            summary.figures["validation"] = accuracy_report(sample.label[sample.validation], pv, target.codes, target.names())
+            log.info("  spatial-block validation (against the coarse labels): OA %.3f kappa %.3f",
+                     summary.figures["validation"]["overall_accuracy"], summary.figures["validation"]["kappa"])
+        model.set_params(n_jobs=1)  # one thread per task: Dask already runs one task per core
+        save_model(model, out / "model.skops", feature_names=names, legend=target.to_dict())
+
+    with _stage(summary, "predict+write"):
+        model_ref = client.scatter(model, broadcast=True) if client is not None else model
+        pred = da.map_blocks(
+            _predict_chunk, feats.data, model_ref, drop_axis=2, new_axis=0,
+            chunks=((2,),) + feats.data.chunks[:2], dtype=np.uint8,
+        )
+        from odc.geo.xr import xr_coords
+
+        coords = xr_coords(geobox, crs_coord_name="spatial_ref")
+        ds = xr.Dataset(
+            {"class": (("y", "x"), pred[0]), "confidence": (("y", "x"), pred[1])}, coords=coords,
+        )
+        ds["class"].encoding["_FillValue"] = 0
+        ds["class"].attrs.update({"grid_mapping": "spatial_ref",
+                                  "flag_values": target.codes, "flag_meanings": " ".join(n.replace(" ", "_") for n in target.names().values())})
+        ds["confidence"].attrs.update({"grid_mapping": "spatial_ref", "units": "percent", "long_name": "highest class probability"})
+        attrs = {"lcup_version": __version__, "legend": target.to_dict(), "items": [i.id for i in items],
+                 "transform": list(geobox.transform)[:6], "crs": str(geobox.crs), "parameters": summary.parameters}
+        if cfg.output.zarr:
+            delayed = ds.to_zarr(zarr_path, mode="w", compute=False, consolidated=True)
+            _compute(delayed, client, "prediction → Zarr", progress)
+            import zarr
+
+            z = zarr.open_group(str(zarr_path), mode="r+")
+            z.attrs.update({k: (v if isinstance(v, (str, int, float)) else json.loads(json.dumps(v, default=_jsonable))) for k, v in attrs.items()})
+            summary.outputs["zarr"] = str(zarr_path)
+            result = xr.open_zarr(zarr_path, mask_and_scale=False)
+        else:
+            result = ds.persist() if client is None else client.persist(ds)
+        if cfg.output.cog:
+            write_cog_from_dask(result["class"], cog_path, geobox, nodata=0, legend=target)
+            summary.outputs["cog"] = str(cog_path)
+
+    with _stage(summary, "score"):
+        predicted = np.asarray(result["class"].values)
+        summary.figures["predicted_class_px"] = {int(c): int(n) for c, n in zip(*np.unique(predicted, return_counts=True))}
+        if cfg.truth is not None:
+            truth_codes = read_on_geobox(cfg.truth.path, geobox)
+            truth = apply_crosswalk(truth_codes, get_crosswalk(cfg.truth.legend, target))
+            pred_rep = accuracy_report(truth, predicted, target.codes, target.names())
+            coarse_rep = accuracy_report(truth, labels, target.codes, target.names())
+            summary.figures["truth"] = {
+                "prediction_10m": pred_rep,
+                "coarse_map_upsampled": coarse_rep,
+                "oa_gain_points": 100 * (pred_rep["overall_accuracy"] - coarse_rep["overall_accuracy"]),
+            }
+            log.info("  against the 10 m truth: prediction OA %.3f (kappa %.3f) | coarse map OA %.3f (kappa %.3f) | gain %+.1f points",
+                     pred_rep["overall_accuracy"], pred_rep["kappa"], coarse_rep["overall_accuracy"], coarse_rep["kappa"],
+                     summary.figures["truth"]["oa_gain_points"])
+
+    summary.timings["total"] = round(time.perf_counter() - t_start, 3)
+    (out / "summary.json").write_text(summary.to_json())
+    summary.outputs["summary"] = str(out / "summary.json")
+    return summary
+
+
+def _predict_chunk(block: np.ndarray, model) -> np.ndarray:
+    return predict_block(block, model)
+
+
+def _cluster_memory(client) -> float:
+    if client is None:
+        return 0.0
+    try:
+        info = client.scheduler_info()["workers"]
+        return float(sum(w.get("memory_limit", 0) or 0 for w in info.values()))
+    except Exception:  # noqa: BLE001 - a scheduler without memory limits: do not persist
+        return 0.0
