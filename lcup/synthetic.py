@@ -379,7 +379,7 @@ def write_demo(out_dir: str | Path, spec: SceneSpec | None = None, *, overwrite:
     from .io.stac_catalog import write_s2_catalog
 
     spec = spec or SceneSpec()
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()
     if (out / "catalog.json").exists() and not overwrite:
         raise OutputExistsError(f"{out / 'catalog.json'} exists; pass overwrite=True (CLI: --overwrite) to replace it")
     out.mkdir(parents=True, exist_ok=True)

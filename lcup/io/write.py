@@ -52,7 +52,7 @@ def write_cog_array(
         dst.write(arr if arr.ndim == 3 else arr[None])
         if legend is not None and arr.dtype == np.uint8:
             dst.write_colormap(1, {0: (0, 0, 0, 0), **legend.colours()})
-            dst.update_tags(1, **{f"CLASS_{c}": n for c, n in legend.names().items()}, LEGEND=legend.name)
+            dst.update_tags(**{f"CLASS_{c}": n for c, n in legend.names().items()}, LEGEND=legend.name)
     return path
 
 

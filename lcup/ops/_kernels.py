@@ -184,7 +184,8 @@ def reference_mask_interp_smooth(values, valid, t_obs, t_grid, *, scale=None, of
         if window > 1:
             lo, coef = savgol_band(len(t_grid), window, polyorder)
             if coef.shape[1] > 1:
-                w = coef.shape[1]
-                y = savgol_filter(y, w, polyorder, mode="interp")
+                # savgol_filter(mode="interp") row by row; NaN (unbridged gaps) propagates to the
+                # outputs whose window holds it (savgol_filter itself rejects NaN).
+                y = np.array([coef[i] @ y[lo[i] : lo[i] + coef.shape[1]] for i in range(len(y))])
         out[p] = y
     return out.reshape(values.shape[:-1] + (len(t_grid),)).astype(np.float32)

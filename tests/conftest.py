@@ -1,0 +1,76 @@
+"""Shared fixtures: geo-registered factories, a small generated scene, real clusters, ../shared data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LCUP_SHARED", REPO.parent / "shared")) / "data"
+
+
+def shared_data(sub: str) -> Path:
+    """Path of a ../shared/data folder; fail under CI (CI=true) when missing, skip otherwise."""
+    p = SHARED / sub
+    if not p.exists():
+        msg = f"{p} is missing: the real-data tests need ../shared/data beside the repository"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return p
+
+
+@pytest.fixture(scope="session")
+def small_scene(tmp_path_factory):
+    """A 192×192 px synthetic scene with a 10-day revisit, written as COGs + static STAC catalog."""
+    from lcup.synthetic import SceneSpec, write_demo
+
+    out = tmp_path_factory.mktemp("scene")
+    spec = SceneSpec(size=(200, 200), revisit_days=10, seed=7, parcel_spacing_px=20)
+    cat = write_demo(out, spec, progress=False)
+    return {"dir": out, "catalog": cat, "spec": spec}
+
+
+def scene_pipeline(scene: dict, out: Path, **overrides) -> dict:
+    """A pipeline mapping for the small scene."""
+    x0, y0 = scene["spec"].origin
+    h, w = scene["spec"].size
+    cfg = {
+        "name": "test",
+        "source": {"catalog": str(scene["catalog"]), "provider": "earth-search"},
+        "aoi": {"bbox": [x0, y0 - 10 * h, x0 + 10 * w, y0], "crs": "EPSG:32633"},
+        "year": scene["spec"].year,
+        "load": {"chunk_px": 128},
+        "clean": {"dilation_m": 10, "step_days": 10},
+        "labels": {"path": str(scene["dir"] / "coarse_cgls_100m.tif"), "legend": "cgls-lc100", "erosion_m": 20,
+                   "n_per_class": 800, "min_per_class": 20, "block_m": 500},
+        "model": {"n_estimators": 40},
+        "truth": {"path": str(scene["dir"] / "truth_10m.tif"), "legend": "lcup7"},
+        "output": {"dir": str(out), "overwrite": True},
+        "cluster": {"kind": "none"},
+    }
+    for dotted, v in overrides.items():
+        cur = cfg
+        *parents, last = dotted.split(".")
+        for k in parents:
+            cur = cur.setdefault(k, {})
+        cur[last] = v
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def local_client():
+    """A real distributed LocalCluster (2 worker processes, 1 thread each)."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None, memory_limit="3GiB") as cluster:
+        with Client(cluster) as client:
+            yield client
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)

@@ -1,0 +1,86 @@
+"""The whole pipeline on a generated scene through a real distributed LocalCluster."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+import xarray as xr
+
+from lcup.config import load_config
+from lcup.errors import EmptySearchError, LowCoverageWarning, MissingBandError, OutputExistsError
+from lcup.pipeline import run_pipeline
+from tests.conftest import scene_pipeline
+
+
+@pytest.fixture(scope="module")
+def e2e_run(small_scene, local_client, tmp_path_factory):
+    out = tmp_path_factory.mktemp("e2e")
+    cfg = load_config(scene_pipeline(small_scene, out))
+    with pytest.warns(LowCoverageWarning):
+        summary = run_pipeline(cfg, client=local_client, progress=False)
+    return summary, out
+
+
+def test_outputs_open_with_crs_and_transform(e2e_run, small_scene):
+    summary, out = e2e_run
+    ds = xr.open_zarr(out / "landcover.zarr", mask_and_scale=False)
+    assert ds["class"].shape == small_scene["spec"].size
+    assert ds["class"].dtype == np.uint8
+    assert "spatial_ref" in ds.coords and "32633" in ds.spatial_ref.attrs.get("crs_wkt", "")
+    assert json.loads(ds.attrs["legend"])["name"] == "lcup7" if isinstance(ds.attrs["legend"], str) else ds.attrs["legend"]["name"] == "lcup7"
+    with rasterio.open(out / "landcover_class.tif") as src:
+        assert src.crs.to_epsg() == 32633
+        assert src.transform.a == 10 and src.transform.c == small_scene["spec"].origin[0]
+        assert src.colormap(1)[1][:3] == (26, 127, 46)
+        assert src.tags()["CLASS_1"] == "forest"
+        cog = src.read(1)
+    np.testing.assert_array_equal(cog, ds["class"].values)
+    from rio_cogeo.cogeo import cog_validate
+
+    ok, errors, _ = cog_validate(str(out / "landcover_class.tif"))
+    assert ok, errors
+
+
+def test_prediction_beats_coarse_map(e2e_run):
+    summary, out = e2e_run
+    t = summary.figures["truth"]
+    assert t["prediction_10m"]["overall_accuracy"] > t["coarse_map_upsampled"]["overall_accuracy"] + 0.05, t["oa_gain_points"]
+    s = json.loads((out / "summary.json").read_text())
+    assert set(s["timings"]) >= {"search", "load", "labels", "train", "predict+write", "score", "total"}
+    assert s["figures"]["validation"]["n"] > 0
+    assert 0 < s["figures"]["dates_kept"] <= s["figures"]["dates_found"]
+
+
+def test_existing_output_is_refused(small_scene, tmp_path, e2e_run):
+    _, out = e2e_run
+    cfg = load_config(scene_pipeline(small_scene, out, **{"output.overwrite": False}))
+    with pytest.raises(OutputExistsError, match="overwrite"):
+        run_pipeline(cfg, progress=False)
+
+
+def test_empty_search_is_a_clear_error(small_scene, tmp_path):
+    cfg = load_config(scene_pipeline(small_scene, tmp_path, year=2019))
+    with pytest.raises(EmptySearchError, match="2019-01-01.*check the area"):
+        run_pipeline(cfg, progress=False)
+
+
+def test_aoi_elsewhere_is_a_clear_error(small_scene, tmp_path):
+    cfg = load_config(scene_pipeline(small_scene, tmp_path, **{"aoi.bbox": [10.0, 50.0, 10.1, 50.1], "aoi.crs": "EPSG:4326"}))
+    with pytest.raises(EmptySearchError):
+        run_pipeline(cfg, progress=False)
+
+
+def test_missing_band_is_a_clear_error(small_scene, tmp_path):
+    import pystac
+
+    from lcup.io.stac import load_cube, search_items, geobox_for_aoi, lonlat_bbox
+    from lcup.providers import get_profile
+
+    prof = get_profile("planetary-computer")  # asset keys B04..., not in the Earth Search layout
+    gb = geobox_for_aoi((500000, 5098000, 502000, 5100000), None, 10, "EPSG:32633")
+    items = search_items(str(small_scene["catalog"]), get_profile("earth-search"), lonlat_bbox(gb), "2024-01-01", "2024-12-31")
+    with pytest.raises(MissingBandError, match="asset 'B04'.*source.provider"):
+        load_cube(items, prof, ["red", "scl"], gb)

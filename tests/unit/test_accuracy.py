@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import cohen_kappa_score, f1_score, jaccard_score
+
+from lcup.ops.accuracy import accuracy_report, confusion_matrix
+
+
+def test_against_sklearn(rng):
+    ref = rng.integers(1, 5, 2000)
+    pred = np.where(rng.random(2000) < 0.7, ref, rng.integers(1, 5, 2000))
+    rep = accuracy_report(ref, pred, [1, 2, 3, 4])
+    assert np.isclose(rep["overall_accuracy"], (ref == pred).mean())
+    assert np.isclose(rep["kappa"], cohen_kappa_score(ref, pred))
+    f1 = f1_score(ref, pred, average=None, labels=[1, 2, 3, 4])
+    iou = jaccard_score(ref, pred, average=None, labels=[1, 2, 3, 4])
+    for i, c in enumerate([1, 2, 3, 4]):
+        assert np.isclose(rep["per_class"][c]["f1"], f1[i])
+        assert np.isclose(rep["per_class"][c]["iou"], iou[i])
+
+
+def test_nodata_reference_ignored_and_unknown_prediction_is_error():
+    ref = np.array([0, 1, 1, 2])
+    pred = np.array([2, 1, 9, 2])
+    cm = confusion_matrix(ref, pred, [1, 2])
+    np.testing.assert_array_equal(cm, [[1, 0], [0, 1]])
+    rep = accuracy_report(ref, pred, [1, 2])
+    assert rep["n"] == 3 and np.isclose(rep["overall_accuracy"], 2 / 3)

@@ -1,0 +1,123 @@
+"""The fused mask → interpolate → Savitzky–Golay kernel against per-pixel numpy/scipy."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from scipy.signal import savgol_filter
+
+from lcup.errors import ChunkingError
+from lcup.ops._kernels import fused_mask_interp_smooth, reference_mask_interp_smooth, savgol_band
+from lcup.ops.temporal import interpolate_smooth, regular_grid
+
+
+def test_savgol_band_equals_scipy(rng):
+    x = rng.normal(size=37)
+    lo, coef = savgol_band(37, 7, 2)
+    y = np.array([coef[i] @ x[lo[i] : lo[i] + 7] for i in range(37)])
+    np.testing.assert_allclose(y, savgol_filter(x, 7, 2, mode="interp"), atol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    nt=st.integers(2, 40),
+    npx=st.integers(1, 12),
+    window=st.sampled_from([1, 3, 5, 7]),
+    data=st.data(),
+)
+def test_kernel_equals_np_interp_then_savgol(nt, npx, window, data):
+    t_obs = np.sort(data.draw(hnp.arrays(np.float64, nt, elements=st.floats(0, 365), unique=True)))
+    values = data.draw(hnp.arrays(np.float32, (npx, nt), elements=st.floats(0.0009765625, 1.0, width=32)))
+    valid = data.draw(hnp.arrays(np.bool_, (npx, nt)))
+    grid = np.arange(0.0, 366.0, 15.0)
+    polyorder = min(2, window - 1)
+    got = fused_mask_interp_smooth(values, valid, t_obs, grid, window=window, polyorder=polyorder)
+    for p in range(npx):
+        ok = valid[p]
+        if not ok.any():
+            assert np.isnan(got[p]).all()
+            continue
+        y = np.interp(grid, t_obs[ok], values[p, ok].astype(np.float64))
+        if window > 1:
+            y = savgol_filter(y, window, polyorder, mode="interp")
+        np.testing.assert_allclose(got[p], y, rtol=1e-5, atol=1e-5)
+
+
+def test_edge_cases_all_masked_one_valid_none_masked():
+    t = np.array([0.0, 10.0, 20.0, 30.0])
+    grid = np.array([0.0, 5.0, 15.0, 25.0, 30.0])
+    v = np.array([[0.1, 0.2, 0.3, 0.4]] * 3, np.float32)
+    m = np.array([[False] * 4, [False, True, False, False], [True] * 4])
+    out = fused_mask_interp_smooth(v, m, t, grid, window=1)
+    assert np.isnan(out[0]).all()
+    np.testing.assert_allclose(out[1], 0.2)  # one valid: held at both ends
+    np.testing.assert_allclose(out[2], np.interp(grid, t, v[2]), rtol=1e-6)
+
+
+def test_uint16_nodata_and_scale_offset():
+    t = np.array([0.0, 10.0, 20.0])
+    v = np.array([[2000, 0, 4000]], np.uint16)  # 0 = nodata even where valid
+    m = np.ones_like(v, bool)
+    out = fused_mask_interp_smooth(v, m, t, np.array([10.0]), scale=np.full(3, 1e-4), offset=np.full(3, -0.1), window=1)
+    np.testing.assert_allclose(out, [[0.2]], rtol=1e-6)  # mean of 0.1 and 0.3
+
+
+def test_float_nan_is_nodata_and_zero_is_value():
+    t = np.array([0.0, 10.0, 20.0])
+    v = np.array([[0.0, np.nan, 0.4]], np.float32)
+    out = fused_mask_interp_smooth(v, np.ones_like(v, bool), t, np.array([10.0]), window=1)
+    np.testing.assert_allclose(out, [[0.2]], rtol=1e-6)
+
+
+def test_max_gap_and_hold_ends():
+    t = np.array([10.0, 20.0, 100.0])
+    v = np.array([[0.1, 0.2, 0.3]], np.float32)
+    m = np.ones_like(v, bool)
+    grid = np.array([0.0, 15.0, 60.0, 110.0])
+    out = fused_mask_interp_smooth(v, m, t, grid, window=1, max_gap=30.0)
+    assert np.isnan(out[0, 2])  # inside an 80-day gap
+    np.testing.assert_allclose(out[0, [0, 1, 3]], [0.1, 0.15, 0.3], rtol=1e-6)
+    out = fused_mask_interp_smooth(v, m, t, grid, window=1, hold_ends=False)
+    assert np.isnan(out[0, 0]) and np.isnan(out[0, 3])
+
+
+def test_reference_matches_kernel(rng):
+    t = np.sort(rng.uniform(0, 365, 50))
+    v = rng.integers(1, 6000, (20, 20, 50)).astype(np.uint16)
+    m = rng.random((20, 20, 50)) > 0.5
+    kw = dict(scale=np.full(50, 1e-4), offset=np.full(50, -0.1), window=5, polyorder=2, max_gap=60.0)
+    np.testing.assert_allclose(fused_mask_interp_smooth(v, m, t, np.arange(0, 366, 10.0), **kw),
+                               reference_mask_interp_smooth(v, m, t, np.arange(0, 366, 10.0), **kw), atol=1e-5, equal_nan=True)
+
+
+def _cube(rng, chunks=None):
+    times = pd.date_range("2024-01-03", periods=30, freq="12D")
+    v = rng.integers(1, 6000, (30, 40, 50)).astype(np.uint16)
+    m = rng.random((30, 40, 50)) > 0.4
+    dims = ("time", "y", "x")
+    vals = xr.DataArray(v, dims=dims, coords={"time": times})
+    valid = xr.DataArray(m, dims=dims, coords={"time": times})
+    if chunks:
+        vals, valid = vals.chunk(chunks), valid.chunk(chunks)
+    return vals, valid
+
+
+def test_xarray_chunked_equals_unchunked(rng):
+    grid = regular_grid("2024-01-01", "2024-12-31", 10)
+    a = interpolate_smooth(*_cube(np.random.default_rng(1)), grid)
+    b = interpolate_smooth(*_cube(np.random.default_rng(1), {"time": -1, "y": 16, "x": 20}), grid)
+    assert isinstance(b.data, da.Array)
+    assert a.dims == ("y", "x", "t") and a.sizes["t"] == len(grid)
+    np.testing.assert_array_equal(a.values, b.compute().values)
+
+
+def test_time_split_across_chunks_is_a_clear_error(rng):
+    vals, valid = _cube(rng, {"time": 10})
+    with pytest.raises(ChunkingError, match=r"\.chunk\(time=-1\)"):
+        interpolate_smooth(vals, valid, regular_grid("2024-01-01", "2024-12-31", 10))

@@ -1,0 +1,87 @@
+"""Erosion with exact pixel counts, stratified sampling with spatial blocks, crosswalks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from lcup.errors import EmptyClassWarning, LabelError
+from lcup.legends import CROSSWALKS, LEGENDS, apply_crosswalk, get_crosswalk
+from lcup.ops.labels import erode_classes, stratified_sample
+
+
+def _squares():
+    lab = np.zeros((40, 40), np.uint8)
+    lab[5:15, 5:15] = 1  # 10×10 square, surrounded by no data
+    lab[20:40, 0:40] = 2  # touches the array edge on three sides
+    lab[20:40, 20:40] = 3  # shares an edge with class 2
+    return lab
+
+
+@pytest.mark.parametrize("radius, n1", [(0, 100), (1, 64), (2, 36), (3, 16)])
+def test_erosion_exact_counts_on_square(radius, n1):
+    out = erode_classes(_squares(), radius)
+    assert (out == 1).sum() == n1
+
+
+def test_radius_one_erodes_one_pixel_rim_and_array_edge_is_not_an_edge():
+    out = erode_classes(_squares(), 1)
+    # class 2 block (rows 20..39, cols 0..19): loses its top row (next to no data) and its
+    # right column (next to class 3), not the array edges
+    assert (out == 2).sum() == 19 * 19
+    assert (out == 3).sum() == 19 * 19
+
+
+def test_erosion_dask_equals_numpy():
+    lab = np.random.default_rng(0).integers(0, 4, (50, 60)).astype(np.uint8)
+    lab = np.kron(lab[:10, :12], np.ones((5, 5), np.uint8))
+    a = erode_classes(lab, 2)
+    b = erode_classes(xr.DataArray(lab, dims=("y", "x")).chunk({"y": 13, "x": 17}), 2)
+    np.testing.assert_array_equal(a, b.compute().values)
+
+
+def test_stratified_sample_caps_blocks_and_seed(rng):
+    lab = np.ones((300, 300), np.uint8)
+    lab[:, 150:] = 2
+    lab[:20, :20] = 3  # small class
+    s = stratified_sample(lab, 500, np.random.default_rng(3), min_per_class=10, block_px=50, validation_fraction=0.3)
+    s2 = stratified_sample(lab, 500, np.random.default_rng(3), min_per_class=10, block_px=50, validation_fraction=0.3)
+    np.testing.assert_array_equal(s.iy, s2.iy)
+    tr = ~s.validation
+    for c in (1, 2):
+        assert (s.label[tr] == c).sum() == 500
+    assert (lab[s.iy, s.ix] == s.label).all()
+    # spatial separation: no 50 px block holds both training and validation samples
+    bt = set(zip(s.iy[tr] // 50, s.ix[tr] // 50))
+    bv = set(zip(s.iy[~tr] // 50, s.ix[~tr] // 50))
+    assert bt and bv and not (bt & bv)
+
+
+def test_small_class_policies():
+    lab = np.ones((100, 100), np.uint8)
+    lab[50:, :] = 2
+    lab[0, 0:5] = 3
+    with pytest.warns(EmptyClassWarning, match="class 3 has only 5"):
+        s = stratified_sample(lab, 100, np.random.default_rng(0), min_per_class=10, small_class_policy="drop")
+    assert 3 not in s.label
+    with pytest.raises(LabelError, match="min_per_class"):
+        stratified_sample(lab, 100, np.random.default_rng(0), min_per_class=10, small_class_policy="error")
+
+
+def test_one_class_is_an_error():
+    with pytest.raises(LabelError, match="at least two"):
+        stratified_sample(np.ones((50, 50), np.uint8), 10, np.random.default_rng(0))
+
+
+def test_crosswalks_cover_their_legends():
+    for (src, dst), cw in CROSSWALKS.items():
+        assert set(cw) == set(LEGENDS[src].codes), (src, dst)
+        assert set(cw.values()) - {0} <= set(LEGENDS[dst].codes)
+
+
+def test_unknown_codes_are_named():
+    with pytest.raises(LabelError, match=r"\[77\]"):
+        apply_crosswalk(np.array([[10, 77], [0, 30]]), get_crosswalk("esa-worldcover", "lcup7"))
+    out = apply_crosswalk(np.array([[10, 80], [0, 30]]), get_crosswalk("esa-worldcover", "lcup7"))
+    np.testing.assert_array_equal(out, [[1, 6], [0, 2]])
