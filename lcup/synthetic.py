@@ -81,7 +81,7 @@ class SceneSpec:
     coarse_factor: int = 10
     label_noise: float = 0.03
     seed: int = 42
-    parcel_spacing_px: int = 28
+    parcel_spacing_px: int = 20
     mean_cloud_cover: float = 0.4
 
     @property

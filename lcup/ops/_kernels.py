@@ -189,3 +189,108 @@ def reference_mask_interp_smooth(values, valid, t_obs, t_grid, *, scale=None, of
                 y = np.array([coef[i] @ y[lo[i] : lo[i] + coef.shape[1]] for i in range(len(y))])
         out[p] = y
     return out.reshape(values.shape[:-1] + (len(t_grid),)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-pixel summary statistics of a series (features).
+
+#: statistic codes understood by :func:`series_stats`
+STAT_CODES = {"mean": 0, "std": 1, "min": 2, "max": 3, "p10": 4, "p50": 5, "p90": 6, "amplitude": 7, "doy_max": 8}
+
+
+@numba.njit(nogil=True, cache=True)
+def _pct_sorted(s, n, q):
+    # numpy's default "linear" method on a sorted buffer of n values
+    pos = q * (n - 1)
+    lo = int(np.floor(pos))
+    hi = min(lo + 1, n - 1)
+    return s[lo] + (pos - lo) * (s[hi] - s[lo])
+
+
+@numba.njit(nogil=True, cache=True)
+def _stats_kernel(x, codes, doy, out):
+    ny, nx, nt = x.shape
+    ns = codes.shape[0]
+    buf = np.empty(nt, np.float64)
+    for iy in range(ny):
+        for ix in range(nx):
+            bad = False
+            tot = 0.0
+            vmax = -np.inf
+            amax = 0
+            for t in range(nt):
+                v = x[iy, ix, t]
+                if v != v:
+                    bad = True
+                    break
+                buf[t] = v
+                tot += v
+                if v > vmax:
+                    vmax = v
+                    amax = t
+            if bad:
+                for k in range(ns):
+                    out[iy, ix, k] = np.nan
+                continue
+            mean = tot / nt
+            ss = 0.0
+            for t in range(nt):
+                ss += (buf[t] - mean) ** 2
+            # in-place insertion sort: series are short (tens of steps), no allocation per pixel
+            for i in range(1, nt):
+                key = buf[i]
+                j = i - 1
+                while j >= 0 and buf[j] > key:
+                    buf[j + 1] = buf[j]
+                    j -= 1
+                buf[j + 1] = key
+            s = buf
+            for k in range(ns):
+                c = codes[k]
+                if c == 0:
+                    r = mean
+                elif c == 1:
+                    r = np.sqrt(ss / nt)
+                elif c == 2:
+                    r = s[0]
+                elif c == 3:
+                    r = s[nt - 1]
+                elif c == 4:
+                    r = _pct_sorted(s, nt, 0.1)
+                elif c == 5:
+                    r = _pct_sorted(s, nt, 0.5)
+                elif c == 6:
+                    r = _pct_sorted(s, nt, 0.9)
+                elif c == 7:
+                    r = _pct_sorted(s, nt, 0.9) - _pct_sorted(s, nt, 0.1)
+                else:
+                    r = doy[amax]
+                out[iy, ix, k] = r
+    return out
+
+
+def series_stats(x: np.ndarray, stats, doy: np.ndarray) -> np.ndarray:
+    """Summary statistics along the last axis, compiled.
+
+    Parameters
+    ----------
+    x
+        ``(..., t)`` float series; a pixel with any NaN gets NaN statistics.
+    stats
+        Names from :data:`STAT_CODES`; percentiles use numpy's default (linear) method, ``std`` is
+        the population standard deviation, ``doy_max`` the ``doy`` of the (first) maximum.
+    doy
+        ``(t,)`` day of year of each step.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(..., len(stats))`` float32.
+    """
+    x = np.asarray(x)
+    lead = x.shape[:-1]
+    x3 = x.reshape((-1, 1, x.shape[-1])) if x.ndim != 3 else x
+    codes = np.array([STAT_CODES[s] for s in stats], np.int64)
+    out = np.empty(x3.shape[:2] + (len(codes),), np.float32)
+    _stats_kernel(x3, codes, np.asarray(doy, np.float64), out)
+    return out.reshape(lead + (len(codes),))

@@ -121,3 +121,17 @@ def test_time_split_across_chunks_is_a_clear_error(rng):
     vals, valid = _cube(rng, {"time": 10})
     with pytest.raises(ChunkingError, match=r"\.chunk\(time=-1\)"):
         interpolate_smooth(vals, valid, regular_grid("2024-01-01", "2024-12-31", 10))
+
+
+def test_series_stats_equal_numpy(rng):
+    from lcup.ops._kernels import STAT_CODES, series_stats
+
+    x = rng.normal(size=(7, 9, 23)).astype(np.float32)
+    x[0, 0, 5] = np.nan
+    doy = np.arange(23) * 16.0 + 1
+    out = series_stats(x, tuple(STAT_CODES), doy)
+    assert np.isnan(out[0, 0]).all()
+    xv = x[1:].astype(np.float64)
+    q = np.percentile(xv, [10, 50, 90], axis=-1)
+    exp = [xv.mean(-1), xv.std(-1), xv.min(-1), xv.max(-1), q[0], q[1], q[2], q[2] - q[0], doy[xv.argmax(-1)]]
+    np.testing.assert_allclose(out[1:], np.stack(exp, -1), rtol=1e-5, atol=1e-5)
