@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,27 @@ class Landscape:
     truth: np.ndarray
     objects: np.ndarray
     params: dict[str, np.ndarray] = field(default_factory=dict)
+    _spectra: tuple | None = None
+
+    def spectra(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-pixel background and vegetation spectra ``(band, y, x)``, computed once."""
+        if self._spectra is None:
+            p = self.params
+            bg = np.stack([np.zeros_like(SOIL), LITTER, SOIL, SOIL, URBAN, BRIGHT, WATERS, 0.5 * WATERS + 0.5 * SOIL])
+            back = np.ascontiguousarray((bg[self.truth] * p["spec_b"][self.objects]).transpose(2, 0, 1))
+            veg = np.ascontiguousarray((VEG[None, None, :] * p["spec_v"][self.objects]).transpose(2, 0, 1))
+            self._spectra = (back, veg)
+        return self._spectra
+
+
+@lru_cache(maxsize=32)
+def _zoom_matrix(n_low: int, s: int, n_out: int) -> np.ndarray:
+    """``(n_out, n_low)`` matrix of 1-D cubic-spline upsampling by ``s`` (``ndimage.zoom`` of unit impulses).
+
+    Spline zoom is linear and separable, so ``zoom(low) == A @ low @ B.T``: two small matrix products
+    instead of a 2-D spline evaluation (~30× faster at 1024²).
+    """
+    return ndimage.zoom(np.eye(n_low), (s, 1), order=3, mode="mirror")[:n_out].astype(np.float32)
 
 
 def smooth_field(rng: np.random.Generator, shape: tuple[int, int], scale_px: float) -> np.ndarray:
@@ -106,8 +128,9 @@ def smooth_field(rng: np.random.Generator, shape: tuple[int, int], scale_px: flo
     White noise on a grid ``scale_px`` coarser, cubic-spline upsampled: cheap at any size.
     """
     s = max(int(scale_px), 1)
-    low = rng.standard_normal((shape[0] // s + 4, shape[1] // s + 4))
-    up = ndimage.zoom(low, s, order=3, mode="mirror")[: shape[0], : shape[1]]
+    ny, nx = shape[0] // s + 4, shape[1] // s + 4
+    low = rng.standard_normal((ny, nx)).astype(np.float32)
+    up = _zoom_matrix(ny, s, shape[0]) @ low @ _zoom_matrix(nx, s, shape[1]).T
     return ((up - up.mean()) / (up.std() + 1e-9)).astype(np.float32)
 
 
@@ -220,15 +243,13 @@ def surface_reflectance(land: Landscape, doy: float, rng: np.random.Generator) -
     """Surface reflectance ``(band, y, x)`` float32 for one date."""
     p = land.params
     fv = vegetation_fraction(doy, p)[land.truth, land.objects][None]
-    bg = np.stack([np.zeros_like(SOIL), LITTER, SOIL, SOIL, URBAN, BRIGHT, WATERS, 0.5 * WATERS + 0.5 * SOIL])
+    back, veg = land.spectra()
     # Wet soil after rain is darker: a small per-date factor on the background.
     wet = np.float32(rng.uniform(0.85, 1.05))
-    back = (bg[land.truth] * p["spec_b"][land.objects]).transpose(2, 0, 1) * wet
-    veg = (VEG[None, None, :] * p["spec_v"][land.objects]).transpose(2, 0, 1)
-    refl = fv * veg + (1 - fv) * back
+    refl = fv * veg + (1 - fv) * (back * wet)
     water = (land.truth == WATER)[None]
     refl = np.where(water, WATERS[:, None, None] * np.float32(rng.uniform(0.9, 1.4)), refl)
-    refl += rng.normal(0, 0.006, refl.shape).astype(np.float32)
+    refl += rng.standard_normal(refl.shape, dtype=np.float32) * np.float32(0.006)
     return np.clip(refl, 0.001, 1.0).astype(np.float32)
 
 
@@ -342,8 +363,13 @@ def generate(spec: SceneSpec | None = None):
 
 
 def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
+    """Mean over ``f × f`` blocks of the last two axes (strided sums: no slow reshaped reduction)."""
     h, w = a.shape[-2] // f, a.shape[-1] // f
-    return a[..., : h * f, : w * f].reshape(*a.shape[:-2], h, f, w, f).mean((-3, -1))
+    acc = np.zeros(a.shape[:-2] + (h, w), np.float32)
+    for dy in range(f):
+        for dx in range(f):
+            acc += a[..., dy : h * f : f, dx : w * f : f]
+    return acc / np.float32(f * f)
 
 
 def write_demo(out_dir: str | Path, spec: SceneSpec | None = None, *, overwrite: bool = False, progress: bool = True) -> Path:
