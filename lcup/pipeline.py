@@ -166,7 +166,7 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
             return run_pipeline(cfg, client=c, progress=progress)
 
     from .io.rasters import read_on_geobox
-    from .io.stac import geobox_for_aoi, load_cube, lonlat_bbox, search_items
+    from .io.stac import GDAL_HTTP_ENV, geobox_for_aoi, load_cube, lonlat_bbox, search_items
     from .io.write import write_cog_from_dask, write_zarr
     from .io.models import save_model
 
@@ -188,11 +188,19 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
         geobox = geobox_for_aoi(cfg.aoi.bbox, cfg.aoi.grid_crs, cfg.aoi.resolution, cfg.aoi.crs)
         start, end = cfg.period
         items = search_items(cfg.source.catalog, profile, lonlat_bbox(geobox), f"{start}T00:00:00Z", f"{end}T23:59:59Z",
-                             collection=cfg.source.collection, max_cloud_cover=cfg.source.max_cloud_cover)
+                             collection=cfg.source.collection, max_cloud_cover=cfg.source.max_cloud_cover,
+                         limit=cfg.source.page_size)
         summary.figures["items"] = len(items)
+        if cfg.source.check_assets:
+            items = _check_items(cfg, profile, items, summary)
         summary.figures["grid"] = {"crs": str(geobox.crs), "shape": list(geobox.shape), "resolution": cfg.aoi.resolution}
 
     with _stage(summary, "load"):
+        import odc.stac
+
+        # odc-stac captures these GDAL settings into the graph and restores them in every task,
+        # so workers need no global setup.
+        odc.stac.configure_rio(cloud_defaults=True, **GDAL_HTTP_ENV)
         cube = load_cube(items, profile, list(cfg.load.bands) + [SCL], geobox, chunk_px=cfg.load.chunk_px,
                          resampling=cfg.load.resampling, fail_on_error=cfg.source.on_error == "fail")
 
@@ -300,6 +308,27 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
     (out / "summary.json").write_text(summary.to_json())
     summary.outputs["summary"] = str(out / "summary.json")
     return summary
+
+
+def _check_items(cfg: PipelineConfig, profile, items, summary: RunSummary):
+    """Probe the assets; skip-and-report or fail with the list, by ``source.on_error``."""
+    from .errors import ReadError, SkippedAssetWarning
+    from .io.stac import check_assets
+
+    kept, skipped = check_assets(items, profile, list(cfg.load.bands) + [SCL])
+    summary.figures["skipped_assets"] = skipped
+    if skipped:
+        listing = "; ".join(f"{s['item']}/{s['band']} ({s['href']}): {s['error'][:120]}" for s in skipped[:10])
+        if cfg.source.on_error == "fail":
+            raise ReadError(
+                f"{len(skipped)} asset(s) cannot be read: {listing}"
+                + (" ..." if len(skipped) > 10 else "")
+                + "; fix the files or set source.on_error: skip to leave them out (they are then listed in summary.json)"
+            )
+        warnings.warn(f"skipped {len(skipped)} unreadable asset(s): {listing}", SkippedAssetWarning, stacklevel=3)
+        if not kept:
+            raise ReadError(f"no readable item left after skipping {len(skipped)} asset(s): {listing}")
+    return kept
 
 
 def _predict_chunk(block: np.ndarray, model) -> np.ndarray:

@@ -10,8 +10,12 @@ Facts relied on (cited so the next reader can check them):
 * odc-stac applies no scale/offset itself: ``odc.stac.load`` returns the stored DN, so lcup turns DN
   into reflectance in its own kernels, per date (``reflectance = DN * scale + offset``).
 * Earth Search v1 ``sentinel-2-c1-l2a`` stores DN unaltered and publishes ``raster:bands`` with
-  ``scale=0.0001, offset=-0.1`` on each asset; ``sentinel-2-l2a`` on Earth Search has applied the offset
-  on some items only (property ``earthsearch:boa_offset_applied``), so the item's own metadata decides.
+  ``scale=0.0001, offset=-0.1`` on each asset; ``sentinel-2-l2a`` on Earth Search has subtracted the
+  1000 DN offset from the pixels of some items (``earthsearch:boa_offset_applied: true``) while their
+  ``raster:bands`` still say ``offset: -0.1`` (cirrus-geo/cirrus-earth-search#21, #33;
+  Element84/earth-search#66, #71), so for that collection the offset is 0 where the flag is true or the
+  processing baseline is below 04.00, and the asset's offset otherwise. Some items are known to be
+  mistagged upstream; lcup follows the metadata and cannot detect those.
 * Planetary Computer ``sentinel-2-l2a`` has no ``raster:bands``; from processing baseline 04.00
   (2022-01-25) the L2A product carries ``BOA_ADD_OFFSET = -1000`` DN, so reflectance is
   ``(DN - 1000) / 10000`` where ``s2:processing_baseline >= 4`` and ``DN / 10000`` before.
@@ -109,14 +113,22 @@ class ProviderProfile:
             scale = float(rb[0].get("scale", scale))
             offset = float(rb[0].get("offset", offset))
         if self.baseline_offset_dn:
-            try:
-                baseline = float(item_properties.get("s2:processing_baseline", "0"))
-            except (TypeError, ValueError):
-                baseline = 0.0
-            offset = scale * self.baseline_offset_dn if baseline >= 4.0 else 0.0
-        if self.offset_applied_property and item_properties.get(self.offset_applied_property) is True:
-            offset = 0.0
+            baseline = _baseline(item_properties)
+            offset = scale * self.baseline_offset_dn if (baseline or 0.0) >= 4.0 else 0.0
+        if self.offset_applied_property:
+            baseline = _baseline(item_properties)
+            if item_properties.get(self.offset_applied_property) is True or (baseline is not None and baseline < 4.0):
+                offset = 0.0
         return scale, offset
+
+
+def _baseline(props: Mapping) -> float | None:
+    """``s2:processing_baseline`` (e.g. ``"04.00"``) as a float, None when absent or unreadable."""
+    v = props.get("s2:processing_baseline", props.get("sentinel:processing_baseline"))
+    try:
+        return float(v) if v is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 PROFILES: dict[str, ProviderProfile] = {

@@ -93,14 +93,31 @@ def search_items(
     else:
         from pystac_client import Client
 
-        client = Client.open(str(source))
+        try:
+            client = Client.open(str(source))
+        except Exception as e:  # noqa: BLE001 - network, HTTP and JSON errors alike
+            raise EmptySearchError(f"cannot open the STAC API at {source}: {e}; check the URL and your connection") from e
+        try:
+            found = client.get_collection(coll)
+        except Exception:  # noqa: BLE001 - pystac-client raises APIError or KeyError by version
+            found = None
+        if found is None:
+            try:
+                available = sorted(c.id for c in client.get_collections())
+            except Exception:  # noqa: BLE001
+                available = []
+            raise ProviderError(
+                f"the STAC API at {source} has no collection {coll!r}"
+                + (f"; it has {available[:30]}" if available else "")
+                + "; set source.collection, or source.provider to the profile of this API"
+            ) from None
         search = client.search(collections=[coll], bbox=list(bbox), datetime=[t0, t1], limit=limit)
         items = list(search.items())
     if max_cloud_cover is not None:
         items = [it for it in items if float(it.properties.get("eo:cloud_cover", 0.0)) <= max_cloud_cover]
     if not items:
         raise EmptySearchError(
-            f"no {coll!r} item in {source} intersects bbox {list(np.round(bbox, 5))} between "
+            f"no {coll!r} item in {source} intersects bbox {[round(float(b), 5) for b in bbox]} between "
             f"{t0:%Y-%m-%d} and {t1:%Y-%m-%d}"
             + (f" with eo:cloud_cover <= {max_cloud_cover}" if max_cloud_cover is not None else "")
             + "; check the area (lon/lat order: [west, south, east, north]), the year and the collection"
@@ -136,7 +153,14 @@ class Cube:
     offset: dict[str, np.ndarray]
     items: list[list[str]]
     geobox: GeoBox
-    failed: list[str] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+
+    def reflectance(self, band: str) -> xr.DataArray:
+        """Surface reflectance ``(time, y, x)`` float32 of ``band``, lazy; NaN where DN is 0 (no data)."""
+        dn = self.data[band]
+        sc = xr.DataArray(self.scale[band].astype(np.float32), dims="time", coords={"time": dn.time})
+        of = xr.DataArray(self.offset[band].astype(np.float32), dims="time", coords={"time": dn.time})
+        return (dn.astype(np.float32) * sc + of).where(dn != 0).rename(band)
 
 
 def load_cube(
@@ -216,6 +240,76 @@ def load_cube(
             of.append(o)
         scale[b], offset[b] = np.asarray(sc), np.asarray(of)
     return Cube(ds, scale, offset, ids, geobox)
+
+
+#: GDAL settings for reading COGs over HTTP: retries on transient errors, no directory listing.
+GDAL_HTTP_ENV = {
+    "GDAL_HTTP_MAX_RETRY": "3",
+    "GDAL_HTTP_RETRY_DELAY": "0.5",
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.TIF,.tiff,.TIFF,.jp2",
+}
+
+
+def _check_one(href: str) -> str | None:
+    """Open an asset and read its last full-resolution block; return an error message or None.
+
+    In a COG the full-resolution tiles come last, so reading the last block proves the file is
+    complete (a truncated download fails here) at the cost of one small range request.
+    """
+    import rasterio
+    from rasterio.windows import Window
+
+    try:
+        with rasterio.Env(**GDAL_HTTP_ENV):
+            with rasterio.open(href) as src:
+                bh, bw = src.block_shapes[0]
+                row = (src.height - 1) // bh * bh
+                col = (src.width - 1) // bw * bw
+                src.read(1, window=Window(col, row, min(bw, src.width - col), min(bh, src.height - row)))
+        return None
+    except Exception as e:  # noqa: BLE001 - any failure to read is reported, whatever its type
+        return f"{type(e).__name__}: {e}"
+
+
+def check_assets(
+    items: Sequence[pystac.Item],
+    profile: ProviderProfile,
+    bands: Sequence[str],
+    *,
+    patch_url: Callable[[str], str] | None = None,
+    max_workers: int = 16,
+) -> tuple[list[pystac.Item], list[dict]]:
+    """Probe every asset that will be loaded; drop those that cannot be read.
+
+    Returns
+    -------
+    items, skipped
+        The items, less those whose ``scl`` is unreadable (their pixels could not be masked), and one
+        record ``{"item", "band", "href", "error"}`` per unreadable asset. Unreadable reflectance
+        assets stay in their items: loaded with ``fail_on_error=False`` they become no data (DN 0)
+        for that date, which the temporal kernel treats as a masked observation.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = []
+    for it in items:
+        for b in bands:
+            key = profile.asset_key(b)
+            if key in it.assets:
+                href = it.assets[key].get_absolute_href() or it.assets[key].href
+                jobs.append((it, b, key, patch_url(href) if patch_url else href))
+    with ThreadPoolExecutor(max_workers) as pool:
+        errors = list(pool.map(lambda j: _check_one(j[3]), jobs))
+    bad: dict[str, list] = {}
+    skipped = []
+    for (it, b, key, href), err in zip(jobs, errors):
+        if err is not None:
+            bad.setdefault(it.id, []).append((b, key))
+            skipped.append({"item": it.id, "band": b, "href": href, "error": err[:300]})
+    out = [it for it in items if not any(b == SCL for b, _ in bad.get(it.id, []))]
+    return out, skipped
 
 
 def geobox_for_aoi(bbox: Sequence[float], crs: str | None, resolution: float, bbox_crs: str = "EPSG:4326") -> GeoBox:
