@@ -119,8 +119,20 @@ class FeaturesConfig(_Section):
         return v
 
 
+class LabelStacConfig(_Section):
+    """A land-cover collection on a STAC API (e.g. ESA WorldCover on Planetary Computer)."""
+
+    catalog: str = Field(description="STAC API URL or static catalog.json")
+    collection: str = Field(description="e.g. esa-worldcover, io-lulc-annual-v02")
+    asset: str | None = Field(None, description="asset key; default: map (esa-worldcover), data (io-lulc)")
+    start: dt.date | None = Field(None, description="only items from this date (default: any)")
+    end: dt.date | None = None
+    sign: bool = Field(False, description="sign hrefs with planetary-computer")
+
+
 class LabelsConfig(_Section):
-    path: str = Field(description="coarse land-cover map: file path or URL (any GDAL raster)")
+    path: str | None = Field(None, description="coarse land-cover map: file path or URL (any GDAL raster, any CRS)")
+    stac: LabelStacConfig | None = Field(None, description="or: read the map from a STAC collection")
     legend: str = Field(description="legend of the map's codes, e.g. cgls-lc100, esa-worldcover")
     target_legend: str | dict = Field("lcup7", description="legend of the output map (built-in name or mapping)")
     crosswalk: dict[int, int] | None = Field(None, description="{source code: target code}; 0 drops a code")
@@ -131,6 +143,12 @@ class LabelsConfig(_Section):
     block_m: float = Field(1000.0, gt=0, description="side of the spatial validation blocks, metres")
     validation_fraction: float = Field(0.3, ge=0, lt=1)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "LabelsConfig":
+        if (self.path is None) == (self.stac is None):
+            raise ValueError("give exactly one of labels.path (a raster file or URL) or labels.stac (a STAC collection)")
+        return self
 
 
 class TruthConfig(_Section):

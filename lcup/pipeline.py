@@ -124,9 +124,14 @@ def build_features(cfg: PipelineConfig, cube, summary: RunSummary) -> xr.DataArr
 
 def prepare_labels(cfg: PipelineConfig, geobox) -> tuple[np.ndarray, np.ndarray, dict]:
     """Coarse map on the 10 m grid in the target legend: ``(upsampled, eroded, info)``."""
-    from .io.rasters import read_on_geobox
+    from .io.rasters import read_on_geobox, read_stac_on_geobox
 
-    codes = read_on_geobox(cfg.labels.path, geobox, resampling="nearest")
+    if cfg.labels.stac is not None:
+        st = cfg.labels.stac
+        codes, _ = read_stac_on_geobox(st.catalog, st.collection, geobox, asset=st.asset,
+                                       start=str(st.start or "1900-01-01"), end=str(st.end or "2100-12-31"), sign=st.sign)
+    else:
+        codes = read_on_geobox(cfg.labels.path, geobox, resampling="nearest")
     target = get_legend(cfg.labels.target_legend)
     cw = get_crosswalk(cfg.labels.legend, target, cfg.labels.crosswalk)
     labels = apply_crosswalk(codes, cw)

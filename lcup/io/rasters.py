@@ -54,3 +54,63 @@ def read_on_geobox(path: str | Path, geobox: GeoBox, *, resampling: str = "neare
             nodata=0 if nd is None else nd,
         ) as vrt:
             return vrt.read(band)
+
+
+#: Land-cover collections on STAC APIs: ``collection -> (asset key, legend)``.
+LABEL_COLLECTIONS: dict[str, tuple[str, str]] = {
+    "esa-worldcover": ("map", "esa-worldcover"),
+    "io-lulc-annual-v02": ("data", "io-lulc"),
+    "io-lulc-9-class": ("data", "io-lulc"),
+}
+
+
+def read_stac_on_geobox(
+    catalog: str,
+    collection: str,
+    geobox: GeoBox,
+    *,
+    asset: str | None = None,
+    start: str = "1900-01-01",
+    end: str = "2100-12-31",
+    sign: bool = False,
+) -> tuple[np.ndarray, list[str]]:
+    """Mosaic a land-cover collection's items onto ``geobox`` (nearest), newest item first.
+
+    Each item's asset is read through :func:`read_on_geobox` (windowed); pixels still 0 after an
+    item are filled from the next, so tiles that meet inside the AOI mosaic seamlessly.
+
+    Returns
+    -------
+    codes, item_ids
+        ``(y, x)`` codes in the collection's legend, and the ids of the items used.
+    """
+    from .stac import lonlat_bbox, search_items
+
+    key = asset or LABEL_COLLECTIONS.get(collection, ("map", ""))[0]
+    items = search_items(catalog, None, lonlat_bbox(geobox), start, end, collection=collection)
+    items = sorted(items, key=lambda it: str(it.datetime or it.properties.get("start_datetime")), reverse=True)
+    out: np.ndarray | None = None
+    used = []
+    for it in items:
+        if key not in it.assets:
+            raise LabelError(f"item {it.id} of {collection!r} has no asset {key!r} (it has {sorted(it.assets)}); set labels.stac.asset")
+        href = it.assets[key].get_absolute_href() or it.assets[key].href
+        if sign:
+            import planetary_computer
+
+            href = planetary_computer.sign(href)
+        try:
+            arr = read_on_geobox(href, geobox)
+        except LabelError:
+            continue  # the item's bbox overlaps, its raster does not
+        used.append(it.id)
+        if out is None:
+            out = arr
+        else:
+            hole = out == 0
+            out[hole] = arr[hole]
+        if not (out == 0).any():
+            break
+    if out is None:
+        raise LabelError(f"no {collection!r} item in {catalog} covers the area")
+    return out, used

@@ -50,7 +50,7 @@ def _bbox_overlaps(a: Sequence[float], b: Sequence[float]) -> bool:
 
 def search_items(
     source: str,
-    profile: ProviderProfile,
+    profile: ProviderProfile | None,
     bbox: Sequence[float],
     start: str | dt.datetime,
     end: str | dt.datetime,
@@ -66,7 +66,9 @@ def search_items(
     EmptySearchError
         When nothing matches; the message gives the source, collection, bbox and dates searched.
     """
-    coll = collection or profile.collection
+    coll = collection or (profile.collection if profile else None)
+    if coll is None:
+        raise ProviderError("no collection given: set the collection id")
     t0, t1 = _parse_dt(start), _parse_dt(end)
     if is_static_catalog(source):
         cat = pystac.read_file(str(source))

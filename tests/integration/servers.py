@@ -3,11 +3,11 @@ STAC API (``rustac serve``, memory backend)."""
 
 from __future__ import annotations
 
-import asyncio
+import json
 import socket
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -22,63 +22,69 @@ def free_port() -> int:
 
 
 class RangeServer:
-    """Serve ``root`` over HTTP on 127.0.0.1 with Range support (aiohttp static route).
+    """Serve ``root`` over HTTP on 127.0.0.1 with Range support (aiohttp static route), in a subprocess.
 
+    A separate process, so that client code holding the GIL (GDAL warps) cannot starve the server.
     ``/drop/<path>`` sends the headers and half the body of ``<path>``, then drops the connection.
-    Every request is logged in ``self.log`` as ``(path, range header, status, method, bytes sent)``.
+    Every request is logged (``self.log``) as ``(path, range header, status, method, bytes sent)``.
     """
 
     def __init__(self, root: Path):
         self.root = Path(root)
-        self.log: list[tuple[str, str | None, int]] = []
         self.port = free_port()
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._logfile = Path(tempfile.mkstemp(suffix=".jsonl")[1])
+        self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def _drop(self, request: web.Request) -> web.StreamResponse:
-        path = self.root / request.match_info["path"]
-        data = path.read_bytes()
+    @property
+    def log(self) -> list[tuple]:
+        lines = self._logfile.read_text().splitlines()
+        return [tuple(json.loads(line)) for line in lines if line.strip()]
+
+    def clear_log(self) -> None:
+        self._logfile.write_text("")
+
+    def __enter__(self) -> "RangeServer":
+        cmd = [sys.executable, "-m", "tests.integration.servers", str(self.root), str(self.port), str(self._logfile)]
+        self.proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[2])
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("range server exited at start")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("range server did not start within 20 s")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def _serve(root: Path, port: int, logfile: Path) -> None:
+    async def drop(request: web.Request) -> web.StreamResponse:
+        data = (root / request.match_info["path"]).read_bytes()
         resp = web.StreamResponse(status=200, headers={"Content-Length": str(len(data)), "Accept-Ranges": "none"})
         await resp.prepare(request)
         await resp.write(data[: len(data) // 2])
         request.transport.close()
         return resp
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
+    async def logger(request, response):  # after the file response has set its final status
+        with open(logfile, "a") as f:
+            f.write(json.dumps([request.path, request.headers.get("Range"), response.status, request.method, response.content_length]) + "\n")
 
-        async def logger(request, response):  # after the file response set its final status
-            self.log.append((request.path, request.headers.get("Range"), response.status, request.method, response.content_length))
-
-        app = web.Application()
-        app.on_response_prepare.append(logger)
-        app.router.add_get("/drop/{path:.*}", self._drop)
-        app.router.add_static("/", self.root, show_index=False)
-        self._runner = web.AppRunner(app, access_log=None)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        self._loop.run_until_complete(site.start())
-        self._ready.set()
-        self._loop.run_forever()
-
-    def __enter__(self) -> "RangeServer":
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        async def _stop():
-            await self._runner.cleanup()
-
-        fut = asyncio.run_coroutine_threadsafe(_stop(), self._loop)
-        fut.result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+    app = web.Application()
+    app.on_response_prepare.append(logger)
+    app.router.add_get("/drop/{path:.*}", drop)
+    app.router.add_static("/", root, show_index=False)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, handle_signals=True)
 
 
 class StacAPI:
@@ -116,3 +122,7 @@ class StacAPI:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+if __name__ == "__main__":
+    _serve(Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]))

@@ -49,7 +49,7 @@ def test_search_paging_and_reflectance_equal_source(served, layout, local_client
     http, layouts, apis = served
     lay, api = layouts[layout], apis[layout]
     gb = _grid(lay)
-    http.log.clear()
+    http.clear_log()
     items = search_items(api.url, lay["profile"], lonlat_bbox(gb), "2015-01-01", "2030-01-01", limit=2)
     assert [it.id for it in items] == sorted(lay["ids"], key=lambda i: [it.id for it in items].index(i))
     assert len(items) == len(lay["ids"])  # four items over two pages
