@@ -135,3 +135,49 @@ def test_series_stats_equal_numpy(rng):
     q = np.percentile(xv, [10, 50, 90], axis=-1)
     exp = [xv.mean(-1), xv.std(-1), xv.min(-1), xv.max(-1), q[0], q[1], q[2], q[2] - q[0], doy[xv.argmax(-1)]]
     np.testing.assert_allclose(out[1:], np.stack(exp, -1), rtol=1e-5, atol=1e-5)
+
+
+def test_real_slovenia_series_match_reference():
+    """Real Sentinel-2 NDVI with real s2cloudless masks (eo-learn TestEOPatch, MIT): kernel == reference."""
+    import json
+
+    from tests.conftest import shared_data
+
+    root = shared_data("eolearn-slovenia") / "TestEOPatch"
+    ndvi = np.load(root / "data" / "NDVI.npy")[..., 0][:, :40, :40]
+    clm = np.load(root / "mask" / "CLM.npy")[..., 0][:, :40, :40].astype(bool)
+    times = pd.to_datetime(json.loads((root / "timestamps.json").read_text()))
+    t = ((times.tz_localize(None) if times.tz else times) - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
+    grid = np.arange(float(t[0]), float(t[-1]), 16.0)
+    v, m = np.moveaxis(ndvi, 0, -1), np.moveaxis(~clm, 0, -1)
+    kw = dict(window=5, polyorder=2, max_gap=90.0)
+    got = fused_mask_interp_smooth(v, m, np.asarray(t), grid, **kw)
+    ref = reference_mask_interp_smooth(v, m, np.asarray(t), grid, **kw)
+    np.testing.assert_allclose(got, ref, atol=1e-5, equal_nan=True)
+    assert np.isfinite(got).mean() > 0.5  # long winter gaps (> 90 days) are left as nodata, not invented
+
+
+def test_indices_on_known_reflectance():
+    from lcup.ops.indices import INDICES, compute_indices
+
+    bands = {b: xr.DataArray(np.array([v], np.float32)) for b, v in
+             dict(blue=0.05, green=0.08, red=0.04, rededge1=0.12, nir=0.40, swir16=0.20, swir22=0.10).items()}
+    out = compute_indices(bands, list(INDICES))
+    assert np.isclose(out["ndvi"].item(), (0.40 - 0.04) / 0.44)
+    assert np.isclose(out["evi"].item(), 2.5 * 0.36 / (0.40 + 6 * 0.04 - 7.5 * 0.05 + 1))
+    assert np.isclose(out["savi"].item(), 1.5 * 0.36 / (0.44 + 0.5))
+    assert np.isclose(out["mndwi"].item(), (0.08 - 0.20) / 0.28)
+    from lcup.errors import MissingBandError
+
+    with pytest.raises(MissingBandError, match="rededge1"):
+        compute_indices({"nir": bands["nir"]}, ["ndre"])
+
+
+def test_cloud_probability_mask_on_real_clp():
+    from lcup.ops.cloud import probability_valid_mask
+    from tests.conftest import shared_data
+
+    clp = np.load(shared_data("eolearn-slovenia") / "TestEOPatch" / "data" / "CLP.npy")[..., 0]
+    m = probability_valid_mask(xr.DataArray(clp, dims=("time", "y", "x")), threshold=0.4)
+    scale = 255.0 if clp.max() > 1.5 else 1.0
+    np.testing.assert_array_equal(m.values, (clp / scale) < 0.4)
