@@ -130,6 +130,13 @@ class LabelStacConfig(_Section):
     sign: bool = Field(False, description="sign hrefs with planetary-computer")
 
 
+class OtherMapConfig(_Section):
+    """Another reference map, used only to measure agreement (label confidence)."""
+
+    path: str
+    legend: str
+
+
 class LabelsConfig(_Section):
     path: str | None = Field(None, description="coarse land-cover map: file path or URL (any GDAL raster, any CRS)")
     stac: LabelStacConfig | None = Field(None, description="or: read the map from a STAC collection")
@@ -143,6 +150,10 @@ class LabelsConfig(_Section):
     block_m: float = Field(1000.0, gt=0, description="side of the spatial validation blocks, metres")
     validation_fraction: float = Field(0.3, ge=0, lt=1)
     seed: int = 0
+    coarse_resolution_m: float | None = Field(None, gt=0, description="cell size of the coarse map, metres; default: read from the file")
+    min_confidence: float = Field(0.0, ge=0, le=1, description="sample only pixels whose label confidence reaches this")
+    confidence_weights: bool = Field(True, description="weight training samples by label confidence (best on both benchmark scenes, see benchmarks/bench_labels.py)")
+    others: list[OtherMapConfig] = Field(default_factory=list, description="other reference maps for the agreement term of the confidence")
 
     @model_validator(mode="after")
     def _one_source(self) -> "LabelsConfig":
@@ -163,6 +174,8 @@ class ModelConfig(_Section):
     max_features: str | float | int = "sqrt"
     class_weight: Literal["balanced", "balanced_subsample"] | None = None
     seed: int = 0
+    clean_labels: bool = Field(False, description="drop training samples flagged by confident learning (out-of-fold)")
+    permutation_importance: bool = Field(False, description="also compute permutation importance on the validation blocks")
 
 
 class OutputConfig(_Section):
@@ -276,6 +289,9 @@ def load_config(source: str | Path | Mapping, *, base_dir: str | Path | None = N
         for k in parents:
             cur = cur.setdefault(k, {})
         cur[last] = value
+    for o in (raw.get("labels") or {}).get("others") or []:
+        if isinstance(o, dict) and isinstance(o.get("path"), str):
+            o["path"] = _resolve(o["path"], base)
     for section, key in (("source", "catalog"), ("labels", "path"), ("truth", "path"), ("output", "dir")):
         sec = raw.get(section)
         if isinstance(sec, dict) and isinstance(sec.get(key), str):

@@ -159,7 +159,61 @@ IO_LULC = Legend(
     },
 )
 
-LEGENDS: dict[str, Legend] = {lg.name: lg for lg in (LCUP7, CGLS_LC100, ESA_WORLDCOVER, EOLEARN_LULC, IO_LULC)}
+#: CORINE Land Cover level 3 (44 classes, EEA nomenclature; 3-digit codes as in the vector product).
+_CORINE_L3 = {
+    111: "continuous urban fabric", 112: "discontinuous urban fabric", 121: "industrial or commercial units",
+    122: "road and rail networks", 123: "port areas", 124: "airports", 131: "mineral extraction sites",
+    132: "dump sites", 133: "construction sites", 141: "green urban areas", 142: "sport and leisure facilities",
+    211: "non-irrigated arable land", 212: "permanently irrigated land", 213: "rice fields", 221: "vineyards",
+    222: "fruit trees and berry plantations", 223: "olive groves", 231: "pastures",
+    241: "annual crops associated with permanent crops", 242: "complex cultivation patterns",
+    243: "agriculture with significant natural vegetation", 244: "agro-forestry areas", 311: "broad-leaved forest",
+    312: "coniferous forest", 313: "mixed forest", 321: "natural grasslands", 322: "moors and heathland",
+    323: "sclerophyllous vegetation", 324: "transitional woodland-shrub", 331: "beaches, dunes, sands",
+    332: "bare rocks", 333: "sparsely vegetated areas", 334: "burnt areas", 335: "glaciers and perpetual snow",
+    411: "inland marshes", 412: "peat bogs", 421: "salt marshes", 422: "salines", 423: "intertidal flats",
+    511: "water courses", 512: "water bodies", 521: "coastal lagoons", 522: "estuaries", 523: "sea and ocean",
+}
+_CORINE_L2 = {
+    11: "urban fabric", 12: "industrial, commercial and transport units", 13: "mine, dump and construction sites",
+    14: "artificial, non-agricultural vegetated areas", 21: "arable land", 22: "permanent crops", 23: "pastures",
+    24: "heterogeneous agricultural areas", 31: "forests", 32: "scrub and/or herbaceous vegetation associations",
+    33: "open spaces with little or no vegetation", 41: "inland wetlands", 42: "maritime wetlands",
+    51: "inland waters", 52: "marine waters",
+}
+_CORINE_L1 = {1: "artificial surfaces", 2: "agricultural areas", 3: "forest and semi natural areas", 4: "wetlands", 5: "water bodies"}
+_L1_COL = {1: "#e6004d", 2: "#ffffa8", 3: "#80ff00", 4: "#a6a6ff", 5: "#00ccf2"}
+CORINE = Legend("corine", {c: (n, _L1_COL[c // 100]) for c, n in _CORINE_L3.items()})
+CORINE_L2 = Legend("corine-l2", {c: (n, _L1_COL[c // 10]) for c, n in _CORINE_L2.items()})
+CORINE_L1 = Legend("corine-l1", {c: (n, _L1_COL[c]) for c, n in _CORINE_L1.items()})
+#: The CLC raster product numbers the 44 classes 1..44 (GRID_CODE) in level-3 order; 48 is no data.
+CORINE_GRID = Legend("corine-grid", {i + 1: (n, _L1_COL[c // 100]) for i, (c, n) in enumerate(sorted(_CORINE_L3.items()))})
+
+#: ECOCLIMAP-SG land covers (Météo-France/CNRM, 33 covers; 300 m).
+ECOCLIMAP_SG = Legend(
+    "ecoclimap-sg",
+    {
+        1: ("sea and oceans", "#000080"), 2: ("lakes", "#0000cd"), 3: ("rivers", "#4169e1"),
+        4: ("bare land", "#d2b48c"), 5: ("bare rock", "#a9a9a9"), 6: ("permanent snow", "#ffffff"),
+        7: ("boreal broadleaf deciduous", "#98fb98"), 8: ("temperate broadleaf deciduous", "#32cd32"),
+        9: ("tropical broadleaf deciduous", "#9acd32"), 10: ("temperate broadleaf evergreen", "#228b22"),
+        11: ("tropical broadleaf evergreen", "#006400"), 12: ("boreal needleleaf evergreen", "#2e8b57"),
+        13: ("temperate needleleaf evergreen", "#3cb371"), 14: ("boreal needleleaf deciduous", "#8fbc8f"),
+        15: ("shrubs", "#bdb76b"), 16: ("boreal grassland", "#f0e68c"), 17: ("temperate grassland", "#eee8aa"),
+        18: ("tropical grassland", "#ffd700"), 19: ("winter C3 crops", "#ffa500"), 20: ("summer C3 crops", "#ff8c00"),
+        21: ("C4 crops", "#ff7f50"), 22: ("flooded trees", "#66cdaa"), 23: ("flooded grassland", "#afeeee"),
+        24: ("LCZ1 compact high-rise", "#8b0000"), 25: ("LCZ2 compact midrise", "#b22222"),
+        26: ("LCZ3 compact low-rise", "#dc143c"), 27: ("LCZ4 open high-rise", "#cd5c5c"),
+        28: ("LCZ5 open midrise", "#f08080"), 29: ("LCZ6 open low-rise", "#fa8072"),
+        30: ("LCZ7 lightweight low-rise", "#ffa07a"), 31: ("LCZ8 large low-rise", "#e9967a"),
+        32: ("LCZ9 sparsely built", "#ffdab9"), 33: ("LCZ10 heavy industry", "#800000"),
+    },
+)
+
+LEGENDS: dict[str, Legend] = {
+    lg.name: lg
+    for lg in (LCUP7, CGLS_LC100, ESA_WORLDCOVER, EOLEARN_LULC, IO_LULC, CORINE, CORINE_L2, CORINE_L1, CORINE_GRID, ECOCLIMAP_SG)
+}
 
 #: Built-in crosswalks ``(source, target) -> {source code: target code}``; 0 means "drop".
 CROSSWALKS: dict[tuple[str, str], dict[int, int]] = {
@@ -170,6 +224,20 @@ CROSSWALKS: dict[tuple[str, str], dict[int, int]] = {
     ("esa-worldcover", "lcup7"): {10: 1, 20: 2, 30: 2, 40: 3, 50: 4, 60: 5, 70: 5, 80: 6, 90: 7, 95: 1, 100: 2},
     ("eolearn-lulc", "lcup7"): {1: 3, 2: 1, 3: 2, 4: 2, 5: 6, 6: 7, 7: 2, 8: 4, 9: 5, 10: 5},
     ("io-lulc", "lcup7"): {1: 6, 2: 1, 4: 7, 5: 3, 7: 4, 8: 5, 9: 5, 10: 0, 11: 2},
+    ("corine", "corine-l1"): {c: c // 100 for c in _CORINE_L3},
+    ("corine", "corine-l2"): {c: c // 10 for c in _CORINE_L3},
+    ("corine-grid", "corine"): {i + 1: c for i, c in enumerate(sorted(_CORINE_L3))},
+    ("corine", "lcup7"): {
+        **{c: 4 for c in (111, 112, 121, 122, 123, 124, 133)}, 131: 5, 132: 5, 141: 2, 142: 2,
+        **{c: 3 for c in (211, 212, 213, 221, 222, 223, 241, 242, 243)}, 231: 2, 244: 1,
+        311: 1, 312: 1, 313: 1, 321: 2, 322: 2, 323: 2, 324: 1,
+        331: 5, 332: 5, 333: 5, 334: 5, 335: 5,
+        411: 7, 412: 7, 421: 7, 422: 5, 423: 7, 511: 6, 512: 6, 521: 6, 522: 6, 523: 6,
+    },
+    ("ecoclimap-sg", "lcup7"): {
+        1: 6, 2: 6, 3: 6, 4: 5, 5: 5, 6: 5, **{c: 1 for c in range(7, 15)}, 15: 2, 16: 2, 17: 2, 18: 2,
+        19: 3, 20: 3, 21: 3, 22: 7, 23: 7, **{c: 4 for c in range(24, 34)},
+    },
 }
 
 
@@ -200,8 +268,15 @@ def get_crosswalk(source: str | Legend, target: str | Legend, custom: Mapping[in
         return {int(k): int(v) for k, v in custom.items()}
     if s == t:
         return {c: c for c in get_legend(s).codes}
-    try:
+    if (s, t) in CROSSWALKS:
         return dict(CROSSWALKS[(s, t)])
+    # chain through one intermediate legend (e.g. corine-grid -> corine -> lcup7)
+    for (a, b), first in CROSSWALKS.items():
+        if a == s and (b, t) in CROSSWALKS:
+            second = CROSSWALKS[(b, t)]
+            return {k: second.get(v, 0) if v else 0 for k, v in first.items()}
+    try:
+        raise KeyError((s, t))
     except KeyError:
         known = ", ".join(f"{a}->{b}" for a, b in CROSSWALKS)
         raise LabelError(

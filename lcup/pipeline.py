@@ -26,8 +26,8 @@ from .ops.accuracy import accuracy_report
 from .ops.cloud import keep_dates, scl_valid_mask, valid_fraction
 from .ops.features import temporal_features
 from .ops.indices import compute_indices
-from .ops.labels import erode_classes, stratified_sample
-from .ops.model import predict_block, train_random_forest
+from .ops.labels import erode_classes, label_confidence, stratified_sample
+from .ops.model import confident_learning_filter, predict_block, train_random_forest
 from .ops.temporal import interpolate_smooth, regular_grid
 from .providers import SCL, get_profile
 
@@ -122,9 +122,12 @@ def build_features(cfg: PipelineConfig, cube, summary: RunSummary) -> xr.DataArr
     return feats.chunk({"feature": -1})
 
 
-def prepare_labels(cfg: PipelineConfig, geobox) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Coarse map on the 10 m grid in the target legend: ``(upsampled, eroded, info)``."""
-    from .io.rasters import read_on_geobox, read_stac_on_geobox
+def prepare_labels(cfg: PipelineConfig, geobox) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Coarse map on the 10 m grid in the target legend: ``(upsampled, usable, confidence, info)``.
+
+    ``usable`` is the upsampled map after erosion and the minimum-confidence filter (0 = not sampled).
+    """
+    from .io.rasters import pixel_size_m, read_on_geobox, read_stac_on_geobox
 
     if cfg.labels.stac is not None:
         st = cfg.labels.stac
@@ -138,13 +141,22 @@ def prepare_labels(cfg: PipelineConfig, geobox) -> tuple[np.ndarray, np.ndarray,
     res = abs(geobox.resolution.x)
     r = int(round(cfg.labels.erosion_m / res))
     eroded = erode_classes(labels, r)
+    coarse_m = cfg.labels.coarse_resolution_m or (pixel_size_m(cfg.labels.path) if cfg.labels.path else res)
+    others = [apply_crosswalk(read_on_geobox(o.path, geobox), get_crosswalk(o.legend, target)) for o in cfg.labels.others]
+    conf = label_confidence(labels, coarse_m / res, others=others)
+    usable = eroded.copy()
+    if cfg.labels.min_confidence > 0:
+        usable[conf < cfg.labels.min_confidence] = 0
     info = {
         "erosion_px": r,
+        "coarse_cell_px": round(coarse_m / res, 2),
         "labelled_px": int((labels > 0).sum()),
         "after_erosion_px": int((eroded > 0).sum()),
+        "after_confidence_px": int((usable > 0).sum()),
+        "mean_confidence": float(conf[labels > 0].mean()) if (labels > 0).any() else 0.0,
         "class_px": {int(c): int((labels == c).sum()) for c in target.codes},
     }
-    return labels, eroded, info
+    return labels, usable, conf, info
 
 
 def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> RunSummary:
@@ -226,7 +238,7 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
             da.compute(feats.data[:1, :1, :1])
 
     with _stage(summary, "labels"):
-        labels, eroded, linfo = prepare_labels(cfg, geobox)
+        labels, eroded, conf, linfo = prepare_labels(cfg, geobox)
         summary.figures["labels"] = linfo
         rng = np.random.default_rng(cfg.labels.seed)
         block_px = max(1, int(round(cfg.labels.block_m / cfg.aoi.resolution)))
@@ -238,10 +250,21 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
 
     with _stage(summary, "train"):
         tr = ~sample.validation
+        weights = conf[sample.iy, sample.ix] if cfg.labels.confidence_weights else None
+        if cfg.model.clean_labels:
+            ok = np.isfinite(X).all(1)
+            keep = np.ones(len(X), bool)
+            sel = tr & ok
+            k, cinfo = confident_learning_filter(X[sel], sample.label[sel], seed=cfg.model.seed)
+            keep[np.nonzero(sel)[0][~k]] = False
+            summary.figures["label_cleaning"] = cinfo
+            log.info("  confident learning flagged %d of %d training samples", cinfo["n_flagged"], int(sel.sum()))
+            tr = tr & keep
         params = {"n_estimators": cfg.model.n_estimators, "max_depth": cfg.model.max_depth,
                   "min_samples_leaf": cfg.model.min_samples_leaf, "max_features": cfg.model.max_features,
                   "class_weight": cfg.model.class_weight}
-        model, minfo = train_random_forest(X[tr], sample.label[tr], params=params, seed=cfg.model.seed)
+        model, minfo = train_random_forest(X[tr], sample.label[tr], params=params, seed=cfg.model.seed,
+                                           sample_weight=None if weights is None else weights[tr])
         summary.figures["model"] = minfo
         names = list(feats.feature.values)
         summary.figures["feature_importance_top"] = dict(
@@ -254,6 +277,14 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
             if ok.any():
                 pv[ok] = model.predict(Xv[ok])
             summary.figures["validation"] = accuracy_report(sample.label[sample.validation], pv, target.codes, target.names())
+            if cfg.model.permutation_importance and ok.sum() > 10:
+                from sklearn.inspection import permutation_importance
+
+                n = min(2000, int(ok.sum()))
+                pi = permutation_importance(model, Xv[ok][:n], sample.label[sample.validation][ok][:n], n_repeats=3,
+                                            random_state=cfg.model.seed, n_jobs=1)
+                summary.figures["permutation_importance_top"] = dict(
+                    sorted(zip(names, map(float, pi.importances_mean)), key=lambda kv: -kv[1])[:15])
             log.info("  spatial-block validation (against the coarse labels): OA %.3f kappa %.3f",
                      summary.figures["validation"]["overall_accuracy"], summary.figures["validation"]["kappa"])
         model.set_params(n_jobs=1)  # one thread per task: Dask already runs one task per core

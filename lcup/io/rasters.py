@@ -56,6 +56,15 @@ def read_on_geobox(path: str | Path, geobox: GeoBox, *, resampling: str = "neare
             return vrt.read(band)
 
 
+def pixel_size_m(path: str | Path) -> float:
+    """Pixel size of a raster in metres (degrees converted at the raster's centre latitude)."""
+    with rasterio.open(str(path)) as src:
+        res = abs(src.res[1])
+        if src.crs is not None and src.crs.is_geographic:
+            return res * 111_320.0
+        return res
+
+
 #: Land-cover collections on STAC APIs: ``collection -> (asset key, legend)``.
 LABEL_COLLECTIONS: dict[str, tuple[str, str]] = {
     "esa-worldcover": ("map", "esa-worldcover"),

@@ -157,3 +157,65 @@ def stratified_sample(
         raise LabelError("no pixel could be sampled; check the label map overlaps the area")
     return Sample(np.concatenate(iys).astype(np.int64), np.concatenate(ixs).astype(np.int64),
                   np.concatenate(labs), np.concatenate(vals).astype(bool))
+
+
+def homogeneity(labels: np.ndarray, window_px: int) -> np.ndarray:
+    """Share of the ``window_px`` square around each pixel that has the pixel's own class.
+
+    With ``window_px`` = 3 coarse cells this is "how many of the 3×3 coarse cells agree", at 10 m.
+    Returns ``(y, x)`` float32 in [0, 1]; 0 where the label is 0.
+    """
+    out = np.zeros(labels.shape, np.float32)
+    for c in np.unique(labels):
+        if c == 0:
+            continue
+        m = labels == c
+        share = ndimage.uniform_filter(m.astype(np.float32), size=int(window_px), mode="nearest")
+        out[m] = share[m]
+    return out
+
+
+def edge_distance(labels: np.ndarray) -> np.ndarray:
+    """Euclidean distance (pixels) from each labelled pixel to the nearest pixel of another class or no data."""
+    out = np.zeros(labels.shape, np.float32)
+    for c in np.unique(labels):
+        if c == 0:
+            continue
+        m = labels == c
+        d = ndimage.distance_transform_edt(m)
+        out[m] = d[m]
+    return out
+
+
+def label_confidence(
+    labels: np.ndarray,
+    coarse_cell_px: float,
+    *,
+    others: list[np.ndarray] | None = None,
+) -> np.ndarray:
+    """Per-pixel confidence (0–1) of a label taken from a coarse map.
+
+    ``confidence = homogeneity × edge × agreement`` where
+
+    * homogeneity: share of the 3×3 coarse-cell neighbourhood with the pixel's class
+      (:func:`homogeneity` with a window of ``3 * coarse_cell_px``);
+    * edge: ``min(1, distance to another class / coarse_cell_px)``, so pixels within one coarse cell
+      of a class edge, where mixed cells live, count less;
+    * agreement: share of the ``others`` reference maps (already crosswalked to the same legend) that
+      give the same class (1 when no other map is given).
+
+    Parameters
+    ----------
+    labels
+        ``(y, x)`` class codes on the 10 m grid, 0 = no data.
+    coarse_cell_px
+        Size of one coarse cell in output pixels (100 m map on a 10 m grid: 10).
+    """
+    cell = max(float(coarse_cell_px), 1.0)
+    conf = homogeneity(labels, max(3, int(round(3 * cell))))
+    conf *= np.minimum(1.0, edge_distance(labels) / cell).astype(np.float32)
+    if others:
+        agree = np.mean([(o == labels) & (o > 0) for o in others], axis=0).astype(np.float32)
+        conf *= agree
+    conf[labels == 0] = 0.0
+    return conf

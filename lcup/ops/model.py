@@ -73,3 +73,36 @@ def predict_block(features: np.ndarray, model, nodata: int = 0) -> np.ndarray:
         cls[ok] = np.asarray(model.classes_)[best].astype(np.uint8)
         conf[ok] = np.round(100 * proba[np.arange(len(best)), best]).astype(np.uint8)
     return np.stack([cls.reshape(h, w), conf.reshape(h, w)])
+
+
+def confident_learning_filter(X: np.ndarray, y: np.ndarray, *, seed: int = 0, cv: int = 3, n_estimators: int = 50) -> tuple[np.ndarray, dict]:
+    """Flag training samples whose label is probably wrong (confident learning, Northcutt et al. 2021).
+
+    Out-of-fold class probabilities come from a smaller forest; each class ``c`` gets a threshold
+    ``t_c``, the mean out-of-fold probability of ``c`` over the samples labelled ``c``. A sample labelled
+    ``c`` is flagged when its probability of ``c`` is below ``t_c`` and another class ``j`` reaches its
+    own threshold ``t_j`` with a higher probability.
+
+    Returns
+    -------
+    keep, info
+        Boolean ``(sample,)`` mask of the samples to keep, and ``{"n_flagged", "per_class"}``.
+    """
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    classes, yi = np.unique(y, return_inverse=True)
+    counts = np.bincount(yi)
+    folds = int(min(cv, counts.min())) if counts.min() >= 2 else 0
+    if folds < 2 or len(classes) < 2:
+        return np.ones(len(y), bool), {"n_flagged": 0, "per_class": {}, "note": "too few samples per class to cross-validate"}
+    rf = RandomForestClassifier(n_estimators=n_estimators, n_jobs=-1, random_state=seed, max_features="sqrt")
+    proba = cross_val_predict(rf, X, yi, cv=StratifiedKFold(folds, shuffle=True, random_state=seed), method="predict_proba")
+    own = proba[np.arange(len(y)), yi]
+    thr = np.array([own[yi == k].mean() for k in range(len(classes))])
+    other = proba.copy()
+    other[np.arange(len(y)), yi] = -1.0
+    above = other >= thr[None, :]
+    best_other = np.where(above, other, -1.0).max(1)
+    flagged = (own < thr[yi]) & (best_other > own)
+    per_class = {int(c): int(flagged[yi == k].sum()) for k, c in enumerate(classes)}
+    return ~flagged, {"n_flagged": int(flagged.sum()), "per_class": per_class}

@@ -85,3 +85,41 @@ def test_unknown_codes_are_named():
         apply_crosswalk(np.array([[10, 77], [0, 30]]), get_crosswalk("esa-worldcover", "lcup7"))
     out = apply_crosswalk(np.array([[10, 80], [0, 30]]), get_crosswalk("esa-worldcover", "lcup7"))
     np.testing.assert_array_equal(out, [[1, 6], [0, 2]])
+
+
+def test_homogeneity_edge_and_confidence():
+    from lcup.ops.labels import edge_distance, homogeneity, label_confidence
+
+    lab = np.ones((60, 60), np.uint8)
+    lab[:, 30:] = 2
+    h = homogeneity(lab, 30)
+    assert h[30, 5] == 1.0 and np.isclose(h[30, 29], 16 / 30, atol=0.02)
+    d = edge_distance(lab)
+    assert d[10, 29] == 1 and d[10, 25] == 5
+    conf = label_confidence(lab, 10)
+    assert conf[30, 5] == 1.0 and conf[30, 29] < 0.1
+    other = lab.copy()
+    other[:30] = 2  # the other map agrees on the bottom half only
+    conf2 = label_confidence(lab, 10, others=[other])
+    assert conf2[45, 5] == conf[45, 5] and conf2[10, 5] == 0.0
+
+
+def test_confident_learning_flags_flipped_labels(rng):
+    from lcup.ops.model import confident_learning_filter
+
+    X = np.concatenate([rng.normal(0, 1, (300, 4)), rng.normal(4, 1, (300, 4))]).astype(np.float32)
+    y = np.repeat([1, 2], 300)
+    flipped = rng.choice(600, 30, replace=False)
+    y[flipped] = 3 - y[flipped]
+    keep, info = confident_learning_filter(X, y, seed=0)
+    assert info["n_flagged"] >= 20
+    assert (~keep[flipped]).mean() > 0.6  # most flipped labels are caught ...
+    assert np.delete(~keep, flipped).mean() < 0.05  # ... and few clean ones
+    assert (~keep).sum() < 60  # few clean ones are lost
+
+
+def test_corine_crosswalks():
+    assert get_crosswalk("corine", "corine-l1")[312] == 3
+    assert get_crosswalk("corine", "corine-l2")[242] == 24
+    cw = get_crosswalk("corine-grid", "lcup7")  # chained through the 3-digit codes
+    assert len(cw) == 44 and cw[1] == 4 and cw[24] == 1 and cw[41] == 6
