@@ -31,6 +31,8 @@ def _run(args) -> int:
     overrides = {}
     if args.overwrite:
         overrides["output.overwrite"] = True
+    if args.resume:
+        overrides["output.resume"] = True
     if args.output:
         overrides["output.dir"] = args.output
     cfg = load_config(args.pipeline, overrides=overrides)
@@ -44,6 +46,14 @@ def _run(args) -> int:
         print(f"  against the 10 m truth: prediction OA {t['prediction_10m']['overall_accuracy']:.3f} vs coarse map "
               f"OA {t['coarse_map_upsampled']['overall_accuracy']:.3f} ({t['oa_gain_points']:+.1f} points)")
     print(f"  summary: {summary.outputs['summary']}")
+    return 0
+
+
+def _plan(args) -> int:
+    from .config import load_config
+    from .pipeline import plan
+
+    print(plan(load_config(args.pipeline)))
     return 0
 
 
@@ -70,8 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("pipeline")
     p.add_argument("--output", help="override output.dir")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run (finished tiles are skipped)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(fn=_run)
+    p = sub.add_parser("plan", help="dry run: print the grid, tiles, chunks and memory per task, do no work")
+    p.add_argument("pipeline")
+    p.set_defaults(fn=_plan)
     p = sub.add_parser("validate", help="check a pipeline file without running it")
     p.add_argument("pipeline")
     p.set_defaults(fn=_validate)

@@ -180,9 +180,20 @@ class ModelConfig(_Section):
 
 class OutputConfig(_Section):
     dir: str = Field(description="output folder")
-    overwrite: bool = False
+    overwrite: bool = Field(False, description="replace existing outputs")
+    resume: bool = Field(False, description="continue an interrupted run: tiles already in the Zarr store are skipped")
     zarr: bool = True
     cog: bool = True
+    tile_px: int = Field(2048, ge=64, description="side of the tiles written one after the other (multiple of load.chunk_px)")
+    probabilities: Literal["none", "uint8", "float16"] = Field("uint8", description="per-class probabilities: none, percent as uint8, or float16")
+    confidence: Literal["max", "margin", "entropy"] = Field("max", description="confidence layer: highest probability, top-2 margin, or 1 - normalised entropy")
+    stac_item: bool = Field(True, description="write a STAC Item describing the outputs")
+
+    @model_validator(mode="after")
+    def _exclusive(self) -> "OutputConfig":
+        if self.overwrite and self.resume:
+            raise ValueError("output.overwrite and output.resume exclude each other")
+        return self
 
 
 class ClusterConfig(_Section):

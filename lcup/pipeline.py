@@ -184,18 +184,21 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
 
     from .io.rasters import read_on_geobox
     from .io.stac import GDAL_HTTP_ENV, geobox_for_aoi, load_cube, lonlat_bbox, search_items
-    from .io.write import write_cog_from_dask, write_zarr
+    from .io.write import write_cog_from_dask
     from .io.models import save_model
 
     out = Path(cfg.output.dir)
     summary = RunSummary(cfg.name, parameters=json.loads(cfg.model_dump_json()))
     zarr_path, cog_path = out / "landcover.zarr", out / "landcover_class.tif"
-    if not cfg.output.overwrite:
+    if not (cfg.output.overwrite or cfg.output.resume):
         for p in (zarr_path, cog_path):
             if p.exists():
                 from .errors import OutputExistsError
 
-                raise OutputExistsError(f"{p} exists; set output.overwrite: true (CLI: --overwrite) or choose another output.dir")
+                raise OutputExistsError(
+                    f"{p} exists; set output.overwrite: true (CLI: --overwrite) to replace it, output.resume: true "
+                    "(CLI: --resume) to continue an interrupted run, or choose another output.dir"
+                )
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     profile = get_profile(cfg.source.provider)
@@ -291,34 +294,22 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
         save_model(model, out / "model.skops", feature_names=names, legend=target.to_dict())
 
     with _stage(summary, "predict+write"):
+        from .io.write import write_tiles_zarr
+
         model_ref = client.scatter(model, broadcast=True) if client is not None else model
-        pred = da.map_blocks(
-            _predict_chunk, feats.data, model_ref, drop_axis=2, new_axis=0,
-            chunks=((2,),) + feats.data.chunks[:2], dtype=np.uint8,
-        )
-        from odc.geo.xr import xr_coords
-
-        coords = xr_coords(geobox, crs_coord_name="spatial_ref")
-        ds = xr.Dataset(
-            {"class": (("y", "x"), pred[0]), "confidence": (("y", "x"), pred[1])}, coords=coords,
-        )
-        ds["class"].encoding["_FillValue"] = 0
-        ds["class"].attrs.update({"grid_mapping": "spatial_ref",
-                                  "flag_values": target.codes, "flag_meanings": " ".join(n.replace(" ", "_") for n in target.names().values())})
-        ds["confidence"].attrs.update({"grid_mapping": "spatial_ref", "units": "percent", "long_name": "highest class probability"})
+        ds = prediction_dataset(feats, model_ref, list(model.classes_), geobox, target, cfg)
         attrs = {"lcup_version": __version__, "legend": target.to_dict(), "items": [i.id for i in items],
-                 "transform": list(geobox.transform)[:6], "crs": str(geobox.crs), "parameters": summary.parameters}
-        if cfg.output.zarr:
-            delayed = ds.to_zarr(zarr_path, mode="w", compute=False, consolidated=True)
-            _compute(delayed, client, "prediction → Zarr", progress)
-            import zarr
-
-            z = zarr.open_group(str(zarr_path), mode="r+")
-            z.attrs.update({k: (v if isinstance(v, (str, int, float)) else json.loads(json.dumps(v, default=_jsonable))) for k, v in attrs.items()})
-            summary.outputs["zarr"] = str(zarr_path)
-            result = xr.open_zarr(zarr_path, mask_and_scale=False)
-        else:
-            result = ds.persist() if client is None else client.persist(ds)
+                 "transform": list(geobox.transform)[:6], "crs": str(geobox.crs), "seed": cfg.model.seed,
+                 "parameters": summary.parameters}
+        tile_px = max(cfg.load.chunk_px, cfg.output.tile_px // cfg.load.chunk_px * cfg.load.chunk_px)
+        written, skipped_tiles = write_tiles_zarr(
+            ds, zarr_path, tile_px=tile_px, attrs=json.loads(json.dumps(attrs, default=_jsonable)),
+            overwrite=cfg.output.overwrite, resume=cfg.output.resume,
+            compute=lambda obj, label: _compute(obj, client, label, progress),
+        )
+        summary.figures["tiles"] = {"written": written, "skipped_already_done": skipped_tiles, "tile_px": tile_px}
+        summary.outputs["zarr"] = str(zarr_path)
+        result = xr.open_zarr(zarr_path, mask_and_scale=False, consolidated=False)
         if cfg.output.cog:
             write_cog_from_dask(result["class"], cog_path, geobox, nodata=0, legend=target)
             summary.outputs["cog"] = str(cog_path)
@@ -341,9 +332,55 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
                      summary.figures["truth"]["oa_gain_points"])
 
     summary.timings["total"] = round(time.perf_counter() - t_start, 3)
-    (out / "summary.json").write_text(summary.to_json())
     summary.outputs["summary"] = str(out / "summary.json")
+    if cfg.output.stac_item:
+        from .io.write import write_output_item
+
+        assets = {k: str(Path(v).relative_to(out)) for k, v in summary.outputs.items() if k in ("zarr", "cog", "summary")}
+        assets["model"] = "model.skops"
+        summary.outputs["stac_item"] = str(write_output_item(
+            out, item_id=f"lcup-{cfg.name}", geobox=geobox, legend=target, start=cfg.period[0], end=cfg.period[1],
+            assets=assets, properties={"lcup:version": __version__, "lcup:source_items": len(items)}))
+    (out / "summary.json").write_text(summary.to_json())
     return summary
+
+
+def plan(cfg: PipelineConfig) -> str:
+    """Dry run: search the catalog and describe the work (grid, tiles, chunks, memory per task) without loading pixels."""
+    from .io.stac import geobox_for_aoi, lonlat_bbox, search_items
+    from .io.write import tile_slices
+    from .ops.features import feature_names
+
+    profile = get_profile(cfg.source.provider)
+    geobox = geobox_for_aoi(cfg.aoi.bbox, cfg.aoi.grid_crs, cfg.aoi.resolution, cfg.aoi.crs)
+    start, end = cfg.period
+    items = search_items(cfg.source.catalog, profile, lonlat_bbox(geobox), f"{start}T00:00:00Z", f"{end}T23:59:59Z",
+                         collection=cfg.source.collection, max_cloud_cover=cfg.source.max_cloud_cover, limit=cfg.source.page_size)
+    days = {str(it.datetime)[:10] for it in items}
+    n_t, n_b = len(days), len(cfg.load.bands)
+    n_grid = len(regular_grid(start, end, cfg.clean.step_days))
+    n_vars = n_b + len(cfg.features.indices)
+    n_feat = len(feature_names([""] * n_vars, cfg.features.stats, cfg.features.series, range(0, n_grid, cfg.features.series_every)))
+    c = cfg.load.chunk_px
+    tile_px = max(c, cfg.output.tile_px // c * c)
+    tiles = tile_slices(geobox.shape, tile_px)
+    mib = 1024**2
+    dn = n_t * (n_b * 2 + 1) * c * c
+    series = n_vars * n_grid * c * c * 4
+    feats = n_feat * c * c * 4
+    lines = [
+        f"pipeline {cfg.name!r}: {len(items)} items on {n_t} dates from {cfg.source.catalog}",
+        f"grid: {geobox.shape[0]} × {geobox.shape[1]} px at {cfg.aoi.resolution} m in {geobox.crs} "
+        f"({geobox.shape[0] * geobox.shape[1] * cfg.aoi.resolution**2 / 1e6:.1f} km²)",
+        f"tiles: {len(tiles)} of up to {tile_px} × {tile_px} px; chunks: {c} × {c} px "
+        f"({-(-geobox.shape[0] // c) * -(-geobox.shape[1] // c)} chunks)",
+        f"time grid: {n_grid} steps of {cfg.clean.step_days:g} days; features per pixel: {n_feat}",
+        f"memory per task (one chunk): DN input {dn / mib:.0f} MiB, smoothed series {series / mib:.0f} MiB, "
+        f"features {feats / mib:.0f} MiB; peak ≈ {(dn + series + feats) / mib:.0f} MiB per thread",
+        f"feature cube for the AOI: {geobox.shape[0] * geobox.shape[1] * n_feat * 4 / 1024**3:.2f} GiB "
+        f"(features.persist: {cfg.features.persist})",
+    ]
+    return "\n".join(lines)
 
 
 def _check_items(cfg: PipelineConfig, profile, items, summary: RunSummary):
@@ -367,8 +404,39 @@ def _check_items(cfg: PipelineConfig, profile, items, summary: RunSummary):
     return kept
 
 
-def _predict_chunk(block: np.ndarray, model) -> np.ndarray:
-    return predict_block(block, model)
+def _predict_chunk(block: np.ndarray, model, confidence: str) -> np.ndarray:
+    return predict_block(block, model, confidence=confidence)
+
+
+def prediction_dataset(feats: xr.DataArray, model_ref, classes: list, geobox, target, cfg: PipelineConfig) -> xr.Dataset:
+    """Lazy outputs ``class`` (uint8), ``confidence`` (uint8 percent) and ``probability`` ``(class, y, x)``.
+
+    One ``map_blocks`` task per chunk; the model is passed as a reference (a future scattered once to
+    every worker), never embedded in the tasks.
+    """
+    from odc.geo.xr import xr_coords
+
+    k = len(classes)
+    pred = da.map_blocks(
+        _predict_chunk, feats.data, model_ref, cfg.output.confidence, drop_axis=2, new_axis=0,
+        chunks=((2 + k,),) + feats.data.chunks[:2], dtype=np.float32,
+    )
+    cls = da.nan_to_num(pred[0]).astype(np.uint8)
+    conf = da.nan_to_num(da.round(100 * pred[1])).astype(np.uint8)
+    coords = xr_coords(geobox, crs_coord_name="spatial_ref")
+    ds = xr.Dataset({"class": (("y", "x"), cls), "confidence": (("y", "x"), conf)}, coords=coords)
+    if cfg.output.probabilities != "none":
+        prob = pred[2:]
+        prob = da.nan_to_num(da.round(100 * prob)).astype(np.uint8) if cfg.output.probabilities == "uint8" else prob.astype(np.float16)
+        ds["probability"] = (("class_code", "y", "x"), prob)
+        ds = ds.assign_coords(class_code=np.asarray(classes, np.uint8))
+        ds["probability"].attrs.update({"grid_mapping": "spatial_ref", "units": "percent" if cfg.output.probabilities == "uint8" else "1",
+                                        "long_name": "class probability"})
+    ds["class"].attrs.update({"grid_mapping": "spatial_ref", "flag_values": target.codes,
+                              "flag_meanings": " ".join(n.replace(" ", "_") for n in target.names().values()),
+                              "long_name": "land cover class"})
+    ds["confidence"].attrs.update({"grid_mapping": "spatial_ref", "units": "percent", "long_name": f"confidence ({cfg.output.confidence})"})
+    return ds
 
 
 def _cluster_memory(client) -> float:

@@ -56,26 +56,61 @@ def write_cog_array(
     return path
 
 
-def write_zarr(ds, path: str | Path, *, overwrite: bool = False, attrs: dict | None = None) -> Path:
-    """Write a georeferenced Dataset to Zarr with CF ``spatial_ref`` and run metadata in the attributes.
+def tile_slices(shape: tuple[int, int], tile_px: int) -> list[tuple[str, slice, slice]]:
+    """``(tile id, y slice, x slice)`` covering ``shape`` in row-major order."""
+    h, w = shape
+    return [(f"{ty}_{tx}", slice(ty * tile_px, min(h, (ty + 1) * tile_px)), slice(tx * tile_px, min(w, (tx + 1) * tile_px)))
+            for ty in range(-(-h // tile_px)) for tx in range(-(-w // tile_px))]
 
-    The template (metadata, coordinates) is written first with ``compute=False``, then the data chunk
-    by chunk, so memory is bounded by the chunk size.
+
+def write_tiles_zarr(ds, path: str | Path, *, tile_px: int, attrs: dict, overwrite: bool, resume: bool, compute) -> tuple[int, int]:
+    """Write ``ds`` to a Zarr v3 store tile by tile, resumable.
+
+    The template (metadata, coordinates, no data) is written first with ``compute=False``; then each
+    tile is computed and written to its region, and its id is appended to the store's
+    ``lcup_tiles_done`` attribute: the store itself is the record of what is finished. With ``resume``
+    the tiles already recorded are skipped, so an interrupted run continues where it stopped and
+    ends with the same bytes as an uninterrupted one.
+
+    Returns
+    -------
+    written, skipped
+        Number of tiles written now and of tiles skipped as already done.
     """
-    import json
+    import zarr
 
     from ..errors import OutputExistsError
 
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} exists; set output.overwrite: true (CLI: --overwrite) to replace it")
-    ds = ds.copy()
-    if attrs:
-        ds.attrs.update({k: (v if isinstance(v, (str, int, float)) else json.dumps(v)) for k, v in attrs.items()})
-    mode = "w" if overwrite else "w-"
-    delayed = ds.to_zarr(path, mode=mode, compute=False, consolidated=True)
-    delayed.compute()
-    return path
+    encoding = {v: {"chunks": tuple(c[0] for c in ds[v].chunks)} for v in ds.data_vars}
+    for v in ds.data_vars:
+        encoding[v]["fill_value"] = 0
+    if path.exists() and resume:
+        group = zarr.open_group(str(path), mode="r+")
+        if group.attrs.get("lcup_grid") != {"shape": list(ds["class"].shape), "transform": attrs.get("transform"), "crs": attrs.get("crs")}:
+            raise OutputExistsError(f"{path} holds another grid than this run; it cannot be resumed: choose another output.dir")
+        done = set(group.attrs.get("lcup_tiles_done", []))
+    else:
+        if path.exists() and not overwrite:
+            raise OutputExistsError(f"{path} exists; set output.overwrite or output.resume")
+        ds.to_zarr(path, mode="w", compute=False, encoding=encoding, consolidated=False, zarr_format=3)
+        group = zarr.open_group(str(path), mode="r+")
+        group.attrs.update({**attrs, "lcup_grid": {"shape": list(ds["class"].shape), "transform": attrs.get("transform"),
+                                                   "crs": attrs.get("crs")}, "lcup_tiles_done": []})
+        done = set()
+    tiles = tile_slices(ds["class"].shape, tile_px)
+    written = 0
+    region_ds = ds.drop_vars(list(ds.coords))  # coordinates are in the template already
+    for tid, ys, xs in tiles:
+        if tid in done:
+            continue
+        part = region_ds.isel(y=ys, x=xs)
+        delayed = part.to_zarr(path, region={"y": ys, "x": xs}, compute=False, consolidated=False)
+        compute(delayed, f"tile {tid} ({len(done) + 1}/{len(tiles)})")
+        done.add(tid)
+        group.attrs["lcup_tiles_done"] = sorted(done)
+        written += 1
+    return written, len(tiles) - written
 
 
 def write_cog_from_dask(
@@ -130,4 +165,48 @@ def write_cog_from_dask(
             str(tmp_tif), str(path), out_prof, nodata=nodata, overview_resampling=overview_resampling,
             quiet=True, colormap=cmap, additional_cog_metadata=extra or None, in_memory=False,
         )
+    return path
+
+
+def write_output_item(out_dir: str | Path, *, item_id: str, geobox, legend: "Legend", start, end, assets: dict[str, str],
+                      properties: dict | None = None) -> Path:
+    """Write ``item.json``: a STAC Item for the outputs, with projection and classification metadata.
+
+    ``assets`` maps asset keys (``zarr``, ``cog``, ``model``, ``summary``) to paths inside ``out_dir``.
+    """
+    import datetime as dt
+
+    import pystac
+
+    out_dir = Path(out_dir)
+    footprint = geobox.extent.to_crs("EPSG:4326")
+    classes = [{"value": int(c), "name": n, "color_hint": col.lstrip("#").upper()} for c, (n, col) in legend.classes.items()]
+    item = pystac.Item(
+        id=item_id,
+        geometry=footprint.json,
+        bbox=list(footprint.boundingbox),
+        datetime=None,
+        start_datetime=dt.datetime.combine(start, dt.time(0), dt.timezone.utc),
+        end_datetime=dt.datetime.combine(end, dt.time(23, 59, 59), dt.timezone.utc),
+        properties={
+            "proj:code": str(geobox.crs),
+            "proj:shape": list(geobox.shape),
+            "proj:transform": list(geobox.transform)[:6],
+            **(properties or {}),
+        },
+        stac_extensions=[
+            "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
+            "https://stac-extensions.github.io/classification/v2.0.0/schema.json",
+        ],
+    )
+    media = {"zarr": "application/vnd+zarr", "cog": pystac.MediaType.COG, "model": "application/octet-stream",
+             "summary": pystac.MediaType.JSON}
+    for key, rel in assets.items():
+        extra = {"classification:classes": classes} if key in ("cog", "zarr") else {}
+        roles = ["data"] if key in ("cog", "zarr") else ["metadata"]
+        item.add_asset(key, pystac.Asset(href=rel, media_type=media.get(key), roles=roles, extra_fields=extra))
+    path = out_dir / "item.json"
+    item.set_self_href(str(path))
+    item.make_asset_hrefs_relative()
+    item.save_object(include_self_link=False, dest_href=str(path))
     return path

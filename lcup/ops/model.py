@@ -46,8 +46,8 @@ def train_random_forest(
     return model, info
 
 
-def predict_block(features: np.ndarray, model, nodata: int = 0) -> np.ndarray:
-    """Predict one block.
+def predict_block(features: np.ndarray, model, *, confidence: str = "max") -> np.ndarray:
+    """Predict one block: class, confidence and per-class probabilities.
 
     Parameters
     ----------
@@ -55,24 +55,39 @@ def predict_block(features: np.ndarray, model, nodata: int = 0) -> np.ndarray:
         ``(y, x, feature)`` float32.
     model
         A fitted classifier with ``predict_proba`` and ``classes_``.
+    confidence
+        ``"max"`` (highest probability), ``"margin"`` (highest minus second highest) or ``"entropy"``
+        (1 − normalised Shannon entropy); all in [0, 1], higher is more confident.
 
     Returns
     -------
     numpy.ndarray
-        ``(2, y, x)`` uint8: band 0 the class code (``nodata`` where any feature is NaN), band 1 the
-        confidence, the highest class probability scaled to 0–100 (0 where nodata).
+        ``(2 + n_classes, y, x)`` float32: band 0 the class code, band 1 the confidence, then the
+        probability of each class in ``model.classes_`` order. NaN everywhere a pixel has a NaN
+        feature (no valid observation).
     """
     h, w, f = features.shape
     X = features.reshape(-1, f)
     ok = np.isfinite(X).all(1)
-    cls = np.full(h * w, nodata, np.uint8)
-    conf = np.zeros(h * w, np.uint8)
+    k = len(model.classes_)
+    out = np.full((2 + k, h * w), np.nan, np.float32)
     if ok.any():
         proba = model.predict_proba(X[ok])
         best = proba.argmax(1)
-        cls[ok] = np.asarray(model.classes_)[best].astype(np.uint8)
-        conf[ok] = np.round(100 * proba[np.arange(len(best)), best]).astype(np.uint8)
-    return np.stack([cls.reshape(h, w), conf.reshape(h, w)])
+        out[0, ok] = np.asarray(model.classes_)[best]
+        if confidence == "max":
+            out[1, ok] = proba[np.arange(len(best)), best]
+        elif confidence == "margin":
+            top2 = np.sort(proba, axis=1)[:, -2:] if k > 1 else np.c_[np.zeros(len(best)), proba]
+            out[1, ok] = top2[:, 1] - top2[:, 0]
+        elif confidence == "entropy":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ent = -np.nansum(np.where(proba > 0, proba * np.log(proba), 0.0), axis=1)
+            out[1, ok] = 1.0 - ent / np.log(k) if k > 1 else 1.0
+        else:
+            raise ValueError(f"confidence must be 'max', 'margin' or 'entropy', not {confidence!r}")
+        out[2:, ok] = proba.T
+    return out.reshape(2 + k, h, w)
 
 
 def confident_learning_filter(X: np.ndarray, y: np.ndarray, *, seed: int = 0, cv: int = 3, n_estimators: int = 50) -> tuple[np.ndarray, dict]:

@@ -26,11 +26,21 @@ def e2e_run(small_scene, local_client, tmp_path_factory):
 
 def test_outputs_open_with_crs_and_transform(e2e_run, small_scene):
     summary, out = e2e_run
-    ds = xr.open_zarr(out / "landcover.zarr", mask_and_scale=False)
+    ds = xr.open_zarr(out / "landcover.zarr", mask_and_scale=False, consolidated=False)
     assert ds["class"].shape == small_scene["spec"].size
     assert ds["class"].dtype == np.uint8
     assert "spatial_ref" in ds.coords and "32633" in ds.spatial_ref.attrs.get("crs_wkt", "")
-    assert json.loads(ds.attrs["legend"])["name"] == "lcup7" if isinstance(ds.attrs["legend"], str) else ds.attrs["legend"]["name"] == "lcup7"
+    assert ds.attrs["legend"]["name"] == "lcup7" and ds.attrs["crs"] == "EPSG:32633"
+    assert len(ds.attrs["items"]) > 10 and ds.attrs["lcup_tiles_done"] == ["0_0"]
+    # probabilities (percent) sum to ~100 where there is a prediction; class = argmax
+    prob = ds["probability"].values.astype(int)
+    cls = ds["class"].values
+    has = cls > 0
+    assert (abs(prob.sum(0)[has] - 100) <= 4).all()
+    np.testing.assert_array_equal(ds["class_code"].values[prob.argmax(0)][has], cls[has])
+    item = json.loads((out / "item.json").read_text())
+    assert item["properties"]["proj:code"] == "EPSG:32633"
+    assert item["assets"]["cog"]["classification:classes"][0]["name"] == "forest"
     with rasterio.open(out / "landcover_class.tif") as src:
         assert src.crs.to_epsg() == 32633
         assert src.transform.a == 10 and src.transform.c == small_scene["spec"].origin[0]
