@@ -202,6 +202,9 @@ class ClusterConfig(_Section):
     n_workers: int = Field(1, ge=1)
     threads_per_worker: int | None = Field(None, ge=1, description="default: all cores")
     memory_limit: str = "auto"
+    gateway_auth: Literal["basic", "kerberos", "jupyterhub", "default"] = Field(
+        "default", description="Dask Gateway auth; basic reads DASK_GATEWAY_USER / DASK_GATEWAY_PASSWORD from the environment")
+    gateway_options: dict[str, Any] = Field(default_factory=dict, description="cluster options for the Gateway (e.g. worker_cores, worker_memory)")
 
 
 class PipelineConfig(_Section):
