@@ -1,0 +1,143 @@
+"""Prediction throughput: lcup vs dask-ml ParallelPostFit vs in-memory scikit-learn, one forest, one run.
+
+* reference: ``RandomForestClassifier.predict_proba`` on an in-memory array, ``n_jobs=1`` (one core);
+* lcup: :func:`lcup.pipeline.prediction_dataset` — ``map_blocks`` over a chunked ``(y, x, feature)`` cube with
+  the model scattered once to every worker (``broadcast=True``), ``n_jobs=1`` inside tasks;
+* dask-ml ``ParallelPostFit(model).predict_proba`` on the same cube flattened to ``(pixel, feature)``
+  (``pip install "lcup[bench]"``); it ships the model with the graph (dask-ml#842).
+
+Then the cost per km² of prediction + tiled Zarr write for 1, 4 and 16 tiles, and the peak memory of the
+workers in each case (RSS high-water mark, read from each worker process).
+
+    python benchmarks/bench_predict.py --features 60 --trees 100 --depth 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from sklearn.ensemble import RandomForestClassifier
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_model(n_features: int, trees: int, depth: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1, (7, n_features))
+    y = rng.integers(0, 7, 20000)
+    X = (centres[y] + rng.normal(0, 1.2, (20000, n_features))).astype(np.float32)
+    model = RandomForestClassifier(n_estimators=trees, max_depth=depth, n_jobs=-1, random_state=seed).fit(X, y + 1)
+    model.set_params(n_jobs=1)
+    return model, centres
+
+
+def make_cube(centres, side: int, chunk: int, seed: int = 1) -> xr.DataArray:
+    rng = np.random.default_rng(seed)
+    lab = rng.integers(0, len(centres), (side, side))
+    X = (centres[lab] + rng.normal(0, 1.2, (side, side, centres.shape[1]))).astype(np.float32)
+    return xr.DataArray(da.from_array(X, chunks=(chunk, chunk, -1)), dims=("y", "x", "feature"))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--features", type=int, default=60)
+    p.add_argument("--trees", type=int, default=100)
+    p.add_argument("--depth", type=int, default=20)
+    p.add_argument("--side", type=int, default=1024, help="cube side, pixels, for the throughput runs")
+    p.add_argument("--chunk", type=int, default=256)
+    p.add_argument("--tile", type=int, default=256, help="tile side for the per-km² runs")
+    p.add_argument("--json")
+    a = p.parse_args(argv)
+
+    from distributed import Client, LocalCluster
+
+    from lcup.config import load_config
+    from lcup.io.write import write_tiles_zarr
+    from lcup.legends import LCUP7
+    from lcup.pipeline import prediction_dataset
+    from odc.geo.geobox import GeoBox
+
+    model, centres = make_model(a.features, a.trees, a.depth)
+    cores = os.cpu_count() or 1
+    res: dict = {}
+
+    X = make_cube(centres, 512, 512).values.reshape(-1, a.features)
+    t0 = time.perf_counter()
+    model.predict_proba(X)
+    res["sklearn in-memory, 1 core (px/s/core)"] = len(X) / (time.perf_counter() - t0)
+
+    cfg = load_config({"source": {"catalog": "x.json"}, "aoi": {"bbox": [0, 0, 1, 1]}, "year": 2024,
+                       "labels": {"path": "x.tif", "legend": "lcup7"}, "output": {"dir": "x"}})
+    with LocalCluster(n_workers=cores, threads_per_worker=1, dashboard_address=None, memory_limit="6GiB") as cluster, Client(cluster) as client:
+        from distributed import wait
+
+        ref = client.scatter(model, broadcast=True)
+        # warm-up on other data (other keys: nothing measured below is served from memory)
+        gbw = GeoBox.from_bbox((0, 0, 10 * a.chunk, 10 * a.chunk), "EPSG:32633", resolution=10)
+        wait(prediction_dataset(make_cube(centres, a.chunk, a.chunk, seed=99).persist(), ref, list(model.classes_), gbw, LCUP7, cfg).persist())
+        cube = make_cube(centres, a.side, a.chunk).persist()
+        wait(cube.data)
+        gb = GeoBox.from_bbox((0, 0, 10 * a.side, 10 * a.side), "EPSG:32633", resolution=10)
+        ds = prediction_dataset(cube, ref, list(model.classes_), gb, LCUP7, cfg)
+        t0 = time.perf_counter()
+        wait(ds.persist())
+        res["lcup map_blocks, scattered model (px/s/core)"] = a.side**2 / (time.perf_counter() - t0) / cores
+        try:
+            from dask_ml.wrappers import ParallelPostFit
+
+            ppf = ParallelPostFit(model)
+            wait(ppf.predict_proba(make_cube(centres, a.chunk, a.chunk, seed=98).data.reshape(-1, a.features)).persist())
+            flat = cube.data.reshape(-1, a.features).rechunk((a.chunk * a.chunk, -1)).persist()
+            wait(flat)
+            t0 = time.perf_counter()
+            wait(ppf.predict_proba(flat).persist())
+            res["dask-ml ParallelPostFit (px/s/core)"] = a.side**2 / (time.perf_counter() - t0) / cores
+        except ImportError:
+            print("dask-ml not installed: pip install 'lcup[bench]'")
+        res["workers' peak RSS, throughput runs (MB)"] = max(client.run(_peak_rss_mb).values())
+
+    per_km2 = {}
+    for n in (1, 4, 16):
+        side = int(a.tile * np.sqrt(n))
+        with LocalCluster(n_workers=cores, threads_per_worker=1, dashboard_address=None, memory_limit="6GiB") as cluster, Client(cluster) as client:
+            cube = make_cube(centres, side, a.chunk).persist()
+            gb = GeoBox.from_bbox((0, 0, 10 * side, 10 * side), "EPSG:32633", resolution=10)
+            ref = client.scatter(model, broadcast=True)
+            ds = prediction_dataset(cube, ref, list(model.classes_), gb, LCUP7, cfg)
+            with tempfile.TemporaryDirectory() as tmp:
+                t0 = time.perf_counter()
+                write_tiles_zarr(ds, Path(tmp) / "o.zarr", tile_px=a.tile, attrs={}, overwrite=True, resume=False,
+                                 compute=lambda obj, label: client.compute(obj).result())
+                sec = time.perf_counter() - t0
+            km2 = side * side * 100 / 1e6
+            per_km2[n] = {"s_per_km2": sec / km2, "peak_worker_rss_mb": max(client.run(_peak_rss_mb).values())}
+    res["per_km2"] = per_km2
+
+    ref_px = res["sklearn in-memory, 1 core (px/s/core)"]
+    print(f"forest: {a.trees} trees, depth {a.depth}, {a.features} features; cube {a.side}² px, chunks {a.chunk}², {cores} workers")
+    for k, v in res.items():
+        if isinstance(v, float) and "px/s" in k:
+            print(f"  {k:48s} {v:12,.0f}   × in-memory {v / ref_px:5.2f}")
+    if "dask-ml ParallelPostFit (px/s/core)" in res:
+        print(f"  lcup / ParallelPostFit: {res['lcup map_blocks, scattered model (px/s/core)'] / res['dask-ml ParallelPostFit (px/s/core)']:.2f}×")
+    base = per_km2[1]["s_per_km2"]
+    for n, d in per_km2.items():
+        print(f"  {n:2d} tile(s): {d['s_per_km2']:.3f} s/km² ({d['s_per_km2'] / base:.2f}× 1 tile), peak worker RSS {d['peak_worker_rss_mb']:.0f} MB")
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=1, default=str))
+    return res
+
+
+if __name__ == "__main__":
+    main()
