@@ -267,6 +267,16 @@ def _format_errors(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def set_dotted(d: dict, dotted: str, value: Any) -> dict:
+    """Set ``d["a"]["b"] = value`` for ``dotted="a.b"``, creating sections on the way; returns ``d``."""
+    *parents, last = dotted.split(".")
+    cur = d
+    for k in parents:
+        cur = cur.setdefault(k, {})
+    cur[last] = value
+    return d
+
+
 def _resolve(value: str, base: Path) -> str:
     if "://" in value or Path(value).is_absolute():
         return value
@@ -298,11 +308,7 @@ def load_config(source: str | Path | Mapping, *, base_dir: str | Path | None = N
     if not isinstance(raw, dict):
         raise ConfigError(f"pipeline {name} must be a mapping of sections, got {type(raw).__name__}")
     for dotted, value in (overrides or {}).items():
-        cur = raw
-        *parents, last = dotted.split(".")
-        for k in parents:
-            cur = cur.setdefault(k, {})
-        cur[last] = value
+        set_dotted(raw, dotted, value)
     for o in (raw.get("labels") or {}).get("others") or []:
         if isinstance(o, dict) and isinstance(o.get("path"), str):
             o["path"] = _resolve(o["path"], base)

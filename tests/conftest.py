@@ -52,12 +52,10 @@ def scene_pipeline(scene: dict, out: Path, **overrides) -> dict:
         "output": {"dir": str(out), "overwrite": True},
         "cluster": {"kind": "none"},
     }
+    from lcup.config import set_dotted
+
     for dotted, v in overrides.items():
-        cur = cfg
-        *parents, last = dotted.split(".")
-        for k in parents:
-            cur = cur.setdefault(k, {})
-        cur[last] = v
+        set_dotted(cfg, dotted, v)
     return cfg
 
 

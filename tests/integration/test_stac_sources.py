@@ -158,3 +158,33 @@ def test_pipeline_through_stac_api_with_skips(small_scene, tmp_path, local_clien
             cfg = load_config(scene_pipeline(small_scene, tmp_path / "out2", **{**overrides, "source.on_error": "fail"}))
             with pytest.raises(ReadError, match="B04_missing.*on_error: skip"):
                 run_pipeline(cfg, client=local_client, progress=False)
+
+
+def test_planetary_computer_hrefs_go_through_patch_url(served):
+    """PC hrefs point at the public blob store; the signer (``planetary_computer.sign`` in real use) is
+    odc-stac's ``patch_url``. Here a local stand-in maps them back to the range server: if lcup did not
+    call it, nothing would load (no internet)."""
+    import pystac
+
+    http, layouts, _ = served
+    lay = layouts["planetary-computer"]
+    blob = "https://sentinel2l2a01.blob.core.windows.net/sentinel2-l2"
+    items = []
+    for f in lay["items"]:
+        it = pystac.Item.from_dict(json.loads(json.dumps(f)))
+        for a in it.assets.values():
+            a.href = a.href.replace(http.url, blob)
+        items.append(it)
+    calls = []
+
+    def sign(href: str) -> str:
+        calls.append(href)
+        return href.replace(blob, http.url) + "?se=2026-12-31&sig=local-stand-in"
+
+    cube = load_cube(items, lay["profile"], ["red", "scl"], _grid(lay), chunk_px=64, patch_url=sign)
+    red = cube.reflectance("red").compute().values
+    assert calls and all(c.startswith(blob) for c in calls)
+    for t, ids in enumerate(cube.items):
+        np.testing.assert_allclose(red[t], lay["refl"][ids[0]]["red"], atol=1e-6, equal_nan=True)
+    kept, skipped = check_assets(items, lay["profile"], ["red", "scl"], patch_url=sign)
+    assert not skipped

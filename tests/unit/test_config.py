@@ -20,13 +20,11 @@ BASE = {
 def _with(**kv):
     import copy
 
+    from lcup.config import set_dotted
+
     d = copy.deepcopy(BASE)
     for dotted, v in kv.items():
-        cur = d
-        *ps, last = dotted.split(".")
-        for p in ps:
-            cur = cur.setdefault(p, {})
-        cur[last] = v
+        set_dotted(d, dotted, v)
     return d
 
 
