@@ -168,6 +168,8 @@ class TruthConfig(_Section):
 
 
 class ModelConfig(_Section):
+    kind: Literal["random_forest", "lightgbm"] = Field("random_forest", description="classifier; lightgbm needs pip install 'lcup[lightgbm]'")
+    params: dict[str, Any] = Field(default_factory=dict, description="extra parameters passed to the classifier")
     n_estimators: int = Field(100, ge=1)
     max_depth: int | None = Field(None, ge=1)
     min_samples_leaf: int = Field(1, ge=1)

@@ -27,7 +27,7 @@ from .ops.cloud import keep_dates, scl_valid_mask, valid_fraction
 from .ops.features import temporal_features
 from .ops.indices import compute_indices
 from .ops.labels import erode_classes, label_confidence, stratified_sample
-from .ops.model import confident_learning_filter, predict_block, train_random_forest
+from .ops.model import confident_learning_filter, predict_block, train_model
 from .ops.temporal import interpolate_smooth, regular_grid
 from .providers import SCL, get_profile
 
@@ -263,16 +263,19 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
             summary.figures["label_cleaning"] = cinfo
             log.info("  confident learning flagged %d of %d training samples", cinfo["n_flagged"], int(sel.sum()))
             tr = tr & keep
-        params = {"n_estimators": cfg.model.n_estimators, "max_depth": cfg.model.max_depth,
-                  "min_samples_leaf": cfg.model.min_samples_leaf, "max_features": cfg.model.max_features,
-                  "class_weight": cfg.model.class_weight}
-        model, minfo = train_random_forest(X[tr], sample.label[tr], params=params, seed=cfg.model.seed,
-                                           sample_weight=None if weights is None else weights[tr])
+        if cfg.model.kind == "random_forest":
+            params = {"n_estimators": cfg.model.n_estimators, "max_depth": cfg.model.max_depth,
+                      "min_samples_leaf": cfg.model.min_samples_leaf, "max_features": cfg.model.max_features,
+                      "class_weight": cfg.model.class_weight, **cfg.model.params}
+        else:
+            params = {"class_weight": cfg.model.class_weight, "max_depth": cfg.model.max_depth, **cfg.model.params}
+        model, minfo = train_model(X[tr], sample.label[tr], kind=cfg.model.kind, params=params, seed=cfg.model.seed,
+                                   sample_weight=None if weights is None else weights[tr])
         summary.figures["model"] = minfo
         names = list(feats.feature.values)
-        summary.figures["feature_importance_top"] = dict(
-            sorted(zip(names, map(float, model.feature_importances_)), key=lambda kv: -kv[1])[:15]
-        )
+        imp = np.asarray(model.feature_importances_, float)
+        imp = imp / imp.sum() if imp.sum() > 0 else imp
+        summary.figures["feature_importance_top"] = dict(sorted(zip(names, map(float, imp)), key=lambda kv: -kv[1])[:15])
         if sample.validation.any():
             Xv = X[sample.validation]
             ok = np.isfinite(Xv).all(1)

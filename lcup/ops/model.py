@@ -46,6 +46,39 @@ def train_random_forest(
     return model, info
 
 
+def train_model(
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    kind: str = "random_forest",
+    params: Mapping[str, Any] | None = None,
+    sample_weight: np.ndarray | None = None,
+    seed: int = 0,
+):
+    """Fit the classifier named by ``kind`` (``random_forest`` or ``lightgbm``) behind one interface.
+
+    Both return a scikit-learn-style model with ``predict_proba``, ``classes_`` and
+    ``feature_importances_`` (normalised to sum to 1 here for LightGBM's split counts), and
+    ``info`` with ``n_train`` and ``n_dropped_nan`` (plus ``oob_score`` for the forest).
+    """
+    if kind == "random_forest":
+        return train_random_forest(X, y, params=params, sample_weight=sample_weight, seed=seed)
+    if kind != "lightgbm":
+        raise ValueError(f"model kind must be 'random_forest' or 'lightgbm', not {kind!r}")
+    try:
+        from lightgbm import LGBMClassifier
+    except ImportError as e:
+        raise ImportError("model.kind 'lightgbm' needs LightGBM: pip install 'lcup[lightgbm]'") from e
+    ok = np.isfinite(X).all(1)
+    p = {"n_estimators": 300, "learning_rate": 0.05, "num_leaves": 63, "subsample": 0.8, "subsample_freq": 1,
+         "colsample_bytree": 0.8, "n_jobs": -1, "verbose": -1}
+    p.update({k: v for k, v in dict(params or {}).items() if k in LGBMClassifier().get_params() and v is not None})
+    p["random_state"] = seed
+    model = LGBMClassifier(**p)
+    model.fit(X[ok], y[ok], sample_weight=None if sample_weight is None else sample_weight[ok])
+    return model, {"n_train": int(ok.sum()), "n_dropped_nan": int((~ok).sum())}
+
+
 def predict_block(features: np.ndarray, model, *, confidence: str = "max") -> np.ndarray:
     """Predict one block: class, confidence and per-class probabilities.
 

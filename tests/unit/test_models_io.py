@@ -20,3 +20,22 @@ def test_roundtrip_and_feature_mismatch(tmp_path, rng):
     with pytest.raises(ModelError, match=r"missing from the cube: \['c'\]"):
         load_model(p, expected_features=["a", "b"])
     assert b"pickle" not in p.read_bytes()[:100]
+
+
+@pytest.mark.parametrize("kind", ["random_forest", "lightgbm"])
+def test_both_model_kinds_behind_one_interface(kind, tmp_path, rng):
+    pytest.importorskip("lightgbm") if kind == "lightgbm" else None
+    from lcup.ops.model import predict_block, train_model
+
+    X = rng.normal(size=(600, 5)).astype(np.float32)
+    y = np.where(X[:, 0] + X[:, 1] > 0, 3, 1)
+    X[:5, 2] = np.nan  # dropped and counted
+    model, info = train_model(X, y, kind=kind, params={"n_estimators": 20}, sample_weight=np.ones(600), seed=0)
+    assert info["n_dropped_nan"] == 5 and list(model.classes_) == [1, 3]
+    out = predict_block(X[5:105].reshape(10, 10, 5), model, confidence="margin")
+    assert out.shape == (4, 10, 10) and set(np.unique(out[0])) <= {1.0, 3.0}
+    assert (out[1] >= 0).all() and (out[1] <= 1).all()
+    assert (out[0].ravel() == y[5:105]).mean() > 0.85
+    p = save_model(model, tmp_path / "m.skops", feature_names=list("abcde"), legend={"name": "x", "classes": {}})
+    m2, _ = load_model(p)
+    np.testing.assert_array_equal(m2.predict(X[5:]), model.predict(X[5:]))
