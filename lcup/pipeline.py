@@ -26,7 +26,7 @@ from .ops.accuracy import accuracy_report
 from .ops.cloud import keep_dates, scl_valid_mask, valid_fraction
 from .ops.features import temporal_features
 from .ops.indices import compute_indices
-from .ops.labels import erode_classes, label_confidence, stratified_sample
+from .ops.labels import erode_classes, label_confidence, stratified_sample_chunked
 from .ops.model import confident_learning_filter, predict_block, train_model
 from .ops.temporal import interpolate_smooth, regular_grid
 from .providers import SCL, get_profile
@@ -243,11 +243,14 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
     with _stage(summary, "labels"):
         labels, eroded, conf, linfo = prepare_labels(cfg, geobox)
         summary.figures["labels"] = linfo
-        rng = np.random.default_rng(cfg.labels.seed)
         block_px = max(1, int(round(cfg.labels.block_m / cfg.aoi.resolution)))
-        sample = stratified_sample(eroded, cfg.labels.n_per_class, rng, min_per_class=cfg.labels.min_per_class,
-                                   block_px=block_px, validation_fraction=cfg.labels.validation_fraction,
-                                   small_class_policy=cfg.labels.small_class_policy)
+        # positions first, drawn chunk by chunk (per-chunk seeds), then only their features are gathered
+        sample = stratified_sample_chunked(
+            da.from_array(eroded, chunks=cfg.load.chunk_px), cfg.labels.n_per_class, cfg.labels.seed,
+            min_per_class=cfg.labels.min_per_class, block_px=block_px,
+            validation_fraction=cfg.labels.validation_fraction, small_class_policy=cfg.labels.small_class_policy,
+            compute=(lambda objs: client.gather(client.compute(objs))) if client is not None else None,
+        )
         X = _compute(feats.data.vindex[sample.iy, sample.ix], client, "sampled features", False)
         summary.figures["samples"] = {"train": int((~sample.validation).sum()), "validation": int(sample.validation.sum())}
 

@@ -219,3 +219,102 @@ def label_confidence(
         conf *= agree
     conf[labels == 0] = 0.0
     return conf
+
+
+def _chunk_counts(block: np.ndarray, block_val: np.ndarray, block_px: int, y0: int, x0: int) -> np.ndarray:
+    """``(2, 256)`` pixel counts per (train/validation, class) in one chunk."""
+    yy, xx = np.nonzero(block)
+    isval = block_val[(yy + y0) // block_px, (xx + x0) // block_px]
+    c = block[yy, xx].astype(np.int64)
+    return np.stack([np.bincount(c[~isval], minlength=256), np.bincount(c[isval], minlength=256)])
+
+
+def _chunk_draw(block, block_val, block_px, y0, x0, quota, seed, key):
+    """Draw ``quota[s, c]`` pixels of class c in split s from one chunk with the chunk's own generator."""
+    rng = np.random.default_rng([seed, *key])
+    yy, xx = np.nonzero(block)
+    isval = block_val[(yy + y0) // block_px, (xx + x0) // block_px]
+    c = block[yy, xx]
+    out = []
+    for s in (0, 1):
+        for cls in np.nonzero(quota[s])[0]:
+            cand = np.nonzero((c == cls) & (isval == bool(s)))[0]
+            take = rng.choice(cand, size=int(quota[s, cls]), replace=False)
+            out.append(np.stack([yy[take] + y0, xx[take] + x0, np.full(len(take), cls), np.full(len(take), s)], 1))
+    return np.concatenate(out) if out else np.zeros((0, 4), np.int64)
+
+
+def stratified_sample_chunked(
+    labels: "da.Array",
+    n_per_class: int,
+    seed: int,
+    *,
+    min_per_class: int = 50,
+    block_px: int = 100,
+    validation_fraction: float = 0.3,
+    small_class_policy: str = "warn",
+    compute=None,
+) -> Sample:
+    """Chunk-parallel :func:`stratified_sample`: positions are drawn per chunk, never gathered whole.
+
+    1. one pass counts the pixels per (chunk, split, class) — a tiny array;
+    2. the per-class quotas are spread over the chunks by a multivariate hypergeometric draw, which is
+       exactly a uniform sample without replacement over all chunks together;
+    3. each chunk draws its quota with its own generator ``default_rng([seed, chunk_y, chunk_x])``.
+
+    The result depends only on ``seed`` and the chunking. Spatial validation blocks are assigned as in
+    :func:`stratified_sample`.
+
+    Parameters
+    ----------
+    labels
+        ``(y, x)`` dask array of class codes (uint8), 0 = not usable.
+    compute
+        ``callable(list_of_delayed) -> list`` (e.g. a distributed client's compute+gather); default
+        ``dask.compute``.
+    """
+    import dask
+
+    compute = compute or (lambda objs: list(dask.compute(*objs)))
+    rng = np.random.default_rng(seed)
+    h, w = labels.shape
+    nby, nbx = -(-h // block_px), -(-w // block_px)
+    block_val = rng.random((nby, nbx)) < validation_fraction
+    if validation_fraction > 0 and not block_val.any():
+        block_val.flat[rng.integers(block_val.size)] = True
+    if validation_fraction < 1 and block_val.all():
+        block_val.flat[rng.integers(block_val.size)] = False
+    starts_y = np.cumsum((0,) + labels.chunks[0][:-1])
+    starts_x = np.cumsum((0,) + labels.chunks[1][:-1])
+    blocks = labels.to_delayed()
+    keys = [(i, j) for i in range(blocks.shape[0]) for j in range(blocks.shape[1])]
+    count_tasks = [dask.delayed(_chunk_counts)(blocks[i, j], block_val, block_px, starts_y[i], starts_x[j]) for i, j in keys]
+    counts = np.stack(compute(count_tasks))  # (chunk, 2, 256)
+    total = counts.sum((0, 1))
+    classes = [c for c in range(1, 256) if total[c] > 0]
+    if len(classes) < 2:
+        raise LabelError(
+            f"the label map has {len(classes)} usable class(es) {classes} in the area after crosswalk and erosion; "
+            "a classifier needs at least two: enlarge the area, lower labels.erosion_m or check the crosswalk"
+        )
+    n_val = int(round(n_per_class * validation_fraction / max(1e-9, 1 - validation_fraction)))
+    quota = np.zeros_like(counts)
+    for c in classes:
+        if total[c] < min_per_class:
+            msg = f"class {c} has only {int(total[c])} usable pixels (< min_per_class={min_per_class})"
+            if small_class_policy == "error":
+                raise LabelError(msg + "; lower labels.min_per_class or set small_class_policy: drop")
+            warnings.warn(msg + ("; dropped" if small_class_policy == "drop" else "; kept"), EmptyClassWarning, stacklevel=2)
+            if small_class_policy == "drop":
+                continue
+        for s, want in ((0, n_per_class), (1, n_val)):
+            avail = counts[:, s, c]
+            k = int(min(want, avail.sum()))
+            if k:
+                quota[:, s, c] = rng.multivariate_hypergeometric(avail, k)
+    draw_tasks = [dask.delayed(_chunk_draw)(blocks[i, j], block_val, block_px, starts_y[i], starts_x[j], quota[n], seed, (i, j))
+                  for n, (i, j) in enumerate(keys) if quota[n].any()]
+    rows = np.concatenate(compute(draw_tasks)) if draw_tasks else np.zeros((0, 4), np.int64)
+    if len(rows) == 0:
+        raise LabelError("no pixel could be sampled; check the label map overlaps the area")
+    return Sample(rows[:, 0].astype(np.int64), rows[:, 1].astype(np.int64), rows[:, 2].astype(labels.dtype), rows[:, 3].astype(bool))

@@ -123,3 +123,29 @@ def test_corine_crosswalks():
     assert get_crosswalk("corine", "corine-l2")[242] == 24
     cw = get_crosswalk("corine-grid", "lcup7")  # chained through the 3-digit codes
     assert len(cw) == 44 and cw[1] == 4 and cw[24] == 1 and cw[41] == 6
+
+
+def test_chunked_sampler_quotas_blocks_and_seed():
+    import dask.array as da
+
+    from lcup.ops.labels import stratified_sample_chunked
+
+    lab = np.ones((300, 300), np.uint8)
+    lab[:, 150:] = 2
+    lab[:20, :20] = 3
+    d = da.from_array(lab, chunks=70)
+    s = stratified_sample_chunked(d, 500, 3, min_per_class=10, block_px=50, validation_fraction=0.3)
+    s2 = stratified_sample_chunked(d, 500, 3, min_per_class=10, block_px=50, validation_fraction=0.3)
+    np.testing.assert_array_equal(s.iy, s2.iy)
+    assert (lab[s.iy, s.ix] == s.label).all()
+    assert len(set(zip(s.iy.tolist(), s.ix.tolist()))) == len(s)  # without replacement
+    tr = ~s.validation
+    for c in (1, 2):
+        assert (s.label[tr] == c).sum() == 500
+    n3 = (s.label == 3).sum()  # the small class sits in one block: all 400 px (training) or the validation quota
+    assert n3 in (400, int(round(500 * 0.3 / 0.7)))
+    bt = set(zip(s.iy[tr] // 50, s.ix[tr] // 50))
+    bv = set(zip(s.iy[~tr] // 50, s.ix[~tr] // 50))
+    assert bt and bv and not (bt & bv)
+    # samples spread over the whole area, not just the first chunks
+    assert s.iy.max() > 250 and s.ix.max() > 250
