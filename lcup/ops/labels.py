@@ -76,6 +76,20 @@ class Sample:
         return len(self.iy)
 
 
+def validation_blocks(rng: np.random.Generator, shape: tuple[int, int], block_px: int, fraction: float) -> np.ndarray:
+    """``(blocks_y, blocks_x)`` bool: which ``block_px`` squares are held out for validation.
+
+    At least one block on each side when ``0 < fraction < 1``.
+    """
+    nby, nbx = -(-shape[0] // block_px), -(-shape[1] // block_px)
+    block_val = rng.random((nby, nbx)) < fraction
+    if fraction > 0 and not block_val.any():
+        block_val.flat[rng.integers(block_val.size)] = True
+    if fraction < 1 and block_val.all():
+        block_val.flat[rng.integers(block_val.size)] = False
+    return block_val
+
+
 def stratified_sample(
     labels: np.ndarray,
     n_per_class: int,
@@ -85,7 +99,6 @@ def stratified_sample(
     block_px: int = 100,
     validation_fraction: float = 0.3,
     small_class_policy: str = "warn",
-    weights: np.ndarray | None = None,
 ) -> Sample:
     """Stratified random sample of labelled pixels with spatially separated validation blocks.
 
@@ -117,13 +130,7 @@ def stratified_sample(
     """
     if small_class_policy not in ("warn", "drop", "error"):
         raise ValueError(f"small_class_policy must be 'warn', 'drop' or 'error', not {small_class_policy!r}")
-    h, w = labels.shape
-    nby, nbx = -(-h // block_px), -(-w // block_px)
-    block_val = rng.random((nby, nbx)) < validation_fraction
-    if validation_fraction > 0 and not block_val.any():
-        block_val.flat[rng.integers(block_val.size)] = True
-    if validation_fraction < 1 and block_val.all():
-        block_val.flat[rng.integers(block_val.size)] = False
+    block_val = validation_blocks(rng, labels.shape, block_px, validation_fraction)
     classes = [int(c) for c in np.unique(labels) if c != 0]
     if len(classes) < 2:
         raise LabelError(
@@ -146,11 +153,7 @@ def stratified_sample(
             cand = np.nonzero(sel)[0]
             if len(cand) == 0:
                 continue
-            p = None
-            if weights is not None:
-                wgt = weights[yy[cand], xx[cand]].astype(float)
-                p = wgt / wgt.sum() if wgt.sum() > 0 else None
-            take = rng.choice(cand, size=min(want, len(cand)), replace=False, p=p)
+            take = rng.choice(cand, size=min(want, len(cand)), replace=False)
             iys.append(yy[take]); ixs.append(xx[take]); labs.append(np.full(len(take), c, labels.dtype))
             vals.append(np.full(len(take), is_val))
     if not iys:
@@ -277,13 +280,7 @@ def stratified_sample_chunked(
 
     compute = compute or (lambda objs: list(dask.compute(*objs)))
     rng = np.random.default_rng(seed)
-    h, w = labels.shape
-    nby, nbx = -(-h // block_px), -(-w // block_px)
-    block_val = rng.random((nby, nbx)) < validation_fraction
-    if validation_fraction > 0 and not block_val.any():
-        block_val.flat[rng.integers(block_val.size)] = True
-    if validation_fraction < 1 and block_val.all():
-        block_val.flat[rng.integers(block_val.size)] = False
+    block_val = validation_blocks(rng, labels.shape, block_px, validation_fraction)
     starts_y = np.cumsum((0,) + labels.chunks[0][:-1])
     starts_x = np.cumsum((0,) + labels.chunks[1][:-1])
     blocks = labels.to_delayed()

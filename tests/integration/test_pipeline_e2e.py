@@ -84,7 +84,6 @@ def test_aoi_elsewhere_is_a_clear_error(small_scene, tmp_path):
 
 
 def test_missing_band_is_a_clear_error(small_scene, tmp_path):
-    import pystac
 
     from lcup.io.stac import load_cube, search_items, geobox_for_aoi, lonlat_bbox
     from lcup.providers import get_profile
