@@ -94,10 +94,8 @@ def demo(size: int) -> dict:
     import warnings
 
     from lcup.config import load_config
-    from lcup.io.stac import geobox_for_aoi, load_cube, lonlat_bbox, search_items
-    from lcup.pipeline import RunSummary, build_features, prepare_labels
-    from lcup.providers import get_profile
     from lcup.io.rasters import read_on_geobox
+    from lcup.pipeline import RunSummary, build_features, open_cube, prepare_labels
     from lcup.synthetic import SceneSpec, write_demo
 
     tmp = Path(tempfile.mkdtemp())
@@ -106,14 +104,12 @@ def demo(size: int) -> dict:
     x0, y0 = spec.origin
     cfg = load_config({
         "source": {"catalog": str(cat)}, "aoi": {"bbox": [x0, y0 - 10 * size, x0 + 10 * size, y0], "crs": "EPSG:32633"},
-        "year": spec.year, "clean": {"dilation_m": 20},
+        "year": spec.year, "clean": {"dilation_m": 20}, "load": {"chunk_px": 256},
         "labels": {"path": str(tmp / "coarse_cgls_100m.tif"), "legend": "cgls-lc100", "erosion_m": 0},
         "output": {"dir": str(tmp / "out")}, "cluster": {"kind": "none"},
     })
-    gb = geobox_for_aoi(cfg.aoi.bbox, None, 10, cfg.aoi.crs)
-    prof = get_profile("earth-search")
-    items = search_items(cfg.source.catalog, prof, lonlat_bbox(gb), "2024-01-01", "2024-12-31")
-    cube = load_cube(items, prof, list(cfg.load.bands) + ["scl"], gb, chunk_px=256)
+    cube = open_cube(cfg)
+    gb = cube.geobox
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         feats = build_features(cfg, cube, RunSummary("bench")).compute().values

@@ -66,21 +66,24 @@ def cluster_client(cfg: ClusterConfig | None = None) -> Iterator["object | None"
             auth = cfg.gateway_auth
         gateway = Gateway(cfg.address, auth=auth) if cfg.address else Gateway(auth=auth)
         try:
-            options = gateway.cluster_options()
-            for k, v in cfg.gateway_options.items():
-                setattr(options, k, v)
-            cluster = gateway.new_cluster(options)
-        except Exception as e:  # noqa: BLE001 - aiohttp/HTTP errors differ by version; say what failed
-            text = str(e)
-            if "401" in text or "403" in text or "Unauthorized" in text or "Forbidden" in text:
-                raise LcupError(f"the Dask Gateway at {cfg.address} refused the credentials ({text}); "
-                                "check cluster.gateway_auth and DASK_GATEWAY_USER / DASK_GATEWAY_PASSWORD") from e
-            raise LcupError(f"cannot reach the Dask Gateway at {cfg.address}: {text}; check cluster.address and that the gateway is running") from e
-        cluster.scale(cfg.n_workers)
-        client = cluster.get_client()
-        client.wait_for_workers(1, timeout=300)
-        try:
-            yield client
+            try:
+                options = gateway.cluster_options()
+                for k, v in cfg.gateway_options.items():
+                    setattr(options, k, v)
+                cluster = gateway.new_cluster(options)
+            except Exception as e:  # noqa: BLE001 - aiohttp/HTTP errors differ by version; say what failed
+                text = str(e)
+                if "401" in text or "403" in text or "Unauthorized" in text or "Forbidden" in text:
+                    raise LcupError(f"the Dask Gateway at {cfg.address} refused the credentials ({text}); "
+                                    "check cluster.gateway_auth and DASK_GATEWAY_USER / DASK_GATEWAY_PASSWORD") from e
+                raise LcupError(f"cannot reach the Dask Gateway at {cfg.address}: {text}; check cluster.address and that the gateway is running") from e
+            cluster.scale(cfg.n_workers)
+            client = cluster.get_client()
+            client.wait_for_workers(1, timeout=300)
+            try:
+                yield client
+            finally:
+                client.close()
+                cluster.shutdown()
         finally:
-            client.close()
-            cluster.shutdown()
+            gateway.close()  # explicitly: Gateway.__del__ fails when the loop is already gone

@@ -21,6 +21,14 @@ from .ops.indices import INDICES
 from .providers import BANDS, PROFILES, REFLECTANCE_BANDS
 
 
+def _only(values: list[str], allowed, what: str) -> list[str]:
+    """Reject names not in ``allowed``, listing the valid ones."""
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise ValueError(f"unknown {what} {bad}; available: {sorted(allowed) if isinstance(allowed, dict) else list(allowed)}")
+    return values
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -70,10 +78,7 @@ class LoadConfig(_Section):
     @field_validator("bands")
     @classmethod
     def _known_bands(cls, v: list[str]) -> list[str]:
-        bad = [b for b in v if b not in BANDS]
-        if bad:
-            raise ValueError(f"unknown bands {bad}; lcup band names are {list(BANDS)}")
-        return v
+        return _only(v, list(BANDS), "bands")
 
 
 class CleanConfig(_Section):
@@ -105,18 +110,12 @@ class FeaturesConfig(_Section):
     @field_validator("indices")
     @classmethod
     def _known_idx(cls, v):
-        bad = [i for i in v if i not in INDICES]
-        if bad:
-            raise ValueError(f"unknown indices {bad}; available: {sorted(INDICES)}")
-        return v
+        return _only(v, INDICES, "indices")
 
     @field_validator("stats")
     @classmethod
     def _known_stats(cls, v):
-        bad = [s for s in v if s not in STATS]
-        if bad:
-            raise ValueError(f"unknown stats {bad}; available: {list(STATS)}")
-        return v
+        return _only(v, STATS, "stats")
 
 
 class LabelStacConfig(_Section):

@@ -159,6 +159,33 @@ def prepare_labels(cfg: PipelineConfig, geobox) -> tuple[np.ndarray, np.ndarray,
     return labels, usable, conf, info
 
 
+def find_items(cfg: PipelineConfig):
+    """The output grid of the AOI and the Sentinel-2 items covering it in the period: ``(geobox, items)``."""
+    from .io.stac import geobox_for_aoi, lonlat_bbox, search_items
+
+    geobox = geobox_for_aoi(cfg.aoi.bbox, cfg.aoi.grid_crs, cfg.aoi.resolution, cfg.aoi.crs)
+    start, end = cfg.period
+    items = search_items(cfg.source.catalog, get_profile(cfg.source.provider), lonlat_bbox(geobox),
+                         f"{start}T00:00:00Z", f"{end}T23:59:59Z", collection=cfg.source.collection,
+                         max_cloud_cover=cfg.source.max_cloud_cover, limit=cfg.source.page_size)
+    return geobox, items
+
+
+def open_cube(cfg: PipelineConfig, geobox=None, items=None):
+    """Lazily load the configured bands (and SCL) of ``items`` onto ``geobox`` (found from ``cfg`` if not given)."""
+    import odc.stac
+
+    from .io.stac import GDAL_HTTP_ENV, load_cube
+
+    if geobox is None or items is None:
+        geobox, items = find_items(cfg)
+    # odc-stac captures these GDAL settings into the graph and restores them in every task,
+    # so workers need no global setup.
+    odc.stac.configure_rio(cloud_defaults=True, **GDAL_HTTP_ENV)
+    return load_cube(items, get_profile(cfg.source.provider), list(cfg.load.bands) + [SCL], geobox,
+                     chunk_px=cfg.load.chunk_px, resampling=cfg.load.resampling, fail_on_error=cfg.source.on_error == "fail")
+
+
 def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> RunSummary:
     """Run a whole pipeline.
 
@@ -183,7 +210,6 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
             return run_pipeline(cfg, client=c, progress=progress)
 
     from .io.rasters import read_on_geobox
-    from .io.stac import GDAL_HTTP_ENV, geobox_for_aoi, load_cube, lonlat_bbox, search_items
     from .io.write import write_cog_from_dask
     from .io.models import save_model
 
@@ -201,28 +227,17 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
                 )
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    profile = get_profile(cfg.source.provider)
     target = get_legend(cfg.labels.target_legend)
 
     with _stage(summary, "search"):
-        geobox = geobox_for_aoi(cfg.aoi.bbox, cfg.aoi.grid_crs, cfg.aoi.resolution, cfg.aoi.crs)
-        start, end = cfg.period
-        items = search_items(cfg.source.catalog, profile, lonlat_bbox(geobox), f"{start}T00:00:00Z", f"{end}T23:59:59Z",
-                             collection=cfg.source.collection, max_cloud_cover=cfg.source.max_cloud_cover,
-                         limit=cfg.source.page_size)
+        geobox, items = find_items(cfg)
         summary.figures["items"] = len(items)
-        if cfg.source.check_assets:
-            items = _check_items(cfg, profile, items, summary)
         summary.figures["grid"] = {"crs": str(geobox.crs), "shape": list(geobox.shape), "resolution": cfg.aoi.resolution}
+        if cfg.source.check_assets:
+            items = _check_items(cfg, items, summary)
 
     with _stage(summary, "load"):
-        import odc.stac
-
-        # odc-stac captures these GDAL settings into the graph and restores them in every task,
-        # so workers need no global setup.
-        odc.stac.configure_rio(cloud_defaults=True, **GDAL_HTTP_ENV)
-        cube = load_cube(items, profile, list(cfg.load.bands) + [SCL], geobox, chunk_px=cfg.load.chunk_px,
-                         resampling=cfg.load.resampling, fail_on_error=cfg.source.on_error == "fail")
+        cube = open_cube(cfg, geobox, items)
 
     with _stage(summary, "clean+features (graph)"):
         feats = build_features(cfg, cube, summary)
@@ -321,9 +336,11 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
             summary.outputs["cog"] = str(cog_path)
 
     with _stage(summary, "score"):
-        predicted = np.asarray(result["class"].values)
-        summary.figures["predicted_class_px"] = {int(c): int(n) for c, n in zip(*np.unique(predicted, return_counts=True))}
+        # class counts chunk by chunk; the whole map is read only when a truth map is given to score against
+        counts = _compute(da.bincount(result["class"].data.ravel(), minlength=256), client, "class counts", False)
+        summary.figures["predicted_class_px"] = {int(c): int(n) for c, n in enumerate(counts) if n}
         if cfg.truth is not None:
+            predicted = np.asarray(result["class"].values)
             truth_codes = read_on_geobox(cfg.truth.path, geobox)
             truth = apply_crosswalk(truth_codes, get_crosswalk(cfg.truth.legend, target))
             pred_rep = accuracy_report(truth, predicted, target.codes, target.names())
@@ -353,15 +370,11 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
 
 def plan(cfg: PipelineConfig) -> str:
     """Dry run: search the catalog and describe the work (grid, tiles, chunks, memory per task) without loading pixels."""
-    from .io.stac import geobox_for_aoi, lonlat_bbox, search_items
     from .io.write import tile_slices
     from .ops.features import feature_names
 
-    profile = get_profile(cfg.source.provider)
-    geobox = geobox_for_aoi(cfg.aoi.bbox, cfg.aoi.grid_crs, cfg.aoi.resolution, cfg.aoi.crs)
+    geobox, items = find_items(cfg)
     start, end = cfg.period
-    items = search_items(cfg.source.catalog, profile, lonlat_bbox(geobox), f"{start}T00:00:00Z", f"{end}T23:59:59Z",
-                         collection=cfg.source.collection, max_cloud_cover=cfg.source.max_cloud_cover, limit=cfg.source.page_size)
     days = {str(it.datetime)[:10] for it in items}
     n_t, n_b = len(days), len(cfg.load.bands)
     n_grid = len(regular_grid(start, end, cfg.clean.step_days))
@@ -389,12 +402,12 @@ def plan(cfg: PipelineConfig) -> str:
     return "\n".join(lines)
 
 
-def _check_items(cfg: PipelineConfig, profile, items, summary: RunSummary):
+def _check_items(cfg: PipelineConfig, items, summary: RunSummary):
     """Probe the assets; skip-and-report or fail with the list, by ``source.on_error``."""
     from .errors import ReadError, SkippedAssetWarning
     from .io.stac import check_assets
 
-    kept, skipped = check_assets(items, profile, list(cfg.load.bands) + [SCL])
+    kept, skipped = check_assets(items, get_profile(cfg.source.provider), list(cfg.load.bands) + [SCL])
     summary.figures["skipped_assets"] = skipped
     if skipped:
         listing = "; ".join(f"{s['item']}/{s['band']} ({s['href']}): {s['error'][:120]}" for s in skipped[:10])

@@ -254,7 +254,7 @@ def surface_reflectance(land: Landscape, doy: float, rng: np.random.Generator) -
 
 
 def atmosphere(
-    refl: np.ndarray, truth: np.ndarray, cover: float, rng: np.random.Generator, t: int
+    refl: np.ndarray, truth: np.ndarray, cover: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Corrupt reflectance with clouds, shadows, cirrus and nodata; return ``(refl, scl)``.
 
@@ -358,7 +358,7 @@ def generate(spec: SceneSpec | None = None):
     for i, d in enumerate(dates):
         r = np.random.default_rng([spec.seed, i])
         refl = surface_reflectance(land, d.timetuple().tm_yday, r)
-        refl, scl = atmosphere(refl, land.truth, float(covers[i]), r, i)
+        refl, scl = atmosphere(refl, land.truth, float(covers[i]), r)
         yield d, to_dn(refl), scl
 
 

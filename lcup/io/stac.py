@@ -222,25 +222,22 @@ def load_cube(
     by_day: dict[dt.date, list[pystac.Item]] = {}
     for it in items:
         by_day.setdefault(_solar_day(_item_time(it), lon), []).append(it)
-    times = pd.DatetimeIndex(ds.time.values)
-    scale, offset = {}, {}
-    ids = []
-    for t in times:
+    groups = []
+    for t in pd.DatetimeIndex(ds.time.values):
         day = _solar_day(t.to_pydatetime().replace(tzinfo=dt.timezone.utc), lon)
-        group = by_day.get(day) or by_day.get(t.date()) or []
-        ids.append([it.id for it in group])
+        groups.append(by_day.get(day) or by_day.get(t.date()) or [])
+    scale, offset = {}, {}
     for b, key in keys.items():
         if b == SCL:
             continue
-        sc, of = [], []
-        for t, idl in zip(times, ids):
-            group = [it for it in items if it.id in idl] or list(items[:1])
-            pairs = Counter(profile.scale_offset(it.properties, it.assets[key].to_dict() if key in it.assets else None) for it in group)
-            s, o = pairs.most_common(1)[0][0]
-            sc.append(s)
-            of.append(o)
-        scale[b], offset[b] = np.asarray(sc), np.asarray(of)
-    return Cube(ds, scale, offset, ids, geobox)
+        pairs = [
+            Counter(profile.scale_offset(it.properties, it.assets[key].to_dict() if key in it.assets else None)
+                    for it in (group or items[:1])).most_common(1)[0][0]
+            for group in groups
+        ]
+        scale[b] = np.array([p[0] for p in pairs])
+        offset[b] = np.array([p[1] for p in pairs])
+    return Cube(ds, scale, offset, [[it.id for it in g] for g in groups], geobox)
 
 
 #: GDAL settings for reading COGs over HTTP: retries on transient errors, no directory listing.

@@ -46,8 +46,6 @@ def write_cog_array(
     """
     path = Path(path)
     prof = _profile(arr, transform, crs, nodata)
-    if legend is not None:
-        prof["overview_resampling"] = "nearest"
     with rasterio.open(path, "w", **prof) as dst:
         dst.write(arr if arr.ndim == 3 else arr[None])
         if legend is not None and arr.dtype == np.uint8:

@@ -76,6 +76,32 @@ class Sample:
         return len(self.iy)
 
 
+def _keep_class(c: int, n: int, min_per_class: int, policy: str) -> bool:
+    """The small-class policy: True to sample class ``c`` with ``n`` usable pixels, False to drop it."""
+    if policy not in ("warn", "drop", "error"):
+        raise ValueError(f"small_class_policy must be 'warn', 'drop' or 'error', not {policy!r}")
+    if n >= min_per_class:
+        return True
+    msg = f"class {c} has only {n} usable pixels (< min_per_class={min_per_class})"
+    if policy == "error":
+        raise LabelError(msg + "; lower labels.min_per_class or set small_class_policy: drop")
+    warnings.warn(msg + ("; dropped" if policy == "drop" else "; kept"), EmptyClassWarning, stacklevel=3)
+    return policy != "drop"
+
+
+def _need_two_classes(classes: list[int]) -> None:
+    if len(classes) < 2:
+        raise LabelError(
+            f"the label map has {len(classes)} usable class(es) {classes} in the area after crosswalk and erosion; "
+            "a classifier needs at least two: enlarge the area, lower labels.erosion_m or check the crosswalk"
+        )
+
+
+def _validation_quota(n_per_class: int, validation_fraction: float) -> int:
+    """Validation pixels per class so that training keeps ``n_per_class`` in the same proportion."""
+    return int(round(n_per_class * validation_fraction / max(1e-9, 1 - validation_fraction)))
+
+
 def validation_blocks(rng: np.random.Generator, shape: tuple[int, int], block_px: int, fraction: float) -> np.ndarray:
     """``(blocks_y, blocks_x)`` bool: which ``block_px`` squares are held out for validation.
 
@@ -128,26 +154,15 @@ def stratified_sample(
     -------
     Sample
     """
-    if small_class_policy not in ("warn", "drop", "error"):
-        raise ValueError(f"small_class_policy must be 'warn', 'drop' or 'error', not {small_class_policy!r}")
     block_val = validation_blocks(rng, labels.shape, block_px, validation_fraction)
     classes = [int(c) for c in np.unique(labels) if c != 0]
-    if len(classes) < 2:
-        raise LabelError(
-            f"the label map has {len(classes)} usable class(es) {classes} in the area after crosswalk and erosion; "
-            "a classifier needs at least two: enlarge the area, lower labels.erosion_m or check the crosswalk"
-        )
+    _need_two_classes(classes)
     iys, ixs, labs, vals = [], [], [], []
-    n_val = int(round(n_per_class * validation_fraction / max(1e-9, 1 - validation_fraction)))
+    n_val = _validation_quota(n_per_class, validation_fraction)
     for c in classes:
         yy, xx = np.nonzero(labels == c)
-        if len(yy) < min_per_class:
-            msg = f"class {c} has only {len(yy)} usable pixels (< min_per_class={min_per_class})"
-            if small_class_policy == "error":
-                raise LabelError(msg + "; lower labels.min_per_class or set small_class_policy: drop")
-            warnings.warn(msg + ("; dropped" if small_class_policy == "drop" else "; kept"), EmptyClassWarning, stacklevel=2)
-            if small_class_policy == "drop":
-                continue
+        if not _keep_class(c, len(yy), min_per_class, small_class_policy):
+            continue
         isval = block_val[yy // block_px, xx // block_px]
         for want, sel, is_val in ((n_per_class, ~isval, False), (n_val, isval, True)):
             cand = np.nonzero(sel)[0]
@@ -289,21 +304,12 @@ def stratified_sample_chunked(
     counts = np.stack(compute(count_tasks))  # (chunk, 2, 256)
     total = counts.sum((0, 1))
     classes = [c for c in range(1, 256) if total[c] > 0]
-    if len(classes) < 2:
-        raise LabelError(
-            f"the label map has {len(classes)} usable class(es) {classes} in the area after crosswalk and erosion; "
-            "a classifier needs at least two: enlarge the area, lower labels.erosion_m or check the crosswalk"
-        )
-    n_val = int(round(n_per_class * validation_fraction / max(1e-9, 1 - validation_fraction)))
+    _need_two_classes(classes)
+    n_val = _validation_quota(n_per_class, validation_fraction)
     quota = np.zeros_like(counts)
     for c in classes:
-        if total[c] < min_per_class:
-            msg = f"class {c} has only {int(total[c])} usable pixels (< min_per_class={min_per_class})"
-            if small_class_policy == "error":
-                raise LabelError(msg + "; lower labels.min_per_class or set small_class_policy: drop")
-            warnings.warn(msg + ("; dropped" if small_class_policy == "drop" else "; kept"), EmptyClassWarning, stacklevel=2)
-            if small_class_policy == "drop":
-                continue
+        if not _keep_class(c, int(total[c]), min_per_class, small_class_policy):
+            continue
         for s, want in ((0, n_per_class), (1, n_val)):
             avail = counts[:, s, c]
             k = int(min(want, avail.sum()))

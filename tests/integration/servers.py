@@ -21,6 +21,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _port_open(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
+
+
+def wait_until_up(proc: subprocess.Popen, probe, name: str, timeout: float = 30.0) -> None:
+    """Poll ``probe()`` until it returns True; fail with the process output if it exits or times out."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode()[-3000:] if proc.stdout else ""
+            raise RuntimeError(f"{name} exited at start: {out}")
+        try:
+            if probe():
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{name} did not start within {timeout:.0f} s")
+
+
 class RangeServer:
     """Serve ``root`` over HTTP on 127.0.0.1 with Range support (aiohttp static route), in a subprocess.
 
@@ -50,16 +71,8 @@ class RangeServer:
     def __enter__(self) -> "RangeServer":
         cmd = [sys.executable, "-m", "tests.integration.servers", str(self.root), str(self.port), str(self._logfile)]
         self.proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[2])
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("range server exited at start")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("range server did not start within 20 s")
+        wait_until_up(self.proc, lambda: _port_open(self.port), "range server")
+        return self
 
     def __exit__(self, *exc) -> None:
         if self.proc is not None:
@@ -103,17 +116,8 @@ class StacAPI:
         exe = Path(sys.executable).with_name("rustac")
         cmd = [str(exe) if exe.exists() else "rustac", "serve", "--addr", f"127.0.0.1:{self.port}", *self.hrefs]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"rustac serve exited: {self.proc.stdout.read().decode()[-2000:]}")
-            try:
-                with urllib.request.urlopen(self.url + "/", timeout=1) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("rustac serve did not start within 30 s")
+        wait_until_up(self.proc, lambda: urllib.request.urlopen(self.url + "/", timeout=1).status == 200, "rustac serve")
+        return self
 
     def __exit__(self, *exc) -> None:
         if self.proc is not None:

@@ -82,7 +82,7 @@ def build_layout(layout: str, stac_dir: Path, root: Path, base_url: str, *, size
         folder.mkdir(exist_ok=True)
         for key, a in f["assets"].items():
             band = keys[key]
-            res = 10 if band == "scl" and False else (20 if band == "scl" else BANDS[band][2])
+            res = 20 if band == "scl" else BANDS[band][2]
             n = size * 10 // res
             if band == "scl":
                 arr = rng.choice(np.array([4, 5, 6, 8, 9], np.uint8), size=(n, n))

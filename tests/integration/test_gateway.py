@@ -6,7 +6,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 
 from lcup.errors import LcupError
 from tests.conftest import scene_pipeline
-from tests.integration.servers import free_port
+from tests.integration.servers import free_port, wait_until_up
 
 pytest.importorskip("dask_gateway_server", reason="pip install 'lcup[test]' brings dask-gateway-server[local]")
 pytestmark = pytest.mark.slow
@@ -44,18 +43,12 @@ def gateway(tmp_path_factory):
     proc = subprocess.Popen([sys.executable, "-m", "dask_gateway_server", "-f", str(d / "config.py")], cwd=d,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{proxy}"  # the public entry: the proxy routes the API and scheduler traffic
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url + "/api/health", timeout=1)
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(proc.stdout.read().decode()[-3000:])
-            time.sleep(0.3)
-    else:
+    try:
+        wait_until_up(proc, lambda: urllib.request.urlopen(url + "/api/health", timeout=1).status == 200,
+                      "dask-gateway-server", timeout=60)
+    except RuntimeError:
         proc.kill()
-        raise RuntimeError("dask-gateway-server did not start")
+        raise
     yield url
     proc.terminate()
     try:
@@ -85,7 +78,11 @@ def test_pipeline_on_dask_gateway(small_scene, tmp_path, gateway, monkeypatch):
     from dask_gateway import Gateway
     from dask_gateway.auth import BasicAuth
 
-    assert Gateway(gateway, auth=BasicAuth("lcup", PASSWORD)).list_clusters() == []
+    gw = Gateway(gateway, auth=BasicAuth("lcup", PASSWORD))
+    try:
+        assert gw.list_clusters() == []
+    finally:
+        gw.close()
 
 
 def test_gateway_refuses_bad_password(small_scene, tmp_path, gateway, monkeypatch):

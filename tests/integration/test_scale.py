@@ -75,17 +75,13 @@ def test_worker_killed_mid_run_is_recovered(small_scene, tmp_path):
     """Kill a worker process of a real LocalCluster while it computes features: Dask reruns its tasks."""
     from distributed import Client, LocalCluster
 
+    import warnings
+
     from lcup.config import load_config
-    from lcup.io.stac import geobox_for_aoi, load_cube, lonlat_bbox, search_items
-    from lcup.pipeline import RunSummary, build_features
-    from lcup.providers import get_profile
+    from lcup.pipeline import RunSummary, build_features, open_cube
 
     cfg = load_config(scene_pipeline(small_scene, tmp_path, **{"load.chunk_px": 128}))
-    gb = geobox_for_aoi(cfg.aoi.bbox, None, 10, cfg.aoi.crs)
-    prof = get_profile("earth-search")
-    items = search_items(cfg.source.catalog, prof, lonlat_bbox(gb), "2024-01-01", "2024-12-31")
-    cube = load_cube(items, prof, list(cfg.load.bands) + ["scl"], gb, chunk_px=128)
-    import warnings
+    cube = open_cube(cfg)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
