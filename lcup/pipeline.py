@@ -213,6 +213,10 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
     from .io.write import write_cog_from_dask
     from .io.models import save_model
 
+    if client is not None and cfg.cluster.tune_malloc:
+        from .cluster import tune_workers
+
+        tune_workers(client)
     out = Path(cfg.output.dir)
     summary = RunSummary(cfg.name, parameters=json.loads(cfg.model_dump_json()))
     zarr_path, cog_path = out / "landcover.zarr", out / "landcover_class.tif"
@@ -315,7 +319,7 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
         save_model(model, out / "model.skops", feature_names=names, legend=target.to_dict())
 
     with _stage(summary, "predict+write"):
-        from .io.write import write_tiles_zarr
+        from .io.write import tile_slices, write_tiles_zarr
 
         model_ref = client.scatter(model, broadcast=True) if client is not None else model
         ds = prediction_dataset(feats, model_ref, list(model.classes_), geobox, target, cfg)
@@ -334,6 +338,10 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
         if cfg.output.cog:
             write_cog_from_dask(result["class"], cog_path, geobox, nodata=0, legend=target)
             summary.outputs["cog"] = str(cog_path)
+        tiles = tile_slices(geobox.shape, tile_px)
+        if len(tiles) > 1 and (cfg.output.tile_cogs or cfg.output.stac_item):
+            tile_entries = _write_tile_outputs(cfg, result, geobox, tiles, out, target)
+            summary.figures["tiles"]["without_valid_data"] = [t["tile"] for t in tile_entries if t["valid_px"] == 0]
 
     with _stage(summary, "score"):
         # class counts chunk by chunk; the whole map is read only when a truth map is given to score against
@@ -364,6 +372,12 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
         summary.outputs["stac_item"] = str(write_output_item(
             out, item_id=f"lcup-{cfg.name}", geobox=geobox, legend=target, start=cfg.period[0], end=cfg.period[1],
             assets=assets, properties={"lcup:version": __version__, "lcup:source_items": len(items)}))
+        if len(tiles) > 1:
+            from .io.write import write_tile_catalog
+
+            summary.outputs["catalog"] = str(write_tile_catalog(
+                out, catalog_id=f"lcup-{cfg.name}", tiles=tile_entries, legend=target, start=cfg.period[0], end=cfg.period[1],
+                description=f"lcup run {cfg.name!r}: {len(tiles)} tiles of {tile_px} px"))
     (out / "summary.json").write_text(summary.to_json())
     return summary
 
@@ -421,6 +435,27 @@ def _check_items(cfg: PipelineConfig, items, summary: RunSummary):
         if not kept:
             raise ReadError(f"no readable item left after skipping {len(skipped)} asset(s): {listing}")
     return kept
+
+
+def _write_tile_outputs(cfg: PipelineConfig, result: xr.Dataset, geobox, tiles, out: Path, target) -> list[dict]:
+    """Per-tile class COGs (``tiles/<id>/landcover_class.tif``) and the entries of the tile catalog."""
+    from .io.write import write_cog_from_dask
+
+    entries = []
+    for tid, ys, xs in tiles:
+        cls = result["class"].isel(y=ys, x=xs)
+        n_valid = int(np.count_nonzero(cls.values))  # one tile of uint8: bounded
+        if n_valid == 0:
+            log.warning("tile %s has no pixel with a valid observation: written as nodata (0)", tid)
+        assets = {"zarr": "landcover.zarr"}
+        if cfg.output.tile_cogs:
+            rel = Path("tiles") / tid / "landcover_class.tif"
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            write_cog_from_dask(cls, out / rel, geobox[ys, xs], nodata=0, legend=target)
+            assets["cog"] = str(rel)
+        entries.append({"id": f"lcup-{cfg.name}-{tid}", "tile": tid, "geobox": geobox[ys, xs], "assets": assets,
+                        "region": {"y": [ys.start, ys.stop], "x": [xs.start, xs.stop]}, "valid_px": n_valid})
+    return entries
 
 
 def _predict_chunk(block: np.ndarray, model, confidence: str) -> np.ndarray:

@@ -166,17 +166,13 @@ def write_cog_from_dask(
     return path
 
 
-def write_output_item(out_dir: str | Path, *, item_id: str, geobox, legend: "Legend", start, end, assets: dict[str, str],
-                      properties: dict | None = None) -> Path:
-    """Write ``item.json``: a STAC Item for the outputs, with projection and classification metadata.
-
-    ``assets`` maps asset keys (``zarr``, ``cog``, ``model``, ``summary``) to paths inside ``out_dir``.
-    """
+def _output_item(*, item_id: str, geobox, legend: "Legend", start, end, assets: dict[str, str],
+                 properties: dict | None = None, asset_fields: dict | None = None):
+    """A pystac Item for an output grid (AOI or tile), with projection and classification metadata."""
     import datetime as dt
 
     import pystac
 
-    out_dir = Path(out_dir)
     footprint = geobox.extent.to_crs("EPSG:4326")
     classes = [{"value": int(c), "name": n, "color_hint": col.lstrip("#").upper()} for c, (n, col) in legend.classes.items()]
     item = pystac.Item(
@@ -199,12 +195,49 @@ def write_output_item(out_dir: str | Path, *, item_id: str, geobox, legend: "Leg
     )
     media = {"zarr": "application/vnd+zarr", "cog": pystac.MediaType.COG, "model": "application/octet-stream",
              "summary": pystac.MediaType.JSON}
-    for key, rel in assets.items():
+    for key, href in assets.items():
         extra = {"classification:classes": classes} if key in ("cog", "zarr") else {}
+        extra.update((asset_fields or {}).get(key, {}))
         roles = ["data"] if key in ("cog", "zarr") else ["metadata"]
-        item.add_asset(key, pystac.Asset(href=rel, media_type=media.get(key), roles=roles, extra_fields=extra))
+        item.add_asset(key, pystac.Asset(href=href, media_type=media.get(key), roles=roles, extra_fields=extra))
+    return item
+
+
+def write_output_item(out_dir: str | Path, *, item_id: str, geobox, legend: "Legend", start, end, assets: dict[str, str],
+                      properties: dict | None = None) -> Path:
+    """Write ``item.json``: a STAC Item for the outputs, with projection and classification metadata.
+
+    ``assets`` maps asset keys (``zarr``, ``cog``, ``model``, ``summary``) to paths inside ``out_dir``.
+    """
+    out_dir = Path(out_dir)
+    item = _output_item(item_id=item_id, geobox=geobox, legend=legend, start=start, end=end, assets=assets, properties=properties)
     path = out_dir / "item.json"
     item.set_self_href(str(path))
     item.make_asset_hrefs_relative()
     item.save_object(include_self_link=False, dest_href=str(path))
     return path
+
+
+def write_tile_catalog(out_dir: str | Path, *, catalog_id: str, tiles: list[dict], legend: "Legend", start, end,
+                       description: str = "") -> Path:
+    """Write ``catalog.json`` with one Item per output tile (a multi-tile run), returns its path.
+
+    Each entry of ``tiles`` is ``{"id", "tile", "geobox", "assets": {key: path inside out_dir}, "region": {"y":
+    [start, stop], "x": [start, stop]}, "valid_px"}``: the region is where the tile lies in the run's Zarr store
+    (``lcup:region`` on the ``zarr`` asset), ``valid_px`` the number of classified pixels (``lcup:valid_pixels``;
+    0 for a tile with no valid observation, written as nodata). Items are written under ``tiles/<tile>/``, with
+    relative links, so the folder can move.
+    """
+    import pystac
+
+    out_dir = Path(out_dir)
+    cat = pystac.Catalog(id=catalog_id, description=description or f"lcup output tiles ({len(tiles)})")
+    for t in tiles:
+        assets = {k: str((out_dir / v).resolve()) for k, v in t["assets"].items()}
+        item = _output_item(item_id=t["id"], geobox=t["geobox"], legend=legend, start=start, end=end, assets=assets,
+                            properties={"lcup:tile": t["tile"], "lcup:valid_pixels": t["valid_px"]}, asset_fields={"zarr": {"lcup:region": t["region"]}})
+        cat.add_item(item)
+    cat.normalize_hrefs(str(out_dir.resolve()), strategy=pystac.layout.TemplateLayoutStrategy(item_template="tiles/${lcup:tile}"))
+    cat.make_all_asset_hrefs_relative()
+    cat.save(catalog_type=pystac.CatalogType.SELF_CONTAINED, dest_href=str(out_dir.resolve()))
+    return out_dir / "catalog.json"

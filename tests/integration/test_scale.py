@@ -69,6 +69,51 @@ def test_killed_run_resumes_to_identical_output(small_scene, tmp_path):
     for v in ("class", "confidence", "probability"):
         np.testing.assert_array_equal(a[v].values, b[v].values)
     assert (tmp_path / "ref" / "landcover_class.tif").read_bytes() == (tmp_path / "cut" / "landcover_class.tif").read_bytes()
+    for tid in ("0_0", "1_1"):
+        rel = Path("tiles") / tid / "landcover_class.tif"
+        assert (tmp_path / "ref" / rel).read_bytes() == (tmp_path / "cut" / rel).read_bytes()
+    _check_tile_catalog(tmp_path / "cut", a["class"].values, n_tiles=4)
+
+
+def _check_tile_catalog(out: Path, cls: np.ndarray, n_tiles: int) -> dict:
+    """The catalog of a multi-tile run: an Item per tile, with its region of the store and a valid COG."""
+    import pystac
+    import rasterio
+    from rio_cogeo.cogeo import cog_validate
+
+    cat = pystac.Catalog.from_file(str(out / "catalog.json"))
+    items = {it.properties["lcup:tile"]: it for it in cat.get_items()}
+    assert len(items) == n_tiles
+    for tid, it in items.items():
+        it.validate()  # against the core, projection and classification schemas
+        (y0, y1), (x0, x1) = it.assets["zarr"].extra_fields["lcup:region"].values()
+        assert it.properties["proj:shape"] == [y1 - y0, x1 - x0]
+        assert it.properties["lcup:valid_pixels"] == int(np.count_nonzero(cls[y0:y1, x0:x1]))
+        cog = it.assets["cog"].get_absolute_href()
+        assert cog_validate(cog)[0], cog
+        with rasterio.open(cog) as src:
+            np.testing.assert_array_equal(src.read(1), cls[y0:y1, x0:x1])
+            assert list(src.transform)[:6] == it.properties["proj:transform"]
+    return items
+
+
+def test_tile_without_data_is_written_as_nodata(small_scene, tmp_path):
+    """An AOI reaching past the imagery: the empty tiles are nodata, listed, and the job still succeeds."""
+    from lcup.config import load_config
+    from lcup.pipeline import run_pipeline
+
+    x0, y0 = small_scene["spec"].origin
+    h, w = small_scene["spec"].size
+    cfg = scene_pipeline(small_scene, tmp_path / "o", **{
+        "aoi.bbox": [x0, y0 - 10 * h, x0 + 10 * (w + 128), y0],  # one 128 px tile column east of the scene
+        "output.tile_px": 128, "load.chunk_px": 128, "model.n_estimators": 20})
+    summary = run_pipeline(load_config(cfg), progress=False)
+    cls = xr.open_zarr(tmp_path / "o" / "landcover.zarr", consolidated=False, mask_and_scale=False)["class"].values
+    assert cls.shape == (h, w + 128)
+    assert (cls[:, w:] == 0).all() and (cls[:, :w] > 0).mean() > 0.95
+    assert summary.figures["tiles"]["without_valid_data"] == ["0_2", "1_2"]
+    items = _check_tile_catalog(tmp_path / "o", cls, n_tiles=6)
+    assert items["0_2"].properties["lcup:valid_pixels"] == 0
 
 
 def test_worker_killed_mid_run_is_recovered(small_scene, tmp_path):
@@ -108,3 +153,13 @@ def test_plan_prints_tiles_and_memory(small_scene, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "tiles: 4 of up to 128 × 128 px" in r.stdout and "memory per task" in r.stdout
     assert not (tmp_path / "o").exists()  # a dry run writes nothing
+
+
+def test_workers_are_tuned_for_prediction(local_client):
+    """The malloc tuning plugin is registered on the cluster and applies in every worker."""
+    from lcup.cluster import MallocTuning, tune_workers
+
+    applied = tune_workers(local_client)
+    assert len(applied) == 2 and all(applied.values())
+    names = local_client.run(lambda dask_worker: sorted(dask_worker.plugins))
+    assert all(MallocTuning.name in n for n in names.values())
