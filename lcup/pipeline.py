@@ -122,6 +122,37 @@ def build_features(cfg: PipelineConfig, cube, summary: RunSummary) -> xr.DataArr
     return feats.chunk({"feature": -1})
 
 
+def feature_names_for(cfg: PipelineConfig) -> list[str]:
+    """The names of the features :func:`build_features` makes for ``cfg``, without building anything."""
+    from .ops.features import feature_names
+
+    n_grid = len(regular_grid(*cfg.period, cfg.clean.step_days))
+    variables = list(cfg.load.bands) + list(cfg.features.indices)
+    return feature_names(variables, cfg.features.stats, cfg.features.series, range(0, n_grid, max(1, cfg.features.series_every)))
+
+
+def tile_features(cfg: PipelineConfig, tile_geobox, items, summary: RunSummary) -> xr.DataArray | None:
+    """Lazy features ``(y, x, feature)`` of one tile, from its own graph (load → clean → features).
+
+    Only the items whose footprint meets the tile are loaded, and the scene filter counts the clear
+    fraction of each date over this tile. None when the tile has no data: no item meets it, or no date
+    has a clear fraction of ``clean.min_valid_fraction`` over it.
+    """
+    from .io.stac import lonlat_bbox
+
+    lb = lonlat_bbox(tile_geobox)
+    mine = [it for it in items if it.bbox is None or not (it.bbox[2] < lb[0] or it.bbox[0] > lb[2] or it.bbox[3] < lb[1] or it.bbox[1] > lb[3])]
+    if not mine:
+        return None
+    cube = open_cube(cfg, tile_geobox, mine)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", LowCoverageWarning)  # counted per tile in the summary instead
+            return build_features(cfg, cube, summary)
+    except NoValidDataError:
+        return None
+
+
 def prepare_labels(cfg: PipelineConfig, geobox) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Coarse map on the 10 m grid in the target legend: ``(upsampled, usable, confidence, info)``.
 
@@ -212,6 +243,7 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
     from .io.rasters import read_on_geobox
     from .io.write import write_cog_from_dask
     from .io.models import save_model
+    from .io.write import tile_slices
 
     if client is not None and cfg.cluster.tune_malloc:
         from .cluster import tune_workers
@@ -240,17 +272,38 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
         if cfg.source.check_assets:
             items = _check_items(cfg, items, summary)
 
-    with _stage(summary, "load"):
-        cube = open_cube(cfg, geobox, items)
+    names = feature_names_for(cfg)
+    summary.figures["n_features"] = len(names)
+    tile_px = max(cfg.load.chunk_px, cfg.output.tile_px // cfg.load.chunk_px * cfg.load.chunk_px)
+    tiles = tile_slices(geobox.shape, tile_px)
+    nbytes = geobox.shape[0] * geobox.shape[1] * len(names) * 4
+    mem = _cluster_memory(client)
+    persist = cfg.features.persist == "always" or (cfg.features.persist == "auto" and mem and nbytes < 0.3 * mem)
+    # Large AOIs: every tile is a unit of work with its own graph (load → features → predict → write), so
+    # the graph never grows with the AOI; the features of sampled tiles are then computed twice.
+    tiled = len(tiles) > 1 and not (persist and client is not None)
+    summary.figures["features_persisted"] = bool(persist and not tiled)
+    summary.figures["graph_per_tile"] = tiled
+    feats = None
+    tile_summaries: dict[str, RunSummary] = {}
+
+    def features_of(tid, ys, xs):
+        ts = tile_summaries.setdefault(tid, RunSummary(f"{cfg.name}-{tid}"))
+        ft = tile_features(cfg, geobox[ys, xs], items, ts)
+        if ft is not None and list(ft.feature.values) != names:
+            raise RuntimeError(f"tile {tid} has features {list(ft.feature.values)}, not the configured {names}")
+        return ft
+
+    if not tiled:
+        with _stage(summary, "load"):
+            cube = open_cube(cfg, geobox, items)
 
     with _stage(summary, "clean+features (graph)"):
-        feats = build_features(cfg, cube, summary)
-        summary.figures["n_features"] = int(feats.sizes["feature"])
-        nbytes = feats.size * 4
-        mem = _cluster_memory(client)
-        persist = cfg.features.persist == "always" or (cfg.features.persist == "auto" and mem and nbytes < 0.3 * mem)
-        summary.figures["features_persisted"] = bool(persist)
-        if persist and client is not None:
+        if not tiled:
+            feats = build_features(cfg, cube, summary)
+            if list(feats.feature.values) != names:
+                raise RuntimeError(f"the features are {list(feats.feature.values)}, not the configured {names}")
+        if persist and client is not None and not tiled:
             feats = feats.persist()
             if progress:
                 from distributed import progress as dprogress
@@ -270,7 +323,16 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
             validation_fraction=cfg.labels.validation_fraction, small_class_policy=cfg.labels.small_class_policy,
             compute=(lambda objs: client.gather(client.compute(objs))) if client is not None else None,
         )
-        X = _compute(feats.data.vindex[sample.iy, sample.ix], client, "sampled features", False)
+        if not tiled:
+            X = _compute(feats.data.vindex[sample.iy, sample.ix], client, "sampled features", False)
+        else:
+            X = np.full((len(sample.iy), len(names)), np.nan, np.float32)
+            for tid, ys, xs in tiles:
+                sel = np.nonzero((sample.iy >= ys.start) & (sample.iy < ys.stop) & (sample.ix >= xs.start) & (sample.ix < xs.stop))[0]
+                ft = features_of(tid, ys, xs) if len(sel) else None
+                if ft is not None:
+                    X[sel] = _compute(ft.data.vindex[sample.iy[sel] - ys.start, sample.ix[sel] - xs.start], client,
+                                      f"sampled features, tile {tid}", False)
         summary.figures["samples"] = {"train": int((~sample.validation).sum()), "validation": int(sample.validation.sum())}
 
     with _stage(summary, "train"):
@@ -294,7 +356,6 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
         model, minfo = train_model(X[tr], sample.label[tr], kind=cfg.model.kind, params=params, seed=cfg.model.seed,
                                    sample_weight=None if weights is None else weights[tr])
         summary.figures["model"] = minfo
-        names = list(feats.feature.values)
         imp = np.asarray(model.feature_importances_, float)
         imp = imp / imp.sum() if imp.sum() > 0 else imp
         summary.figures["feature_importance_top"] = dict(sorted(zip(names, map(float, imp)), key=lambda kv: -kv[1])[:15])
@@ -319,26 +380,37 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
         save_model(model, out / "model.skops", feature_names=names, legend=target.to_dict())
 
     with _stage(summary, "predict+write"):
-        from .io.write import tile_slices, write_tiles_zarr
+        from .io.write import write_tiles_zarr
 
         model_ref = client.scatter(model, broadcast=True) if client is not None else model
-        ds = prediction_dataset(feats, model_ref, list(model.classes_), geobox, target, cfg)
+        classes = list(model.classes_)
+        if tiled:
+            c = cfg.load.chunk_px
+            ds = output_dataset(da.zeros((2 + len(classes), *geobox.shape), chunks=((2 + len(classes),), c, c), dtype=np.float32),
+                                classes, geobox, target, cfg)  # the store's template: never computed
+
+            def tile_data(tid, ys, xs):
+                ft = features_of(tid, ys, xs)
+                return None if ft is None else prediction_dataset(ft, model_ref, classes, geobox[ys, xs], target, cfg)
+        else:
+            ds = prediction_dataset(feats, model_ref, classes, geobox, target, cfg)
+            tile_data = None
         attrs = {"lcup_version": __version__, "legend": target.to_dict(), "items": [i.id for i in items],
                  "transform": list(geobox.transform)[:6], "crs": str(geobox.crs), "seed": cfg.model.seed,
                  "parameters": summary.parameters}
-        tile_px = max(cfg.load.chunk_px, cfg.output.tile_px // cfg.load.chunk_px * cfg.load.chunk_px)
         written, skipped_tiles = write_tiles_zarr(
             ds, zarr_path, tile_px=tile_px, attrs=json.loads(json.dumps(attrs, default=_jsonable)),
             overwrite=cfg.output.overwrite, resume=cfg.output.resume,
-            compute=lambda obj, label: _compute(obj, client, label, progress),
+            compute=lambda obj, label: _compute(obj, client, label, progress), tile_data=tile_data,
         )
         summary.figures["tiles"] = {"written": written, "skipped_already_done": skipped_tiles, "tile_px": tile_px}
+        if tile_summaries:
+            summary.figures["tiles"]["dates_kept"] = {t: ts.figures.get("dates_kept", 0) for t, ts in sorted(tile_summaries.items())}
         summary.outputs["zarr"] = str(zarr_path)
         result = xr.open_zarr(zarr_path, mask_and_scale=False, consolidated=False)
         if cfg.output.cog:
             write_cog_from_dask(result["class"], cog_path, geobox, nodata=0, legend=target)
             summary.outputs["cog"] = str(cog_path)
-        tiles = tile_slices(geobox.shape, tile_px)
         if len(tiles) > 1 and (cfg.output.tile_cogs or cfg.output.stac_item):
             tile_entries = _write_tile_outputs(cfg, result, geobox, tiles, out, target)
             summary.figures["tiles"]["without_valid_data"] = [t["tile"] for t in tile_entries if t["valid_px"] == 0]
@@ -385,15 +457,13 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
 def plan(cfg: PipelineConfig) -> str:
     """Dry run: search the catalog and describe the work (grid, tiles, chunks, memory per task) without loading pixels."""
     from .io.write import tile_slices
-    from .ops.features import feature_names
-
     geobox, items = find_items(cfg)
     start, end = cfg.period
     days = {str(it.datetime)[:10] for it in items}
     n_t, n_b = len(days), len(cfg.load.bands)
     n_grid = len(regular_grid(start, end, cfg.clean.step_days))
     n_vars = n_b + len(cfg.features.indices)
-    n_feat = len(feature_names([""] * n_vars, cfg.features.stats, cfg.features.series, range(0, n_grid, cfg.features.series_every)))
+    n_feat = len(feature_names_for(cfg))
     c = cfg.load.chunk_px
     tile_px = max(c, cfg.output.tile_px // c * c)
     tiles = tile_slices(geobox.shape, tile_px)
@@ -468,13 +538,19 @@ def prediction_dataset(feats: xr.DataArray, model_ref, classes: list, geobox, ta
     One ``map_blocks`` task per chunk; the model is passed as a reference (a future scattered once to
     every worker), never embedded in the tasks.
     """
-    from odc.geo.xr import xr_coords
 
     k = len(classes)
     pred = da.map_blocks(
         _predict_chunk, feats.data, model_ref, cfg.output.confidence, drop_axis=2, new_axis=0,
         chunks=((2 + k,),) + feats.data.chunks[:2], dtype=np.float32,
     )
+    return output_dataset(pred, classes, geobox, target, cfg)
+
+
+def output_dataset(pred, classes: list, geobox, target, cfg: PipelineConfig) -> xr.Dataset:
+    """The output variables from ``pred`` ``(2 + class, y, x)`` float32 (class, confidence, probabilities; NaN = no data)."""
+    from odc.geo.xr import xr_coords
+
     cls = da.nan_to_num(pred[0]).astype(np.uint8)
     conf = da.nan_to_num(da.round(100 * pred[1])).astype(np.uint8)
     coords = xr_coords(geobox, crs_coord_name="spatial_ref")

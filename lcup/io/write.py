@@ -61,8 +61,13 @@ def tile_slices(shape: tuple[int, int], tile_px: int) -> list[tuple[str, slice, 
             for ty in range(-(-h // tile_px)) for tx in range(-(-w // tile_px))]
 
 
-def write_tiles_zarr(ds, path: str | Path, *, tile_px: int, attrs: dict, overwrite: bool, resume: bool, compute) -> tuple[int, int]:
+def write_tiles_zarr(ds, path: str | Path, *, tile_px: int, attrs: dict, overwrite: bool, resume: bool, compute,
+                     tile_data=None) -> tuple[int, int]:
     """Write ``ds`` to a Zarr v3 store tile by tile, resumable.
+
+    ``tile_data(tile_id, y_slice, x_slice)``, when given, returns each tile's own lazy dataset (a graph per
+    tile; ``ds`` then only serves as the template) or None for a tile with no data, which keeps the
+    store's fill value (0, nodata) and is recorded as done.
 
     The template (metadata, coordinates, no data) is written first with ``compute=False``; then each
     tile is computed and written to its region, and its id is appended to the store's
@@ -102,9 +107,11 @@ def write_tiles_zarr(ds, path: str | Path, *, tile_px: int, attrs: dict, overwri
     for tid, ys, xs in tiles:
         if tid in done:
             continue
-        part = region_ds.isel(y=ys, x=xs)
-        delayed = part.to_zarr(path, region={"y": ys, "x": xs}, compute=False, consolidated=False)
-        compute(delayed, f"tile {tid} ({len(done) + 1}/{len(tiles)})")
+        part = region_ds.isel(y=ys, x=xs) if tile_data is None else tile_data(tid, ys, xs)
+        if part is not None:
+            part = part.drop_vars(list(part.coords))
+            delayed = part.to_zarr(path, region={"y": ys, "x": xs}, compute=False, consolidated=False)
+            compute(delayed, f"tile {tid} ({len(done) + 1}/{len(tiles)})")
         done.add(tid)
         group.attrs["lcup_tiles_done"] = sorted(done)
         written += 1
