@@ -481,7 +481,8 @@ def plan(cfg: PipelineConfig) -> str:
         f"memory per task (one chunk): DN input {dn / mib:.0f} MiB, smoothed series {series / mib:.0f} MiB, "
         f"features {feats / mib:.0f} MiB; peak ≈ {(dn + series + feats) / mib:.0f} MiB per thread",
         f"feature cube for the AOI: {geobox.shape[0] * geobox.shape[1] * n_feat * 4 / 1024**3:.2f} GiB "
-        f"(features.persist: {cfg.features.persist})",
+        f"(features.persist: {cfg.features.persist}; kept in memory when under 30 % of the cluster's memory, "
+        "otherwise each tile is loaded, featured, predicted and written from its own graph)",
     ]
     return "\n".join(lines)
 
