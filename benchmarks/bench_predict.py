@@ -109,6 +109,7 @@ def main(argv=None):
     p.add_argument("--chunk", type=int, default=512, help="chunk side, pixels (lcup's load.chunk_px default)")
     p.add_argument("--tile", type=int, default=1024, help="tile side for the per-km² runs")
     p.add_argument("--repeat", type=int, default=2, help="timed repetitions; the best is kept (noisy machines)")
+    p.add_argument("--no-tiles", action="store_true", help="skip the per-km² runs")
     p.add_argument("--json")
     a = p.parse_args(argv)
 
@@ -163,7 +164,7 @@ def main(argv=None):
         res["workers' peak RSS, throughput runs (MB)"] = max(client.run(_peak_rss_mb).values())
 
     per_km2 = {}
-    for n in (1, 4, 16):
+    for n in () if a.no_tiles else (1, 4, 16):
         side = int(a.tile * np.sqrt(n))
         with LocalCluster(n_workers=cores, threads_per_worker=1, dashboard_address=None, memory_limit="6GiB") as cluster, Client(cluster) as client:
             tune_workers(client)
@@ -198,15 +199,16 @@ def main(argv=None):
             print(f"  {k:52s} {v:10,.0f}   × 1-core ref {v / ref1:5.2f}   × same-concurrency ref {v / refn:5.2f}")
     if "dask-ml ParallelPostFit (px/s/core)" in res:
         print(f"  lcup / ParallelPostFit: {res['lcup map_blocks, scattered model (px/s/core)'] / res['dask-ml ParallelPostFit (px/s/core)']:.2f}×")
-    base = per_km2[1]["s_per_km2"]
-    for n, d in per_km2.items():
-        print(f"  {n:2d} tile(s): {d['km2']:6.0f} km² in {d['seconds']:6.1f} s = {d['s_per_km2']:.4f} s/km² "
-              f"({d['s_per_km2'] / base:.2f}× 1 tile), peak worker RSS {d['peak_worker_rss_mb']:.0f} MB")
-    km2 = np.array([d["km2"] for d in per_km2.values()])
-    sec = np.array([d["seconds"] for d in per_km2.values()])
-    slope, fixed = np.polyfit(km2, sec, 1)
-    res["linear fit"] = {"s_per_km2": slope, "fixed_s": fixed}
-    print(f"  linear fit: {slope:.4f} s/km² + {fixed:.2f} s fixed")
+    if per_km2:
+        base = per_km2[1]["s_per_km2"]
+        for n, d in per_km2.items():
+            print(f"  {n:2d} tile(s): {d['km2']:6.0f} km² in {d['seconds']:6.1f} s = {d['s_per_km2']:.4f} s/km² "
+                  f"({d['s_per_km2'] / base:.2f}× 1 tile), peak worker RSS {d['peak_worker_rss_mb']:.0f} MB")
+        km2 = np.array([d["km2"] for d in per_km2.values()])
+        sec = np.array([d["seconds"] for d in per_km2.values()])
+        slope, fixed = np.polyfit(km2, sec, 1)
+        res["linear fit"] = {"s_per_km2": slope, "fixed_s": fixed}
+        print(f"  linear fit: {slope:.4f} s/km² + {fixed:.2f} s fixed")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1, default=str))
     return res
