@@ -39,3 +39,25 @@ def test_both_model_kinds_behind_one_interface(kind, tmp_path, rng):
     p = save_model(model, tmp_path / "m.skops", feature_names=list("abcde"), legend={"name": "x", "classes": {}})
     m2, _ = load_model(p)
     np.testing.assert_array_equal(m2.predict(X[5:]), model.predict(X[5:]))
+
+
+@pytest.mark.parametrize("forest", ["random_forest", "extra_trees_weighted"])
+def test_fast_forest_proba_equals_sklearn_bit_for_bit(forest, rng):
+    """lcup's forest inference adds the same leaf fractions in the same order: identical float64 results."""
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+
+    from lcup.ops.model import predict_proba
+
+    X = rng.normal(size=(3000, 8)).astype(np.float32)
+    y = np.digitize(X[:, 0] + 0.5 * X[:, 1] ** 2, [-1, 0, 1, 2]) * 10 + 10  # 5 classes, uneven, codes 10..50
+    if forest == "random_forest":
+        model = RandomForestClassifier(n_estimators=25, max_depth=12, random_state=0).fit(X, y)
+    else:
+        model = ExtraTreesClassifier(n_estimators=25, class_weight="balanced", min_samples_leaf=3, random_state=0).fit(
+            X, y, sample_weight=rng.uniform(0.2, 1.0, len(y)))
+    Xt = rng.normal(size=(5000, 8)).astype(np.float32)
+    Xt[:50] = X[:50]  # exactly on training values: thresholds sit between them
+    got = predict_proba(model, Xt)
+    assert got.dtype == np.float64 and got.shape == (5000, 5)
+    np.testing.assert_array_equal(got, model.predict_proba(Xt))
+    assert predict_proba(model, Xt[:0]).shape == (0, 5)
