@@ -45,6 +45,11 @@ def _run(args) -> int:
         t = f["truth"]
         print(f"  against the 10 m truth: prediction OA {t['prediction_10m']['overall_accuracy']:.3f} vs coarse map "
               f"OA {t['coarse_map_upsampled']['overall_accuracy']:.3f} ({t['oa_gain_points']:+.1f} points)")
+    tiles = f.get("tiles", {})
+    if tiles.get("without_valid_data"):
+        print(f"  {len(tiles['without_valid_data'])} tile(s) had no valid observation and hold nodata: {tiles['without_valid_data']}")
+    if "catalog" in summary.outputs:
+        print(f"  tile catalog: {summary.outputs['catalog']}")
     print(f"  summary: {summary.outputs['summary']}")
     return 0
 
