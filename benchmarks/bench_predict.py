@@ -73,30 +73,52 @@ def _reference_worker(args):
     return len(X) / (time.perf_counter() - t0)
 
 
-def _lcup_rate(client, model, centres, a, cfg) -> float:
-    """px/s/core of lcup's prediction on a persisted cube, best of ``a.repeat`` (warm-up first, on other keys)."""
-    from distributed import wait
+def _grid(side: int):
     from odc.geo.geobox import GeoBox
 
+    return GeoBox.from_bbox((0, 0, 10 * side, 10 * side), "EPSG:32633", resolution=10)
+
+
+def _predict(cube, ref, model, cfg):
+    """lcup's lazy outputs for ``cube`` on a square 10 m grid of its size."""
     from lcup.legends import LCUP7
     from lcup.pipeline import prediction_dataset
 
+    return prediction_dataset(cube, ref, list(model.classes_), _grid(cube.sizes["y"]), LCUP7, cfg)
+
+
+def _best_rate(client, a, prepare) -> float:
+    """Best px/s/core over ``a.repeat`` runs; ``prepare(r)`` persists run r's inputs (fresh keys: nothing is
+    reused between runs) and returns the lazy output to time."""
+    from distributed import wait
+
     cores = sum(client.nthreads().values())
-    ref = client.scatter(model, broadcast=True)
-    gbw = GeoBox.from_bbox((0, 0, 10 * a.chunk, 10 * a.chunk), "EPSG:32633", resolution=10)
-    wait(prediction_dataset(make_cube(centres, a.chunk, a.chunk, seed=99).persist(), ref, list(model.classes_), gbw, LCUP7, cfg).persist())
-    gb = GeoBox.from_bbox((0, 0, 10 * a.side, 10 * a.side), "EPSG:32633", resolution=10)
     best = 0.0
     for r in range(a.repeat):
-        cube = make_cube(centres, a.side, a.chunk, seed=1 + r).persist()  # new keys each time: nothing is reused
-        wait(cube.data)
-        ds = prediction_dataset(cube, ref, list(model.classes_), gb, LCUP7, cfg)
+        lazy = prepare(r)
         t0 = time.perf_counter()
-        out = ds.persist()
+        out = lazy.persist()
         wait(out)
         best = max(best, a.side**2 / (time.perf_counter() - t0) / cores)
-        del out, cube
+        del out, lazy
     return best
+
+
+def _persisted(x):
+    from distributed import wait
+
+    x = x.persist()
+    wait(x.data if hasattr(x, "dims") else x)
+    return x
+
+
+def _lcup_rate(client, model, centres, a, cfg) -> float:
+    """px/s/core of lcup's prediction on a persisted cube, best of ``a.repeat`` (warm-up first, on other keys)."""
+    from distributed import wait
+
+    ref = client.scatter(model, broadcast=True)
+    wait(_predict(make_cube(centres, a.chunk, a.chunk, seed=99), ref, model, cfg).persist())
+    return _best_rate(client, a, lambda r: _predict(_persisted(make_cube(centres, a.side, a.chunk, seed=1 + r)), ref, model, cfg))
 
 
 def _ppf_rate(client, model, centres, a, res: dict, key: str) -> None:
@@ -108,20 +130,13 @@ def _ppf_rate(client, model, centres, a, res: dict, key: str) -> None:
     except ImportError:
         print("dask-ml not installed: pip install 'lcup[bench]'")
         return
-    cores = sum(client.nthreads().values())
     ppf = ParallelPostFit(model)
-    wait(ppf.predict_proba(make_cube(centres, a.chunk, a.chunk, seed=98).data.reshape(-1, a.features)).persist())
-    best = 0.0
-    for r in range(a.repeat):
-        cube = make_cube(centres, a.side, a.chunk, seed=1 + r)
-        flat = cube.data.reshape(-1, a.features).rechunk((a.chunk * a.chunk, -1)).persist()
-        wait(flat)
-        t0 = time.perf_counter()
-        out = ppf.predict_proba(flat).persist()
-        wait(out)
-        best = max(best, a.side**2 / (time.perf_counter() - t0) / cores)
-        del out, flat
-    res[key] = best
+
+    def flat(side, seed):
+        return make_cube(centres, side, a.chunk, seed=seed).data.reshape(-1, a.features).rechunk((a.chunk * a.chunk, -1))
+
+    wait(ppf.predict_proba(flat(a.chunk, 98)).persist())
+    res[key] = _best_rate(client, a, lambda r: ppf.predict_proba(_persisted(flat(a.side, 1 + r))))
 
 
 def main(argv=None):
@@ -138,14 +153,11 @@ def main(argv=None):
     p.add_argument("--json")
     a = p.parse_args(argv)
 
-    from distributed import Client, LocalCluster, wait
+    from distributed import Client, LocalCluster
 
     from lcup.cluster import tune_workers
     from lcup.config import load_config
     from lcup.io.write import write_tiles_zarr
-    from lcup.legends import LCUP7
-    from lcup.pipeline import prediction_dataset
-    from odc.geo.geobox import GeoBox
 
     model, centres = make_model(a.features, a.trees, a.depth, samples=a.train_samples)
     cores = os.cpu_count() or 1
@@ -178,19 +190,16 @@ def main(argv=None):
         with LocalCluster(n_workers=cores, threads_per_worker=1, dashboard_address=None, memory_limit="6GiB") as cluster, Client(cluster) as client:
             tune_workers(client)
             ref = client.scatter(model, broadcast=True)
-            # warm-up (other keys): worker start-up and first-call costs are not per-km² costs
-            gbw = GeoBox.from_bbox((0, 0, 10 * a.chunk, 10 * a.chunk), "EPSG:32633", resolution=10)
-            wait(prediction_dataset(make_cube(centres, a.chunk, a.chunk, seed=97).persist(), ref, list(model.classes_), gbw, LCUP7, cfg).persist())
-            gb = GeoBox.from_bbox((0, 0, 10 * side, 10 * side), "EPSG:32633", resolution=10)
             with tempfile.TemporaryDirectory() as tmp:
-                # warm-up write (zarr and codecs loaded in the workers), then the best of a.repeat runs
-                write_tiles_zarr(prediction_dataset(make_cube(centres, a.chunk, a.chunk, seed=96), ref, list(model.classes_), gbw, LCUP7, cfg),
+                # warm-up write on other keys (worker start-up, first calls, zarr codecs are not per-km² costs),
+                # then the best of a.repeat runs
+                write_tiles_zarr(_predict(make_cube(centres, a.chunk, a.chunk, seed=96), ref, model, cfg),
                                  Path(tmp) / "w.zarr", tile_px=a.tile, attrs={}, overwrite=True, resume=False,
                                  compute=lambda obj, label: client.compute(obj).result())
                 sec = np.inf
                 for r in range(a.repeat):
                     # lazy, made chunk by chunk inside each tile's computation: stands in for the feature graph
-                    ds = prediction_dataset(make_cube(centres, side, a.chunk, seed=1 + r), ref, list(model.classes_), gb, LCUP7, cfg)
+                    ds = _predict(make_cube(centres, side, a.chunk, seed=1 + r), ref, model, cfg)
                     t0 = time.perf_counter()
                     write_tiles_zarr(ds, Path(tmp) / f"o{r}.zarr", tile_px=a.tile, attrs={}, overwrite=True, resume=False,
                                      compute=lambda obj, label: client.compute(obj).result())

@@ -138,10 +138,10 @@ def tile_features(cfg: PipelineConfig, tile_geobox, items, summary: RunSummary) 
     fraction of each date over this tile. None when the tile has no data: no item meets it, or no date
     has a clear fraction of ``clean.min_valid_fraction`` over it.
     """
-    from .io.stac import lonlat_bbox
+    from .io.stac import bbox_overlaps, lonlat_bbox
 
     lb = lonlat_bbox(tile_geobox)
-    mine = [it for it in items if it.bbox is None or not (it.bbox[2] < lb[0] or it.bbox[0] > lb[2] or it.bbox[3] < lb[1] or it.bbox[1] > lb[3])]
+    mine = [it for it in items if it.bbox is None or bbox_overlaps(it.bbox, lb)]
     if not mine:
         return None
     cube = open_cube(cfg, tile_geobox, mine)
@@ -289,10 +289,7 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
 
     def features_of(tid, ys, xs):
         ts = tile_summaries.setdefault(tid, RunSummary(f"{cfg.name}-{tid}"))
-        ft = tile_features(cfg, geobox[ys, xs], items, ts)
-        if ft is not None and list(ft.feature.values) != names:
-            raise RuntimeError(f"tile {tid} has features {list(ft.feature.values)}, not the configured {names}")
-        return ft
+        return _checked_names(tile_features(cfg, geobox[ys, xs], items, ts), names)
 
     if not tiled:
         with _stage(summary, "load"):
@@ -300,9 +297,7 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
 
     with _stage(summary, "clean+features (graph)"):
         if not tiled:
-            feats = build_features(cfg, cube, summary)
-            if list(feats.feature.values) != names:
-                raise RuntimeError(f"the features are {list(feats.feature.values)}, not the configured {names}")
+            feats = _checked_names(build_features(cfg, cube, summary), names)
         if persist and client is not None and not tiled:
             feats = feats.persist()
             if progress:
@@ -508,14 +503,21 @@ def _check_items(cfg: PipelineConfig, items, summary: RunSummary):
     return kept
 
 
+def _checked_names(feats: xr.DataArray | None, names: list[str]) -> xr.DataArray | None:
+    """``feats`` unchanged, after checking its feature names are those the model is trained and saved with."""
+    if feats is not None and list(feats.feature.values) != names:
+        raise RuntimeError(f"the features are {list(feats.feature.values)}, not the configured {names}")
+    return feats
+
+
 def _write_tile_outputs(cfg: PipelineConfig, result: xr.Dataset, geobox, tiles, out: Path, target) -> list[dict]:
     """Per-tile class COGs (``tiles/<id>/landcover_class.tif``) and the entries of the tile catalog."""
     from .io.write import write_cog_from_dask
 
     entries = []
     for tid, ys, xs in tiles:
-        cls = result["class"].isel(y=ys, x=xs)
-        n_valid = int(np.count_nonzero(cls.values))  # one tile of uint8: bounded
+        cls = result["class"].isel(y=ys, x=xs).load()  # one tile of uint8: bounded; read once for count and COG
+        n_valid = int(np.count_nonzero(cls.values))
         if n_valid == 0:
             log.warning("tile %s has no pixel with a valid observation: written as nodata (0)", tid)
         assets = {"zarr": "landcover.zarr"}

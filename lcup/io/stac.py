@@ -43,7 +43,7 @@ def _item_time(item: pystac.Item) -> dt.datetime:
     return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
 
 
-def _bbox_overlaps(a: Sequence[float], b: Sequence[float]) -> bool:
+def bbox_overlaps(a: Sequence[float], b: Sequence[float]) -> bool:
     return not (a[2] < b[0] or a[0] > b[2] or a[3] < b[1] or a[1] > b[3])
 
 
@@ -81,7 +81,7 @@ def search_items(
             collections_seen.add(it.collection_id)
             if it.collection_id not in (coll, None):
                 continue
-            if it.bbox is not None and not _bbox_overlaps(it.bbox, bbox):
+            if it.bbox is not None and not bbox_overlaps(it.bbox, bbox):
                 continue
             if not (t0 <= _item_time(it) <= t1):
                 continue

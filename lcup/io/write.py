@@ -103,13 +103,12 @@ def write_tiles_zarr(ds, path: str | Path, *, tile_px: int, attrs: dict, overwri
         done = set()
     tiles = tile_slices(ds["class"].shape, tile_px)
     written = 0
-    region_ds = ds.drop_vars(list(ds.coords))  # coordinates are in the template already
     for tid, ys, xs in tiles:
         if tid in done:
             continue
-        part = region_ds.isel(y=ys, x=xs) if tile_data is None else tile_data(tid, ys, xs)
+        part = ds.isel(y=ys, x=xs) if tile_data is None else tile_data(tid, ys, xs)
         if part is not None:
-            part = part.drop_vars(list(part.coords))
+            part = part.drop_vars(list(part.coords))  # coordinates are in the template already
             delayed = part.to_zarr(path, region={"y": ys, "x": xs}, compute=False, consolidated=False)
             compute(delayed, f"tile {tid} ({len(done) + 1}/{len(tiles)})")
         done.add(tid)
