@@ -113,7 +113,7 @@ def demo(size: int) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         feats = build_features(cfg, cube, RunSummary("bench")).compute().values
-    labels, _, _, _ = prepare_labels(cfg, gb)
+    labels = prepare_labels(cfg, gb)[0].compute()
     truth = read_on_geobox(tmp / "truth_10m.tif", gb)
     return evaluate(feats, labels, truth, list(range(1, 8)), 10, n_per_class=2000, block_px=100)
 

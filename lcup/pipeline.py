@@ -26,7 +26,7 @@ from .ops.accuracy import accuracy_report
 from .ops.cloud import keep_dates, scl_valid_mask, valid_fraction
 from .ops.features import temporal_features
 from .ops.indices import compute_indices
-from .ops.labels import erode_classes, label_confidence, stratified_sample_chunked
+from .ops.labels import erode_classes, label_confidence, label_statistics, stratified_sample_chunked
 from .ops.model import confident_learning_filter, predict_block, train_model
 from .ops.temporal import interpolate_smooth, regular_grid
 from .providers import SCL, get_profile
@@ -153,40 +153,37 @@ def tile_features(cfg: PipelineConfig, tile_geobox, items, summary: RunSummary) 
         return None
 
 
-def prepare_labels(cfg: PipelineConfig, geobox) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """Coarse map on the 10 m grid in the target legend: ``(upsampled, usable, confidence, info)``.
+def prepare_labels(cfg: PipelineConfig, geobox, compute=None) -> tuple[da.Array, da.Array, da.Array, dict]:
+    """Coarse map on the 10 m grid in the target legend: lazy ``(labels, usable, confidence)`` and figures.
 
-    ``usable`` is the upsampled map after erosion and the minimum-confidence filter (0 = not sampled).
+    All three are ``(y, x)`` Dask arrays chunked like the features (``load.chunk_px``); each chunk reads
+    its own window of the label map, and erosion and confidence run with a halo (``map_overlap``), so
+    memory is bounded by the chunk, not the AOI. ``usable`` is ``labels`` after erosion and the
+    minimum-confidence filter (0 = not sampled). The figures (pixel counts per stage and class) take
+    one pass, through ``compute`` (``callable(list) -> list``; default ``dask.compute``).
     """
-    from .io.rasters import pixel_size_m, read_on_geobox, read_stac_on_geobox
+    from .io.rasters import open_on_geobox, open_stac_on_geobox, pixel_size_m
 
+    compute = compute or (lambda objs: list(dask.compute(*objs)))
+    c = cfg.load.chunk_px
+    target = get_legend(cfg.labels.target_legend)
     if cfg.labels.stac is not None:
         st = cfg.labels.stac
-        codes, _ = read_stac_on_geobox(st.catalog, st.collection, geobox, asset=st.asset,
+        codes, _ = open_stac_on_geobox(st.catalog, st.collection, geobox, chunks=c, asset=st.asset,
                                        start=str(st.start or "1900-01-01"), end=str(st.end or "2100-12-31"), sign=st.sign)
     else:
-        codes = read_on_geobox(cfg.labels.path, geobox, resampling="nearest")
-    target = get_legend(cfg.labels.target_legend)
-    cw = get_crosswalk(cfg.labels.legend, target, cfg.labels.crosswalk)
-    labels = apply_crosswalk(codes, cw)
+        codes = open_on_geobox(cfg.labels.path, geobox, chunks=c)
+    labels = codes.map_blocks(apply_crosswalk, get_crosswalk(cfg.labels.legend, target, cfg.labels.crosswalk), dtype=np.uint8)
     res = abs(geobox.resolution.x)
     r = int(round(cfg.labels.erosion_m / res))
     eroded = erode_classes(labels, r)
     coarse_m = cfg.labels.coarse_resolution_m or (pixel_size_m(cfg.labels.path) if cfg.labels.path else res)
-    others = [apply_crosswalk(read_on_geobox(o.path, geobox), get_crosswalk(o.legend, target)) for o in cfg.labels.others]
+    others = [open_on_geobox(o.path, geobox, chunks=c).map_blocks(apply_crosswalk, get_crosswalk(o.legend, target), dtype=np.uint8)
+              for o in cfg.labels.others]
     conf = label_confidence(labels, coarse_m / res, others=others)
-    usable = eroded.copy()
-    if cfg.labels.min_confidence > 0:
-        usable[conf < cfg.labels.min_confidence] = 0
-    info = {
-        "erosion_px": r,
-        "coarse_cell_px": round(coarse_m / res, 2),
-        "labelled_px": int((labels > 0).sum()),
-        "after_erosion_px": int((eroded > 0).sum()),
-        "after_confidence_px": int((usable > 0).sum()),
-        "mean_confidence": float(conf[labels > 0].mean()) if (labels > 0).any() else 0.0,
-        "class_px": {int(c): int((labels == c).sum()) for c in target.codes},
-    }
+    usable = da.where(conf < cfg.labels.min_confidence, np.uint8(0), eroded) if cfg.labels.min_confidence > 0 else eroded
+    (stats,) = compute([label_statistics(labels, eroded, usable, conf)])
+    info = {"erosion_px": r, "coarse_cell_px": round(coarse_m / res, 2), **stats}
     return labels, usable, conf, info
 
 
@@ -240,7 +237,6 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
         with cluster_client(cfg.cluster) as c:
             return run_pipeline(cfg, client=c, progress=progress)
 
-    from .io.rasters import read_on_geobox
     from .io.write import write_cog_from_dask
     from .io.models import save_model
     from .io.write import tile_slices
@@ -308,12 +304,12 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
             da.compute(feats.data[:1, :1, :1])
 
     with _stage(summary, "labels"):
-        labels, eroded, conf, linfo = prepare_labels(cfg, geobox)
+        labels, usable, conf, linfo = prepare_labels(cfg, geobox, compute=lambda objs: _compute(objs, client, "label statistics", False))
         summary.figures["labels"] = linfo
         block_px = max(1, int(round(cfg.labels.block_m / cfg.aoi.resolution)))
         # positions first, drawn chunk by chunk (per-chunk seeds), then only their features are gathered
         sample = stratified_sample_chunked(
-            da.from_array(eroded, chunks=cfg.load.chunk_px), cfg.labels.n_per_class, cfg.labels.seed,
+            usable, cfg.labels.n_per_class, cfg.labels.seed,
             min_per_class=cfg.labels.min_per_class, block_px=block_px,
             validation_fraction=cfg.labels.validation_fraction, small_class_policy=cfg.labels.small_class_policy,
             compute=(lambda objs: client.gather(client.compute(objs))) if client is not None else None,
@@ -332,7 +328,7 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
 
     with _stage(summary, "train"):
         tr = ~sample.validation
-        weights = conf[sample.iy, sample.ix] if cfg.labels.confidence_weights else None
+        weights = _compute(conf.vindex[sample.iy, sample.ix], client, "label confidence", False) if cfg.labels.confidence_weights else None
         if cfg.model.clean_labels:
             ok = np.isfinite(X).all(1)
             keep = np.ones(len(X), bool)
@@ -415,11 +411,15 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
         counts = _compute(da.bincount(result["class"].data.ravel(), minlength=256), client, "class counts", False)
         summary.figures["predicted_class_px"] = {int(c): int(n) for c, n in enumerate(counts) if n}
         if cfg.truth is not None:
-            predicted = np.asarray(result["class"].values)
-            truth_codes = read_on_geobox(cfg.truth.path, geobox)
-            truth = apply_crosswalk(truth_codes, get_crosswalk(cfg.truth.legend, target))
-            pred_rep = accuracy_report(truth, predicted, target.codes, target.names())
-            coarse_rep = accuracy_report(truth, labels, target.codes, target.names())
+            from .io.rasters import open_on_geobox
+            from .ops.accuracy import confusion_blocks, report_from_confusion
+
+            truth = open_on_geobox(cfg.truth.path, geobox, chunks=cfg.load.chunk_px).map_blocks(
+                apply_crosswalk, get_crosswalk(cfg.truth.legend, target), dtype=np.uint8)
+            cm_pred, cm_coarse = _compute([confusion_blocks(truth, result["class"].data, target.codes),
+                                           confusion_blocks(truth, labels, target.codes)], client, "accuracy against the truth", False)
+            pred_rep = report_from_confusion(cm_pred, target.codes, target.names())
+            coarse_rep = report_from_confusion(cm_coarse, target.codes, target.names())
             summary.figures["truth"] = {
                 "prediction_10m": pred_rep,
                 "coarse_map_upsampled": coarse_rep,

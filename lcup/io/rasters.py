@@ -1,9 +1,16 @@
-"""Read label maps (any GDAL-readable file or URL) onto the Sentinel-2 grid, windowed, never whole."""
+"""Read label maps (any GDAL-readable file or URL) onto the Sentinel-2 grid, windowed, never whole.
+
+:func:`open_on_geobox` and :func:`open_stac_on_geobox` are lazy: one Dask task per chunk of the
+grid, each reading only its own window through a GDAL warped VRT, so a label map for a continent is
+never held in memory. :func:`read_on_geobox` reads one (small) grid at once.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import dask.array as da
+from dask.base import tokenize
 import numpy as np
 import rasterio
 from odc.geo.geobox import GeoBox
@@ -14,10 +21,52 @@ from rasterio.vrt import WarpedVRT
 from ..errors import LabelError, ReadError
 
 
+def _open(path: str | Path, geobox: GeoBox):
+    """Open a label raster and check it has a CRS and meets ``geobox``: the dataset, open."""
+    try:
+        src = rasterio.open(str(path))
+    except rasterio.errors.RasterioIOError as e:
+        raise ReadError(f"cannot open label map {path}: {e}; check the path or URL") from e
+    if src.crs is None:
+        src.close()
+        raise LabelError(f"label map {path} has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:4326 {path})")
+    if not _extent(src).to_crs(geobox.crs).intersects(geobox.extent):
+        src.close()
+        raise LabelError(
+            f"label map {path} (bounds {tuple(round(b, 4) for b in src.bounds)} in {src.crs}) does not overlap "
+            f"the area {tuple(round(b, 1) for b in geobox.extent.boundingbox)} in {geobox.crs}"
+        )
+    return src
+
+
+def _extent(src):
+    return box(*src.bounds, crs=str(src.crs))
+
+
+def _warp(src, geobox: GeoBox, resampling: str, band: int, nodata) -> np.ndarray:
+    nd = src.nodata if nodata is None else nodata
+    with WarpedVRT(
+        src,
+        crs=str(geobox.crs),
+        transform=geobox.transform,
+        width=geobox.width,
+        height=geobox.height,
+        resampling=Resampling[resampling],
+        src_nodata=nd,
+        nodata=0 if nd is None else nd,
+        # GDAL's default 0.125 px approximation of the transform depends on the window, so nearest picks
+        # would differ between a chunk and the whole grid in rare pixels; 1e-6 px is exact in practice
+        # (rasterio refuses 0)
+        tolerance=1e-6,
+    ) as vrt:
+        return vrt.read(band)
+
+
 def read_on_geobox(path: str | Path, geobox: GeoBox, *, resampling: str = "nearest", band: int = 1, nodata: int | None = None) -> np.ndarray:
     """Reproject a raster onto ``geobox`` (nearest by default) through a GDAL warped VRT.
 
     Only the source blocks that cover the geobox are read, so a 36000×36000 tile costs a window.
+    For a large grid use :func:`open_on_geobox`, which reads chunk by chunk.
 
     Returns
     -------
@@ -29,31 +78,65 @@ def read_on_geobox(path: str | Path, geobox: GeoBox, *, resampling: str = "neare
     LabelError
         If the raster does not overlap the geobox.
     """
-    try:
-        src = rasterio.open(str(path))
-    except rasterio.errors.RasterioIOError as e:
-        raise ReadError(f"cannot open label map {path}: {e}; check the path or URL") from e
-    with src:
-        if src.crs is None:
-            raise LabelError(f"label map {path} has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:4326 {path})")
-        src_extent = box(*src.bounds, crs=str(src.crs))
-        if not src_extent.to_crs(geobox.crs).intersects(geobox.extent):
-            raise LabelError(
-                f"label map {path} (bounds {tuple(round(b, 4) for b in src.bounds)} in {src.crs}) does not overlap "
-                f"the area {tuple(round(b, 1) for b in geobox.extent.boundingbox)} in {geobox.crs}"
-            )
-        nd = src.nodata if nodata is None else nodata
-        with WarpedVRT(
-            src,
-            crs=str(geobox.crs),
-            transform=geobox.transform,
-            width=geobox.width,
-            height=geobox.height,
-            resampling=Resampling[resampling],
-            src_nodata=nd,
-            nodata=0 if nd is None else nd,
-        ) as vrt:
-            return vrt.read(band)
+    with _open(path, geobox) as src:
+        return _warp(src, geobox, resampling, band, nodata)
+
+
+def _read_block(hrefs: list[str], geobox: GeoBox, resampling: str, band: int, nodata, block_info=None) -> np.ndarray:
+    """One chunk of :func:`open_on_geobox`: the rasters ``hrefs`` in order, each filling what is still 0."""
+    (y0, y1), (x0, x1) = block_info[None]["array-location"]
+    gb = geobox[y0:y1, x0:x1]
+    out = None
+    for href in hrefs:
+        try:
+            src = rasterio.open(href)
+        except rasterio.errors.RasterioIOError as e:
+            raise ReadError(f"cannot read label map {href} for rows {y0}:{y1}, columns {x0}:{x1}: {e}") from e
+        with src:
+            if not _extent(src).to_crs(gb.crs).intersects(gb.extent):
+                continue
+            try:
+                arr = _warp(src, gb, resampling, band, nodata)
+            except rasterio.errors.RasterioError as e:
+                raise ReadError(f"cannot read label map {href} for rows {y0}:{y1}, columns {x0}:{x1}: {e}; "
+                                "the file may be corrupt or truncated") from e
+        if out is None:
+            out = arr
+        else:
+            hole = out == 0
+            out[hole] = arr[hole]
+        if not (out == 0).any():
+            break
+    return out if out is not None else np.zeros(gb.shape, block_info[None]["dtype"])
+
+
+def _lazy(hrefs: list[str], dtype, geobox: GeoBox, chunks: int, resampling: str, band: int, nodata) -> da.Array:
+    ch = tuple(tuple(min(chunks, n - i) for i in range(0, n, chunks)) for n in geobox.shape)
+    return da.map_blocks(_read_block, hrefs, geobox, resampling, band, nodata, chunks=ch, dtype=dtype,
+                         meta=np.empty((0, 0), dtype), name=f"labels-{tokenize(hrefs, geobox, resampling, band, nodata, ch)}")
+
+
+def open_on_geobox(path: str | Path, geobox: GeoBox, *, chunks: int = 512, resampling: str = "nearest", band: int = 1,
+                   nodata: int | None = None) -> da.Array:
+    """Lazy :func:`read_on_geobox`: a ``(y, x)`` Dask array whose chunks each read their own window.
+
+    The raster is opened once here to check it (CRS, overlap, band); nothing is read until computed.
+
+    Parameters
+    ----------
+    chunks
+        Chunk side, pixels (use the feature cube's, ``load.chunk_px``, so the two line up).
+
+    Raises
+    ------
+    ReadError, LabelError
+        As :func:`read_on_geobox`, before any pixel is read.
+    """
+    with _open(path, geobox) as src:
+        if not 1 <= band <= src.count:
+            raise LabelError(f"label map {path} has {src.count} band(s); band {band} does not exist")
+        dtype = np.dtype(src.dtypes[band - 1])
+    return _lazy([str(path)], dtype, geobox, chunks, resampling, band, nodata)
 
 
 def pixel_size_m(path: str | Path) -> float:
@@ -73,33 +156,35 @@ LABEL_COLLECTIONS: dict[str, tuple[str, str]] = {
 }
 
 
-def read_stac_on_geobox(
+def open_stac_on_geobox(
     catalog: str,
     collection: str,
     geobox: GeoBox,
     *,
+    chunks: int = 512,
     asset: str | None = None,
     start: str = "1900-01-01",
     end: str = "2100-12-31",
     sign: bool = False,
-) -> tuple[np.ndarray, list[str]]:
-    """Mosaic a land-cover collection's items onto ``geobox`` (nearest), newest item first.
+) -> tuple[da.Array, list[str]]:
+    """Mosaic a land-cover collection's items onto ``geobox`` (nearest), newest item first, lazily.
 
-    Each item's asset is read through :func:`read_on_geobox` (windowed); pixels still 0 after an
-    item are filled from the next, so tiles that meet inside the AOI mosaic seamlessly.
+    The items are searched and their headers read here; the newest are kept until their rasters
+    cover the area (so an older year is not used where a newer one exists). Each chunk then reads
+    its window from the kept items that meet it, newest first, each filling what is still 0, so
+    tiles that meet inside the area mosaic seamlessly.
 
     Returns
     -------
     codes, item_ids
-        ``(y, x)`` codes in the collection's legend, and the ids of the items used.
+        Lazy ``(y, x)`` codes in the collection's legend, and the ids of the items used.
     """
     from .stac import lonlat_bbox, search_items
 
     key = asset or LABEL_COLLECTIONS.get(collection, ("map", ""))[0]
     items = search_items(catalog, None, lonlat_bbox(geobox), start, end, collection=collection)
     items = sorted(items, key=lambda it: str(it.datetime or it.properties.get("start_datetime")), reverse=True)
-    out: np.ndarray | None = None
-    used = []
+    hrefs, used, dtype, covered = [], [], None, None
     for it in items:
         if key not in it.assets:
             raise LabelError(f"item {it.id} of {collection!r} has no asset {key!r} (it has {sorted(it.assets)}); set labels.stac.asset")
@@ -109,17 +194,23 @@ def read_stac_on_geobox(
 
             href = planetary_computer.sign(href)
         try:
-            arr = read_on_geobox(href, geobox)
+            src = _open(href, geobox)
         except LabelError:
             continue  # the item's bbox overlaps, its raster does not
+        with src:
+            dtype = dtype or np.dtype(src.dtypes[0])
+            fp = _extent(src).to_crs(geobox.crs)
+        hrefs.append(href)
         used.append(it.id)
-        if out is None:
-            out = arr
-        else:
-            hole = out == 0
-            out[hole] = arr[hole]
-        if not (out == 0).any():
+        covered = fp if covered is None else covered.union(fp)
+        if covered.contains(geobox.extent):
             break
-    if out is None:
+    if not hrefs:
         raise LabelError(f"no {collection!r} item in {catalog} covers the area")
-    return out, used
+    return _lazy(hrefs, dtype, geobox, chunks, "nearest", 1, None), used
+
+
+def read_stac_on_geobox(catalog: str, collection: str, geobox: GeoBox, **kw) -> tuple[np.ndarray, list[str]]:
+    """:func:`open_stac_on_geobox`, read at once (for small grids)."""
+    codes, used = open_stac_on_geobox(catalog, collection, geobox, **kw)
+    return codes.compute(scheduler="threads"), used

@@ -95,3 +95,42 @@ def test_worldcover_from_a_stac_api(tmp_path):
             np.testing.assert_array_equal(codes, read_on_geobox(_tile(2021), gb))
             codes20, used20 = read_stac_on_geobox(api.url, "esa-worldcover", gb, end="2020-12-31")
             assert used20 == ["ESA_WorldCover_10m_2020_N00E006"]
+
+
+def test_lazy_read_equals_whole_read_locally_and_over_http():
+    """Chunk by chunk (each chunk its own window, here over HTTP ranges) gives the whole read's pixels."""
+    import dask.array as da
+
+    from lcup.io.rasters import open_on_geobox
+
+    gb = geobox_for_aoi(AOI, None, 10)
+    whole = read_on_geobox(_tile(2021), gb)
+    lazy = open_on_geobox(_tile(2021), gb, chunks=256)
+    assert isinstance(lazy, da.Array) and lazy.chunksize == (256, 256) and lazy.dtype == np.uint8
+    np.testing.assert_array_equal(lazy.compute(), whole)
+    with RangeServer(shared_data("esa-worldcover")) as http:
+        remote = open_on_geobox(f"{http.url}/{_tile(2021).name}", gb, chunks=300)
+        np.testing.assert_array_equal(remote.compute(scheduler="threads"), whole)
+    with pytest.raises(LabelError, match="band 2 does not exist"):
+        open_on_geobox(_tile(2021), gb, band=2)
+
+
+def test_corrupt_label_map_fails_with_the_window(tmp_path):
+    """A file whose header opens but whose pixels are cut off: the chunk that meets it names file and window."""
+    from lcup.errors import ReadError
+    from lcup.io.rasters import open_on_geobox
+
+    gb = geobox_for_aoi(AOI, None, 10)
+    with rasterio.open(_tile(2021)) as src:
+        win = from_bounds(AOI[0] - 0.01, AOI[1] - 0.01, AOI[2] + 0.01, AOI[3] + 0.01, transform=src.transform).round_offsets().round_lengths()
+        prof = {**src.profile, "width": win.width, "height": win.height, "transform": src.window_transform(win),
+                "compress": "deflate", "tiled": True, "blockxsize": 256, "blockysize": 256}
+        data = src.read(1, window=win)
+    f = tmp_path / "cut.tif"
+    with rasterio.open(f, "w", **prof) as dst:
+        dst.write(data, 1)
+    raw = f.read_bytes()
+    f.write_bytes(raw[: len(raw) // 2])  # the header (at the start) survives, half the tiles do not
+    lazy = open_on_geobox(f, gb, chunks=256)
+    with pytest.raises(ReadError, match=r"cut.tif for rows \d+:\d+, columns \d+:\d+"):
+        lazy.compute(scheduler="threads")

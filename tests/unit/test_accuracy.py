@@ -26,3 +26,14 @@ def test_nodata_reference_ignored_and_unknown_prediction_is_error():
     np.testing.assert_array_equal(cm, [[1, 0], [0, 1]])
     rep = accuracy_report(ref, pred, [1, 2])
     assert rep["n"] == 3 and np.isclose(rep["overall_accuracy"], 2 / 3)
+
+
+def test_report_summed_over_chunks_equals_whole_array(rng):
+    import dask.array as da
+
+    from lcup.ops.accuracy import confusion_blocks, report_from_confusion
+
+    ref = rng.integers(0, 5, (130, 170)).astype(np.uint8)
+    pred = np.where(rng.random(ref.shape) < 0.7, ref, rng.integers(0, 7, ref.shape)).astype(np.uint8)
+    counts = confusion_blocks(da.from_array(ref, chunks=50), da.from_array(pred, chunks=(64, 40)), [1, 2, 3, 4]).compute()
+    assert report_from_confusion(counts, [1, 2, 3, 4]) == accuracy_report(ref, pred, [1, 2, 3, 4])

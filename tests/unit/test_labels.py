@@ -149,3 +149,50 @@ def test_chunked_sampler_quotas_blocks_and_seed():
     assert bt and bv and not (bt & bv)
     # samples spread over the whole area, not just the first chunks
     assert s.iy.max() > 250 and s.ix.max() > 250
+
+
+def _blocky_labels(rng, shape=(300, 260), cell=10):
+    """A coarse random map upsampled ×cell, with no-data cells and one class filling a big square."""
+    coarse = rng.integers(0, 5, (shape[0] // cell + 1, shape[1] // cell + 1)).astype(np.uint8)
+    coarse[2:14, 3:16] = 3  # wider than a chunk plus its halo: a chunk with one class only
+    return np.kron(coarse, np.ones((cell, cell), np.uint8))[: shape[0], : shape[1]]
+
+
+@pytest.mark.parametrize("chunk", [64, 100])
+def test_chunked_label_stages_equal_the_whole_array(rng, chunk):
+    """Erosion and confidence chunk by chunk with a halo give exactly the whole-array values."""
+    import dask.array as da
+
+    from lcup.ops.labels import erode_classes, label_confidence, label_statistics
+
+    lab = _blocky_labels(rng)
+    other = lab.copy()
+    other[::7] = 1
+    dl, do = da.from_array(lab, chunks=chunk), da.from_array(other, chunks=chunk)
+    conf = label_confidence(dl, 10, others=[do])
+    assert isinstance(conf, da.Array) and conf.chunks == dl.chunks
+    np.testing.assert_array_equal(conf.compute(), label_confidence(lab, 10, others=[other]))
+    np.testing.assert_array_equal(label_confidence(dl, 2.5).compute(), label_confidence(lab, 2.5))
+    ero = erode_classes(dl, 3)
+    np.testing.assert_array_equal(ero.compute(), erode_classes(lab, 3))
+    stats = label_statistics(dl, ero, ero, conf).compute()
+    assert stats["labelled_px"] == int((lab > 0).sum())
+    assert stats["after_erosion_px"] == int((erode_classes(lab, 3) > 0).sum())
+    assert stats["class_px"] == {int(c): int((lab == c).sum()) for c in np.unique(lab) if c}
+    assert np.isclose(stats["mean_confidence"], label_confidence(lab, 10, others=[other])[lab > 0].mean())
+
+
+def test_homogeneity_counts_like_a_uniform_filter(rng):
+    from scipy import ndimage
+
+    from lcup.ops.labels import edge_distance, homogeneity
+
+    lab = _blocky_labels(rng, (90, 70), 7)
+    for w in (3, 8, 21):
+        ref = np.zeros(lab.shape, np.float32)
+        for c in np.unique(lab[lab > 0]):
+            m = lab == c
+            ref[m] = ndimage.uniform_filter(m.astype(np.float64), w, mode="nearest")[m]
+        np.testing.assert_allclose(homogeneity(lab, w), ref, atol=1e-6)
+    # one class everywhere: no edge anywhere (the array's border is not a class edge)
+    assert np.isinf(edge_distance(np.full((5, 6), 2, np.uint8))).all()
