@@ -12,12 +12,15 @@ lcup runs on workers tuned by :func:`lcup.cluster.tune_workers` (as ``lcup run``
 measured on untuned workers to show what distributed's ``MALLOC_TRIM_THRESHOLD_`` costs.
 ParallelPostFit runs on the same tuned workers.
 
+ParallelPostFit's peak worker memory and the workers its memory made the nanny restart are reported too
+(the worker's RSS high-water mark is read after each route: lcup runs first on each cluster).
+
 Then the cost per km² of prediction + tiled Zarr write for 1, 4 and 16 tiles, and the peak memory of the
 workers in each case (RSS high-water mark, read from each worker process). The per-km² cube is not
 persisted: each chunk is generated inside the tile's computation, as features are in a real run, so the
 memory figure is that of the prediction and write, not of a cube held in memory.
 
-    python benchmarks/bench_predict.py --features 60 --trees 100 --depth 20
+    python benchmarks/bench_predict.py --features 60 --trees 100 --depth 20   # ~25 min on 2 cores
 """
 
 from __future__ import annotations
@@ -121,8 +124,13 @@ def _lcup_rate(client, model, centres, a, cfg) -> float:
     return _best_rate(client, a, lambda r: _predict(_persisted(make_cube(centres, a.side, a.chunk, seed=1 + r)), ref, model, cfg))
 
 
+def _workers(client) -> set:
+    return set(client.scheduler_info()["workers"])
+
+
 def _ppf_rate(client, model, centres, a, res: dict, key: str) -> None:
-    """px/s/core of dask-ml's ParallelPostFit on the same cube, best of ``a.repeat``, into ``res[key]``."""
+    """px/s/core of dask-ml's ParallelPostFit on the same cube, best of ``a.repeat``, into ``res[key]``; also
+    the workers' peak RSS and how many workers the nanny restarted (memory) meanwhile."""
     from distributed import wait
 
     try:
@@ -135,8 +143,11 @@ def _ppf_rate(client, model, centres, a, res: dict, key: str) -> None:
     def flat(side, seed):
         return make_cube(centres, side, a.chunk, seed=seed).data.reshape(-1, a.features).rechunk((a.chunk * a.chunk, -1))
 
+    before = _workers(client)
     wait(ppf.predict_proba(flat(a.chunk, 98)).persist())
     res[key] = _best_rate(client, a, lambda r: ppf.predict_proba(_persisted(flat(a.side, 1 + r))))
+    res[key.replace("(px/s/core)", "peak worker RSS (MB)")] = max(client.run(_peak_rss_mb).values())
+    res[key.replace("(px/s/core)", "workers restarted")] = len(before - _workers(client))
 
 
 def main(argv=None):
@@ -144,7 +155,8 @@ def main(argv=None):
     p.add_argument("--features", type=int, default=60)
     p.add_argument("--trees", type=int, default=100)
     p.add_argument("--depth", type=int, default=20)
-    p.add_argument("--train-samples", type=int, default=20000, help="more samples, bigger trees: 200000 pickles to ~0.3 GB")
+    p.add_argument("--train-samples", type=int, default=400000,
+                   help="more samples, bigger trees; the default pickles to ~260 MB, the size the issue measured (~300 MB); 20000: 27 MB")
     p.add_argument("--side", type=int, default=2048, help="cube side, pixels, for the throughput runs")
     p.add_argument("--chunk", type=int, default=512, help="chunk side, pixels (lcup's load.chunk_px default)")
     p.add_argument("--tile", type=int, default=1024, help="tile side for the per-km² runs")
@@ -177,12 +189,13 @@ def main(argv=None):
                        "labels": {"path": "x.tif", "legend": "lcup7"}, "output": {"dir": "x"}})
     with LocalCluster(n_workers=cores, threads_per_worker=1, dashboard_address=None, memory_limit="6GiB") as cluster, Client(cluster) as client:
         res["lcup map_blocks, untuned workers (px/s/core)"] = _lcup_rate(client, model, centres, a, cfg)
+        res["lcup map_blocks, untuned workers peak worker RSS (MB)"] = max(client.run(_peak_rss_mb).values())
         _ppf_rate(client, model, centres, a, res, "dask-ml ParallelPostFit, untuned workers (px/s/core)")
     with LocalCluster(n_workers=cores, threads_per_worker=1, dashboard_address=None, memory_limit="6GiB") as cluster, Client(cluster) as client:
         tune_workers(client)
         res["lcup map_blocks, scattered model (px/s/core)"] = _lcup_rate(client, model, centres, a, cfg)
+        res["lcup map_blocks, scattered model peak worker RSS (MB)"] = max(client.run(_peak_rss_mb).values())
         _ppf_rate(client, model, centres, a, res, "dask-ml ParallelPostFit (px/s/core)")
-        res["workers' peak RSS, throughput runs (MB)"] = max(client.run(_peak_rss_mb).values())
 
     per_km2 = {}
     for n in () if a.no_tiles else (1, 4, 16):
@@ -214,7 +227,10 @@ def main(argv=None):
           f"pickle {res['model pickle (MB)']:.0f} MB; cube {a.side}² px, chunks {a.chunk}², {cores} workers")
     for k, v in res.items():
         if isinstance(v, float) and "px/s" in k:
-            print(f"  {k:52s} {v:10,.0f}   × 1-core ref {v / ref1:5.2f}   × same-concurrency ref {v / refn:5.2f}")
+            print(f"  {k:62s} {v:10,.0f}   × 1-core ref {v / ref1:5.2f}   × same-concurrency ref {v / refn:5.2f}")
+    for k, v in res.items():
+        if "RSS" in k or "restarted" in k:
+            print(f"  {k:62s} {v:10,.0f}")
     if "dask-ml ParallelPostFit (px/s/core)" in res:
         lc = res["lcup map_blocks, scattered model (px/s/core)"]
         print(f"  lcup / ParallelPostFit, both on tuned workers: {lc / res['dask-ml ParallelPostFit (px/s/core)']:.2f}×; "
