@@ -149,6 +149,10 @@ class LabelsConfig(_Section):
     block_m: float = Field(1000.0, gt=0, description="side of the spatial validation blocks, metres")
     validation_fraction: float = Field(0.3, ge=0, lt=1)
     seed: int = 0
+    sample_chunks: int | Literal["auto", "all"] = Field(
+        "auto", description="draw the sample from this many chunks picked at random over the AOI (more if a rare class "
+        "needs them), so gathering its features costs that many chunks whatever the AOI; auto: all chunks when the AOI's "
+        "features are kept in memory, 256 when each tile has its own graph")
     coarse_resolution_m: float | None = Field(None, gt=0, description="cell size of the coarse map, metres; default: read from the file")
     min_confidence: float = Field(0.0, ge=0, le=1, description="sample only pixels whose label confidence reaches this")
     confidence_weights: bool = Field(True, description="weight training samples by label confidence (best on both benchmark scenes, see benchmarks/bench_labels.py)")

@@ -33,6 +33,10 @@ from .providers import SCL, get_profile
 
 log = logging.getLogger("lcup")
 
+#: Chunks the training sample is drawn from when each tile has its own graph (``labels.sample_chunks: auto``):
+#: the sample's features then cost this many chunks, not the AOI, while still spread over all of it.
+AUTO_SAMPLE_CHUNKS = 256
+
 
 @dataclass
 class RunSummary:
@@ -308,10 +312,12 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
         summary.figures["labels"] = linfo
         block_px = max(1, int(round(cfg.labels.block_m / cfg.aoi.resolution)))
         # positions first, drawn chunk by chunk (per-chunk seeds), then only their features are gathered
+        sc = cfg.labels.sample_chunks
         sample = stratified_sample_chunked(
             usable, cfg.labels.n_per_class, cfg.labels.seed,
             min_per_class=cfg.labels.min_per_class, block_px=block_px,
             validation_fraction=cfg.labels.validation_fraction, small_class_policy=cfg.labels.small_class_policy,
+            max_chunks=sc if isinstance(sc, int) else (AUTO_SAMPLE_CHUNKS if sc == "auto" and tiled else None),
             compute=(lambda objs: client.gather(client.compute(objs))) if client is not None else None,
         )
         if not tiled:
@@ -324,7 +330,9 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
                 if ft is not None:
                     X[sel] = _compute(ft.data.vindex[sample.iy[sel] - ys.start, sample.ix[sel] - xs.start], client,
                                       f"sampled features, tile {tid}", False)
-        summary.figures["samples"] = {"train": int((~sample.validation).sum()), "validation": int(sample.validation.sum())}
+        c = cfg.load.chunk_px
+        summary.figures["samples"] = {"train": int((~sample.validation).sum()), "validation": int(sample.validation.sum()),
+                                      "chunks": len(set(zip((sample.iy // c).tolist(), (sample.ix // c).tolist())))}
 
     with _stage(summary, "train"):
         tr = ~sample.validation

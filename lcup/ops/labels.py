@@ -342,6 +342,38 @@ def _chunk_draw(block, block_val, block_px, y0, x0, quota, seed, key):
     return np.concatenate(out) if out else np.zeros((0, 4), np.int64)
 
 
+def choose_chunks(counts: np.ndarray, want: np.ndarray, max_chunks: int, rng: np.random.Generator) -> np.ndarray:
+    """Which chunks to sample from: ``max_chunks`` at random, plus what the rarer classes need.
+
+    Parameters
+    ----------
+    counts
+        ``(chunk, split, class)`` usable pixels.
+    want
+        ``(split, class)`` pixels wanted.
+    max_chunks
+        Chunks drawn at random first; then, for each (split, class) the drawn chunks cannot fill,
+        further chunks holding it are added in the same random order until they can.
+
+    Returns
+    -------
+    ``(chunk,)`` bool.
+    """
+    order = rng.permutation(len(counts))
+    chosen = np.zeros(len(counts), bool)
+    chosen[order[:max_chunks]] = True
+    for s, c in zip(*np.nonzero(want)):
+        need = min(int(want[s, c]), int(counts[:, s, c].sum()))
+        have = int(counts[chosen, s, c].sum())
+        for i in order[max_chunks:]:
+            if have >= need:
+                break
+            if not chosen[i] and counts[i, s, c]:
+                chosen[i] = True
+                have += int(counts[i, s, c])
+    return chosen
+
+
 def stratified_sample_chunked(
     labels: "da.Array",
     n_per_class: int,
@@ -351,6 +383,7 @@ def stratified_sample_chunked(
     block_px: int = 100,
     validation_fraction: float = 0.3,
     small_class_policy: str = "warn",
+    max_chunks: int | None = None,
     compute=None,
 ) -> Sample:
     """Chunk-parallel :func:`stratified_sample`: positions are drawn per chunk, never gathered whole.
@@ -362,6 +395,10 @@ def stratified_sample_chunked(
 
     The result depends only on ``seed`` and the chunking. Spatial validation blocks are assigned as in
     :func:`stratified_sample`.
+
+    With ``max_chunks``, the draw is restricted to that many chunks picked at random over the whole
+    grid (:func:`choose_chunks`; more when a rare class needs them), so gathering the sample's features
+    costs those chunks' features whatever the size of the AOI.
 
     Parameters
     ----------
@@ -386,10 +423,14 @@ def stratified_sample_chunked(
     classes = [c for c in range(1, 256) if total[c] > 0]
     _need_two_classes(classes)
     n_val = _validation_quota(n_per_class, validation_fraction)
+    kept = [c for c in classes if _keep_class(c, int(total[c]), min_per_class, small_class_policy)]
+    if max_chunks is not None and max_chunks < len(keys):
+        wanted = np.zeros(counts.shape[1:], np.int64)
+        wanted[0, kept], wanted[1, kept] = n_per_class, n_val
+        chosen = choose_chunks(counts, wanted, max_chunks, np.random.default_rng([seed, 1]))
+        counts = counts * chosen[:, None, None]
     quota = np.zeros_like(counts)
-    for c in classes:
-        if not _keep_class(c, int(total[c]), min_per_class, small_class_policy):
-            continue
+    for c in kept:
         for s, want in ((0, n_per_class), (1, n_val)):
             avail = counts[:, s, c]
             k = int(min(want, avail.sum()))

@@ -107,13 +107,15 @@ def test_tile_without_data_is_written_as_nodata(small_scene, tmp_path):
     h, w = small_scene["spec"].size
     cfg = scene_pipeline(small_scene, tmp_path / "o", **{
         "aoi.bbox": [x0, y0 - 10 * h, x0 + 10 * (w + 128), y0],  # one 128 px tile column east of the scene
-        "output.tile_px": 128, "load.chunk_px": 128, "model.n_estimators": 20})
+        "output.tile_px": 128, "load.chunk_px": 64, "model.n_estimators": 20, "labels.sample_chunks": 3})
     summary = run_pipeline(load_config(cfg), progress=False)
     cls = xr.open_zarr(tmp_path / "o" / "landcover.zarr", consolidated=False, mask_and_scale=False)["class"].values
     assert cls.shape == (h, w + 128)
     assert (cls[:, w:] == 0).all() and (cls[:, :w] > 0).mean() > 0.95
     assert summary.figures["tiles"]["without_valid_data"] == ["0_2", "1_2"]
     assert summary.figures["graph_per_tile"]  # each tile loaded, featured and predicted from its own graph
+    # drawn from 3 random chunks (+ those rare classes need), not from all 16 with data
+    assert summary.figures["samples"]["chunks"] < 16, summary.figures["samples"]
     assert summary.figures["truth"]["oa_gain_points"] > 0  # and the tiled run still beats the coarse map
     items = _check_tile_catalog(tmp_path / "o", cls, n_tiles=6)
     assert items["0_2"].properties["lcup:valid_pixels"] == 0

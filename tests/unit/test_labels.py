@@ -196,3 +196,28 @@ def test_homogeneity_counts_like_a_uniform_filter(rng):
         np.testing.assert_allclose(homogeneity(lab, w), ref, atol=1e-6)
     # one class everywhere: no edge anywhere (the array's border is not a class edge)
     assert np.isinf(edge_distance(np.full((5, 6), 2, np.uint8))).all()
+
+
+def test_sample_from_a_few_chunks_still_fills_every_class():
+    """max_chunks: the sample comes from a few random chunks, plus those a rare class needs; quotas are still met."""
+    import dask.array as da
+
+    from lcup.ops.labels import stratified_sample_chunked
+
+    lab = np.ones((400, 400), np.uint8)
+    lab[:, 200:] = 2
+    lab[350:370, 10:30] = 3  # a rare class inside one chunk
+    d = da.from_array(lab, chunks=50)  # 64 chunks
+    kw = dict(min_per_class=10, block_px=20)
+    full = stratified_sample_chunked(d, 100, 0, **kw)
+    few = stratified_sample_chunked(d, 100, 0, max_chunks=4, **kw)
+    used = set(zip((few.iy // 50).tolist(), (few.ix // 50).tolist()))
+    assert len(used) <= 8, used
+    assert (350 // 50, 10 // 50) in used
+    for c in (1, 2, 3):
+        for v in (False, True):
+            assert ((few.label == c) & (few.validation == v)).sum() == ((full.label == c) & (full.validation == v)).sum()
+    assert (lab[few.iy, few.ix] == few.label).all()
+    same = stratified_sample_chunked(d, 100, 0, max_chunks=64, **kw)  # as many as there are: the default draw
+    np.testing.assert_array_equal(same.iy, full.iy)
+    np.testing.assert_array_equal(same.ix, full.ix)
