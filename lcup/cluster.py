@@ -52,6 +52,35 @@ class MallocTuning(WorkerPlugin):
         tune_malloc()
 
 
+def quiet_spurious_warnings() -> None:
+    """Ignore rasterio's ``NotGeoreferencedWarning`` from in-memory reprojection, in this process.
+
+    odc-geo reprojects numpy arrays through GDAL MEM datasets and rasterio then warns "Dataset has no
+    geotransform" although both sides are georeferenced and the result is right (odc-geo#131,
+    odc-stac#145). Only that warning raised in ``rasterio.warp`` is ignored: opening a file that has
+    no georeferencing still warns.
+    """
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module=r"rasterio\.warp")
+
+
+class QuietWarnings(WorkerPlugin):
+    """Worker plugin that runs :func:`quiet_spurious_warnings` in every worker, present and future."""
+
+    name = "lcup-quiet-warnings"
+
+    def setup(self, worker=None) -> None:
+        quiet_spurious_warnings()
+
+
+def quiet_workers(client) -> None:
+    """Register :class:`QuietWarnings` on the cluster of ``client``."""
+    client.register_plugin(QuietWarnings(), name=QuietWarnings.name)
+
+
 def tune_workers(client) -> dict:
     """Register :class:`MallocTuning` on the cluster of ``client``; returns ``{worker: applied}``."""
     client.register_plugin(MallocTuning(), name=MallocTuning.name)

@@ -241,14 +241,22 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
         with cluster_client(cfg.cluster) as c:
             return run_pipeline(cfg, client=c, progress=progress)
 
-    from .io.write import write_cog_from_dask
+    from .cluster import quiet_spurious_warnings, quiet_workers, tune_workers
+
+    if client is not None:
+        quiet_workers(client)
+        if cfg.cluster.tune_malloc:
+            tune_workers(client)
+    with warnings.catch_warnings():
+        quiet_spurious_warnings()  # here too: the threaded scheduler (cluster.kind: none) runs tasks in this process
+        return _run(cfg, client, progress)
+
+
+def _run(cfg: PipelineConfig, client, progress: bool) -> RunSummary:
+    """The stages of :func:`run_pipeline`, on ``client`` (None: the threaded scheduler)."""
     from .io.models import save_model
-    from .io.write import tile_slices
+    from .io.write import tile_slices, write_cog_from_dask
 
-    if client is not None and cfg.cluster.tune_malloc:
-        from .cluster import tune_workers
-
-        tune_workers(client)
     out = Path(cfg.output.dir)
     summary = RunSummary(cfg.name, parameters=json.loads(cfg.model_dump_json()))
     zarr_path, cog_path = out / "landcover.zarr", out / "landcover_class.tif"

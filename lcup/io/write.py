@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -165,10 +166,13 @@ def write_cog_from_dask(
             cmap = {0: (0, 0, 0, 0), **legend.colours()}
             extra = {f"CLASS_{c}": n for c, n in legend.names().items()}
             extra["LEGEND"] = legend.name
-        cog_translate(
-            str(tmp_tif), str(path), out_prof, nodata=nodata, overview_resampling=overview_resampling,
-            quiet=True, colormap=cmap, additional_cog_metadata=extra or None, in_memory=False,
-        )
+        with warnings.catch_warnings():
+            # rio-cogeo tells that a colour map sets the colour interpretation to Palette: asked for here
+            warnings.filterwarnings("ignore", message="Dataset color interpretation was set to `Palette`")
+            cog_translate(
+                str(tmp_tif), str(path), out_prof, nodata=nodata, overview_resampling=overview_resampling,
+                quiet=True, colormap=cmap, additional_cog_metadata=extra or None, in_memory=False,
+            )
     return path
 
 

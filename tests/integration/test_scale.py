@@ -210,3 +210,29 @@ def test_label_stage_memory_is_bounded_by_the_chunk(tmp_path):
     assert info["labelled_px"] == side * side and set(info["class_px"]) == set(range(1, 8))
     assert len(sample) > 7 * 2000 and (w > 0).all()
     assert peak < 5 * side * side, f"peak {peak / 1e6:.0f} MB for {side * side / 1e6:.0f} M px: not bounded by the chunk"
+
+
+def _warnings_passing() -> list[str]:
+    """In this process: which of two NotGeoreferencedWarnings, one raised in rasterio.warp, one elsewhere, get through."""
+    import warnings
+
+    code = "import warnings\nfrom rasterio.errors import NotGeoreferencedWarning as W\nwarnings.warn('Dataset has no geotransform', W)"
+    with warnings.catch_warnings(record=True) as rec:  # keeps this process's filters, records what passes them
+        for module in ("rasterio.warp", "somewhere.else"):
+            exec(code, {"__name__": module})
+    return [r.filename for r in rec]
+
+
+def test_spurious_reprojection_warning_is_quiet_in_workers():
+    """odc-geo#131: rasterio's NotGeoreferencedWarning from MEM→MEM reprojection is ignored in every worker,
+    and only that one (the same warning raised elsewhere still shows)."""
+    from distributed import Client, LocalCluster
+
+    from lcup.cluster import QuietWarnings, quiet_workers
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as client:
+        assert all(len(v) == 2 for v in client.run(_warnings_passing).values())  # before: both pass
+        quiet_workers(client)
+        names = client.run(lambda dask_worker: sorted(dask_worker.plugins))
+        assert all(QuietWarnings.name in n for n in names.values())
+        assert all(len(v) == 1 for v in client.run(_warnings_passing).values())
