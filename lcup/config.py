@@ -189,7 +189,10 @@ class OutputConfig(_Section):
     resume: bool = Field(False, description="continue an interrupted run: tiles already in the Zarr store are skipped")
     zarr: bool = True
     cog: bool = True
-    tile_px: int = Field(2048, ge=64, description="side of the tiles written one after the other (multiple of load.chunk_px)")
+    tile_px: int = Field(2048, ge=64, description="side of the tiles, each computed and written to its region (multiple of load.chunk_px)")
+    tiles_in_flight: int | Literal["auto"] = Field(
+        "auto", description="tiles computed at once on a cluster; auto: enough to give every worker thread a chunk, plus one "
+        "(1 without a cluster)")
     probabilities: Literal["none", "uint8", "float16"] = Field("uint8", description="per-class probabilities: none, percent as uint8, or float16")
     confidence: Literal["max", "margin", "entropy"] = Field("max", description="confidence layer: highest probability, top-2 margin, or 1 - normalised entropy")
     stac_item: bool = Field(True, description="write a STAC Item describing the outputs (and catalog.json with an Item per tile for a multi-tile run)")

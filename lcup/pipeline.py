@@ -405,12 +405,16 @@ def _run(cfg: PipelineConfig, client, progress: bool) -> RunSummary:
         attrs = {"lcup_version": __version__, "legend": target.to_dict(), "items": [i.id for i in items],
                  "transform": list(geobox.transform)[:6], "crs": str(geobox.crs), "seed": cfg.model.seed,
                  "parameters": summary.parameters}
+        in_flight = min(len(tiles), _tiles_in_flight(cfg, client, tile_px))
         written, skipped_tiles = write_tiles_zarr(
             ds, zarr_path, tile_px=tile_px, attrs=json.loads(json.dumps(attrs, default=_jsonable)),
             overwrite=cfg.output.overwrite, resume=cfg.output.resume,
             compute=lambda obj, label: _compute(obj, client, label, progress), tile_data=tile_data,
+            submit=client.compute if client is not None else None, in_flight=in_flight,
+            on_done=(lambda tid, n, total: log.info("  tile %s written (%d/%d)", tid, n, total)) if in_flight > 1 else None,
         )
-        summary.figures["tiles"] = {"written": written, "skipped_already_done": skipped_tiles, "tile_px": tile_px}
+        summary.figures["tiles"] = {"written": written, "skipped_already_done": skipped_tiles, "tile_px": tile_px,
+                                    "in_flight": in_flight}
         if tile_summaries:
             summary.figures["tiles"]["dates_kept"] = {t: ts.figures.get("dates_kept", 0) for t, ts in sorted(tile_summaries.items())}
         summary.outputs["zarr"] = str(zarr_path)
@@ -586,6 +590,17 @@ def output_dataset(pred, classes: list, geobox, target, cfg: PipelineConfig) -> 
                               "long_name": "land cover class"})
     ds["confidence"].attrs.update({"grid_mapping": "spatial_ref", "units": "percent", "long_name": f"confidence ({cfg.output.confidence})"})
     return ds
+
+
+def _tiles_in_flight(cfg: PipelineConfig, client, tile_px: int) -> int:
+    """``output.tiles_in_flight``, with auto resolved: one chunk per worker thread, plus one tile (1 without a cluster)."""
+    if cfg.output.tiles_in_flight != "auto":
+        return max(1, int(cfg.output.tiles_in_flight))
+    if client is None:
+        return 1
+    threads = sum(client.nthreads().values())
+    chunks_per_tile = max(1, (tile_px // cfg.load.chunk_px) ** 2)
+    return -(-threads // chunks_per_tile) + 1
 
 
 def _cluster_memory(client) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,12 +64,18 @@ def tile_slices(shape: tuple[int, int], tile_px: int) -> list[tuple[str, slice, 
 
 
 def write_tiles_zarr(ds, path: str | Path, *, tile_px: int, attrs: dict, overwrite: bool, resume: bool, compute,
-                     tile_data=None) -> tuple[int, int]:
+                     tile_data=None, submit=None, in_flight: int = 1, on_done=None) -> tuple[int, int]:
     """Write ``ds`` to a Zarr v3 store tile by tile, resumable.
 
     ``tile_data(tile_id, y_slice, x_slice)``, when given, returns each tile's own lazy dataset (a graph per
     tile; ``ds`` then only serves as the template) or None for a tile with no data, which keeps the
     store's fill value (0, nodata) and is recorded as done.
+
+    ``compute(delayed, label)`` computes one tile's write and blocks. With ``submit(delayed) -> future``
+    (e.g. a distributed client's ``compute``) up to ``in_flight`` tiles are computed at once, so a cluster
+    with more threads than a tile has chunks stays busy; each is recorded as done when its write has
+    finished (in submission order). Tiles write disjoint, chunk-aligned regions, so the bytes do not
+    depend on the order. ``on_done(tile_id, n_done, n_tiles)`` is called after each tile.
 
     The template (metadata, coordinates, no data) is written first with ``compute=False``; then each
     tile is computed and written to its region, and its id is appended to the store's
@@ -104,17 +111,35 @@ def write_tiles_zarr(ds, path: str | Path, *, tile_px: int, attrs: dict, overwri
         done = set()
     tiles = tile_slices(ds["class"].shape, tile_px)
     written = 0
+    pending: deque = deque()  # (tile id, future or None), oldest first
+
+    def finish(tid, fut) -> None:
+        nonlocal written
+        if fut is not None:
+            fut.result()  # raises the tile's error; nothing is recorded for it
+        done.add(tid)
+        group.attrs["lcup_tiles_done"] = sorted(done)
+        written += 1
+        if on_done is not None:
+            on_done(tid, len(done), len(tiles))
+
     for tid, ys, xs in tiles:
         if tid in done:
             continue
         part = ds.isel(y=ys, x=xs) if tile_data is None else tile_data(tid, ys, xs)
+        fut = None
         if part is not None:
             part = part.drop_vars(list(part.coords))  # coordinates are in the template already
             delayed = part.to_zarr(path, region={"y": ys, "x": xs}, compute=False, consolidated=False)
-            compute(delayed, f"tile {tid} ({len(done) + 1}/{len(tiles)})")
-        done.add(tid)
-        group.attrs["lcup_tiles_done"] = sorted(done)
-        written += 1
+            if submit is None or in_flight <= 1:
+                compute(delayed, f"tile {tid} ({len(done) + 1}/{len(tiles)})")
+            else:
+                fut = submit(delayed)
+        pending.append((tid, fut))
+        while pending and (len(pending) >= max(1, in_flight) or pending[0][1] is None):
+            finish(*pending.popleft())
+    while pending:
+        finish(*pending.popleft())
     return written, len(tiles) - written
 
 
