@@ -332,12 +332,26 @@ def _run(cfg: PipelineConfig, client, progress: bool) -> RunSummary:
             X = _compute(feats.data.vindex[sample.iy, sample.ix], client, "sampled features", False)
         else:
             X = np.full((len(sample.iy), len(names)), np.nan, np.float32)
+            c = cfg.load.chunk_px
+            # tiles are gathered together until their sampled chunks give every worker thread one
+            threads = sum(client.nthreads().values()) if client is not None else 1
+            batch: list = []
+
+            def gather(batch):
+                if batch:
+                    for (sel, _, _), v in zip(batch, _compute([b[1] for b in batch], client, "sampled features", False)):
+                        X[sel] = v
+                return []
+
             for tid, ys, xs in tiles:
                 sel = np.nonzero((sample.iy >= ys.start) & (sample.iy < ys.stop) & (sample.ix >= xs.start) & (sample.ix < xs.stop))[0]
                 ft = features_of(tid, ys, xs) if len(sel) else None
                 if ft is not None:
-                    X[sel] = _compute(ft.data.vindex[sample.iy[sel] - ys.start, sample.ix[sel] - xs.start], client,
-                                      f"sampled features, tile {tid}", False)
+                    iy, ix = sample.iy[sel] - ys.start, sample.ix[sel] - xs.start
+                    batch.append((sel, ft.data.vindex[iy, ix], len(set(zip((iy // c).tolist(), (ix // c).tolist())))))
+                if sum(b[2] for b in batch) >= threads:
+                    batch = gather(batch)
+            gather(batch)
         c = cfg.load.chunk_px
         summary.figures["samples"] = {"train": int((~sample.validation).sum()), "validation": int(sample.validation.sum()),
                                       "chunks": len(set(zip((sample.iy // c).tolist(), (sample.ix // c).tolist())))}
