@@ -512,8 +512,23 @@ def plan(cfg: PipelineConfig) -> str:
         f"feature cube for the AOI: {geobox.shape[0] * geobox.shape[1] * n_feat * 4 / 1024**3:.2f} GiB "
         f"(features.persist: {cfg.features.persist}; kept in memory when under 30 % of the cluster's memory, "
         "otherwise each tile is loaded, featured, predicted and written from its own graph)",
+        f"labels: read chunk by chunk with a {max(round(cfg.labels.erosion_m / cfg.aoi.resolution), _label_halo(cfg))} px halo; "
+        f"sample: up to {cfg.labels.n_per_class} training pixels per class from "
+        + ("all chunks" if cfg.labels.sample_chunks == "all" else
+           f"{cfg.labels.sample_chunks} random chunks" if isinstance(cfg.labels.sample_chunks, int) else
+           f"all chunks, or {AUTO_SAMPLE_CHUNKS} random ones when each tile has its own graph")
+        + f"; tiles in flight on a cluster: {cfg.output.tiles_in_flight}",
     ]
     return "\n".join(lines)
+
+
+def _label_halo(cfg: PipelineConfig) -> int:
+    """The halo (px) label confidence needs: from the coarse cell size given, or the label file's (100 m if unknown)."""
+    from .io.rasters import pixel_size_m
+    from .ops.labels import confidence_halo_px
+
+    coarse_m = cfg.labels.coarse_resolution_m or (pixel_size_m(cfg.labels.path) if cfg.labels.path else 100.0)
+    return confidence_halo_px(coarse_m / cfg.aoi.resolution)
 
 
 def _check_items(cfg: PipelineConfig, items, summary: RunSummary):

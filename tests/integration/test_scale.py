@@ -160,6 +160,7 @@ def test_plan_prints_tiles_and_memory(small_scene, tmp_path):
     r = subprocess.run([sys.executable, "-m", "lcup.cli", "plan", str(yml)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "tiles: 4 of up to 128 × 128 px" in r.stdout and "memory per task" in r.stdout
+    assert "labels: read chunk by chunk" in r.stdout and "800 training pixels per class" in r.stdout
     assert not (tmp_path / "o").exists()  # a dry run writes nothing
 
 
