@@ -166,7 +166,7 @@ def prepare_labels(cfg: PipelineConfig, geobox, compute=None) -> tuple[da.Array,
     minimum-confidence filter (0 = not sampled). The figures (pixel counts per stage and class) take
     one pass, through ``compute`` (``callable(list) -> list``; default ``dask.compute``).
     """
-    from .io.rasters import open_on_geobox, open_stac_on_geobox, pixel_size_m
+    from .io.rasters import open_on_geobox, open_stac_on_geobox
 
     compute = compute or (lambda objs: list(dask.compute(*objs)))
     c = cfg.load.chunk_px
@@ -181,7 +181,7 @@ def prepare_labels(cfg: PipelineConfig, geobox, compute=None) -> tuple[da.Array,
     res = abs(geobox.resolution.x)
     r = int(round(cfg.labels.erosion_m / res))
     eroded = erode_classes(labels, r)
-    coarse_m = cfg.labels.coarse_resolution_m or (pixel_size_m(cfg.labels.path) if cfg.labels.path else res)
+    coarse_m = _coarse_cell_m(cfg)
     others = [open_on_geobox(o.path, geobox, chunks=c).map_blocks(apply_crosswalk, get_crosswalk(o.legend, target), dtype=np.uint8)
               for o in cfg.labels.others]
     conf = label_confidence(labels, coarse_m / res, others=others)
@@ -523,12 +523,17 @@ def plan(cfg: PipelineConfig) -> str:
 
 
 def _label_halo(cfg: PipelineConfig) -> int:
-    """The halo (px) label confidence needs: from the coarse cell size given, or the label file's (100 m if unknown)."""
-    from .io.rasters import pixel_size_m
+    """The halo (px) label confidence needs around a chunk."""
     from .ops.labels import confidence_halo_px
 
-    coarse_m = cfg.labels.coarse_resolution_m or (pixel_size_m(cfg.labels.path) if cfg.labels.path else 100.0)
-    return confidence_halo_px(coarse_m / cfg.aoi.resolution)
+    return confidence_halo_px(_coarse_cell_m(cfg) / cfg.aoi.resolution)
+
+
+def _coarse_cell_m(cfg: PipelineConfig) -> float:
+    """Cell size of the label map, metres: as configured, else the file's; a STAC collection: the output grid's."""
+    from .io.rasters import pixel_size_m
+
+    return cfg.labels.coarse_resolution_m or (pixel_size_m(cfg.labels.path) if cfg.labels.path else cfg.aoi.resolution)
 
 
 def _check_items(cfg: PipelineConfig, items, summary: RunSummary):
