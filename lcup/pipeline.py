@@ -332,7 +332,6 @@ def _run(cfg: PipelineConfig, client, progress: bool) -> RunSummary:
             X = _compute(feats.data.vindex[sample.iy, sample.ix], client, "sampled features", False)
         else:
             X = np.full((len(sample.iy), len(names)), np.nan, np.float32)
-            c = cfg.load.chunk_px
             # tiles are gathered together until their sampled chunks give every worker thread one
             threads = sum(client.nthreads().values()) if client is not None else 1
             batch: list = []
@@ -348,13 +347,12 @@ def _run(cfg: PipelineConfig, client, progress: bool) -> RunSummary:
                 ft = features_of(tid, ys, xs) if len(sel) else None
                 if ft is not None:
                     iy, ix = sample.iy[sel] - ys.start, sample.ix[sel] - xs.start
-                    batch.append((sel, ft.data.vindex[iy, ix], len(set(zip((iy // c).tolist(), (ix // c).tolist())))))
+                    batch.append((sel, ft.data.vindex[iy, ix], _n_chunks(iy, ix, cfg.load.chunk_px)))
                 if sum(b[2] for b in batch) >= threads:
                     batch = gather(batch)
             gather(batch)
-        c = cfg.load.chunk_px
         summary.figures["samples"] = {"train": int((~sample.validation).sum()), "validation": int(sample.validation.sum()),
-                                      "chunks": len(set(zip((sample.iy // c).tolist(), (sample.ix // c).tolist())))}
+                                      "chunks": _n_chunks(sample.iy, sample.ix, cfg.load.chunk_px)}
 
     with _stage(summary, "train"):
         tr = ~sample.validation
@@ -624,6 +622,11 @@ def output_dataset(pred, classes: list, geobox, target, cfg: PipelineConfig) -> 
                               "long_name": "land cover class"})
     ds["confidence"].attrs.update({"grid_mapping": "spatial_ref", "units": "percent", "long_name": f"confidence ({cfg.output.confidence})"})
     return ds
+
+
+def _n_chunks(iy: np.ndarray, ix: np.ndarray, chunk_px: int) -> int:
+    """How many ``chunk_px`` chunks the pixels ``(iy, ix)`` fall in."""
+    return len(set(zip((iy // chunk_px).tolist(), (ix // chunk_px).tolist())))
 
 
 def _tiles_in_flight(cfg: PipelineConfig, client, tile_px: int) -> int:
