@@ -7,6 +7,7 @@ never held in memory. :func:`read_on_geobox` reads one (small) grid at once.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import dask.array as da
@@ -19,6 +20,16 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
 from ..errors import LabelError, ReadError
+
+
+#: GDAL settings for label maps read over HTTP: retries, and no directory listing of the URL's folder
+_REMOTE_ENV = {"GDAL_HTTP_MAX_RETRY": "3", "GDAL_HTTP_RETRY_DELAY": "0.5", "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+
+
+def _env(href: str | Path):
+    """:data:`_REMOTE_ENV` for a URL; nothing for a local file (which keeps its side-car files)."""
+    h = str(href)
+    return rasterio.Env(**_REMOTE_ENV) if "://" in h or h.startswith("/vsi") else nullcontext()
 
 
 def _open(path: str | Path, geobox: GeoBox):
@@ -78,7 +89,7 @@ def read_on_geobox(path: str | Path, geobox: GeoBox, *, resampling: str = "neare
     LabelError
         If the raster does not overlap the geobox.
     """
-    with _open(path, geobox) as src:
+    with _env(path), _open(path, geobox) as src:
         return _warp(src, geobox, resampling, band, nodata)
 
 
@@ -88,18 +99,10 @@ def _read_block(hrefs: list[str], geobox: GeoBox, resampling: str, band: int, no
     gb = geobox[y0:y1, x0:x1]
     out = None
     for href in hrefs:
-        try:
-            src = rasterio.open(href)
-        except rasterio.errors.RasterioIOError as e:
-            raise ReadError(f"cannot read label map {href} for rows {y0}:{y1}, columns {x0}:{x1}: {e}") from e
-        with src:
-            if not _extent(src).to_crs(gb.crs).intersects(gb.extent):
-                continue
-            try:
-                arr = _warp(src, gb, resampling, band, nodata)
-            except rasterio.errors.RasterioError as e:
-                raise ReadError(f"cannot read label map {href} for rows {y0}:{y1}, columns {x0}:{x1}: {e}; "
-                                "the file may be corrupt or truncated") from e
+        with _env(href):
+            arr = _read_window(href, gb, resampling, band, nodata, (y0, y1, x0, x1))
+        if arr is None:
+            continue
         if out is None:
             out = arr
         else:
@@ -108,6 +111,23 @@ def _read_block(hrefs: list[str], geobox: GeoBox, resampling: str, band: int, no
         if not (out == 0).any():
             break
     return out if out is not None else np.zeros(gb.shape, block_info[None]["dtype"])
+
+
+def _read_window(href: str, gb: GeoBox, resampling: str, band: int, nodata, where) -> np.ndarray | None:
+    """``href`` warped onto the chunk ``gb`` (None if it does not meet it); ``where``: the chunk's rows and columns."""
+    y0, y1, x0, x1 = where
+    try:
+        src = rasterio.open(href)
+    except rasterio.errors.RasterioIOError as e:
+        raise ReadError(f"cannot read label map {href} for rows {y0}:{y1}, columns {x0}:{x1}: {e}") from e
+    with src:
+        if not _extent(src).to_crs(gb.crs).intersects(gb.extent):
+            return None
+        try:
+            return _warp(src, gb, resampling, band, nodata)
+        except rasterio.errors.RasterioError as e:
+            raise ReadError(f"cannot read label map {href} for rows {y0}:{y1}, columns {x0}:{x1}: {e}; "
+                            "the file may be corrupt or truncated") from e
 
 
 def _lazy(hrefs: list[str], dtype, geobox: GeoBox, chunks: int, resampling: str, band: int, nodata) -> da.Array:
@@ -132,7 +152,7 @@ def open_on_geobox(path: str | Path, geobox: GeoBox, *, chunks: int = 512, resam
     ReadError, LabelError
         As :func:`read_on_geobox`, before any pixel is read.
     """
-    with _open(path, geobox) as src:
+    with _env(path), _open(path, geobox) as src:
         if not 1 <= band <= src.count:
             raise LabelError(f"label map {path} has {src.count} band(s); band {band} does not exist")
         dtype = np.dtype(src.dtypes[band - 1])
@@ -194,7 +214,8 @@ def open_stac_on_geobox(
 
             href = planetary_computer.sign(href)
         try:
-            src = _open(href, geobox)
+            with _env(href):
+                src = _open(href, geobox)
         except LabelError:
             continue  # the item's bbox overlaps, its raster does not
         with src:
