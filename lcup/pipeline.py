@@ -326,6 +326,7 @@ def _run(cfg: PipelineConfig, client, progress: bool) -> RunSummary:
             min_per_class=cfg.labels.min_per_class, block_px=block_px,
             validation_fraction=cfg.labels.validation_fraction, small_class_policy=cfg.labels.small_class_policy,
             max_chunks=sc if isinstance(sc, int) else (AUTO_SAMPLE_CHUNKS if sc == "auto" and tiled else None),
+            values=conf if cfg.labels.confidence_weights else None,  # the weights, read in the same pass
             compute=(lambda objs: client.gather(client.compute(objs))) if client is not None else None,
         )
         if not tiled:
@@ -356,7 +357,7 @@ def _run(cfg: PipelineConfig, client, progress: bool) -> RunSummary:
 
     with _stage(summary, "train"):
         tr = ~sample.validation
-        weights = _compute(conf.vindex[sample.iy, sample.ix], client, "label confidence", False) if cfg.labels.confidence_weights else None
+        weights = sample.value
         if cfg.model.clean_labels:
             ok = np.isfinite(X).all(1)
             keep = np.ones(len(X), bool)

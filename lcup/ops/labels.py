@@ -67,12 +67,15 @@ class Sample:
         Class code per sample.
     validation
         True for samples in held-out spatial blocks.
+    value
+        Optional per-sample values read in the same pass (e.g. the label confidence), or None.
     """
 
     iy: np.ndarray
     ix: np.ndarray
     label: np.ndarray
     validation: np.ndarray
+    value: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.iy)
@@ -327,19 +330,28 @@ def _chunk_counts(block: np.ndarray, block_val: np.ndarray, block_px: int, y0: i
     return np.stack([np.bincount(c[~isval], minlength=256), np.bincount(c[isval], minlength=256)])
 
 
-def _chunk_draw(block, block_val, block_px, y0, x0, quota, seed, key):
-    """Draw ``quota[s, c]`` pixels of class c in split s from one chunk with the chunk's own generator."""
+def _chunk_draw(block, block_val, block_px, y0, x0, quota, seed, key, values=None):
+    """Draw ``quota[s, c]`` pixels of class c in split s from one chunk with the chunk's own generator.
+
+    Returns ``(rows, vals)``: ``(n, 4)`` int64 (row, column, class, split) and the ``values`` block at
+    those pixels (None without ``values``).
+    """
     rng = np.random.default_rng([seed, *key])
     yy, xx = np.nonzero(block)
     isval = block_val[(yy + y0) // block_px, (xx + x0) // block_px]
     c = block[yy, xx]
-    out = []
+    out, vals = [], []
     for s in (0, 1):
         for cls in np.nonzero(quota[s])[0]:
             cand = np.nonzero((c == cls) & (isval == bool(s)))[0]
             take = rng.choice(cand, size=int(quota[s, cls]), replace=False)
             out.append(np.stack([yy[take] + y0, xx[take] + x0, np.full(len(take), cls), np.full(len(take), s)], 1))
-    return np.concatenate(out) if out else np.zeros((0, 4), np.int64)
+            if values is not None:
+                vals.append(np.asarray(values)[yy[take], xx[take]])
+    rows = np.concatenate(out) if out else np.zeros((0, 4), np.int64)
+    if values is None:
+        return rows, None
+    return rows, np.concatenate(vals) if vals else np.zeros(0, np.float32)
 
 
 def choose_chunks(counts: np.ndarray, want: np.ndarray, max_chunks: int, rng: np.random.Generator) -> np.ndarray:
@@ -384,6 +396,7 @@ def stratified_sample_chunked(
     validation_fraction: float = 0.3,
     small_class_policy: str = "warn",
     max_chunks: int | None = None,
+    values: "da.Array | None" = None,
     compute=None,
 ) -> Sample:
     """Chunk-parallel :func:`stratified_sample`: positions are drawn per chunk, never gathered whole.
@@ -404,6 +417,9 @@ def stratified_sample_chunked(
     ----------
     labels
         ``(y, x)`` dask array of class codes (uint8), 0 = not usable.
+    values
+        ``(y, x)`` Dask array read at the drawn pixels in the same pass (:attr:`Sample.value`), e.g. the
+        label confidence for sample weights.
     compute
         ``callable(list_of_delayed) -> list`` (e.g. a distributed client's compute+gather); default
         ``dask.compute``.
@@ -436,9 +452,14 @@ def stratified_sample_chunked(
             k = int(min(want, avail.sum()))
             if k:
                 quota[:, s, c] = rng.multivariate_hypergeometric(avail, k)
-    draw_tasks = [dask.delayed(_chunk_draw)(blocks[i, j], block_val, block_px, starts_y[i], starts_x[j], quota[n], seed, (i, j))
+    vblocks = values.rechunk(labels.chunks).to_delayed() if values is not None else None
+    draw_tasks = [dask.delayed(_chunk_draw)(blocks[i, j], block_val, block_px, starts_y[i], starts_x[j], quota[n], seed, (i, j),
+                                            None if vblocks is None else vblocks[i, j])
                   for n, (i, j) in enumerate(keys) if quota[n].any()]
-    rows = np.concatenate(compute(draw_tasks)) if draw_tasks else np.zeros((0, 4), np.int64)
+    drawn = compute(draw_tasks) if draw_tasks else []
+    rows = np.concatenate([d[0] for d in drawn]) if drawn else np.zeros((0, 4), np.int64)
     if len(rows) == 0:
         raise LabelError("no pixel could be sampled; check the label map overlaps the area")
-    return Sample(rows[:, 0].astype(np.int64), rows[:, 1].astype(np.int64), rows[:, 2].astype(labels.dtype), rows[:, 3].astype(bool))
+    value = np.concatenate([d[1] for d in drawn]) if values is not None else None
+    return Sample(rows[:, 0].astype(np.int64), rows[:, 1].astype(np.int64), rows[:, 2].astype(labels.dtype), rows[:, 3].astype(bool),
+                  value)

@@ -206,11 +206,12 @@ def test_label_stage_memory_is_bounded_by_the_chunk(tmp_path):
     tracemalloc.start()
     try:
         labels, usable, conf, info = prepare_labels(cfg, gb, compute=sync)
-        sample = stratified_sample_chunked(usable, 2000, 0, compute=sync)
-        w = conf.vindex[sample.iy, sample.ix].compute(scheduler="synchronous")
+        sample = stratified_sample_chunked(usable, 2000, 0, values=conf, compute=sync)  # weights in the same pass
+        w = sample.value
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+    np.testing.assert_array_equal(w, conf.vindex[sample.iy, sample.ix].compute())
     assert info["labelled_px"] == side * side and set(info["class_px"]) == set(range(1, 8))
     assert len(sample) > 7 * 2000 and (w > 0).all()
     assert peak < 5 * side * side, f"peak {peak / 1e6:.0f} MB for {side * side / 1e6:.0f} M px: not bounded by the chunk"

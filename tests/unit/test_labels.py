@@ -218,6 +218,10 @@ def test_sample_from_a_few_chunks_still_fills_every_class():
         for v in (False, True):
             assert ((few.label == c) & (few.validation == v)).sum() == ((full.label == c) & (full.validation == v)).sum()
     assert (lab[few.iy, few.ix] == few.label).all()
+    vals = da.from_array(np.arange(lab.size, dtype=np.float32).reshape(lab.shape), chunks=50)
+    with_vals = stratified_sample_chunked(d, 100, 0, max_chunks=4, values=vals, **kw)
+    np.testing.assert_array_equal(with_vals.iy, few.iy)  # same draw, plus the values read at it
+    np.testing.assert_array_equal(with_vals.value, with_vals.iy * lab.shape[1] + with_vals.ix)
     same = stratified_sample_chunked(d, 100, 0, max_chunks=64, **kw)  # as many as there are: the default draw
     np.testing.assert_array_equal(same.iy, full.iy)
     np.testing.assert_array_equal(same.ix, full.ix)
