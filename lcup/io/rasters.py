@@ -219,7 +219,7 @@ def open_stac_on_geobox(
         except LabelError:
             continue  # the item's bbox overlaps, its raster does not
         with src:
-            dtype = dtype or np.dtype(src.dtypes[0])
+            dtype = np.dtype(src.dtypes[0]) if dtype is None else dtype
             fp = _extent(src).to_crs(geobox.crs)
         hrefs.append(href)
         used.append(it.id)
