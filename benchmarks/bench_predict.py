@@ -32,6 +32,7 @@ import pickle
 import resource
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import dask.array as da
@@ -124,6 +125,24 @@ def _lcup_rate(client, model, centres, a, cfg) -> float:
     return _best_rate(client, a, lambda r: _predict(_persisted(make_cube(centres, a.side, a.chunk, seed=1 + r)), ref, model, cfg))
 
 
+def _workers_peak_rss(client) -> float:
+    """The highest RSS high-water mark among the workers, MB."""
+    return max(client.run(_peak_rss_mb).values())
+
+
+@contextmanager
+def _client(cores: int, tuned: bool):
+    """A Client on a fresh LocalCluster of ``cores`` one-thread workers, malloc-tuned as ``lcup run`` does if ``tuned``."""
+    from distributed import Client, LocalCluster
+
+    from lcup.cluster import tune_workers
+
+    with LocalCluster(n_workers=cores, threads_per_worker=1, dashboard_address=None, memory_limit="6GiB") as cluster, Client(cluster) as client:
+        if tuned:
+            tune_workers(client)
+        yield client
+
+
 def _workers(client) -> set:
     return set(client.scheduler_info()["workers"])
 
@@ -146,7 +165,7 @@ def _ppf_rate(client, model, centres, a, res: dict, key: str) -> None:
     before = _workers(client)
     wait(ppf.predict_proba(flat(a.chunk, 98)).persist())
     res[key] = _best_rate(client, a, lambda r: ppf.predict_proba(_persisted(flat(a.side, 1 + r))))
-    res[key.replace("(px/s/core)", "peak worker RSS (MB)")] = max(client.run(_peak_rss_mb).values())
+    res[key.replace("(px/s/core)", "peak worker RSS (MB)")] = _workers_peak_rss(client)
     res[key.replace("(px/s/core)", "workers restarted")] = len(before - _workers(client))
 
 
@@ -165,9 +184,6 @@ def main(argv=None):
     p.add_argument("--json")
     a = p.parse_args(argv)
 
-    from distributed import Client, LocalCluster
-
-    from lcup.cluster import tune_workers
     from lcup.config import load_config
     from lcup.io.write import write_tiles_zarr
 
@@ -187,21 +203,17 @@ def main(argv=None):
 
     cfg = load_config({"source": {"catalog": "x.json"}, "aoi": {"bbox": [0, 0, 1, 1]}, "year": 2024,
                        "labels": {"path": "x.tif", "legend": "lcup7"}, "output": {"dir": "x"}})
-    with LocalCluster(n_workers=cores, threads_per_worker=1, dashboard_address=None, memory_limit="6GiB") as cluster, Client(cluster) as client:
-        res["lcup map_blocks, untuned workers (px/s/core)"] = _lcup_rate(client, model, centres, a, cfg)
-        res["lcup map_blocks, untuned workers peak worker RSS (MB)"] = max(client.run(_peak_rss_mb).values())
-        _ppf_rate(client, model, centres, a, res, "dask-ml ParallelPostFit, untuned workers (px/s/core)")
-    with LocalCluster(n_workers=cores, threads_per_worker=1, dashboard_address=None, memory_limit="6GiB") as cluster, Client(cluster) as client:
-        tune_workers(client)
-        res["lcup map_blocks, scattered model (px/s/core)"] = _lcup_rate(client, model, centres, a, cfg)
-        res["lcup map_blocks, scattered model peak worker RSS (MB)"] = max(client.run(_peak_rss_mb).values())
-        _ppf_rate(client, model, centres, a, res, "dask-ml ParallelPostFit (px/s/core)")
+    for lcup_key, ppf_key, tuned in (("lcup map_blocks, untuned workers", "dask-ml ParallelPostFit, untuned workers", False),
+                                     ("lcup map_blocks, scattered model", "dask-ml ParallelPostFit", True)):
+        with _client(cores, tuned) as client:
+            res[f"{lcup_key} (px/s/core)"] = _lcup_rate(client, model, centres, a, cfg)
+            res[f"{lcup_key} peak worker RSS (MB)"] = _workers_peak_rss(client)
+            _ppf_rate(client, model, centres, a, res, f"{ppf_key} (px/s/core)")
 
     per_km2 = {}
     for n in () if a.no_tiles else (1, 4, 16):
         side = int(a.tile * np.sqrt(n))
-        with LocalCluster(n_workers=cores, threads_per_worker=1, dashboard_address=None, memory_limit="6GiB") as cluster, Client(cluster) as client:
-            tune_workers(client)
+        with _client(cores, tuned=True) as client:
             ref = client.scatter(model, broadcast=True)
             with tempfile.TemporaryDirectory() as tmp:
                 # warm-up write on other keys (worker start-up, first calls, zarr codecs are not per-km² costs),
@@ -218,7 +230,7 @@ def main(argv=None):
                                      compute=lambda obj, label: client.compute(obj).result())
                     sec = min(sec, time.perf_counter() - t0)
             km2 = side * side * 100 / 1e6
-            per_km2[n] = {"s_per_km2": sec / km2, "seconds": sec, "km2": km2, "peak_worker_rss_mb": max(client.run(_peak_rss_mb).values())}
+            per_km2[n] = {"s_per_km2": sec / km2, "seconds": sec, "km2": km2, "peak_worker_rss_mb": _workers_peak_rss(client)}
     res["per_km2"] = per_km2
 
     ref1 = res["sklearn in-memory, 1 core alone (px/s/core)"]

@@ -282,7 +282,7 @@ def _run(cfg: PipelineConfig, client, progress: bool) -> RunSummary:
 
     names = feature_names_for(cfg)
     summary.figures["n_features"] = len(names)
-    tile_px = max(cfg.load.chunk_px, cfg.output.tile_px // cfg.load.chunk_px * cfg.load.chunk_px)
+    tile_px = _tile_px(cfg)
     tiles = tile_slices(geobox.shape, tile_px)
     nbytes = geobox.shape[0] * geobox.shape[1] * len(names) * 4
     mem = _cluster_memory(client)
@@ -302,11 +302,10 @@ def _run(cfg: PipelineConfig, client, progress: bool) -> RunSummary:
     if not tiled:
         with _stage(summary, "load"):
             cube = open_cube(cfg, geobox, items)
-
-    with _stage(summary, "clean+features (graph)"):
+    with _stage(summary, "clean+features (graph)"):  # on the per-tile path this happens tile by tile, later
         if not tiled:
             feats = _checked_names(build_features(cfg, cube, summary), names)
-        if persist and client is not None and not tiled:
+        if feats is not None and persist and client is not None:
             feats = feats.persist()
             if progress:
                 from distributed import progress as dprogress
@@ -327,31 +326,26 @@ def _run(cfg: PipelineConfig, client, progress: bool) -> RunSummary:
             validation_fraction=cfg.labels.validation_fraction, small_class_policy=cfg.labels.small_class_policy,
             max_chunks=sc if isinstance(sc, int) else (AUTO_SAMPLE_CHUNKS if sc == "auto" and tiled else None),
             values=conf if cfg.labels.confidence_weights else None,  # the weights, read in the same pass
-            compute=(lambda objs: client.gather(client.compute(objs))) if client is not None else None,
+            compute=lambda objs: _compute(objs, client, "sample", False),
         )
         if not tiled:
             X = _compute(feats.data.vindex[sample.iy, sample.ix], client, "sampled features", False)
         else:
             X = np.full((len(sample.iy), len(names)), np.nan, np.float32)
             # tiles are gathered together until their sampled chunks give every worker thread one
-            threads = sum(client.nthreads().values()) if client is not None else 1
-            batch: list = []
-
-            def gather(batch):
-                if batch:
-                    for (sel, _, _), v in zip(batch, _compute([b[1] for b in batch], client, "sampled features", False)):
-                        X[sel] = v
-                return []
-
-            for tid, ys, xs in tiles:
+            sels, lazies, n_chunks = [], [], 0
+            for k, (tid, ys, xs) in enumerate(tiles):
                 sel = np.nonzero((sample.iy >= ys.start) & (sample.iy < ys.stop) & (sample.ix >= xs.start) & (sample.ix < xs.stop))[0]
                 ft = features_of(tid, ys, xs) if len(sel) else None
                 if ft is not None:
                     iy, ix = sample.iy[sel] - ys.start, sample.ix[sel] - xs.start
-                    batch.append((sel, ft.data.vindex[iy, ix], _n_chunks(iy, ix, cfg.load.chunk_px)))
-                if sum(b[2] for b in batch) >= threads:
-                    batch = gather(batch)
-            gather(batch)
+                    sels.append(sel)
+                    lazies.append(ft.data.vindex[iy, ix])
+                    n_chunks += _n_chunks(iy, ix, cfg.load.chunk_px)
+                if lazies and (n_chunks >= _threads(client) or k == len(tiles) - 1):
+                    for sel, v in zip(sels, _compute(lazies, client, "sampled features", False)):
+                        X[sel] = v
+                    sels, lazies, n_chunks = [], [], 0
         summary.figures["samples"] = {"train": int((~sample.validation).sum()), "validation": int(sample.validation.sum()),
                                       "chunks": _n_chunks(sample.iy, sample.ix, cfg.load.chunk_px)}
 
@@ -493,7 +487,7 @@ def plan(cfg: PipelineConfig) -> str:
     n_vars = n_b + len(cfg.features.indices)
     n_feat = len(feature_names_for(cfg))
     c = cfg.load.chunk_px
-    tile_px = max(c, cfg.output.tile_px // c * c)
+    tile_px = _tile_px(cfg)
     tiles = tile_slices(geobox.shape, tile_px)
     mib = 1024**2
     dn = n_t * (n_b * 2 + 1) * c * c
@@ -636,9 +630,19 @@ def _tiles_in_flight(cfg: PipelineConfig, client, tile_px: int) -> int:
         return max(1, int(cfg.output.tiles_in_flight))
     if client is None:
         return 1
-    threads = sum(client.nthreads().values())
     chunks_per_tile = max(1, (tile_px // cfg.load.chunk_px) ** 2)
-    return -(-threads // chunks_per_tile) + 1
+    return -(-_threads(client) // chunks_per_tile) + 1
+
+
+def _threads(client) -> int:
+    """Worker threads of the cluster (1 for the threaded scheduler in this process, which spreads a task's chunks itself)."""
+    return sum(client.nthreads().values()) if client is not None else 1
+
+
+def _tile_px(cfg: PipelineConfig) -> int:
+    """``output.tile_px`` rounded down to whole chunks (at least one)."""
+    c = cfg.load.chunk_px
+    return max(c, cfg.output.tile_px // c * c)
 
 
 def _cluster_memory(client) -> float:

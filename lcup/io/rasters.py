@@ -11,16 +11,15 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import dask.array as da
-from dask.base import tokenize
 import numpy as np
 import rasterio
+from dask.base import tokenize
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import box
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
 from ..errors import LabelError, ReadError
-
 
 #: GDAL settings for label maps read over HTTP: retries, and no directory listing of the URL's folder
 _REMOTE_ENV = {"GDAL_HTTP_MAX_RETRY": "3", "GDAL_HTTP_RETRY_DELAY": "0.5", "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
@@ -41,7 +40,7 @@ def _open(path: str | Path, geobox: GeoBox):
     if src.crs is None:
         src.close()
         raise LabelError(f"label map {path} has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:4326 {path})")
-    if not _extent(src).to_crs(geobox.crs).intersects(geobox.extent):
+    if not _meets(src, geobox):
         src.close()
         raise LabelError(
             f"label map {path} (bounds {tuple(round(b, 4) for b in src.bounds)} in {src.crs}) does not overlap "
@@ -52,6 +51,10 @@ def _open(path: str | Path, geobox: GeoBox):
 
 def _extent(src):
     return box(*src.bounds, crs=str(src.crs))
+
+
+def _meets(src, geobox: GeoBox) -> bool:
+    return _extent(src).to_crs(geobox.crs).intersects(geobox.extent)
 
 
 def _warp(src, geobox: GeoBox, resampling: str, band: int, nodata) -> np.ndarray:
@@ -77,7 +80,7 @@ def read_on_geobox(path: str | Path, geobox: GeoBox, *, resampling: str = "neare
     """Reproject a raster onto ``geobox`` (nearest by default) through a GDAL warped VRT.
 
     Only the source blocks that cover the geobox are read, so a 36000×36000 tile costs a window.
-    For a large grid use :func:`open_on_geobox`, which reads chunk by chunk.
+    This is :func:`open_on_geobox` as one chunk; for a large grid use that, which reads chunk by chunk.
 
     Returns
     -------
@@ -89,8 +92,8 @@ def read_on_geobox(path: str | Path, geobox: GeoBox, *, resampling: str = "neare
     LabelError
         If the raster does not overlap the geobox.
     """
-    with _env(path), _open(path, geobox) as src:
-        return _warp(src, geobox, resampling, band, nodata)
+    whole = open_on_geobox(path, geobox, chunks=max(geobox.shape), resampling=resampling, band=band, nodata=nodata)
+    return whole.compute(scheduler="synchronous")
 
 
 def _read_block(hrefs: list[str], geobox: GeoBox, resampling: str, band: int, nodata, block_info=None) -> np.ndarray:
@@ -121,7 +124,7 @@ def _read_window(href: str, gb: GeoBox, resampling: str, band: int, nodata, wher
     except rasterio.errors.RasterioIOError as e:
         raise ReadError(f"cannot read label map {href} for rows {y0}:{y1}, columns {x0}:{x1}: {e}") from e
     with src:
-        if not _extent(src).to_crs(gb.crs).intersects(gb.extent):
+        if not _meets(src, gb):
             return None
         try:
             return _warp(src, gb, resampling, band, nodata)
@@ -161,7 +164,7 @@ def open_on_geobox(path: str | Path, geobox: GeoBox, *, chunks: int = 512, resam
 
 def pixel_size_m(path: str | Path) -> float:
     """Pixel size of a raster in metres (degrees converted at the raster's centre latitude)."""
-    with rasterio.open(str(path)) as src:
+    with _env(path), rasterio.open(str(path)) as src:
         res = abs(src.res[1])
         if src.crs is not None and src.crs.is_geographic:
             return res * 111_320.0

@@ -123,6 +123,7 @@ def write_tiles_zarr(ds, path: str | Path, *, tile_px: int, attrs: dict, overwri
         if on_done is not None:
             on_done(tid, len(done), len(tiles))
 
+    concurrent = submit is not None and in_flight > 1
     for tid, ys, xs in tiles:
         if tid in done:
             continue
@@ -131,12 +132,13 @@ def write_tiles_zarr(ds, path: str | Path, *, tile_px: int, attrs: dict, overwri
         if part is not None:
             part = part.drop_vars(list(part.coords))  # coordinates are in the template already
             delayed = part.to_zarr(path, region={"y": ys, "x": xs}, compute=False, consolidated=False)
-            if submit is None or in_flight <= 1:
-                compute(delayed, f"tile {tid} ({len(done) + 1}/{len(tiles)})")
-            else:
+            if concurrent:
                 fut = submit(delayed)
+            else:
+                compute(delayed, f"tile {tid} ({len(done) + 1}/{len(tiles)})")
         pending.append((tid, fut))
-        while pending and (len(pending) >= max(1, in_flight) or pending[0][1] is None):
+        # record the oldest tiles once they are written (a tile without data, or computed here, is at once)
+        while pending and (len(pending) >= in_flight or pending[0][1] is None):
             finish(*pending.popleft())
     while pending:
         finish(*pending.popleft())

@@ -33,12 +33,9 @@ def confusion_blocks(reference, predicted, classes: Sequence[int]):
 
     Returns a ``dask.delayed`` object: compute it (memory bounded by one chunk per task).
     """
-    import dask
+    from .blocks import sum_blocks
 
-    predicted = predicted.rechunk(reference.chunks)
-    parts = [dask.delayed(_confusion_full)(r, p, list(classes))
-             for r, p in zip(reference.to_delayed().ravel(), predicted.to_delayed().ravel())]
-    return dask.delayed(sum)(parts)
+    return sum_blocks(_confusion_full, reference, predicted, classes=[int(c) for c in classes])
 
 
 def accuracy_report(reference: np.ndarray, predicted: np.ndarray, classes: Sequence[int], names: dict[int, str] | None = None) -> dict:

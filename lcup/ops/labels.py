@@ -291,9 +291,22 @@ def label_confidence(
     return _confidence_np(labels, *others, coarse_cell_px=coarse_cell_px)
 
 
-def _stats_block(labels, eroded, usable, conf) -> tuple[np.ndarray, float]:
-    counts = np.stack([np.bincount(a.ravel(), minlength=256)[:256] for a in (labels, eroded, usable)])
-    return counts, float(conf[labels > 0].sum(dtype=np.float64))
+def _stats_block(labels, eroded, usable, conf) -> np.ndarray:
+    """Per-class pixel counts of the three label stages, then the confidence summed over labelled pixels: ``(3 * 256 + 1,)``."""
+    counts = [np.bincount(a.ravel(), minlength=256)[:256] for a in (labels, eroded, usable)]
+    return np.concatenate([*counts, [conf[labels > 0].sum(dtype=np.float64)]]).astype(np.float64)
+
+
+def _stats_summary(total: np.ndarray) -> dict:
+    counts, conf_sum = total[:-1].reshape(3, 256).astype(np.int64), float(total[-1])
+    n = int(counts[0, 1:].sum())
+    return {
+        "labelled_px": n,
+        "after_erosion_px": int(counts[1, 1:].sum()),
+        "after_confidence_px": int(counts[2, 1:].sum()),
+        "mean_confidence": conf_sum / n if n else 0.0,
+        "class_px": {int(c): int(k) for c, k in enumerate(counts[0]) if c and k},
+    }
 
 
 def label_statistics(labels: da.Array, eroded: da.Array, usable: da.Array, conf: da.Array):
@@ -301,31 +314,24 @@ def label_statistics(labels: da.Array, eroded: da.Array, usable: da.Array, conf:
 
     Keys: ``labelled_px``, ``after_erosion_px``, ``after_confidence_px``, ``mean_confidence`` (over
     labelled pixels) and ``class_px`` ``{code: pixels}`` of ``labels``; all ``(y, x)`` Dask arrays
-    chunked alike (uint8 codes, float32 confidence).
+    chunked alike (uint8 codes, float32 confidence). Counts are exact in float64 up to 2**53 pixels.
     """
     import dask
 
-    arrs = [a.rechunk(labels.chunks).to_delayed().ravel() for a in (labels, eroded, usable, conf)]
-    parts = [dask.delayed(_stats_block)(*blocks) for blocks in zip(*arrs)]
+    from .blocks import sum_blocks
 
-    def total(parts):
-        counts = sum(p[0] for p in parts)
-        n = int(counts[0, 1:].sum())
-        return {
-            "labelled_px": n,
-            "after_erosion_px": int(counts[1, 1:].sum()),
-            "after_confidence_px": int(counts[2, 1:].sum()),
-            "mean_confidence": sum(p[1] for p in parts) / n if n else 0.0,
-            "class_px": {int(c): int(k) for c, k in enumerate(counts[0]) if c and k},
-        }
+    return dask.delayed(_stats_summary)(sum_blocks(_stats_block, labels, eroded, usable, conf))
 
-    return dask.delayed(total)(parts)
+
+def _chunk_pixels(block, block_val, block_px, y0, x0):
+    """The usable pixels of one chunk: rows, columns (in the chunk) and whether each is in a validation block."""
+    yy, xx = np.nonzero(block)
+    return yy, xx, block_val[(yy + y0) // block_px, (xx + x0) // block_px]
 
 
 def _chunk_counts(block: np.ndarray, block_val: np.ndarray, block_px: int, y0: int, x0: int) -> np.ndarray:
     """``(2, 256)`` pixel counts per (train/validation, class) in one chunk."""
-    yy, xx = np.nonzero(block)
-    isval = block_val[(yy + y0) // block_px, (xx + x0) // block_px]
+    yy, xx, isval = _chunk_pixels(block, block_val, block_px, y0, x0)
     c = block[yy, xx].astype(np.int64)
     return np.stack([np.bincount(c[~isval], minlength=256), np.bincount(c[isval], minlength=256)])
 
@@ -337,21 +343,16 @@ def _chunk_draw(block, block_val, block_px, y0, x0, quota, seed, key, values=Non
     those pixels (None without ``values``).
     """
     rng = np.random.default_rng([seed, *key])
-    yy, xx = np.nonzero(block)
-    isval = block_val[(yy + y0) // block_px, (xx + x0) // block_px]
+    yy, xx, isval = _chunk_pixels(block, block_val, block_px, y0, x0)
     c = block[yy, xx]
-    out, vals = [], []
+    out = []
     for s in (0, 1):
         for cls in np.nonzero(quota[s])[0]:
             cand = np.nonzero((c == cls) & (isval == bool(s)))[0]
             take = rng.choice(cand, size=int(quota[s, cls]), replace=False)
             out.append(np.stack([yy[take] + y0, xx[take] + x0, np.full(len(take), cls), np.full(len(take), s)], 1))
-            if values is not None:
-                vals.append(np.asarray(values)[yy[take], xx[take]])
     rows = np.concatenate(out) if out else np.zeros((0, 4), np.int64)
-    if values is None:
-        return rows, None
-    return rows, np.concatenate(vals) if vals else np.zeros(0, np.float32)
+    return rows, None if values is None else np.asarray(values)[rows[:, 0] - y0, rows[:, 1] - x0]
 
 
 def choose_chunks(counts: np.ndarray, want: np.ndarray, max_chunks: int, rng: np.random.Generator) -> np.ndarray:

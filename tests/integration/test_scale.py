@@ -263,11 +263,18 @@ def test_tiles_in_flight_write_the_same_bytes(tmp_path):
         _time.sleep(float(rng.random()) * 0.05)
         return dask.compute(d, scheduler="threads")
 
-    order = []
+    order, submitted, most = [], [], []
+
+    def submit(d):
+        submitted.append(d)
+        most.append(len(submitted) - len(order))  # tiles in flight, this one included
+        return pool.submit(slow, d)
+
     with ThreadPoolExecutor(3) as pool:
-        par = write_tiles_zarr(ds, tmp_path / "par.zarr", compute=None, submit=lambda d: pool.submit(slow, d), in_flight=3,
+        par = write_tiles_zarr(ds, tmp_path / "par.zarr", compute=None, submit=submit, in_flight=3,
                                on_done=lambda tid, n, total: order.append((tid, n, total)), **kw)
     assert seq == par == (6, 0) and [n for _, n, _ in order] == list(range(1, 7))
+    assert max(most) == 3  # three at once, never more
     for f in sorted((tmp_path / "seq.zarr").rglob("*")):
         if f.is_file():
             twin = tmp_path / "par.zarr" / f.relative_to(tmp_path / "seq.zarr")
