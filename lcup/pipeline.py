@@ -30,6 +30,7 @@ from .ops.labels import erode_classes, label_confidence, label_statistics, strat
 from .ops.model import confident_learning_filter, predict_block, train_model
 from .ops.temporal import interpolate_smooth, regular_grid
 from .providers import SCL, get_profile
+from .units import metres_to_px
 
 log = logging.getLogger("lcup")
 
@@ -89,7 +90,7 @@ def build_features(cfg: PipelineConfig, cube, summary: RunSummary) -> xr.DataArr
     """Clean (mask, filter, interpolate, smooth), compute indices and features: lazy ``(y, x, feature)``."""
     ds = cube.data
     res = abs(cube.geobox.resolution.x)
-    dil_px = int(round(cfg.clean.dilation_m / res))
+    dil_px = metres_to_px(cfg.clean.dilation_m, res)
     valid = scl_valid_mask(ds[SCL], cfg.clean.invalid_scl, dil_px)
     # Scene filter: the valid fraction needs only SCL; one cheap pass before the heavy kernel.
     frac = np.asarray(valid_fraction(valid).compute())
@@ -179,7 +180,7 @@ def prepare_labels(cfg: PipelineConfig, geobox, compute=None) -> tuple[da.Array,
         codes = open_on_geobox(cfg.labels.path, geobox, chunks=c)
     labels = codes.map_blocks(apply_crosswalk, get_crosswalk(cfg.labels.legend, target, cfg.labels.crosswalk), dtype=np.uint8)
     res = abs(geobox.resolution.x)
-    r = int(round(cfg.labels.erosion_m / res))
+    r = metres_to_px(cfg.labels.erosion_m, res)
     eroded = erode_classes(labels, r)
     coarse_m = _coarse_cell_m(cfg)
     others = [open_on_geobox(o.path, geobox, chunks=c).map_blocks(apply_crosswalk, get_crosswalk(o.legend, target), dtype=np.uint8)
@@ -317,7 +318,7 @@ def _run(cfg: PipelineConfig, client, progress: bool) -> RunSummary:
     with _stage(summary, "labels"):
         labels, usable, conf, linfo = prepare_labels(cfg, geobox, compute=lambda objs: _compute(objs, client, "label statistics", False))
         summary.figures["labels"] = linfo
-        block_px = max(1, int(round(cfg.labels.block_m / cfg.aoi.resolution)))
+        block_px = max(1, metres_to_px(cfg.labels.block_m, cfg.aoi.resolution))
         # positions first, drawn chunk by chunk (per-chunk seeds), then only their features are gathered
         sc = cfg.labels.sample_chunks
         sample = stratified_sample_chunked(
@@ -505,7 +506,7 @@ def plan(cfg: PipelineConfig) -> str:
         f"feature cube for the AOI: {geobox.shape[0] * geobox.shape[1] * n_feat * 4 / 1024**3:.2f} GiB "
         f"(features.persist: {cfg.features.persist}; kept in memory when under 30 % of the cluster's memory, "
         "otherwise each tile is loaded, featured, predicted and written from its own graph)",
-        f"labels: read chunk by chunk with a {max(round(cfg.labels.erosion_m / cfg.aoi.resolution), _label_halo(cfg))} px halo; "
+        f"labels: read chunk by chunk with a {max(metres_to_px(cfg.labels.erosion_m, cfg.aoi.resolution), _label_halo(cfg))} px halo; "
         f"sample: up to {cfg.labels.n_per_class} training pixels per class from "
         + ("all chunks" if cfg.labels.sample_chunks == "all" else
            f"{cfg.labels.sample_chunks} random chunks" if isinstance(cfg.labels.sample_chunks, int) else

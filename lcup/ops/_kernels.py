@@ -56,7 +56,7 @@ def _fused_kernel(values, valid, t_obs, scale, offset, t_grid, max_gap, hold_end
                 if valid[iy, ix, it]:
                     raw = values[iy, ix, it]
                     v = raw * scale[it] + offset[it]
-                    if raw != 0 and v == v:
+                    if raw != 0 and np.isfinite(v):  # NaN / ±inf: a missing observation
                         tv[k] = t_obs[it]
                         vv[k] = v
                         k += 1
@@ -70,12 +70,12 @@ def _fused_kernel(values, valid, t_obs, scale, offset, t_grid, max_gap, hold_end
                 t = t_grid[g]
                 while j < k and tv[j] < t:
                     j += 1
-                if j == 0:  # before the first observation
+                if j < k and tv[j] == t:  # on an observation (also the first one: not an "end")
+                    interp[g] = vv[j]
+                elif j == 0:  # before the first observation
                     interp[g] = vv[0] if (hold_ends and tv[0] - t <= max_gap) else np.nan
                 elif j == k:  # after the last observation
                     interp[g] = vv[k - 1] if (hold_ends and t - tv[k - 1] <= max_gap) else np.nan
-                elif tv[j] == t:
-                    interp[g] = vv[j]
                 else:
                     t0 = tv[j - 1]
                     t1 = tv[j]
@@ -129,7 +129,7 @@ def fused_mask_interp_smooth(
     Parameters
     ----------
     values
-        ``(..., time)`` DN (uint16, 0 = nodata) or float (NaN = nodata).
+        ``(..., time)`` DN (uint16, 0 = nodata) or float (NaN and ±inf = nodata).
     valid
         ``(..., time)`` bool, True where the observation is clear.
     t_obs, t_grid
@@ -159,8 +159,8 @@ def fused_mask_interp_smooth(
     offset = np.zeros(nt) if offset is None else np.asarray(offset, np.float64)
     if values.dtype.kind == "f":
         # Floats: 0 is a legitimate value; use NaN for nodata instead.
-        m3 = m3 & ~np.isnan(v3)
-        v3 = np.where(np.isnan(v3), 0, v3)
+        m3 = m3 & np.isfinite(v3)
+        v3 = np.where(np.isfinite(v3), v3, 0)
         v3 = np.where(v3 == 0, np.float32(1e-30), v3)
     lo, coef = savgol_band(len(t_grid), window, polyorder) if window > 1 else (np.arange(len(t_grid), dtype=np.int64), np.ones((len(t_grid), 1)))
     out = np.empty(v3.shape[:2] + (len(t_grid),), np.float32)
@@ -181,7 +181,7 @@ def reference_mask_interp_smooth(values, valid, t_obs, t_grid, *, scale=None, of
     out = np.full((flat.shape[0], len(t_grid)), np.nan)
     for p in range(flat.shape[0]):
         raw = flat[p].astype(np.float64)
-        ok = mflat[p] & (raw != 0) & ~np.isnan(raw) if values.dtype.kind != "f" else mflat[p] & ~np.isnan(raw)
+        ok = mflat[p] & (raw != 0) & np.isfinite(raw) if values.dtype.kind != "f" else mflat[p] & np.isfinite(raw)
         if not ok.any():
             continue
         tv, vv = np.asarray(t_obs, float)[ok], (raw * scale + offset)[ok]

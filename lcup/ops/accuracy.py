@@ -46,27 +46,34 @@ def accuracy_report(reference: np.ndarray, predicted: np.ndarray, classes: Seque
     Returns
     -------
     dict
-        JSON-ready: ``n``, ``overall_accuracy``, ``kappa``, ``confusion_matrix`` (rows = reference),
-        ``classes`` and ``per_class`` ``{code: {name, support, producer_accuracy, user_accuracy, f1, iou}}``.
+        JSON-ready: ``n``, ``overall_accuracy``, ``kappa``, ``confusion_matrix`` (rows = reference
+        classes, columns = ``confusion_columns``: the classes, then no data or another code),
+        ``unpredicted`` (reference pixels predicted as no data/other), ``classes`` and ``per_class`` ``{code: {name, support, producer_accuracy, user_accuracy, f1, iou}}``.
     """
     return report_from_confusion(_confusion_full(reference, predicted, classes), classes, names)
 
 
 def report_from_confusion(counts: np.ndarray, classes: Sequence[int], names: dict[int, str] | None = None) -> dict:
-    """:func:`accuracy_report` from ``(n + 1, n + 1)`` counts (:func:`confusion_blocks`)."""
+    """:func:`accuracy_report` from ``(n + 1, n + 1)`` counts (:func:`confusion_blocks`).
+
+    The last column counts reference pixels predicted as no data (0) or as a class outside
+    ``classes``; it is part of the matrix reported, of ``n``, and of kappa's chance agreement, so that
+    ``overall_accuracy == trace / sum`` of the matrix shown and kappa equals
+    ``sklearn.metrics.cohen_kappa_score`` with no-data predictions kept as their own label.
+    """
     classes = [int(c) for c in classes]
     k = len(classes)
-    counts = np.asarray(counts)
-    cm = counts[:k, :k]
-    n = int(counts.sum())
-    oa = float(np.trace(cm)) / n if n else float("nan")
-    rows, cols = cm.sum(1), cm.sum(0)
+    full = np.asarray(counts)[: k + 1, : k + 1]
+    cm = full[:k, :]  # reference rows; the predicted columns plus "no data / other"
+    n = int(cm.sum())
+    oa = float(np.trace(cm[:, :k])) / n if n else float("nan")
+    rows, cols = full.sum(1), full.sum(0)
     pe = float((rows * cols).sum()) / n**2 if n else float("nan")
     kappa = (oa - pe) / (1 - pe) if n and pe < 1 else float("nan")
     per = {}
     for i, c in enumerate(classes):
         tp = cm[i, i]
-        ref_n = counts[i].sum()
+        ref_n = cm[i].sum()
         pred_n = cols[i]
         pa = tp / ref_n if ref_n else float("nan")
         ua = tp / pred_n if pred_n else float("nan")
@@ -86,5 +93,7 @@ def report_from_confusion(counts: np.ndarray, classes: Sequence[int], names: dic
         "kappa": float(kappa),
         "classes": classes,
         "confusion_matrix": cm.tolist(),
+        "confusion_columns": [*classes, "nodata_or_other"],
+        "unpredicted": int(cm[:, k].sum()),
         "per_class": per,
     }

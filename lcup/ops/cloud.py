@@ -68,11 +68,31 @@ def scl_valid_mask(
     return valid
 
 
-def probability_valid_mask(prob: xr.DataArray, threshold: float = 0.4) -> xr.DataArray:
-    """Clear-observation mask from a cloud-probability band (0–1 or 0–100): valid where ``prob < threshold``."""
-    p = prob.astype("float32")
-    if float(threshold) <= 1.0:
-        p = xr.where(p > 1.0, p / 100.0, p)
+def probability_valid_mask(prob: xr.DataArray, threshold: float = 0.4, *, units: str = "percent") -> xr.DataArray:
+    """Clear-observation mask from a cloud-probability band: valid where the probability is below ``threshold``.
+
+    Parameters
+    ----------
+    prob
+        ``(time, y, x)`` cloud probability; NaN = no data.
+    threshold
+        Probability (0–1) from which an observation counts as cloudy.
+    units
+        What ``prob`` holds: ``"percent"`` (0–100, as Sentinel-2 L2A ``CLD`` / s2cloudless on most
+        catalogs), ``"fraction"`` (0–1) or ``"byte"`` (0–255). Decided once for the band, never per
+        pixel: a pixel at 1 % must not read as 100 %.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``(time, y, x)`` bool, True where the observation is clear.
+    """
+    scales = {"fraction": 1.0, "percent": 100.0, "byte": 255.0}
+    if units not in scales:
+        raise ValueError(f"units must be one of {sorted(scales)}, got {units!r}")
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold is a probability between 0 and 1, got {threshold}")
+    p = prob.astype("float32") / np.float32(scales[units])
     return (p < threshold) & p.notnull()
 
 

@@ -37,3 +37,25 @@ def test_report_summed_over_chunks_equals_whole_array(rng):
     pred = np.where(rng.random(ref.shape) < 0.7, ref, rng.integers(0, 7, ref.shape)).astype(np.uint8)
     counts = confusion_blocks(da.from_array(ref, chunks=50), da.from_array(pred, chunks=(64, 40)), [1, 2, 3, 4]).compute()
     assert report_from_confusion(counts, [1, 2, 3, 4]) == accuracy_report(ref, pred, [1, 2, 3, 4])
+
+
+def test_kappa_and_oa_with_nodata_predictions_match_sklearn(rng):
+    """30 % of the predictions are no data (0) or a code outside the legend: kappa must equal sklearn's
+    with those kept as their own label, and OA must be trace / sum of the matrix reported."""
+    from sklearn.metrics import accuracy_score
+
+    ref = rng.integers(1, 5, 5000)
+    pred = np.where(rng.random(5000) < 0.6, ref, rng.integers(1, 5, 5000))
+    hole = rng.random(5000) < 0.3
+    pred[hole] = np.where(rng.random(hole.sum()) < 0.8, 0, 9)
+    rep = accuracy_report(ref, pred, [1, 2, 3, 4])
+    other = np.where(np.isin(pred, [1, 2, 3, 4]), pred, 0)  # both "no data" and "other" are one column
+    assert np.isclose(rep["kappa"], cohen_kappa_score(ref, other), atol=1e-12)
+    cm = np.asarray(rep["confusion_matrix"])
+    assert cm.shape == (4, 5) and rep["confusion_columns"][-1] == "nodata_or_other"
+    assert rep["n"] == cm.sum() == 5000
+    assert np.isclose(rep["overall_accuracy"], np.trace(cm[:, :4]) / cm.sum())
+    assert np.isclose(rep["overall_accuracy"], accuracy_score(ref, pred))
+    assert rep["unpredicted"] == hole.sum()
+    # without the fix kappa was computed from the 4×4 block only and was far too high
+    assert rep["kappa"] < cohen_kappa_score(ref[~hole], pred[~hole])

@@ -178,6 +178,52 @@ def test_cloud_probability_mask_on_real_clp():
     from tests.conftest import shared_data
 
     clp = np.load(shared_data("eolearn-slovenia") / "TestEOPatch" / "data" / "CLP.npy")[..., 0]
-    m = probability_valid_mask(xr.DataArray(clp, dims=("time", "y", "x")), threshold=0.4)
-    scale = 255.0 if clp.max() > 1.5 else 1.0
-    np.testing.assert_array_equal(m.values, (clp / scale) < 0.4)
+    m = probability_valid_mask(xr.DataArray(clp, dims=("time", "y", "x")), threshold=0.4, units="fraction")
+    np.testing.assert_array_equal(m.values, clp < 0.4)
+
+
+def test_cloud_probability_units_are_per_band_not_per_pixel():
+    """1 % cloud is clear and 100 % is cloudy in a percent band; the old per-pixel guess read 1 as 100 %."""
+    from lcup.ops.cloud import probability_valid_mask
+
+    p = xr.DataArray(np.array([[[0.0, 1.0, 39.0, 40.0, 100.0, np.nan]]], np.float32), dims=("time", "y", "x"))
+    np.testing.assert_array_equal(probability_valid_mask(p, 0.4).values[0, 0], [1, 1, 1, 0, 0, 0])
+    f = p / 100
+    np.testing.assert_array_equal(probability_valid_mask(f, 0.4, units="fraction").values, probability_valid_mask(p, 0.4).values)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        probability_valid_mask(p, 40)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    nt=st.integers(1, 30),
+    npx=st.integers(1, 8),
+    window=st.sampled_from([1, 3, 5]),
+    hold_ends=st.booleans(),
+    max_gap=st.one_of(st.just(np.inf), st.floats(5.0, 120.0)),
+    on_obs=st.booleans(),
+    data=st.data(),
+)
+def test_kernel_equals_reference_ends_gaps_and_grids_on_observations(nt, npx, window, hold_ends, max_gap, on_obs, data):
+    """Draws ``hold_ends``, ``max_gap`` and grids whose dates coincide with observations (first and last
+    included), non-finite values too: the compiled kernel must equal its per-pixel reference."""
+    t_obs = np.sort(data.draw(hnp.arrays(np.float64, nt, elements=st.integers(0, 365).map(float), unique=True)))
+    if on_obs:
+        grid = np.unique(np.concatenate([t_obs[: max(1, nt // 2)], t_obs[-1:], np.arange(0.0, 366.0, 30.0)]))
+    else:
+        grid = np.arange(0.0, 366.0, 15.0)
+    values = data.draw(hnp.arrays(np.float32, (npx, nt), elements=st.one_of(
+        st.floats(0.0009765625, 1.0, width=32), st.sampled_from([np.nan, np.inf, -np.inf]))))
+    valid = data.draw(hnp.arrays(np.bool_, (npx, nt)))
+    kw = dict(window=window, polyorder=min(2, window - 1), max_gap=max_gap, hold_ends=hold_ends)
+    got = fused_mask_interp_smooth(values, valid, t_obs, grid, **kw)
+    np.testing.assert_allclose(got, reference_mask_interp_smooth(values, valid, t_obs, grid, **kw),
+                               rtol=1e-5, atol=1e-5, equal_nan=True)
+    assert not np.isinf(got).any()
+
+
+def test_first_observation_on_the_grid_without_hold_ends():
+    t = np.array([10.0, 20.0])
+    out = fused_mask_interp_smooth(np.array([[0.1, 0.3]], np.float32), np.ones((1, 2), bool), t,
+                                   np.array([0.0, 10.0, 15.0, 20.0, 30.0]), window=1, hold_ends=False)
+    np.testing.assert_allclose(out[0], [np.nan, 0.1, 0.2, 0.3, np.nan], rtol=1e-6)

@@ -1,0 +1,21 @@
+"""Unit conversions shared by config checks and stages (no heavy imports)."""
+
+from __future__ import annotations
+
+import math
+
+
+def metres_to_px(metres: float, resolution_m: float) -> int:
+    """A distance in metres as a whole number of pixels, rounding halves up (25 m at 10 m → 3 px).
+
+    Python's ``round`` rounds halves to even (25 m → 2 px but 35 m → 4 px); a buffer must not
+    shrink or grow depending on the parity of its size.
+
+    Examples
+    --------
+    >>> metres_to_px(25, 10), metres_to_px(35, 10), metres_to_px(20, 10), metres_to_px(0, 20)
+    (3, 4, 2, 0)
+    """
+    if resolution_m <= 0:
+        raise ValueError(f"resolution must be positive, got {resolution_m}")
+    return int(math.floor(metres / resolution_m + 0.5 + 1e-9))
