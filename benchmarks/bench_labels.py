@@ -95,7 +95,7 @@ def demo(size: int) -> dict:
 
     from lcup.config import load_config
     from lcup.io.rasters import read_on_geobox
-    from lcup.pipeline import RunSummary, build_features, open_cube, prepare_labels
+    from lcup.pipeline import build_features, open_cube, prepare_labels
     from lcup.synthetic import SceneSpec, write_demo
 
     tmp = Path(tempfile.mkdtemp())
@@ -112,7 +112,7 @@ def demo(size: int) -> dict:
     gb = cube.geobox
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        feats = build_features(cfg, cube, RunSummary("bench")).compute().values
+        feats = build_features(cfg, cube).compute().values
     labels = prepare_labels(cfg, gb)[0].compute()
     truth = read_on_geobox(tmp / "truth_10m.tif", gb)
     return evaluate(feats, labels, truth, list(range(1, 8)), 10, n_per_class=2000, block_px=100)

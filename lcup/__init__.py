@@ -11,6 +11,19 @@ from .config import PipelineConfig, load_config  # noqa: E402
 from .errors import LcupError  # noqa: E402
 
 
+def _install_log_redaction() -> None:
+    import logging
+
+    from .redact import RedactingFilter
+
+    lg = logging.getLogger("lcup")
+    if not any(isinstance(f, RedactingFilter) for f in lg.filters):
+        lg.addFilter(RedactingFilter())
+
+
+_install_log_redaction()
+
+
 def run_pipeline(cfg, **kwargs):
     """Run a pipeline (a :class:`PipelineConfig` or a path to a YAML file); see :func:`lcup.pipeline.run_pipeline`."""
     from .pipeline import run_pipeline as _run

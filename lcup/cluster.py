@@ -12,7 +12,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from .config import ClusterConfig
 from .errors import LcupError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("lcup")
 
 #: glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3

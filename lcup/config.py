@@ -151,8 +151,8 @@ class LabelsConfig(_Section):
     seed: int = 0
     sample_chunks: int | Literal["auto", "all"] = Field(
         "auto", description="draw the sample from this many chunks picked at random over the AOI (more if a rare class "
-        "needs them), so gathering its features costs that many chunks whatever the AOI; auto: all chunks when the AOI's "
-        "features are kept in memory, 256 when each tile has its own graph")
+        "needs them), so gathering its features costs that many chunks whatever the AOI; auto: 256 (all when there are "
+        "fewer), on every path, so the sample never depends on the cluster")
     coarse_resolution_m: float | None = Field(None, gt=0, description="cell size of the coarse map, metres; default: read from the file")
     min_confidence: float = Field(0.0, ge=0, le=1, description="sample only pixels whose label confidence reaches this")
     confidence_weights: bool = Field(True, description="weight training samples by label confidence (best on both benchmark scenes, see benchmarks/bench_labels.py)")
@@ -220,7 +220,7 @@ class ClusterConfig(_Section):
 class PipelineConfig(_Section):
     """A whole pipeline, as in ``pipelines/*.yaml``."""
 
-    name: str = "lcup"
+    name: str = Field("lcup", description="run name, used in file and item ids: letters, digits, '.', '_' and '-'")
     source: SourceConfig
     aoi: AOIConfig
     year: int | None = Field(None, ge=2015, le=2100, description="calendar year; or give start/end")
@@ -234,6 +234,16 @@ class PipelineConfig(_Section):
     truth: TruthConfig | None = None
     output: OutputConfig
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", v) or ".." in v:
+            raise ValueError(f"name {v!r} must be 1-100 letters, digits, '.', '_' or '-' (no '/', no '..'), "
+                             "since it names output files and STAC ids; e.g. name: my-area-2024")
+        return v
 
     @model_validator(mode="after")
     def _dates(self) -> "PipelineConfig":

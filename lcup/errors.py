@@ -7,7 +7,12 @@ from __future__ import annotations
 
 
 class LcupError(Exception):
-    """Base class of every error lcup raises on purpose."""
+    """Base class of every error lcup raises on purpose. Its text never shows a credential."""
+
+    def __str__(self) -> str:
+        from .redact import redact_text
+
+        return redact_text(self.args[0] if len(self.args) == 1 and isinstance(self.args[0], str) else super().__str__())
 
 
 class ConfigError(LcupError, ValueError):
@@ -22,7 +27,7 @@ class MissingBandError(LcupError, KeyError):
     """A band asked for is not provided by the items or the provider profile."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
-        return str(self.args[0]) if self.args else ""
+        return LcupError.__str__(self) if self.args else ""
 
 
 class ProviderError(LcupError):
@@ -58,7 +63,12 @@ class ReadError(LcupError, OSError):
 
 
 class LcupWarning(UserWarning):
-    """Base class of lcup's warnings."""
+    """Base class of lcup's warnings. Its text never shows a credential."""
+
+    def __str__(self) -> str:
+        from .redact import redact_text
+
+        return redact_text(super().__str__())
 
 
 class LowCoverageWarning(LcupWarning):

@@ -34,8 +34,8 @@ from .units import metres_to_px
 
 log = logging.getLogger("lcup")
 
-#: Chunks the training sample is drawn from when each tile has its own graph (``labels.sample_chunks: auto``):
-#: the sample's features then cost this many chunks, not the AOI, while still spread over all of it.
+#: Chunks the training sample is drawn from (``labels.sample_chunks: auto``), on every path: the sample's
+#: features then cost at most this many chunks, not the AOI, while still spread over all of it.
 AUTO_SAMPLE_CHUNKS = 256
 
 
@@ -49,8 +49,25 @@ class RunSummary:
     outputs: dict[str, str] = field(default_factory=dict)
     parameters: dict[str, Any] = field(default_factory=dict)
 
+    status: str = "running"
+    error: str | None = None
+
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, indent=2, default=_jsonable)
+        """Strict JSON (NaN and inf as null), credentials masked."""
+        from .redact import redact
+
+        return json.dumps(_finite(redact(json.loads(json.dumps(self.__dict__, default=_jsonable)))), indent=2, allow_nan=False)
+
+
+def _finite(obj):
+    """``obj`` with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _jsonable(o):
@@ -86,32 +103,85 @@ def _compute(obj, client, label: str, progress: bool):
     return client.gather(fut)
 
 
-def build_features(cfg: PipelineConfig, cube, summary: RunSummary) -> xr.DataArray:
-    """Clean (mask, filter, interpolate, smooth), compute indices and features: lazy ``(y, x, feature)``."""
-    ds = cube.data
-    res = abs(cube.geobox.resolution.x)
-    dil_px = metres_to_px(cfg.clean.dilation_m, res)
-    valid = scl_valid_mask(ds[SCL], cfg.clean.invalid_scl, dil_px)
-    # Scene filter: the valid fraction needs only SCL; one cheap pass before the heavy kernel.
-    frac = np.asarray(valid_fraction(valid).compute())
-    keep = keep_dates(frac, cfg.clean.min_valid_fraction)
-    summary.figures["dates_found"] = int(len(frac))
-    summary.figures["dates_kept"] = int(keep.sum())
-    summary.figures["mean_valid_fraction"] = float(frac.mean()) if len(frac) else 0.0
+def scene_filter(cfg: PipelineConfig, geobox, items, summary: RunSummary | None = None, compute=None) -> np.ndarray:
+    """The dates kept for the whole AOI: those whose clear fraction reaches ``clean.min_valid_fraction``.
+
+    Decided once for the AOI and handed to every tile, so neighbouring tiles interpolate from the same
+    dates and the map does not depend on the tiling. The fraction is the share of pixels whose SCL is
+    not in ``clean.invalid_scl`` (no dilation), counted on the AOI's grid coarsened to at most
+    :data:`SCENE_FILTER_PX` pixels a side: one read of SCL whose cost does not grow with the AOI.
+
+    ``compute(dask_array) -> numpy array`` runs the one computation (default: the current scheduler).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``datetime64`` dates kept (as in the cube's ``time`` coordinate).
+
+    Raises
+    ------
+    NoValidDataError
+        If no date is clear enough.
+    """
+    side = max(geobox.shape)
+    gb = geobox if side <= SCENE_FILTER_PX else geobox.zoom_to((max(1, geobox.shape[0] * SCENE_FILTER_PX // side),
+                                                                 max(1, geobox.shape[1] * SCENE_FILTER_PX // side)))
+    scl = open_cube(cfg, gb, items, bands=[]).data[SCL]
+    frac = valid_fraction(scl_valid_mask(scl, cfg.clean.invalid_scl))
+    frac = frac.copy(data=compute(frac.data) if compute else frac.data.compute())
+    keep = keep_dates(frac.values, cfg.clean.min_valid_fraction)
+    if summary is not None:
+        summary.figures["dates_found"] = int(len(keep))
+        summary.figures["dates_kept"] = int(keep.sum())
+        summary.figures["mean_valid_fraction"] = float(frac.mean()) if len(keep) else 0.0
     if (~keep).any():
-        dropped = [str(t)[:10] for t in ds.time.values[~keep]]
+        dropped = [str(t)[:10] for t in frac.time.values[~keep]]
         warnings.warn(
             f"dropped {len(dropped)} of {len(keep)} dates with a clear fraction below {cfg.clean.min_valid_fraction}: {dropped}",
             LowCoverageWarning, stacklevel=2,
         )
-        summary.figures["dates_dropped"] = dropped
+        if summary is not None:
+            summary.figures["dates_dropped"] = dropped
     if keep.sum() == 0:
         raise NoValidDataError(
-            f"no date has a clear fraction of at least {cfg.clean.min_valid_fraction} (best {frac.max():.3f}); "
+            f"no date has a clear fraction of at least {cfg.clean.min_valid_fraction} (best {frac.values.max():.3f}); "
             "lower clean.min_valid_fraction or widen the period"
         )
-    idx = np.nonzero(keep)[0]
-    valid = valid.isel(time=idx)
+    return frac.time.values[keep]
+
+
+#: Side (px) of the coarsened grid the scene filter counts clear pixels on.
+SCENE_FILTER_PX = 1024
+
+
+def build_features(cfg: PipelineConfig, cube, dates=None) -> xr.DataArray | None:
+    """Clean (mask, interpolate, smooth), compute indices and features: lazy ``(y, x, feature)``.
+
+    Parameters
+    ----------
+    cfg
+        The pipeline (``clean`` and ``features`` sections).
+    cube
+        From :func:`open_cube`; its SCL reaches ``cube.halo`` px beyond the grid, so that the cloud-mask
+        dilation sees the clouds across a tile's edge.
+    dates
+        The dates to use (:func:`scene_filter`); None: all dates of the cube.
+
+    Returns
+    -------
+    xarray.DataArray or None
+        ``(y, x, feature)`` float32, chunked like the cube; None if the cube has none of ``dates``.
+    """
+    ds = cube.data
+    res = abs(cube.geobox.resolution.x)
+    dil_px = metres_to_px(cfg.clean.dilation_m, res)
+    idx = np.arange(ds.sizes["time"]) if dates is None else np.nonzero(np.isin(ds.time.values, dates))[0]
+    if len(idx) == 0:
+        return None
+    h = cube.halo
+    valid = scl_valid_mask(cube.scl.isel(time=idx), cfg.clean.invalid_scl, dil_px)
+    if h:
+        valid = valid.isel(y=slice(h, -h), x=slice(h, -h)).chunk({"y": ds.chunks["y"], "x": ds.chunks["x"]})
     start, end = cfg.period
     grid = regular_grid(start, end, cfg.clean.step_days)
     series = {}
@@ -136,26 +206,26 @@ def feature_names_for(cfg: PipelineConfig) -> list[str]:
     return feature_names(variables, cfg.features.stats, cfg.features.series, range(0, n_grid, max(1, cfg.features.series_every)))
 
 
-def tile_features(cfg: PipelineConfig, tile_geobox, items, summary: RunSummary) -> xr.DataArray | None:
-    """Lazy features ``(y, x, feature)`` of one tile, from its own graph (load → clean → features).
+def feature_halo_px(cfg: PipelineConfig) -> int:
+    """Pixels beyond a tile's edge its features depend on (the cloud-mask dilation)."""
+    return metres_to_px(cfg.clean.dilation_m, cfg.aoi.resolution)
 
-    Only the items whose footprint meets the tile are loaded, and the scene filter counts the clear
-    fraction of each date over this tile. None when the tile has no data: no item meets it, or no date
-    has a clear fraction of ``clean.min_valid_fraction`` over it.
+
+def tile_features(cfg: PipelineConfig, tile_geobox, items, dates) -> xr.DataArray | None:
+    """Lazy features ``(y, x, feature)`` of one tile (or the whole AOI), from its own graph.
+
+    Only the items whose footprint meets the tile and its halo are loaded; ``dates`` are the AOI's
+    (:func:`scene_filter`). The features equal those of the same pixels computed over any other
+    tiling. None when the tile has no data: no item meets it, or it has none of ``dates``.
     """
     from .io.stac import bbox_overlaps, lonlat_bbox
 
-    lb = lonlat_bbox(tile_geobox)
+    halo = feature_halo_px(cfg)
+    lb = lonlat_bbox(tile_geobox.pad(halo) if halo else tile_geobox)
     mine = [it for it in items if it.bbox is None or bbox_overlaps(it.bbox, lb)]
     if not mine:
         return None
-    cube = open_cube(cfg, tile_geobox, mine)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", LowCoverageWarning)  # counted per tile in the summary instead
-            return build_features(cfg, cube, summary)
-    except NoValidDataError:
-        return None
+    return build_features(cfg, open_cube(cfg, tile_geobox, mine, halo=halo), dates)
 
 
 def prepare_labels(cfg: PipelineConfig, geobox, compute=None) -> tuple[da.Array, da.Array, da.Array, dict]:
@@ -204,8 +274,12 @@ def find_items(cfg: PipelineConfig):
     return geobox, items
 
 
-def open_cube(cfg: PipelineConfig, geobox=None, items=None):
-    """Lazily load the configured bands (and SCL) of ``items`` onto ``geobox`` (found from ``cfg`` if not given)."""
+def open_cube(cfg: PipelineConfig, geobox=None, items=None, *, halo: int = 0, bands=None):
+    """Lazily load the configured bands and SCL of ``items`` onto ``geobox`` (found from ``cfg`` if not given).
+
+    SCL is loaded on ``geobox`` padded by ``halo`` px (``cube.scl``, ``cube.halo``) so neighbourhood
+    operations on the mask see across the edge; ``bands`` (default ``load.bands``) on ``geobox`` itself.
+    """
     import odc.stac
 
     from .io.stac import GDAL_HTTP_ENV, load_cube
@@ -215,12 +289,28 @@ def open_cube(cfg: PipelineConfig, geobox=None, items=None):
     # odc-stac captures these GDAL settings into the graph and restores them in every task,
     # so workers need no global setup.
     odc.stac.configure_rio(cloud_defaults=True, **GDAL_HTTP_ENV)
-    return load_cube(items, get_profile(cfg.source.provider), list(cfg.load.bands) + [SCL], geobox,
-                     chunk_px=cfg.load.chunk_px, resampling=cfg.load.resampling, fail_on_error=cfg.source.on_error == "fail")
+    bands = list(cfg.load.bands) if bands is None else list(bands)
+    kw = dict(chunk_px=cfg.load.chunk_px, resampling=cfg.load.resampling, fail_on_error=cfg.source.on_error == "fail")
+    profile = get_profile(cfg.source.provider)
+    if halo or not bands:
+        cube = load_cube(items, profile, bands, geobox, **kw) if bands else None
+        scl_cube = load_cube(items, profile, [SCL], geobox.pad(halo) if halo else geobox, **kw)
+        if cube is None:
+            cube = scl_cube
+        elif not np.array_equal(cube.data.time.values, scl_cube.data.time.values):
+            raise RuntimeError("the SCL and reflectance loads gave different dates")
+        cube.scl, cube.halo = scl_cube.data[SCL], halo
+        return cube
+    cube = load_cube(items, profile, bands + [SCL], geobox, **kw)
+    cube.scl, cube.halo = cube.data[SCL], 0
+    return cube
 
 
 def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> RunSummary:
     """Run a whole pipeline.
+
+    The output folder is checked and locked first (a second run into it at the same time is refused);
+    a run that fails still writes ``summary.json`` with the error and the stages it finished.
 
     Parameters
     ----------
@@ -236,12 +326,32 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
     RunSummary
         Also written to ``<output.dir>/summary.json``.
     """
-    if client is None and cfg.cluster.kind != "none":
-        from .cluster import cluster_client
+    from .io.rundir import output_lock, prepare_output_dir
+    from .redact import redact
 
-        with cluster_client(cfg.cluster) as c:
-            return run_pipeline(cfg, client=c, progress=progress)
+    out = Path(cfg.output.dir)
+    prepare_output_dir(out, overwrite=cfg.output.overwrite, resume=cfg.output.resume,
+                                 outputs=("landcover.zarr", "landcover_class.tif"))
+    summary = RunSummary(cfg.name, parameters=redact(json.loads(cfg.model_dump_json())))
+    with output_lock(out):
+        try:
+            if client is None and cfg.cluster.kind != "none":
+                from .cluster import cluster_client
 
+                with cluster_client(cfg.cluster) as c:
+                    return _run_on(cfg, c, progress, summary)
+            return _run_on(cfg, client, progress, summary)
+        except BaseException as e:
+            summary.status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+            summary.error = f"{type(e).__name__}: {e}"
+            try:
+                (out / "summary.json").write_text(summary.to_json())
+            except OSError:  # e.g. the disk is full: the error itself matters more
+                pass
+            raise
+
+
+def _run_on(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> RunSummary:
     from .cluster import quiet_spurious_warnings, quiet_workers, tune_workers
 
     if client is not None:
@@ -250,27 +360,16 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
             tune_workers(client)
     with warnings.catch_warnings():
         quiet_spurious_warnings()  # here too: the threaded scheduler (cluster.kind: none) runs tasks in this process
-        return _run(cfg, client, progress)
+        return _run(cfg, client, progress, summary)
 
 
-def _run(cfg: PipelineConfig, client, progress: bool) -> RunSummary:
+def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> RunSummary:
     """The stages of :func:`run_pipeline`, on ``client`` (None: the threaded scheduler)."""
-    from .io.models import save_model
+    from .io.models import load_model, save_model
     from .io.write import tile_slices, write_cog_from_dask
 
     out = Path(cfg.output.dir)
-    summary = RunSummary(cfg.name, parameters=json.loads(cfg.model_dump_json()))
     zarr_path, cog_path = out / "landcover.zarr", out / "landcover_class.tif"
-    if not (cfg.output.overwrite or cfg.output.resume):
-        for p in (zarr_path, cog_path):
-            if p.exists():
-                from .errors import OutputExistsError
-
-                raise OutputExistsError(
-                    f"{p} exists; set output.overwrite: true (CLI: --overwrite) to replace it, output.resume: true "
-                    "(CLI: --resume) to continue an interrupted run, or choose another output.dir"
-                )
-    out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     target = get_legend(cfg.labels.target_legend)
 
@@ -281,6 +380,17 @@ def _run(cfg: PipelineConfig, client, progress: bool) -> RunSummary:
         if cfg.source.check_assets:
             items = _check_items(cfg, items, summary)
 
+    with _stage(summary, "scene filter"):
+        dates = scene_filter(cfg, geobox, items, summary, compute=lambda obj: _compute(obj, client, "scene filter", False))
+
+    digest = run_digest(cfg, items, dates)
+    summary.figures["digest"] = digest["digest"]
+    resumed_model = None
+    if cfg.output.resume and zarr_path.exists():
+        check_resume(zarr_path, digest)
+        if (out / "model.skops").exists():
+            resumed_model, _ = load_model(out / "model.skops")
+
     names = feature_names_for(cfg)
     summary.figures["n_features"] = len(names)
     tile_px = _tile_px(cfg)
@@ -289,47 +399,54 @@ def _run(cfg: PipelineConfig, client, progress: bool) -> RunSummary:
     mem = _cluster_memory(client)
     persist = cfg.features.persist == "always" or (cfg.features.persist == "auto" and mem and nbytes < 0.3 * mem)
     # Large AOIs: every tile is a unit of work with its own graph (load → features → predict → write), so
-    # the graph never grows with the AOI; the features of sampled tiles are then computed twice.
+    # the graph never grows with the AOI. Both paths give the same features: same dates, same halo.
     tiled = len(tiles) > 1 and not (persist and client is not None)
     summary.figures["features_persisted"] = bool(persist and not tiled)
     summary.figures["graph_per_tile"] = tiled
     feats = None
-    tile_summaries: dict[str, RunSummary] = {}
 
     def features_of(tid, ys, xs):
-        ts = tile_summaries.setdefault(tid, RunSummary(f"{cfg.name}-{tid}"))
-        return _checked_names(tile_features(cfg, geobox[ys, xs], items, ts), names)
+        return _checked_names(tile_features(cfg, geobox[ys, xs], items, dates), names)
 
-    if not tiled:
-        with _stage(summary, "load"):
-            cube = open_cube(cfg, geobox, items)
     with _stage(summary, "clean+features (graph)"):  # on the per-tile path this happens tile by tile, later
         if not tiled:
-            feats = _checked_names(build_features(cfg, cube, summary), names)
+            feats = features_of("all", slice(0, geobox.shape[0]), slice(0, geobox.shape[1]))
+            if feats is None:
+                raise NoValidDataError("no item meets the AOI on the kept dates; check the AOI and the period")
         if feats is not None and persist and client is not None:
-            feats = feats.persist()
+            # a key of this run's own: the same graph persisted by an earlier run in this client may still be
+            # being released by the scheduler, and a shared key would then be lost under us
+            import uuid
+
+            feats = feats.copy(data=feats.data.map_blocks(np.asarray, dtype=feats.dtype, name=f"lcup-features-{uuid.uuid4().hex}"))
+            feats = client.persist(feats)  # on this client, not the default scheduler (another client may be newer)
             if progress:
                 from distributed import progress as dprogress
 
                 dprogress(feats.data, notebook=False)
                 print(flush=True)
-            da.compute(feats.data[:1, :1, :1])
+            from distributed import wait
+
+            wait(feats.data)
 
     with _stage(summary, "labels"):
         labels, usable, conf, linfo = prepare_labels(cfg, geobox, compute=lambda objs: _compute(objs, client, "label statistics", False))
         summary.figures["labels"] = linfo
         block_px = max(1, metres_to_px(cfg.labels.block_m, cfg.aoi.resolution))
-        # positions first, drawn chunk by chunk (per-chunk seeds), then only their features are gathered
+        # positions first, drawn chunk by chunk (per-chunk seeds), then only their features are gathered;
+        # the draw depends on the labels and the seed only, never on the path or the cluster
         sc = cfg.labels.sample_chunks
         sample = stratified_sample_chunked(
             usable, cfg.labels.n_per_class, cfg.labels.seed,
             min_per_class=cfg.labels.min_per_class, block_px=block_px,
             validation_fraction=cfg.labels.validation_fraction, small_class_policy=cfg.labels.small_class_policy,
-            max_chunks=sc if isinstance(sc, int) else (AUTO_SAMPLE_CHUNKS if sc == "auto" and tiled else None),
+            max_chunks=sc if isinstance(sc, int) else (AUTO_SAMPLE_CHUNKS if sc == "auto" else None),
             values=conf if cfg.labels.confidence_weights else None,  # the weights, read in the same pass
             compute=lambda objs: _compute(objs, client, "sample", False),
         )
-        if not tiled:
+        if resumed_model is not None:
+            X = None  # the saved model of this very run (same digest) is used: no features to gather
+        elif not tiled:
             X = _compute(feats.data.vindex[sample.iy, sample.ix], client, "sampled features", False)
         else:
             X = np.full((len(sample.iy), len(names)), np.nan, np.float32)
@@ -351,53 +468,18 @@ def _run(cfg: PipelineConfig, client, progress: bool) -> RunSummary:
                                       "chunks": _n_chunks(sample.iy, sample.ix, cfg.load.chunk_px)}
 
     with _stage(summary, "train"):
-        tr = ~sample.validation
-        weights = sample.value
-        if cfg.model.clean_labels:
-            ok = np.isfinite(X).all(1)
-            keep = np.ones(len(X), bool)
-            sel = tr & ok
-            k, cinfo = confident_learning_filter(X[sel], sample.label[sel], seed=cfg.model.seed)
-            keep[np.nonzero(sel)[0][~k]] = False
-            summary.figures["label_cleaning"] = cinfo
-            log.info("  confident learning flagged %d of %d training samples", cinfo["n_flagged"], int(sel.sum()))
-            tr = tr & keep
-        if cfg.model.kind == "random_forest":
-            params = {"n_estimators": cfg.model.n_estimators, "max_depth": cfg.model.max_depth,
-                      "min_samples_leaf": cfg.model.min_samples_leaf, "max_features": cfg.model.max_features,
-                      "class_weight": cfg.model.class_weight, **cfg.model.params}
+        if resumed_model is not None:
+            model = resumed_model
+            summary.figures["model"] = {"resumed_from": str(out / "model.skops")}
+            log.info("  resuming with the saved model %s (same parameters, items and dates)", out / "model.skops")
         else:
-            params = {"class_weight": cfg.model.class_weight, "max_depth": cfg.model.max_depth, **cfg.model.params}
-        model, minfo = train_model(X[tr], sample.label[tr], kind=cfg.model.kind, params=params, seed=cfg.model.seed,
-                                   sample_weight=None if weights is None else weights[tr])
-        summary.figures["model"] = minfo
-        imp = np.asarray(model.feature_importances_, float)
-        imp = imp / imp.sum() if imp.sum() > 0 else imp
-        summary.figures["feature_importance_top"] = dict(sorted(zip(names, map(float, imp)), key=lambda kv: -kv[1])[:15])
-        if sample.validation.any():
-            Xv = X[sample.validation]
-            ok = np.isfinite(Xv).all(1)
-            pv = np.zeros(len(Xv), np.uint8)
-            if ok.any():
-                pv[ok] = model.predict(Xv[ok])
-            summary.figures["validation"] = accuracy_report(sample.label[sample.validation], pv, target.codes, target.names())
-            if cfg.model.permutation_importance and ok.sum() > 10:
-                from sklearn.inspection import permutation_importance
-
-                n = min(2000, int(ok.sum()))
-                pi = permutation_importance(model, Xv[ok][:n], sample.label[sample.validation][ok][:n], n_repeats=3,
-                                            random_state=cfg.model.seed, n_jobs=1)
-                summary.figures["permutation_importance_top"] = dict(
-                    sorted(zip(names, map(float, pi.importances_mean)), key=lambda kv: -kv[1])[:15])
-            log.info("  spatial-block validation (against the coarse labels): OA %.3f kappa %.3f",
-                     summary.figures["validation"]["overall_accuracy"], summary.figures["validation"]["kappa"])
-        model.set_params(n_jobs=1)  # one thread per task: Dask already runs one task per core
-        save_model(model, out / "model.skops", feature_names=names, legend=target.to_dict())
+            model = _train_and_validate(cfg, X, sample, names, target, summary)
+            save_model(model, out / "model.skops", feature_names=names, legend=target.to_dict())
 
     with _stage(summary, "predict+write"):
         from .io.write import write_tiles_zarr
 
-        model_ref = client.scatter(model, broadcast=True) if client is not None else model
+        model_ref = _share_model(model, client)
         classes = list(model.classes_)
         if tiled:
             c = cfg.load.chunk_px
@@ -412,7 +494,7 @@ def _run(cfg: PipelineConfig, client, progress: bool) -> RunSummary:
             tile_data = None
         attrs = {"lcup_version": __version__, "legend": target.to_dict(), "items": [i.id for i in items],
                  "transform": list(geobox.transform)[:6], "crs": str(geobox.crs), "seed": cfg.model.seed,
-                 "parameters": summary.parameters}
+                 "parameters": summary.parameters, "lcup_digest": digest}
         in_flight = min(len(tiles), _tiles_in_flight(cfg, client, tile_px))
         written, skipped_tiles = write_tiles_zarr(
             ds, zarr_path, tile_px=tile_px, attrs=json.loads(json.dumps(attrs, default=_jsonable)),
@@ -423,8 +505,6 @@ def _run(cfg: PipelineConfig, client, progress: bool) -> RunSummary:
         )
         summary.figures["tiles"] = {"written": written, "skipped_already_done": skipped_tiles, "tile_px": tile_px,
                                     "in_flight": in_flight}
-        if tile_summaries:
-            summary.figures["tiles"]["dates_kept"] = {t: ts.figures.get("dates_kept", 0) for t, ts in sorted(tile_summaries.items())}
         summary.outputs["zarr"] = str(zarr_path)
         result = xr.open_zarr(zarr_path, mask_and_scale=False, consolidated=False)
         if cfg.output.cog:
@@ -473,8 +553,113 @@ def _run(cfg: PipelineConfig, client, progress: bool) -> RunSummary:
             summary.outputs["catalog"] = str(write_tile_catalog(
                 out, catalog_id=f"lcup-{cfg.name}", tiles=tile_entries, legend=target, start=cfg.period[0], end=cfg.period[1],
                 description=f"lcup run {cfg.name!r}: {len(tiles)} tiles of {tile_px} px"))
+    summary.status = "done"
     (out / "summary.json").write_text(summary.to_json())
     return summary
+
+
+#: Sections and keys that do not change the map (where and how it is written, on which cluster).
+_DIGEST_IGNORES = ("output", "cluster", "name", "truth")
+
+
+def run_digest(cfg: PipelineConfig, items, dates) -> dict:
+    """What determines the map: the parameters (less output/cluster), the items and the kept dates.
+
+    Returns ``{"digest": sha256, "parts": {key: sha256}}``; a resume compares the parts to name what
+    changed.
+    """
+    import hashlib
+
+    params = json.loads(cfg.model_dump_json())
+    parts = {k: v for k, v in params.items() if k not in _DIGEST_IGNORES}
+    parts["items"] = sorted(it.id for it in items)
+    parts["dates"] = [str(d)[:10] for d in dates]
+
+    def h(obj) -> str:
+        return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    hashed = {k: h(v) for k, v in sorted(parts.items())}
+    return {"digest": h(hashed), "parts": hashed}
+
+
+def check_resume(zarr_path: Path, digest: dict) -> None:
+    """Refuse to resume into a store written with anything else that changes the map."""
+    import zarr
+
+    from .errors import OutputExistsError
+
+    old = zarr.open_group(str(zarr_path), mode="r").attrs.get("lcup_digest")
+    if old is None:
+        raise OutputExistsError(f"{zarr_path} was not written by this version of lcup (no lcup_digest); it cannot be "
+                                "resumed: use --overwrite or another output.dir")
+    if old["digest"] != digest["digest"]:
+        differ = sorted(k for k in set(old["parts"]) | set(digest["parts"]) if old["parts"].get(k) != digest["parts"].get(k))
+        raise OutputExistsError(
+            f"{zarr_path} was written with other settings or data; resuming would mix two maps. These differ: {differ}; "
+            "restore them, or start again with --overwrite (or another output.dir)"
+        )
+
+
+def _train_and_validate(cfg: PipelineConfig, X: np.ndarray, sample, names: list[str], target, summary: RunSummary):
+    """Train on the training blocks, report on the validation blocks; returns the model (``n_jobs=1``)."""
+    tr = ~sample.validation
+    weights = sample.value
+    if cfg.model.clean_labels:
+        ok = np.isfinite(X).all(1)
+        keep = np.ones(len(X), bool)
+        sel = tr & ok
+        k, cinfo = confident_learning_filter(X[sel], sample.label[sel], seed=cfg.model.seed)
+        keep[np.nonzero(sel)[0][~k]] = False
+        summary.figures["label_cleaning"] = cinfo
+        log.info("  confident learning flagged %d of %d training samples", cinfo["n_flagged"], int(sel.sum()))
+        tr = tr & keep
+    if cfg.model.kind == "random_forest":
+        params = {"n_estimators": cfg.model.n_estimators, "max_depth": cfg.model.max_depth,
+                  "min_samples_leaf": cfg.model.min_samples_leaf, "max_features": cfg.model.max_features,
+                  "class_weight": cfg.model.class_weight, **cfg.model.params}
+    else:
+        params = {"class_weight": cfg.model.class_weight, "max_depth": cfg.model.max_depth, **cfg.model.params}
+    model, minfo = train_model(X[tr], sample.label[tr], kind=cfg.model.kind, params=params, seed=cfg.model.seed,
+                               sample_weight=None if weights is None else weights[tr])
+    summary.figures["model"] = minfo
+    imp = np.asarray(model.feature_importances_, float)
+    imp = imp / imp.sum() if imp.sum() > 0 else imp
+    summary.figures["feature_importance_top"] = dict(sorted(zip(names, map(float, imp)), key=lambda kv: -kv[1])[:15])
+    if sample.validation.any():
+        Xv = X[sample.validation]
+        ok = np.isfinite(Xv).all(1)
+        pv = np.zeros(len(Xv), np.uint8)
+        if ok.any():
+            pv[ok] = model.predict(Xv[ok])
+        summary.figures["validation"] = accuracy_report(sample.label[sample.validation], pv, target.codes, target.names())
+        if cfg.model.permutation_importance and ok.sum() > 10:
+            from sklearn.inspection import permutation_importance
+
+            n = min(2000, int(ok.sum()))
+            pi = permutation_importance(model, Xv[ok][:n], sample.label[sample.validation][ok][:n], n_repeats=3,
+                                        random_state=cfg.model.seed, n_jobs=1)
+            summary.figures["permutation_importance_top"] = dict(
+                sorted(zip(names, map(float, pi.importances_mean)), key=lambda kv: -kv[1])[:15])
+        log.info("  spatial-block validation (against the coarse labels): OA %.3f kappa %.3f",
+                 summary.figures["validation"]["overall_accuracy"], summary.figures["validation"]["kappa"])
+    model.set_params(n_jobs=1)  # one thread per task: Dask already runs one task per core
+    return model
+
+
+def _share_model(model, client):
+    """The model as the prediction tasks receive it: on a cluster, a persisted task that holds it.
+
+    Unlike ``client.scatter`` (data the scheduler cannot rebuild), a persisted task can be recomputed
+    from its spec when the workers holding it die, so a killed worker (or all of them) does not fail
+    the run. It is replicated to every worker once, never embedded in each prediction task.
+    """
+    if client is None:
+        return model
+    from distributed import futures_of
+
+    (fut,) = futures_of(client.persist(dask.delayed(model, pure=False, traverse=False)))
+    client.replicate([fut])
+    return fut
 
 
 def plan(cfg: PipelineConfig) -> str:
@@ -510,7 +695,7 @@ def plan(cfg: PipelineConfig) -> str:
         f"sample: up to {cfg.labels.n_per_class} training pixels per class from "
         + ("all chunks" if cfg.labels.sample_chunks == "all" else
            f"{cfg.labels.sample_chunks} random chunks" if isinstance(cfg.labels.sample_chunks, int) else
-           f"all chunks, or {AUTO_SAMPLE_CHUNKS} random ones when each tile has its own graph")
+           f"{AUTO_SAMPLE_CHUNKS} random chunks (all when there are fewer)")
         + f"; tiles in flight on a cluster: {cfg.output.tiles_in_flight}",
     ]
     return "\n".join(lines)

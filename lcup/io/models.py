@@ -8,6 +8,15 @@ from typing import Sequence
 
 from ..errors import ModelError
 
+#: Types beyond skops' own defaults that the models lcup writes need (scikit-learn forests, LightGBM);
+#: :func:`load_model` refuses a file naming any other, so a crafted file cannot run code.
+TRUSTED_TYPES: frozenset[str] = frozenset({
+    "sklearn.tree._tree.Tree",
+    "collections.OrderedDict",
+    "lightgbm.basic.Booster",
+    "lightgbm.sklearn.LGBMClassifier",
+})
+
 
 def save_model(model, path: str | Path, *, feature_names: Sequence[str], legend: dict) -> Path:
     """Write ``model`` to ``path`` (skops) and ``path.json`` with its metadata."""
@@ -29,14 +38,30 @@ def load_model(path: str | Path, *, expected_features: Sequence[str] | None = No
     Raises
     ------
     ModelError
-        If the model was trained on other features than the cube it is applied to.
+        If the file is missing or not a skops file, names a type outside :data:`TRUSTED_TYPES`, or the
+        model was trained on other features than the cube it is applied to.
     """
     import skops.io as sio
 
     path = Path(path)
-    meta = json.loads(path.with_suffix(path.suffix + ".json").read_text())
-    untrusted = sio.get_untrusted_types(file=path)
-    model = sio.load(path, trusted=untrusted)
+    if not path.exists():
+        raise ModelError(f"model file {path} does not exist; train a model first (lcup run) or fix the path")
+    meta_path = path.with_suffix(path.suffix + ".json")
+    if not meta_path.exists():
+        raise ModelError(f"{meta_path} (the model's feature names and legend) is missing; keep it beside {path.name}")
+    meta = json.loads(meta_path.read_text())
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as e:  # noqa: BLE001 - not a skops file at all
+        raise ModelError(f"{path} is not a skops model file ({type(e).__name__}: {e}); save models with lcup.io.models.save_model") from None
+    foreign = sorted(set(untrusted) - set(TRUSTED_TYPES))
+    if foreign:
+        raise ModelError(
+            f"model file {path} asks to load types lcup never writes: {foreign}; refusing to load it (a crafted model "
+            f"file can run code). lcup trusts only {sorted(TRUSTED_TYPES)}; retrain with lcup or inspect the file with "
+            "skops.io.get_untrusted_types"
+        )
+    model = sio.load(path, trusted=[t for t in untrusted if t in TRUSTED_TYPES])
     if expected_features is not None and list(expected_features) != meta["feature_names"]:
         a, b = set(meta["feature_names"]), set(expected_features)
         raise ModelError(

@@ -23,7 +23,7 @@ from odc.geo.geobox import GeoBox
 from ..errors import EmptySearchError, MissingBandError, ProviderError
 from ..providers import ProviderProfile, SCL
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("lcup")
 
 
 def is_static_catalog(source: str) -> bool:
@@ -155,6 +155,9 @@ class Cube:
     items: list[list[str]]
     geobox: GeoBox
     skipped: list[dict] = field(default_factory=list)
+    #: ``(time, y, x)`` SCL, on ``geobox`` padded by ``halo`` px (set by :func:`lcup.pipeline.open_cube`)
+    scl: xr.DataArray | None = None
+    halo: int = 0
 
     def reflectance(self, band: str) -> xr.DataArray:
         """Surface reflectance ``(time, y, x)`` float32 of ``band``, lazy; NaN where DN is 0 (no data)."""

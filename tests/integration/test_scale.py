@@ -131,14 +131,14 @@ def test_worker_killed_mid_run_is_recovered(small_scene, tmp_path):
     import warnings
 
     from lcup.config import load_config
-    from lcup.pipeline import RunSummary, build_features, open_cube
+    from lcup.pipeline import build_features, open_cube
 
     cfg = load_config(scene_pipeline(small_scene, tmp_path, **{"load.chunk_px": 128}))
     cube = open_cube(cfg)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        feats = build_features(cfg, cube, RunSummary("t"))
+        feats = build_features(cfg, cube)
         expected = feats.compute(scheduler="threads").values
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None, memory_limit="3GiB") as cluster, Client(cluster) as client:
         fut = client.compute(feats.data)

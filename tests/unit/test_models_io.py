@@ -61,3 +61,25 @@ def test_fast_forest_proba_equals_sklearn_bit_for_bit(forest, rng):
     assert got.dtype == np.float64 and got.shape == (5000, 5)
     np.testing.assert_array_equal(got, model.predict_proba(Xt))
     assert predict_proba(model, Xt[:0]).shape == (0, 5)
+
+
+def test_crafted_model_file_is_refused_naming_the_type(tmp_path, rng):
+    """A skops file naming a callable lcup never writes (here ``builtins.eval`` inside a transformer)
+    would run code if every type it names were trusted: lcup refuses it and names the type."""
+    import json
+
+    import skops.io as sio
+    from sklearn.preprocessing import FunctionTransformer
+
+    p = tmp_path / "evil.skops"
+    sio.dump(FunctionTransformer(func=eval), p)
+    (tmp_path / "evil.skops.json").write_text(json.dumps({"feature_names": [], "legend": {}, "classes": []}))
+    assert any("eval" in t for t in sio.get_untrusted_types(file=p))
+    with pytest.raises(ModelError, match=r"refusing to load it.*eval|eval.*refusing to load it"):
+        load_model(p)
+    (tmp_path / "junk.skops").write_bytes(b"not a zip")
+    (tmp_path / "junk.skops.json").write_text("{}")
+    with pytest.raises(ModelError, match="not a skops model file"):
+        load_model(tmp_path / "junk.skops")
+    with pytest.raises(ModelError, match="does not exist"):
+        load_model(tmp_path / "missing.skops")
