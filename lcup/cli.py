@@ -39,7 +39,9 @@ def _run(args) -> int:
     summary = run_pipeline(cfg, progress=not args.quiet and sys.stdout.isatty())
     f = summary.figures
     print(f"lcup run: done in {summary.timings['total']:.0f} s; outputs in {cfg.output.dir}")
-    if "validation" in f:
+    if "skipped" in f.get("validation", {}):
+        print(f"  {f['validation']['skipped']}")
+    elif "validation" in f:
         print(f"  validation on held-out blocks (coarse labels): OA {f['validation']['overall_accuracy']:.3f}, kappa {f['validation']['kappa']:.3f}")
     if "truth" in f:
         t = f["truth"]

@@ -20,7 +20,7 @@ import xarray as xr
 
 from . import __version__
 from .config import PipelineConfig
-from .errors import LowCoverageWarning, NoValidDataError
+from .errors import EmptyClassWarning, LowCoverageWarning, NoValidDataError
 from .legends import apply_crosswalk, get_crosswalk, get_legend
 from .ops.accuracy import accuracy_report
 from .ops.cloud import keep_dates, scl_valid_mask, valid_fraction
@@ -443,6 +443,8 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
             max_chunks=sc if isinstance(sc, int) else (AUTO_SAMPLE_CHUNKS if sc == "auto" else None),
             values=conf if cfg.labels.confidence_weights else None,  # the weights, read in the same pass
             compute=lambda objs: _compute(objs, client, "sample", False),
+            # blocks of whole coarse cells on the coarse grid, and a buffer of the confidence halo (≥ 1 cell)
+            cell_px=linfo["coarse_cell_px"], cell_origin=_cell_origin(cfg, geobox), buffer_px=_label_halo(cfg),
         )
         if resumed_model is not None:
             X = None  # the saved model of this very run (same digest) is used: no features to gather
@@ -464,8 +466,12 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
                     for sel, v in zip(sels, _compute(lazies, client, "sampled features", False)):
                         X[sel] = v
                     sels, lazies, n_chunks = [], [], 0
+        from .ops.labels import min_train_validation_distance
+
+        dmin = min_train_validation_distance(sample)
         summary.figures["samples"] = {"train": int((~sample.validation).sum()), "validation": int(sample.validation.sum()),
-                                      "chunks": _n_chunks(sample.iy, sample.ix, cfg.load.chunk_px)}
+                                      "chunks": _n_chunks(sample.iy, sample.ix, cfg.load.chunk_px),
+                                      "min_train_validation_distance_m": dmin * cfg.aoi.resolution if np.isfinite(dmin) else None}
 
     with _stage(summary, "train"):
         if resumed_model is not None:
@@ -518,6 +524,14 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
         # class counts chunk by chunk; the whole map is read only when a truth map is given to score against
         counts = _compute(da.bincount(result["class"].data.ravel(), minlength=256), client, "class counts", False)
         summary.figures["predicted_class_px"] = {int(c): int(n) for c, n in enumerate(counts) if n}
+        lost = vanished_classes(linfo["class_px"], summary.figures["predicted_class_px"])
+        if lost:
+            summary.figures["vanished_classes"] = lost
+            names_ = target.names()
+            warnings.warn("classes of the coarse map nearly missing from the 10 m map: " + "; ".join(
+                f"{c} {names_.get(int(c), '')!r}: {v['map_px']} px against {v['coarse_px']} px in the coarse map" for c, v in lost.items())
+                + "; check their training samples (summary.json: samples, labels) or raise labels.n_per_class",
+                EmptyClassWarning, stacklevel=2)
         if cfg.truth is not None:
             from .io.rasters import open_on_geobox
             from .ops.accuracy import confusion_blocks, report_from_confusion
@@ -556,6 +570,15 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
     summary.status = "done"
     (out / "summary.json").write_text(summary.to_json())
     return summary
+
+
+def vanished_classes(coarse_px: dict, map_px: dict, ratio: float = 0.1) -> dict:
+    """Classes of the coarse map missing from the 10 m map or under ``ratio`` of their coarse area.
+
+    ``{code: {"coarse_px": n, "map_px": m}}`` for each such class (pixel counts on the output grid).
+    """
+    return {int(c): {"coarse_px": int(n), "map_px": int(map_px.get(int(c), 0))}
+            for c, n in coarse_px.items() if int(c) and map_px.get(int(c), 0) < ratio * n}
 
 
 #: Sections and keys that do not change the map (where and how it is written, on which cluster).
@@ -625,7 +648,14 @@ def _train_and_validate(cfg: PipelineConfig, X: np.ndarray, sample, names: list[
     imp = np.asarray(model.feature_importances_, float)
     imp = imp / imp.sum() if imp.sum() > 0 else imp
     summary.figures["feature_importance_top"] = dict(sorted(zip(names, map(float, imp)), key=lambda kv: -kv[1])[:15])
-    if sample.validation.any():
+    n_val_classes = len(np.unique(sample.label[sample.validation]))
+    if n_val_classes < 2:
+        why = ("the area holds a single validation block or none" if not sample.validation.any() else
+               f"the validation blocks hold {n_val_classes} class only")
+        summary.figures["validation"] = {"skipped": f"no spatial validation: {why}; make labels.block_m smaller than the "
+                                                    "area (several blocks of several classes) or score against a truth map"}
+        warnings.warn(summary.figures["validation"]["skipped"], EmptyClassWarning, stacklevel=2)
+    else:
         Xv = X[sample.validation]
         ok = np.isfinite(Xv).all(1)
         pv = np.zeros(len(Xv), np.uint8)
@@ -706,6 +736,13 @@ def _label_halo(cfg: PipelineConfig) -> int:
     from .ops.labels import confidence_halo_px
 
     return confidence_halo_px(_coarse_cell_m(cfg) / cfg.aoi.resolution)
+
+
+def _cell_origin(cfg: PipelineConfig, geobox) -> tuple[int, int]:
+    """Where the label map's cell edges fall on the output grid (0, 0 for a STAC collection or another CRS)."""
+    from .io.rasters import cell_origin_px
+
+    return cell_origin_px(cfg.labels.path, geobox) if cfg.labels.path else (0, 0)
 
 
 def _coarse_cell_m(cfg: PipelineConfig) -> float:

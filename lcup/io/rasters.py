@@ -171,6 +171,18 @@ def pixel_size_m(path: str | Path) -> float:
         return res
 
 
+def cell_origin_px(path: str | Path, geobox: GeoBox) -> tuple[int, int]:
+    """Where the raster's cell edges fall on ``geobox``: ``(row, column)`` of one cell corner, in output pixels.
+
+    (0, 0) when the raster is in another CRS or rotated (its cells then do not fall on whole pixels).
+    """
+    with _env(path), rasterio.open(str(path)) as src:
+        if src.crs is None or src.crs != rasterio.crs.CRS.from_user_input(str(geobox.crs)) or src.transform.b or src.transform.d:
+            return (0, 0)
+        t = geobox.transform
+        return (int(round((src.transform.f - t.f) / t.e)), int(round((src.transform.c - t.c) / t.a)))
+
+
 #: Land-cover collections on STAC APIs: ``collection -> (asset key, legend)``.
 LABEL_COLLECTIONS: dict[str, tuple[str, str]] = {
     "esa-worldcover": ("map", "esa-worldcover"),

@@ -81,13 +81,16 @@ class Sample:
         return len(self.iy)
 
 
-def _keep_class(c: int, n: int, min_per_class: int, policy: str) -> bool:
+def _keep_class(c: int, n: int, min_per_class: int, policy: str, after_split: bool = False) -> bool:
     """The small-class policy: True to sample class ``c`` with ``n`` usable pixels, False to drop it."""
     if policy not in ("warn", "drop", "error"):
         raise ValueError(f"small_class_policy must be 'warn', 'drop' or 'error', not {policy!r}")
     if n >= min_per_class:
         return True
-    msg = f"class {c} has only {n} usable pixels (< min_per_class={min_per_class})"
+    where = " in the training blocks (after the spatial split and its buffer)" if after_split else ""
+    msg = f"class {c} has only {n} usable pixels{where} (< min_per_class={min_per_class})"
+    if n == 0 and policy == "warn":
+        msg += "; it cannot be learnt and will be missing from the map"
     if policy == "error":
         raise LabelError(msg + "; lower labels.min_per_class or set small_class_policy: drop")
     warnings.warn(msg + ("; dropped" if policy == "drop" else "; kept"), EmptyClassWarning, stacklevel=3)
@@ -107,18 +110,93 @@ def _validation_quota(n_per_class: int, validation_fraction: float) -> int:
     return int(round(n_per_class * validation_fraction / max(1e-9, 1 - validation_fraction)))
 
 
-def validation_blocks(rng: np.random.Generator, shape: tuple[int, int], block_px: int, fraction: float) -> np.ndarray:
+def validation_blocks(rng: np.random.Generator, shape: tuple[int, int], block_px: int, fraction: float,
+                      origin: tuple[int, int] = (0, 0)) -> np.ndarray:
     """``(blocks_y, blocks_x)`` bool: which ``block_px`` squares are held out for validation.
 
-    At least one block on each side when ``0 < fraction < 1``.
+    Block ``(i, j)`` covers rows ``i * block_px - origin[0]`` onwards (see :class:`BlockSplit`). At
+    least one block on each side when ``0 < fraction < 1`` and there are two blocks or more.
     """
-    nby, nbx = -(-shape[0] // block_px), -(-shape[1] // block_px)
+    nby, nbx = -(-(shape[0] + origin[0]) // block_px), -(-(shape[1] + origin[1]) // block_px)
     block_val = rng.random((nby, nbx)) < fraction
+    if block_val.size < 2:
+        return np.zeros_like(block_val)  # one block: no spatially separate validation is possible
     if fraction > 0 and not block_val.any():
         block_val.flat[rng.integers(block_val.size)] = True
     if fraction < 1 and block_val.all():
         block_val.flat[rng.integers(block_val.size)] = False
     return block_val
+
+
+@dataclass(frozen=True)
+class BlockSplit:
+    """Spatial training/validation split of the grid into square blocks, with a buffer between them.
+
+    Attributes
+    ----------
+    held_out
+        ``(blocks_y, blocks_x)`` bool, True for validation blocks (:func:`validation_blocks`).
+    block_px
+        Block side, pixels; snap it to whole coarse cells so that no coarse cell gives pixels to both sides.
+    origin
+        ``(rows, columns)`` the block grid is shifted by: pixel ``(y, x)`` lies in block
+        ``((y + origin[0]) // block_px, (x + origin[1]) // block_px)``.
+    buffer_px
+        Training pixels closer than this (Chebyshev distance, pixels) to a validation block are not used,
+        so no training pixel neighbours a validation pixel.
+    """
+
+    held_out: np.ndarray
+    block_px: int
+    origin: tuple[int, int] = (0, 0)
+    buffer_px: int = 0
+
+    def split(self, yy: np.ndarray, xx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(is_validation, usable)`` for the pixels ``(yy, xx)`` of the grid."""
+        B, buf = self.block_px, self.buffer_px
+        py, px = np.asarray(yy) + self.origin[0], np.asarray(xx) + self.origin[1]
+        by, bx = py // B, px // B
+        isval = self.held_out[by, bx]
+        usable = np.ones(len(py), bool)
+        if buf > 0 and self.held_out.any():
+            nby, nbx = self.held_out.shape
+            ry, rx = py - by * B, px - bx * B  # position inside the block
+            for dy in (-1, 0, 1):
+                near_y = ry < buf if dy < 0 else (B - 1 - ry < buf if dy > 0 else np.ones(len(py), bool))
+                for dx in (-1, 0, 1):
+                    if dy == dx == 0:
+                        continue
+                    near_x = rx < buf if dx < 0 else (B - 1 - rx < buf if dx > 0 else np.ones(len(px), bool))
+                    ny, nx = by + dy, bx + dx
+                    inside = (ny >= 0) & (ny < nby) & (nx >= 0) & (nx < nbx)
+                    nb_val = np.zeros(len(py), bool)
+                    nb_val[inside] = self.held_out[ny[inside], nx[inside]]
+                    usable &= ~(~isval & nb_val & near_y & near_x)
+        return isval, usable
+
+
+def make_block_split(rng: np.random.Generator, shape: tuple[int, int], block_px: int, fraction: float, *,
+                     cell_px: float = 1.0, cell_origin: tuple[int, int] = (0, 0), buffer_px: int = 0) -> BlockSplit:
+    """A :class:`BlockSplit` whose blocks are whole coarse cells: ``block_px`` rounded up to a multiple of
+    ``cell_px`` (when that is a whole number of pixels) and the block grid aligned on the coarse grid,
+    whose cell edges fall at rows/columns ``cell_origin`` modulo ``cell_px``."""
+    c = int(round(cell_px))
+    origin = (0, 0)
+    if c > 1 and abs(cell_px - c) < 1e-6:
+        block_px = -(-int(block_px) // c) * c
+        origin = ((-int(cell_origin[0])) % c, (-int(cell_origin[1])) % c)
+    return BlockSplit(validation_blocks(rng, shape, block_px, fraction, origin), int(block_px), origin, int(buffer_px))
+
+
+def min_train_validation_distance(sample: "Sample") -> float:
+    """Smallest distance (pixels) between a training and a validation sample; inf without both."""
+    tr, va = ~sample.validation, sample.validation
+    if not tr.any() or not va.any():
+        return float("inf")
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(np.stack([sample.iy[tr], sample.ix[tr]], 1)).query(np.stack([sample.iy[va], sample.ix[va]], 1), k=1)
+    return float(d.min())
 
 
 def stratified_sample(
@@ -159,7 +237,7 @@ def stratified_sample(
     -------
     Sample
     """
-    block_val = validation_blocks(rng, labels.shape, block_px, validation_fraction)
+    blocks = make_block_split(rng, labels.shape, block_px, validation_fraction)
     classes = [int(c) for c in np.unique(labels) if c != 0]
     _need_two_classes(classes)
     iys, ixs, labs, vals = [], [], [], []
@@ -168,8 +246,8 @@ def stratified_sample(
         yy, xx = np.nonzero(labels == c)
         if not _keep_class(c, len(yy), min_per_class, small_class_policy):
             continue
-        isval = block_val[yy // block_px, xx // block_px]
-        for want, sel, is_val in ((n_per_class, ~isval, False), (n_val, isval, True)):
+        isval, ok = blocks.split(yy, xx)
+        for want, sel, is_val in ((n_per_class, ~isval & ok, False), (n_val, isval & ok, True)):
             cand = np.nonzero(sel)[0]
             if len(cand) == 0:
                 continue
@@ -323,27 +401,28 @@ def label_statistics(labels: da.Array, eroded: da.Array, usable: da.Array, conf:
     return dask.delayed(_stats_summary)(sum_blocks(_stats_block, labels, eroded, usable, conf))
 
 
-def _chunk_pixels(block, block_val, block_px, y0, x0):
+def _chunk_pixels(block, blocks: BlockSplit, y0, x0):
     """The usable pixels of one chunk: rows, columns (in the chunk) and whether each is in a validation block."""
     yy, xx = np.nonzero(block)
-    return yy, xx, block_val[(yy + y0) // block_px, (xx + x0) // block_px]
+    isval, ok = blocks.split(yy + y0, xx + x0)
+    return yy[ok], xx[ok], isval[ok]
 
 
-def _chunk_counts(block: np.ndarray, block_val: np.ndarray, block_px: int, y0: int, x0: int) -> np.ndarray:
+def _chunk_counts(block: np.ndarray, blocks: BlockSplit, y0: int, x0: int) -> np.ndarray:
     """``(2, 256)`` pixel counts per (train/validation, class) in one chunk."""
-    yy, xx, isval = _chunk_pixels(block, block_val, block_px, y0, x0)
+    yy, xx, isval = _chunk_pixels(block, blocks, y0, x0)
     c = block[yy, xx].astype(np.int64)
     return np.stack([np.bincount(c[~isval], minlength=256), np.bincount(c[isval], minlength=256)])
 
 
-def _chunk_draw(block, block_val, block_px, y0, x0, quota, seed, key, values=None):
+def _chunk_draw(block, blocks, y0, x0, quota, seed, key, values=None):
     """Draw ``quota[s, c]`` pixels of class c in split s from one chunk with the chunk's own generator.
 
     Returns ``(rows, vals)``: ``(n, 4)`` int64 (row, column, class, split) and the ``values`` block at
     those pixels (None without ``values``).
     """
     rng = np.random.default_rng([seed, *key])
-    yy, xx, isval = _chunk_pixels(block, block_val, block_px, y0, x0)
+    yy, xx, isval = _chunk_pixels(block, blocks, y0, x0)
     c = block[yy, xx]
     out = []
     for s in (0, 1):
@@ -399,6 +478,9 @@ def stratified_sample_chunked(
     max_chunks: int | None = None,
     values: "da.Array | None" = None,
     compute=None,
+    cell_px: float = 1.0,
+    cell_origin: tuple[int, int] = (0, 0),
+    buffer_px: int = 0,
 ) -> Sample:
     """Chunk-parallel :func:`stratified_sample`: positions are drawn per chunk, never gathered whole.
 
@@ -424,23 +506,32 @@ def stratified_sample_chunked(
     compute
         ``callable(list_of_delayed) -> list`` (e.g. a distributed client's compute+gather); default
         ``dask.compute``.
+    cell_px, cell_origin, buffer_px
+        Blocks of whole coarse cells, aligned on the coarse grid, and the buffer kept free of training
+        pixels around validation blocks (:func:`make_block_split`).
+
+    A class whose training pixels (after the split and the buffer) number fewer than ``min_per_class``
+    meets ``small_class_policy`` there, so no class reaches the map without training data unnoticed.
     """
     import dask
 
     compute = compute or (lambda objs: list(dask.compute(*objs)))
     rng = np.random.default_rng(seed)
-    block_val = validation_blocks(rng, labels.shape, block_px, validation_fraction)
+    blocks_split = make_block_split(rng, labels.shape, block_px, validation_fraction, cell_px=cell_px,
+                                    cell_origin=cell_origin, buffer_px=buffer_px)
     starts_y = np.cumsum((0,) + labels.chunks[0][:-1])
     starts_x = np.cumsum((0,) + labels.chunks[1][:-1])
     blocks = labels.to_delayed()
     keys = [(i, j) for i in range(blocks.shape[0]) for j in range(blocks.shape[1])]
-    count_tasks = [dask.delayed(_chunk_counts)(blocks[i, j], block_val, block_px, starts_y[i], starts_x[j]) for i, j in keys]
+    count_tasks = [dask.delayed(_chunk_counts)(blocks[i, j], blocks_split, starts_y[i], starts_x[j]) for i, j in keys]
     counts = np.stack(compute(count_tasks))  # (chunk, 2, 256)
     total = counts.sum((0, 1))
     classes = [c for c in range(1, 256) if total[c] > 0]
     _need_two_classes(classes)
     n_val = _validation_quota(n_per_class, validation_fraction)
-    kept = [c for c in classes if _keep_class(c, int(total[c]), min_per_class, small_class_policy)]
+    train_total = counts[:, 0].sum(0)
+    kept = [c for c in classes if _keep_class(c, int(train_total[c]), min_per_class, small_class_policy, after_split=True)]
+    _need_two_classes([c for c in kept if train_total[c] > 0])
     if max_chunks is not None and max_chunks < len(keys):
         wanted = np.zeros(counts.shape[1:], np.int64)
         wanted[0, kept], wanted[1, kept] = n_per_class, n_val
@@ -454,7 +545,7 @@ def stratified_sample_chunked(
             if k:
                 quota[:, s, c] = rng.multivariate_hypergeometric(avail, k)
     vblocks = values.rechunk(labels.chunks).to_delayed() if values is not None else None
-    draw_tasks = [dask.delayed(_chunk_draw)(blocks[i, j], block_val, block_px, starts_y[i], starts_x[j], quota[n], seed, (i, j),
+    draw_tasks = [dask.delayed(_chunk_draw)(blocks[i, j], blocks_split, starts_y[i], starts_x[j], quota[n], seed, (i, j),
                                             None if vblocks is None else vblocks[i, j])
                   for n, (i, j) in enumerate(keys) if quota[n].any()]
     drawn = compute(draw_tasks) if draw_tasks else []

@@ -225,3 +225,56 @@ def test_sample_from_a_few_chunks_still_fills_every_class():
     same = stratified_sample_chunked(d, 100, 0, max_chunks=64, **kw)  # as many as there are: the default draw
     np.testing.assert_array_equal(same.iy, full.iy)
     np.testing.assert_array_equal(same.ix, full.ix)
+
+
+def test_block_split_leaves_a_buffer_and_whole_coarse_cells(rng):
+    """Validation blocks snapped to a 10 px coarse grid shifted by (3, 7) px, 16 px buffer: no coarse cell gives
+    pixels to both sides, and no training pixel lies within 16 px of a validation pixel."""
+    import dask.array as da
+
+    from lcup.ops.labels import make_block_split, min_train_validation_distance, stratified_sample_chunked
+
+    lab = np.zeros((300, 300), np.uint8)
+    cy, cx = np.mgrid[0:300, 0:300]
+    lab[:] = 1 + (((cy - 3) // 10 + (cx - 7) // 10) % 3)  # 3 classes in 10 px cells whose edges are at rows 3, 13, ...
+    split = make_block_split(np.random.default_rng(0), lab.shape, 45, 0.4, cell_px=10, cell_origin=(3, 7), buffer_px=16)
+    assert split.block_px == 50 and split.origin == (7, 3)
+    yy, xx = np.nonzero(lab)
+    isval, ok = split.split(yy, xx)
+    cell = ((yy - 3) // 10) * 100 + (xx - 7) // 10
+    both = set(cell[isval]) & set(cell[~isval])
+    assert not both, f"{len(both)} coarse cells give pixels to both training and validation"
+    s = stratified_sample_chunked(da.from_array(lab, chunks=64), 3000, 1, block_px=45, validation_fraction=0.4,
+                                  cell_px=10, cell_origin=(3, 7), buffer_px=16)
+    assert s.validation.any() and (~s.validation).any()
+    assert min_train_validation_distance(s) >= 16
+    # without the buffer, training pixels touch the validation blocks
+    s0 = stratified_sample_chunked(da.from_array(lab, chunks=64), 3000, 1, block_px=45, validation_fraction=0.4)
+    assert min_train_validation_distance(s0) < 3
+
+
+def test_one_block_means_no_validation_and_class_lost_in_split_warns():
+    import dask.array as da
+
+    from lcup.errors import EmptyClassWarning
+    from lcup.ops.labels import stratified_sample_chunked, validation_blocks
+
+    assert not validation_blocks(np.random.default_rng(0), (50, 50), 100, 0.3).any()
+    lab = np.ones((200, 200), np.uint8)
+    lab[:, 100:] = 2
+    lab[10:14, 150:154] = 3  # a small class living in one block only
+    for seed in range(20):
+        held = validation_blocks(np.random.default_rng(seed), lab.shape, 100, 0.5)
+        if held[0, 1] and not held[1, 1] and not held[:, 0].all():
+            break  # the block holding class 3 is held out: no training pixel of class 3 is left
+    with pytest.warns(EmptyClassWarning, match=r"class 3 has only 0 usable pixels in the training blocks.*missing from the map"):
+        s = stratified_sample_chunked(da.from_array(lab, chunks=100), 100, seed, min_per_class=5, block_px=100,
+                                      validation_fraction=0.5)
+    assert 3 not in s.label[~s.validation]
+
+
+def test_vanished_classes():
+    from lcup.pipeline import vanished_classes
+
+    assert vanished_classes({1: 1000, 2: 400, 3: 50}, {1: 900, 2: 39, 5: 7}) == {
+        2: {"coarse_px": 400, "map_px": 39}, 3: {"coarse_px": 50, "map_px": 0}}
