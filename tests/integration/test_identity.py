@@ -70,3 +70,49 @@ def test_byte_identical_over_tiles_paths_and_workers(small_scene, tmp_path, two_
         for v in maps:
             diff = (maps[v] != ref_maps[v]).sum()
             assert diff == 0, f"{key}: {v} differs from the 1-tile persisted run on {diff} values"
+
+
+def test_worker_killed_during_prediction_same_bytes(small_scene, tmp_path):
+    """The only worker of a LocalCluster dies while prediction tasks are pending: the model (a persisted task,
+    not scattered data) is rebuilt on the restarted worker, the run finishes, and the map is byte-identical."""
+    import os
+    import threading
+    import time
+
+    from distributed import Client, LocalCluster
+
+    def pending_predictions(dask_scheduler=None):
+        return sum(1 for ts in dask_scheduler.tasks.values()
+                   if "_predict_chunk" in str(ts.key) and ts.state in ("waiting", "processing", "queued", "no-worker"))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = run_pipeline(_cfg(small_scene, tmp_path / "ref", 128, "never", **{"cluster.kind": "none"}), progress=False)
+        with LocalCluster(n_workers=1, threads_per_worker=2, dashboard_address=None, memory_limit="4GiB") as cluster, \
+                Client(cluster) as client:
+            seen = {}
+
+            def killer():
+                deadline = time.time() + 240
+                while time.time() < deadline and not seen:
+                    n = client.run_on_scheduler(pending_predictions)
+                    if n:
+                        seen["pending"] = n
+                        seen["worker"] = list(client.scheduler_info()["workers"])[0]
+                        try:
+                            client.run(os._exit, 1)
+                        except Exception:  # noqa: BLE001 - the worker dies before it answers
+                            pass
+                        return
+                    time.sleep(0.02)
+
+            t = threading.Thread(target=killer)
+            t.start()
+            s = run_pipeline(_cfg(small_scene, tmp_path / "cut", 128, "never"), client=client, progress=False)
+            t.join()
+            assert seen.get("pending", 0) > 0, "no prediction task was pending when the worker was to be killed"
+            assert seen["worker"] not in client.scheduler_info()["workers"]  # it really died and was replaced
+    assert s.status == "done" and ref.status == "done"
+    a, b = _maps(tmp_path / "ref"), _maps(tmp_path / "cut")
+    for v in a:
+        np.testing.assert_array_equal(a[v], b[v])
