@@ -7,6 +7,20 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+
+def _numba_cache_outside_the_package() -> None:
+    """Compiled-kernel caches go to the user's cache folder, never into ``site-packages/lcup``: a cache folder
+    left there by a regular install shadows a later editable install (``pip install -e``)."""
+    import os
+    from pathlib import Path
+
+    if "NUMBA_CACHE_DIR" not in os.environ:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        os.environ["NUMBA_CACHE_DIR"] = str(base / "lcup" / "numba")
+
+
+_numba_cache_outside_the_package()
+
 from .config import PipelineConfig, load_config  # noqa: E402
 from .errors import LcupError  # noqa: E402
 

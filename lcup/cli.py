@@ -74,6 +74,9 @@ def _validate(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lcup", description="Coarse land cover to 10 m with Sentinel-2 time series")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"lcup {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("demo", help="generate the synthetic demo scene (no internet needed)")
@@ -109,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     except LcupError as e:
         print(f"lcup: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("lcup: interrupted; summary.json in the output folder says what was done (resume with --resume)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -216,6 +216,51 @@ class ClusterConfig(_Section):
     gateway_options: dict[str, Any] = Field(default_factory=dict, description="cluster options for the Gateway (e.g. worker_cores, worker_memory)")
     tune_malloc: bool = Field(True, description="raise glibc's mmap/trim thresholds in the workers (distributed's default makes prediction 25-40 % slower)")
 
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory(cls, v: str) -> str:
+        from dask.utils import parse_bytes
+
+        if str(v).lower() == "auto":
+            return v
+        try:
+            n = float(v) if str(v).replace(".", "", 1).isdigit() else parse_bytes(str(v))
+        except (ValueError, TypeError):
+            raise ValueError(f"memory_limit {v!r} is not a size: use auto, e.g. 4GiB, 6GB, or a fraction of the machine such as 0.5") from None
+        if n <= 0:
+            raise ValueError(f"memory_limit {v!r} must be positive")
+        return v
+
+    @model_validator(mode="after")
+    def _address(self) -> "ClusterConfig":
+        import re
+
+        if self.kind == "address":
+            if not self.address or not re.fullmatch(r"(?:(?:tcp|tls|ucx|ws|wss|inproc)://)?[\w.\-\[\]:]+:\d{1,5}/?", self.address):
+                raise ValueError(f"cluster.address {self.address!r} is not a scheduler address; use e.g. tcp://10.0.0.5:8786")
+        if self.kind == "gateway" and not (self.address and re.match(r"https?://\S+", self.address)):
+            raise ValueError(f"cluster.kind gateway needs cluster.address, the Gateway's URL (e.g. https://gateway.example.org), "
+                             f"got {self.address!r}")
+        return self
+
+
+def _check_crs(value: str | None, key: str) -> None:
+    if value is None:
+        return
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    try:
+        CRS.from_user_input(value)
+    except (CRSError, ValueError) as e:
+        raise ValueError(f"{key} {value!r} is not a CRS ({e}); use e.g. EPSG:4326 or EPSG:32633") from None
+
+
+def _check_local(path: str | None, key: str) -> None:
+    """A local path (not a URL) must exist."""
+    if path and "://" not in path and not path.startswith("/vsi") and not Path(path).exists():
+        raise ValueError(f"{key} {path} does not exist; fix the path (relative paths start at the pipeline file's folder)")
+
 
 class PipelineConfig(_Section):
     """A whole pipeline, as in ``pipelines/*.yaml``."""
@@ -253,6 +298,60 @@ class PipelineConfig(_Section):
             raise ValueError(f"start {self.start} is after end {self.end}")
         return self
 
+    @model_validator(mode="after")
+    def _check_references(self) -> "PipelineConfig":
+        """What can be known without a pixel: CRSs, files, legends, crosswalks, indices, model parameters."""
+        from .errors import LcupError
+        from .legends import get_crosswalk, get_legend
+
+        _check_crs(self.aoi.crs, "aoi.crs")
+        _check_crs(self.aoi.grid_crs, "aoi.grid_crs")
+        cat = self.source.catalog
+        if "://" not in cat and cat.endswith(".json"):
+            _check_local(cat, "source.catalog")
+            import json
+
+            try:
+                json.loads(Path(cat).read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ValueError(f"source.catalog {cat} is not JSON ({e}); point it to a STAC catalog.json or a STAC API URL") from None
+        _check_local(self.labels.path, "labels.path")
+        for i, o in enumerate(self.labels.others):
+            _check_local(o.path, f"labels.others[{i}].path")
+        if self.truth is not None:
+            _check_local(self.truth.path, "truth.path")
+        try:
+            target = get_legend(self.labels.target_legend)
+            walks = [("labels", self.labels.legend, self.labels.crosswalk)]
+            walks += [(f"labels.others[{i}]", o.legend, None) for i, o in enumerate(self.labels.others)]
+            walks += [("truth", self.truth.legend, None)] if self.truth is not None else []
+            for where, legend, custom in walks:
+                get_legend(legend)
+                cw = get_crosswalk(legend, target, custom)
+                stray = sorted({v for v in cw.values() if v and v not in target.codes})
+                if stray:
+                    raise ValueError(f"{where}: the crosswalk maps to code(s) {stray}, which the target legend "
+                                     f"{target.name!r} does not have (codes {target.codes}); map them to one of those, or 0 to drop")
+        except LcupError as e:
+            raise ValueError(str(e)) from None
+        if max(target.codes, default=0) > 255:
+            raise ValueError(f"target legend {target.name!r} has codes up to {max(target.codes)}, but class maps are uint8 "
+                             "(1-255); crosswalk to a legend with smaller codes (e.g. corine-grid or lcup7)")
+        from .ops.indices import INDICES
+
+        for name in self.features.indices:
+            missing = [b for b in INDICES[name][0] if b not in self.load.bands]
+            if missing:
+                raise ValueError(f"features.indices: {name!r} needs band(s) {missing}; add them to load.bands or drop {name!r}")
+        r = self.labels.erosion_m / self.aoi.resolution
+        if r >= self.load.chunk_px / 2:
+            raise ValueError(f"labels.erosion_m {self.labels.erosion_m} m is {r:.0f} px at {self.aoi.resolution} m, at least half a "
+                             f"chunk ({self.load.chunk_px} px): nothing would be left to sample; use a few tens of metres")
+        from .ops.model import check_params
+
+        check_params(self.model.kind, self.model.params)
+        return self
+
     @property
     def period(self) -> tuple[dt.date, dt.date]:
         if self.start is not None and self.end is not None:
@@ -282,6 +381,9 @@ def _format_errors(err: ValidationError, source: str) -> str:
             lines.append(f"  - unknown key {where!r}; valid keys here: {allowed}")
         elif e["type"] == "missing":
             lines.append(f"  - missing required key {where!r}")
+        elif e["type"] == "value_error":
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"  - {msg}" if where == "(top level)" else f"  - {where}: {msg}")
         else:
             lines.append(f"  - {where}: {e['msg']} (got {e.get('input')!r})")
     return "\n".join(lines)
@@ -323,7 +425,9 @@ def load_config(source: str | Path | Mapping, *, base_dir: str | Path | None = N
         try:
             raw = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"pipeline file {p} is not valid YAML: {e}") from e
+            raise ConfigError(f"pipeline file {p} is not valid YAML: {e}") from None
+        except ValueError as e:  # an impossible unquoted date (2023-02-30): YAML's date constructor fails
+            raise ConfigError(f"pipeline file {p} holds an impossible date ({e}); write a real date such as 2023-02-28") from None
         name, base = str(p), Path(base_dir) if base_dir else p.parent
     if not isinstance(raw, dict):
         raise ConfigError(f"pipeline {name} must be a mapping of sections, got {type(raw).__name__}")

@@ -259,22 +259,24 @@ def get_legend(name_or_dict: str | Mapping | Legend) -> Legend:
 def get_crosswalk(source: str | Legend, target: str | Legend, custom: Mapping[int, int] | None = None) -> dict[int, int]:
     """Return the crosswalk from ``source`` to ``target`` codes.
 
-    ``custom`` (e.g. from a pipeline YAML) wins over a built-in one. When source and target are the
+    ``custom`` (e.g. from a pipeline YAML) extends the built-in one: its codes win, the others keep
+    their built-in target. When source and target are the
     same legend, the identity mapping is returned.
     """
     s = source.name if isinstance(source, Legend) else source
     t = target.name if isinstance(target, Legend) else target
-    if custom:
-        return {int(k): int(v) for k, v in custom.items()}
+    extra = {int(k): int(v) for k, v in (custom or {}).items()}
     if s == t:
-        return {c: c for c in get_legend(s).codes}
+        return {**{c: c for c in get_legend(s).codes}, **extra}
     if (s, t) in CROSSWALKS:
-        return dict(CROSSWALKS[(s, t)])
+        return {**CROSSWALKS[(s, t)], **extra}
     # chain through one intermediate legend (e.g. corine-grid -> corine -> lcup7)
     for (a, b), first in CROSSWALKS.items():
         if a == s and (b, t) in CROSSWALKS:
             second = CROSSWALKS[(b, t)]
-            return {k: second.get(v, 0) if v else 0 for k, v in first.items()}
+            return {**{k: second.get(v, 0) if v else 0 for k, v in first.items()}, **extra}
+    if extra:
+        return extra  # no built-in one: the custom crosswalk alone
     try:
         raise KeyError((s, t))
     except KeyError:

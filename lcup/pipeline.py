@@ -471,7 +471,9 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
         dmin = min_train_validation_distance(sample)
         summary.figures["samples"] = {"train": int((~sample.validation).sum()), "validation": int(sample.validation.sum()),
                                       "chunks": _n_chunks(sample.iy, sample.ix, cfg.load.chunk_px),
-                                      "min_train_validation_distance_m": dmin * cfg.aoi.resolution if np.isfinite(dmin) else None}
+                                      "min_train_validation_distance_m": dmin * cfg.aoi.resolution if np.isfinite(dmin) else None,
+                                      "train_per_class": {int(c): int(n) for c, n in zip(*np.unique(sample.label[~sample.validation], return_counts=True))},
+                                      "validation_per_class": {int(c): int(n) for c, n in zip(*np.unique(sample.label[sample.validation], return_counts=True))}}
 
     with _stage(summary, "train"):
         if resumed_model is not None:

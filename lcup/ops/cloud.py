@@ -13,6 +13,9 @@ from scipy import ndimage
 #: cloud medium and high probability, thin cirrus. Snow (11) is kept valid unless asked.
 DEFAULT_INVALID_SCL: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
 
+#: SCL classes that the mask dilation grows: cloud shadow, cloud medium/high probability, thin cirrus.
+CLOUD_SHADOW_SCL: tuple[int, ...] = (3, 8, 9, 10)
+
 
 def disk(radius_px: int) -> np.ndarray:
     """Disk structuring element: offsets with ``dy² + dx² <= radius²`` (radius 1 → 3×3 cross)."""
@@ -46,7 +49,8 @@ def scl_valid_mask(
     invalid_classes
         SCL codes to mask (default: 0, 1, 3, 8, 9, 10).
     dilation_px
-        Grow the invalid area by this many pixels (disk). On dask input it is done with
+        Grow the cloud and shadow area (SCL 3, 8, 9, 10 among ``invalid_classes``) by this many pixels
+        (disk); no data and defective pixels are masked but not grown. On dask input it is done with
         ``map_overlap`` so chunk edges are seamless.
 
     Returns
@@ -55,15 +59,18 @@ def scl_valid_mask(
         ``(time, y, x)`` bool, True where the observation is clear.
     """
     valid = ~scl.isin(list(invalid_classes))
-    if dilation_px and dilation_px > 0:
+    grow = [c for c in invalid_classes if c in CLOUD_SHADOW_SCL]
+    if dilation_px and dilation_px > 0 and grow:
+        # only clouds and shadows are grown: no data (swath edge) and defective pixels stay as they are
         r = int(dilation_px)
-        if isinstance(valid.data, da.Array):
-            depth = {valid.get_axis_num("y"): r, valid.get_axis_num("x"): r}
-            data = valid.data.map_overlap(_dilate_invalid_np, depth=depth, boundary=True, radius_px=r, dtype=bool)
+        clear = ~scl.isin(grow)
+        if isinstance(clear.data, da.Array):
+            depth = {clear.get_axis_num("y"): r, clear.get_axis_num("x"): r}
+            data = clear.data.map_overlap(_dilate_invalid_np, depth=depth, boundary=True, radius_px=r, dtype=bool)
         else:
-            data = _dilate_invalid_np(valid.transpose(..., "y", "x").values, r)
-            valid = valid.transpose(..., "y", "x")
-        valid = valid.copy(data=data)
+            data = _dilate_invalid_np(clear.transpose(..., "y", "x").values, r)
+            clear, valid = clear.transpose(..., "y", "x"), valid.transpose(..., "y", "x")
+        valid = valid & clear.copy(data=data)
     valid.name = "valid"
     return valid
 

@@ -188,6 +188,34 @@ def make_block_split(rng: np.random.Generator, shape: tuple[int, int], block_px:
     return BlockSplit(validation_blocks(rng, shape, block_px, fraction, origin), int(block_px), origin, int(buffer_px))
 
 
+def _block_class_counts(block: np.ndarray, origin: tuple[int, int], block_px: int, nbx: int, y0: int, x0: int) -> np.ndarray:
+    """``(n, 2)`` int64 (block_index * 256 + class, pixels) for the labelled pixels of one chunk."""
+    yy, xx = np.nonzero(block)
+    key = (((yy + y0 + origin[0]) // block_px) * nbx + (xx + x0 + origin[1]) // block_px) * 256 + block[yy, xx]
+    u, n = np.unique(key, return_counts=True)
+    return np.stack([u, n], 1).astype(np.int64)
+
+
+def keep_classes_trainable(held_out: np.ndarray, block_class_px: np.ndarray, min_px: int, rng: np.random.Generator) -> np.ndarray:
+    """Return ``held_out`` with validation blocks given back to training until every class has ``min_px``
+    training pixels (or all it has), so no class of the coarse map is lost to the spatial split.
+
+    ``block_class_px``: ``(blocks, 256)`` labelled pixels per block (flattened like ``held_out``) and class.
+    At least one validation block is kept when there was one.
+    """
+    held = held_out.ravel().copy()
+    total = block_class_px.sum(0)
+    for c in np.argsort(total, kind="stable"):  # rarest classes first
+        if c == 0 or total[c] == 0:
+            continue
+        need = min(int(min_px), int(total[c]))
+        for b in rng.permutation(np.nonzero(held & (block_class_px[:, c] > 0))[0]):
+            if block_class_px[~held, c].sum() >= need or held.sum() <= 1:
+                break
+            held[b] = False
+    return held.reshape(held_out.shape)
+
+
 def min_train_validation_distance(sample: "Sample") -> float:
     """Smallest distance (pixels) between a training and a validation sample; inf without both."""
     tr, va = ~sample.validation, sample.validation
@@ -523,8 +551,36 @@ def stratified_sample_chunked(
     starts_x = np.cumsum((0,) + labels.chunks[1][:-1])
     blocks = labels.to_delayed()
     keys = [(i, j) for i in range(blocks.shape[0]) for j in range(blocks.shape[1])]
-    count_tasks = [dask.delayed(_chunk_counts)(blocks[i, j], blocks_split, starts_y[i], starts_x[j]) for i, j in keys]
-    counts = np.stack(compute(count_tasks))  # (chunk, 2, 256)
+    if blocks_split.held_out.any():
+        # labelled pixels per (block, class), then validation blocks given back until every class can be learnt
+        nbx = blocks_split.held_out.shape[1]
+        parts = compute([dask.delayed(_block_class_counts)(blocks[i, j], blocks_split.origin, blocks_split.block_px, nbx,
+                                                             starts_y[i], starts_x[j]) for i, j in keys])
+        per = np.zeros((blocks_split.held_out.size, 256), np.int64)
+        for part in parts:
+            np.add.at(per, (part[:, 0] // 256, part[:, 0] % 256), part[:, 1])
+        need = max(min_per_class, n_per_class // 4)
+        held = keep_classes_trainable(blocks_split.held_out, per, need, np.random.default_rng([seed, 2]))
+        blocks_split = BlockSplit(held, blocks_split.block_px, blocks_split.origin, blocks_split.buffer_px)
+    counts = np.stack(compute([dask.delayed(_chunk_counts)(blocks[i, j], blocks_split, starts_y[i], starts_x[j]) for i, j in keys]))
+    if blocks_split.held_out.any() and blocks_split.buffer_px:
+        # the buffer takes training pixels too: give back further blocks while a class is still short (a few rounds)
+        flip_rng = np.random.default_rng([seed, 3])
+        for _ in range(4):
+            train = counts[:, 0].sum(0)
+            held = blocks_split.held_out.ravel().copy()
+            short = [c for c in range(1, 256) if train[c] < min(need, per[:, c].sum()) and (per[held, c] > 0).any()]
+            if not short or held.sum() <= 1:
+                break
+            for c in short:
+                cand = np.nonzero(held & (per[:, c] > 0))[0]
+                if len(cand) and held.sum() > 1:
+                    held[flip_rng.choice(cand)] = False
+            blocks_split = BlockSplit(held.reshape(blocks_split.held_out.shape), blocks_split.block_px, blocks_split.origin,
+                                      blocks_split.buffer_px)
+            counts = np.stack(compute([dask.delayed(_chunk_counts)(blocks[i, j], blocks_split, starts_y[i], starts_x[j])
+                                       for i, j in keys]))
+    # counts: (chunk, split, class) usable pixels under the final split
     total = counts.sum((0, 1))
     classes = [c for c in range(1, 256) if total[c] > 0]
     _need_two_classes(classes)

@@ -47,6 +47,45 @@ def train_random_forest(
     return model, info
 
 
+def check_params(kind: str, params: Mapping[str, Any]) -> None:
+    """Check extra classifier parameters (``model.params``) against the estimator, before any work.
+
+    Raises
+    ------
+    ValueError
+        Naming unknown keys (with close matches) or a value the estimator rejects.
+    """
+    import difflib
+
+    if not params:
+        return
+    if kind == "random_forest":
+        from sklearn.ensemble import RandomForestClassifier
+
+        est = RandomForestClassifier()
+        known = set(est.get_params())
+    else:
+        try:
+            from lightgbm import LGBMClassifier
+            from lightgbm.basic import _ConfigAliases
+        except ImportError:
+            raise ValueError("model.kind lightgbm needs LightGBM: pip install 'lcup[lightgbm]'") from None
+        est = LGBMClassifier()
+        known = set(est.get_params())
+        for name, aliases in _ConfigAliases._get_all_param_aliases().items():
+            known |= {name, *aliases}
+    bad = sorted(k for k in params if k not in known)
+    if bad:
+        hints = {k: difflib.get_close_matches(k, sorted(known), n=2) for k in bad}
+        raise ValueError(f"unknown {kind} parameter(s) in model.params: "
+                         + ", ".join(f"{k!r}" + (f" (did you mean {h}?)" if h else "") for k, h in hints.items()))
+    if kind == "random_forest":
+        try:
+            est.set_params(**params)._validate_params()
+        except Exception as e:  # noqa: BLE001 - sklearn's InvalidParameterError names the key and the valid values
+            raise ValueError(f"model.params: {e}") from None
+
+
 def train_model(
     X: np.ndarray,
     y: np.ndarray,
@@ -73,7 +112,7 @@ def train_model(
     ok = np.isfinite(X).all(1)
     p = {"n_estimators": 300, "learning_rate": 0.05, "num_leaves": 63, "subsample": 0.8, "subsample_freq": 1,
          "colsample_bytree": 0.8, "n_jobs": -1, "verbose": -1}
-    p.update({k: v for k, v in dict(params or {}).items() if k in LGBMClassifier().get_params() and v is not None})
+    p.update({k: v for k, v in dict(params or {}).items() if v is not None})  # keys checked by check_params
     p["random_state"] = seed
     model = LGBMClassifier(**p)
     model.fit(X[ok], y[ok], sample_weight=None if sample_weight is None else sample_weight[ok])

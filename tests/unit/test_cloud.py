@@ -64,3 +64,13 @@ def test_real_scl_gfmap():
     # real scenes: some clear, some cloudy dates
     assert frac.max() > 0.5 and frac.min() < 0.5
     assert (valid.values <= ~np.isin(scl.values, DEFAULT_INVALID_SCL)).all()
+
+
+def test_dilation_grows_clouds_not_nodata():
+    """The swath edge (SCL 0) must not eat clear pixels: only clouds and shadows are grown."""
+    scl = np.full((1, 9, 9), 4, np.uint8)
+    scl[0, :, :3] = 0  # no data on the left
+    scl[0, 4, 7] = 9  # one cloud pixel
+    v = scl_valid_mask(xr.DataArray(scl, dims=("time", "y", "x")), dilation_px=1).values[0]
+    assert v[:, 3].all()  # the column next to no data stays clear
+    assert not v[:, :3].any() and (~v[:, 3:]).sum() == 5  # the cloud's 3×3 cross

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 import yaml
 
 from lcup.config import load_config
 from lcup.errors import ConfigError
 
+_DATA = Path(tempfile.mkdtemp(prefix="lcup-config-"))
+(_DATA / "catalog.json").write_text('{"type": "Catalog", "id": "x", "description": "x", "stac_version": "1.0.0", "links": []}')
+(_DATA / "cgls.tif").write_bytes(b"")  # only its existence is checked here
 BASE = {
-    "source": {"catalog": "/data/catalog.json"},
+    "source": {"catalog": str(_DATA / "catalog.json")},
     "aoi": {"bbox": [14.5, 45.8, 14.6, 45.9]},
     "year": 2024,
-    "labels": {"path": "/data/cgls.tif", "legend": "cgls-lc100"},
+    "labels": {"path": str(_DATA / "cgls.tif"), "legend": "cgls-lc100"},
     "output": {"dir": "/tmp/out"},
 }
 
@@ -76,17 +82,96 @@ def test_dates_order_and_provider_and_bands():
 def test_relative_paths_resolve_against_the_file(tmp_path):
     d = _with(**{"labels.path": "maps/cgls.tif", "output.dir": "out", "source.catalog": "cat/catalog.json"})
     p = tmp_path / "sub" / "p.yaml"
-    p.parent.mkdir()
+    for f in ("maps/cgls.tif", "cat/catalog.json"):
+        (p.parent / f).parent.mkdir(parents=True, exist_ok=True)
+        (p.parent / f).write_text("{}")
     p.write_text(yaml.safe_dump(d))
     cfg = load_config(p)
     assert cfg.labels.path == str(tmp_path / "sub" / "maps" / "cgls.tif")
     assert cfg.source.catalog == str(tmp_path / "sub" / "cat" / "catalog.json")
 
 
-def test_shipped_pipelines_are_valid():
-    from pathlib import Path
-
+def test_shipped_pipelines_are_valid(tmp_path):
+    """The shipped pipelines, with the files they name (made by ``lcup demo``) stubbed beside them."""
     files = sorted((Path(__file__).parents[2] / "pipelines").glob("*.yaml"))
     assert files
+    base = tmp_path / "pipelines"
+    base.mkdir()
     for p in files:
-        load_config(p)
+        raw = yaml.safe_load(p.read_text())
+        for sec, key in (("source", "catalog"), ("labels", "path"), ("truth", "path")):
+            rel = (raw.get(sec) or {}).get(key)
+            if rel and "://" not in rel:
+                f = (base / rel).resolve()
+                f.parent.mkdir(parents=True, exist_ok=True)
+                f.write_text("{}" if f.suffix == ".json" else "")
+        load_config(p, base_dir=base)
+
+
+#: Bad inputs found before any pixel is read: (dotted overrides, what the message must say). Each must end in one
+#: ConfigError (an LcupError) naming the key and the fix, never in a traceback from inside a library.
+BAD_INPUTS = [
+    ({"aoi.crs": "EPSG:99999"}, r"aoi.crs 'EPSG:99999' is not a CRS.*EPSG:4326"),
+    ({"aoi.grid_crs": "utm please"}, r"aoi.grid_crs 'utm please' is not a CRS"),
+    ({"source.catalog": "/nowhere/catalog.json"}, r"source.catalog /nowhere/catalog.json does not exist"),
+    ({"source.catalog": str(_DATA / "cgls.tif") + ".json"}, r"does not exist"),
+    ({"labels.path": "/nowhere/cgls.tif"}, r"labels.path /nowhere/cgls.tif does not exist; fix the path"),
+    ({"truth": {"path": "/nowhere/truth.tif"}}, r"truth.path /nowhere/truth.tif does not exist"),
+    ({"labels.legend": "cgls-lc1000"}, r"unknown legend 'cgls-lc1000'; built-in legends are"),
+    ({"labels.legend": "corine", "labels.target_legend": "corine"}, r"codes up to 523.*uint8"),
+    ({"labels.crosswalk": {111: 42}}, r"maps to code\(s\) \[42\].*does not have"),
+    ({"load.bands": ["red", "green", "blue"]}, r"'ndvi' needs band\(s\) \['nir'\]; add them to load.bands"),
+    ({"labels.erosion_m": 5000}, r"erosion_m 5000.*nothing would be left"),
+    ({"model.params": {"n_estimator": 10}}, r"unknown random_forest parameter.*'n_estimator'.*did you mean \['n_estimators'\]"),
+    ({"model.params": {"criterion": "purity"}}, r"model.params:.*criterion"),
+    ({"cluster.memory_limit": "lots"}, r"memory_limit 'lots' is not a size"),
+    ({"cluster.kind": "address", "cluster.address": "my scheduler"}, r"is not a scheduler address; use e.g. tcp://"),
+    ({"cluster.kind": "gateway"}, r"gateway needs cluster.address"),
+    ({"name": "../../etc/x"}, r"name '../../etc/x' must be"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", BAD_INPUTS, ids=[str(k) for k, _ in BAD_INPUTS])
+def test_bad_input_is_one_clear_error(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(_with(**overrides))
+
+
+def test_bad_catalog_json_and_impossible_date(tmp_path):
+    bad = tmp_path / "catalog.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="is not JSON"):
+        load_config(_with(**{"source.catalog": str(bad)}))
+    y = tmp_path / "p.yaml"
+    y.write_text(yaml.safe_dump({k: v for k, v in BASE.items() if k != "year"}) + "start: 2023-02-30\nend: 2023-10-01\n")
+    with pytest.raises(ConfigError, match="impossible date.*2023-02-28"):
+        load_config(y)
+
+
+def test_custom_crosswalk_extends_the_built_in_one():
+    from lcup.legends import get_crosswalk
+
+    built_in = get_crosswalk("cgls-lc100", "lcup7")
+    cw = get_crosswalk("cgls-lc100", "lcup7", {50: 3})
+    assert cw[50] == 3 and {k: v for k, v in cw.items() if k != 50} == {k: v for k, v in built_in.items() if k != 50}
+
+
+def test_bad_inputs_through_the_cli_never_show_a_traceback(tmp_path):
+    """The same cases through ``lcup validate``: exit code 2, one line naming the fix, no traceback."""
+    import subprocess
+    import sys
+
+    from lcup.config import set_dotted
+
+    for overrides, message in BAD_INPUTS[:6] + BAD_INPUTS[-3:]:
+        import copy
+        import re
+
+        d = copy.deepcopy(BASE)
+        for k, v in overrides.items():
+            set_dotted(d, k, v)
+        y = tmp_path / "p.yaml"
+        y.write_text(yaml.safe_dump(d))
+        r = subprocess.run([sys.executable, "-m", "lcup.cli", "validate", str(y)], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2, (overrides, r.stdout, r.stderr)
+        assert "Traceback" not in r.stderr and re.search(message, r.stderr), (overrides, r.stderr)

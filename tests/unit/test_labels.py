@@ -267,10 +267,13 @@ def test_one_block_means_no_validation_and_class_lost_in_split_warns():
         held = validation_blocks(np.random.default_rng(seed), lab.shape, 100, 0.5)
         if held[0, 1] and not held[1, 1] and not held[:, 0].all():
             break  # the block holding class 3 is held out: no training pixel of class 3 is left
-    with pytest.warns(EmptyClassWarning, match=r"class 3 has only 0 usable pixels in the training blocks.*missing from the map"):
-        s = stratified_sample_chunked(da.from_array(lab, chunks=100), 100, seed, min_per_class=5, block_px=100,
-                                      validation_fraction=0.5)
-    assert 3 not in s.label[~s.validation]
+    s = stratified_sample_chunked(da.from_array(lab, chunks=100), 100, seed, min_per_class=5, block_px=100,
+                                  validation_fraction=0.5)
+    assert 3 in s.label[~s.validation]  # its block was given back to training: the class can be learnt
+    lab[50, 50] = 4  # a class of one pixel: below min_per_class after the split, and said so
+    with pytest.warns(EmptyClassWarning, match=r"class 4 has only [01] usable pixels in the training blocks"):
+        stratified_sample_chunked(da.from_array(lab, chunks=100), 100, seed, min_per_class=5, block_px=100,
+                                  validation_fraction=0.5)
 
 
 def test_vanished_classes():
