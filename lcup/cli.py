@@ -106,12 +106,19 @@ def main(argv: list[str] | None = None) -> int:
     lg.addHandler(handler)
     lg.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     from .errors import LcupError
+    from .redact import redact_text
 
     try:
         return args.fn(args)
     except LcupError as e:
         print(f"lcup: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - never a raw traceback from inside a library (-v shows it)
+        if args.verbose:
+            raise
+        print(f"lcup: unexpected error: {type(e).__name__}: {redact_text(str(e))}\n"
+              "  run again with -v to see where it happened, and report it with the pipeline file", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("lcup: interrupted; summary.json in the output folder says what was done (resume with --resume)", file=sys.stderr)
         return 130

@@ -343,6 +343,11 @@ class PipelineConfig(_Section):
             missing = [b for b in INDICES[name][0] if b not in self.load.bands]
             if missing:
                 raise ValueError(f"features.indices: {name!r} needs band(s) {missing}; add them to load.bands or drop {name!r}")
+        variables = list(self.load.bands) + list(self.features.indices)
+        stray = [v for v in self.features.series if v not in variables]
+        if stray:
+            raise ValueError(f"features.series {stray} are neither loaded bands nor computed indices ({variables}); "
+                             "add them to load.bands or features.indices, or drop them from features.series")
         r = self.labels.erosion_m / self.aoi.resolution
         if r >= self.load.chunk_px / 2:
             raise ValueError(f"labels.erosion_m {self.labels.erosion_m} m is {r:.0f} px at {self.aoi.resolution} m, at least half a "

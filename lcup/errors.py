@@ -62,6 +62,10 @@ class ReadError(LcupError, OSError):
     """An asset could not be read (missing, truncated, connection lost)."""
 
 
+class WriteError(LcupError, OSError):
+    """An output could not be written (disk full, read-only file system)."""
+
+
 class LcupWarning(UserWarning):
     """Base class of lcup's warnings. Its text never shows a credential."""
 

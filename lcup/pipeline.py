@@ -343,12 +343,54 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
             return _run_on(cfg, client, progress, summary)
         except BaseException as e:
             summary.status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-            summary.error = f"{type(e).__name__}: {e}"
+            clear = _clear_error(e, out)
+            summary.error = f"{type(clear or e).__name__}: {clear or e}"
+            _remove_empty_files(out)
             try:
                 (out / "summary.json").write_text(summary.to_json())
             except OSError:  # e.g. the disk is full: the error itself matters more
-                pass
+                _remove_empty_files(out)
+            if clear is not None:
+                raise clear from None
             raise
+
+
+def _clear_error(e: BaseException, out: Path):
+    """An :class:`~lcup.errors.LcupError` for a failure from inside a library that a user can act on, or None.
+
+    Disk full and read-only file systems become a :class:`~lcup.errors.WriteError`; a raster that fails to
+    decode while the cube is computed (corrupt inside, past the pre-flight probe) a
+    :class:`~lcup.errors.ReadError`.
+    """
+    import errno
+
+    from .errors import LcupError, ReadError, WriteError
+
+    if isinstance(e, LcupError) or not isinstance(e, Exception):
+        return None
+    chain, cur = [], e
+    while cur is not None and len(chain) < 10:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    for x in chain:
+        if isinstance(x, OSError) and x.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            return WriteError(f"cannot write the outputs into {out}: {x.strerror or x}; free some space or choose "
+                              "another output.dir (CLI: --output DIR), then run again with --resume")
+    text = " ".join(f"{type(x).__module__}.{type(x).__name__}: {x}" for x in chain)
+    if "rasterio" in text or "CPLE_" in text or "TIFFRead" in text:
+        return ReadError(f"a raster could not be read while computing: {chain[0]}; if a source file is damaged, set "
+                         "source.on_error: skip to treat unreadable assets as missing, or fix the file")
+    return None
+
+
+def _remove_empty_files(out: Path) -> None:
+    """A failed run leaves no 0-byte file behind (a write interrupted by a full disk)."""
+    for p in out.rglob("*"):
+        try:
+            if p.is_file() and p.stat().st_size == 0 and p.name != ".lcup.lock":
+                p.unlink()
+        except OSError:
+            pass
 
 
 def _run_on(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> RunSummary:
@@ -689,7 +731,9 @@ def _share_model(model, client):
         return model
     from distributed import futures_of
 
-    (fut,) = futures_of(client.persist(dask.delayed(model, pure=False, traverse=False)))
+    with warnings.catch_warnings():  # the model is sent once, on purpose: not the "large graph" distributed warns of
+        warnings.filterwarnings("ignore", message="Sending large graph")
+        (fut,) = futures_of(client.persist(dask.delayed(model, pure=False, traverse=False)))
     client.replicate([fut])
     return fut
 

@@ -25,7 +25,12 @@ def save_model(model, path: str | Path, *, feature_names: Sequence[str], legend:
     from .. import __version__
 
     path = Path(path)
-    sio.dump(model, path)
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        sio.dump(model, tmp)
+        tmp.replace(path)  # whole or not at all
+    finally:
+        tmp.unlink(missing_ok=True)
     meta = {"lcup_version": __version__, "feature_names": list(feature_names), "legend": legend,
             "classes": [int(c) for c in model.classes_]}
     path.with_suffix(path.suffix + ".json").write_text(json.dumps(meta, indent=1))

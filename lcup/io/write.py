@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections import deque
 from pathlib import Path
@@ -197,9 +198,10 @@ def write_cog_from_dask(
             # rio-cogeo tells that a colour map sets the colour interpretation to Palette: asked for here
             warnings.filterwarnings("ignore", message="Dataset color interpretation was set to `Palette`")
             cog_translate(
-                str(tmp_tif), str(path), out_prof, nodata=nodata, overview_resampling=overview_resampling,
+                str(tmp_tif), str(Path(tmp) / "cog.tif"), out_prof, nodata=nodata, overview_resampling=overview_resampling,
                 quiet=True, colormap=cmap, additional_cog_metadata=extra or None, in_memory=False,
             )
+        os.replace(Path(tmp) / "cog.tif", path)  # whole or not at all: a failed write leaves no partial COG
     return path
 
 

@@ -121,6 +121,7 @@ BAD_INPUTS = [
     ({"labels.legend": "corine", "labels.target_legend": "corine"}, r"codes up to 523.*uint8"),
     ({"labels.crosswalk": {111: 42}}, r"maps to code\(s\) \[42\].*does not have"),
     ({"load.bands": ["red", "green", "blue"]}, r"'ndvi' needs band\(s\) \['nir'\]; add them to load.bands"),
+    ({"features.series": ["ndvi", "bsi"]}, r"features.series \['bsi'\] are neither loaded bands nor computed indices"),
     ({"labels.erosion_m": 5000}, r"erosion_m 5000.*nothing would be left"),
     ({"model.params": {"n_estimator": 10}}, r"unknown random_forest parameter.*'n_estimator'.*did you mean \['n_estimators'\]"),
     ({"model.params": {"criterion": "purity"}}, r"model.params:.*criterion"),

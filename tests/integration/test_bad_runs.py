@@ -1,0 +1,94 @@
+"""Bad input met only while running: one clear error that names the fix, nothing lost, nothing half-written.
+
+Disk full and read-only outputs use real tmpfs mounts (the tests run as root here and in CI; elsewhere they skip).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from lcup.config import load_config
+from lcup.errors import ConfigError, ReadError, WriteError
+from lcup.pipeline import run_pipeline
+from tests.conftest import scene_pipeline
+
+pytestmark = pytest.mark.slow
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str, ro: bool = False):
+    path.mkdir(parents=True, exist_ok=True)
+    opts = f"size={size}" + (",ro" if ro else "")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()}): needs root")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def _small(small_scene, out, **kw):
+    return scene_pipeline(small_scene, out, **{"model.n_estimators": 10, "labels.n_per_class": 200,
+                                               "load.bands": ["green", "red", "nir", "swir16"],
+                                               "features.indices": ["ndvi", "ndbi"], "features.series": ["ndvi"], "truth": None, **kw})
+
+
+def test_disk_full_is_a_clear_error_without_empty_files(small_scene, tmp_path):
+    with tmpfs(tmp_path / "full", "300k") as out:
+        cfg = load_config(_small(small_scene, out / "run"))
+        with warnings.catch_warnings(), pytest.raises(WriteError, match=r"cannot write the outputs into .*free some space"):
+            warnings.simplefilter("ignore")
+            run_pipeline(cfg, progress=False)
+        files = [p for p in (out / "run").rglob("*") if p.is_file()]
+        assert files and not [p for p in files if p.stat().st_size == 0], [str(p) for p in files if p.stat().st_size == 0]
+        assert not (out / "run" / "landcover_class.tif").exists()  # never a partial COG
+
+
+def test_read_only_output_is_refused_before_any_work(small_scene, tmp_path):
+    with tmpfs(tmp_path / "ro", "1m", ro=True) as out:
+        cfg = load_config(_small(small_scene, out / "run"))
+        with pytest.raises(ConfigError, match=r"cannot create output.dir .*Read-only file system.*choose a folder"):
+            run_pipeline(cfg, progress=False)
+
+
+def test_cog_corrupt_inside_is_skipped_or_named(small_scene, tmp_path):
+    """A COG whose header and last block are fine but whose middle is garbage passes the pre-flight probe:
+    with on_error: skip it is read as missing and the run succeeds; with fail, one ReadError names the fix."""
+    scene = tmp_path / "scene"
+    shutil.copytree(small_scene["dir"], scene)
+    victim = sorted(scene.glob("items/*/B04.tif"))[20]  # relative hrefs: the copied catalog reads the copied files
+    data = bytearray(victim.read_bytes())
+    mid = len(data) // 2
+    data[mid - 2000: mid + 2000] = np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes()
+    victim.write_bytes(bytes(data))
+    local = dict(small_scene, dir=scene, catalog=scene / "catalog.json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = run_pipeline(load_config(_small(local, tmp_path / "skip", **{"source.on_error": "skip"})), progress=False)
+        assert s.status == "done"
+        with pytest.raises(ReadError, match=r"cannot be read: .*B04.tif.*source.on_error: skip"):  # found by the probe
+            run_pipeline(load_config(_small(local, tmp_path / "probe")), progress=False)
+        with pytest.raises(ReadError, match=r"could not be read while computing.*source.on_error: skip"):
+            # past the probe (here: switched off), found while computing
+            run_pipeline(load_config(_small(local, tmp_path / "fail", **{"source.check_assets": False})), progress=False)
+    assert json.loads((tmp_path / "fail" / "summary.json").read_text())["status"] == "failed"
+
+
+def test_cli_never_prints_a_traceback(small_scene, tmp_path):
+    """A failure deep inside a library, through the CLI: one line, exit code 1 or 2, no traceback."""
+    y = tmp_path / "p.yaml"
+    cfg = _small(small_scene, tmp_path / "o", **{"year": 2019})  # no item in 2019
+    y.write_text(yaml.safe_dump(cfg))
+    r = subprocess.run([sys.executable, "-m", "lcup.cli", "run", str(y), "-q"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr + r.stdout and "lcup: error:" in r.stderr
