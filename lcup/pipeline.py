@@ -264,13 +264,14 @@ def prepare_labels(cfg: PipelineConfig, geobox, compute=None) -> tuple[da.Array,
 
 def find_items(cfg: PipelineConfig):
     """The output grid of the AOI and the Sentinel-2 items covering it in the period: ``(geobox, items)``."""
-    from .io.stac import geobox_for_aoi, lonlat_bbox, search_items
+    from .io.stac import asset_keys, geobox_for_aoi, lonlat_bbox, search_items
 
     geobox = geobox_for_aoi(cfg.aoi.bbox, cfg.aoi.grid_crs, cfg.aoi.resolution, cfg.aoi.crs)
     start, end = cfg.period
     items = search_items(cfg.source.catalog, get_profile(cfg.source.provider), lonlat_bbox(geobox),
                          f"{start}T00:00:00Z", f"{end}T23:59:59Z", collection=cfg.source.collection,
                          max_cloud_cover=cfg.source.max_cloud_cover, limit=cfg.source.page_size)
+    asset_keys(items, get_profile(cfg.source.provider), list(cfg.load.bands) + [SCL])  # every band there, before any work
     return geobox, items
 
 
@@ -568,6 +569,13 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
         # class counts chunk by chunk; the whole map is read only when a truth map is given to score against
         counts = _compute(da.bincount(result["class"].data.ravel(), minlength=256), client, "class counts", False)
         summary.figures["predicted_class_px"] = {int(c): int(n) for c, n in enumerate(counts) if n}
+        n_px = geobox.shape[0] * geobox.shape[1]
+        n_nodata = int(counts[0])
+        summary.figures["nodata_px"] = n_nodata
+        if n_nodata > 0.01 * n_px:
+            warnings.warn(f"{n_nodata} of {n_px} pixels ({100 * n_nodata / n_px:.1f} %) have no prediction: no clear, finite "
+                          "observation (NaN, inf and nodata values count as missing) on the kept dates, or outside the imagery; "
+                          "widen the period or lower clean.min_valid_fraction", LowCoverageWarning, stacklevel=2)
         lost = vanished_classes(linfo["class_px"], summary.figures["predicted_class_px"])
         if lost:
             summary.figures["vanished_classes"] = lost

@@ -167,6 +167,26 @@ class Cube:
         return (dn.astype(np.float32) * sc + of).where(dn != 0).rename(band)
 
 
+def asset_keys(items: Sequence[pystac.Item], profile: ProviderProfile, bands: Sequence[str]) -> dict[str, str]:
+    """``{band: asset key}`` of ``bands`` in ``items``.
+
+    Raises
+    ------
+    MissingBandError
+        If a band's asset is in none of the items (a wrong provider profile, or a band the catalog lacks).
+    """
+    keys = {}
+    for b in bands:
+        key = profile.asset_key(b)
+        if not any(key in it.assets for it in items):
+            raise MissingBandError(
+                f"band {b!r} (asset {key!r}) is in none of the {len(items)} items; assets of the first item: "
+                f"{sorted(items[0].assets)}; check the provider profile (source.provider) or drop {b!r} from load.bands"
+            )
+        keys[b] = key
+    return keys
+
+
 def load_cube(
     items: Sequence[pystac.Item],
     profile: ProviderProfile,
@@ -185,16 +205,7 @@ def load_cube(
     """
     import odc.stac
 
-    keys = {}
-    for b in bands:
-        key = profile.asset_key(b)
-        present = sum(key in it.assets for it in items)
-        if present == 0:
-            raise MissingBandError(
-                f"band {b!r} (asset {key!r}) is in none of the {len(items)} items; assets of the first item: "
-                f"{sorted(items[0].assets)}; check the provider profile (source.provider)"
-            )
-        keys[b] = key
+    keys = asset_keys(items, profile, bands)
     if patch_url is None and profile.signed_urls:
         try:
             import planetary_computer

@@ -92,3 +92,14 @@ def test_cli_never_prints_a_traceback(small_scene, tmp_path):
     y.write_text(yaml.safe_dump(cfg))
     r = subprocess.run([sys.executable, "-m", "lcup.cli", "run", str(y), "-q"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "Traceback" not in r.stderr + r.stdout and "lcup: error:" in r.stderr
+
+
+def test_band_the_catalog_lacks_is_found_by_plan(small_scene, tmp_path):
+    """A provider layout whose asset keys the items do not have: found at search, by plan, before any pixel."""
+    from lcup.errors import MissingBandError
+    from lcup.pipeline import plan
+
+    cfg = load_config(_small(small_scene, tmp_path / "o", **{"source.provider": "planetary-computer",
+                                                           "source.collection": "sentinel-2-c1-l2a"}))
+    with pytest.raises(MissingBandError, match=r"band 'green' \(asset 'B03'\) is in none of the .* items.*source.provider"):
+        plan(cfg)
