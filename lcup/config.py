@@ -334,9 +334,8 @@ class PipelineConfig(_Section):
                                      f"{target.name!r} does not have (codes {target.codes}); map them to one of those, or 0 to drop")
         except LcupError as e:
             raise ValueError(str(e)) from None
-        if max(target.codes, default=0) > 255:
-            raise ValueError(f"target legend {target.name!r} has codes up to {max(target.codes)}, but class maps are uint8 "
-                             "(1-255); crosswalk to a legend with smaller codes (e.g. corine-grid or lcup7)")
+        if len(target.codes) > 255:
+            raise ValueError(f"target legend {target.name!r} has {len(target.codes)} classes; lcup maps at most 255")
         from .ops.indices import INDICES
 
         for name in self.features.indices:

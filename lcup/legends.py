@@ -302,7 +302,7 @@ def apply_crosswalk(codes: np.ndarray, crosswalk: Mapping[int, int], nodata: int
     Returns
     -------
     numpy.ndarray
-        uint8 array of target codes, same shape as ``codes``.
+        uint8 array of target codes (uint16 when a target code exceeds 255), same shape as ``codes``.
 
     Raises
     ------
@@ -318,8 +318,45 @@ def apply_crosswalk(codes: np.ndarray, crosswalk: Mapping[int, int], nodata: int
             "add them under labels.crosswalk, mapping to 0 to drop them"
         )
     top = int(max(max(crosswalk), int(present.max()) if present.size else 0)) + 1
-    lut = np.zeros(top, dtype=np.uint8)
+    lut = np.zeros(top, dtype=np.uint8 if max(crosswalk.values(), default=0) <= 255 else np.uint16)
     for k, v in crosswalk.items():
         if k >= 0:
             lut[k] = v
     return lut[np.clip(codes, 0, top - 1).astype(np.int64)]
+
+
+def compact(legend: Legend) -> tuple[Legend, np.ndarray]:
+    """The legend lcup computes with internally, and the table back to the legend's own codes.
+
+    Labels, samples and models use class indices that fit uint8. A legend whose codes all fit (1–255) is
+    its own internal legend. One with larger codes (CORINE's 111–523) is renumbered 1…K in code order;
+    the outputs are written in its own codes, as uint16.
+
+    Returns
+    -------
+    internal : Legend
+    to_code : numpy.ndarray
+        ``(K + 1,)`` uint8 or uint16: ``to_code[index]`` is the legend code (0 stays 0).
+
+    Examples
+    --------
+    >>> internal, to_code = compact(get_legend("corine"))
+    >>> internal.codes[:3], to_code[1:4].tolist()
+    ([1, 2, 3], [111, 112, 121])
+    """
+    codes = legend.codes
+    if len(codes) > 255:
+        raise LabelError(f"legend {legend.name!r} has {len(codes)} classes; lcup maps at most 255")
+    if max(codes, default=0) <= 255:
+        return legend, np.arange(max(codes, default=0) + 1, dtype=np.uint8)
+    internal = Legend(legend.name, {i + 1: legend.classes[c] for i, c in enumerate(codes)})
+    return internal, np.asarray([0, *codes], np.uint16)
+
+
+def to_internal(crosswalk: Mapping[int, int], target: Legend) -> dict[int, int]:
+    """``crosswalk`` (source code → target code) composed with :func:`compact`'s renumbering of ``target``."""
+    internal, to_code = compact(target)
+    if internal is target:
+        return dict(crosswalk)
+    index = {int(c): i for i, c in enumerate(to_code) if i}
+    return {k: index.get(int(v), 0) for k, v in crosswalk.items()}

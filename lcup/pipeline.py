@@ -21,7 +21,7 @@ import xarray as xr
 from . import __version__
 from .config import PipelineConfig
 from .errors import EmptyClassWarning, LowCoverageWarning, NoValidDataError
-from .legends import apply_crosswalk, get_crosswalk, get_legend
+from .legends import apply_crosswalk, compact, get_crosswalk, get_legend, to_internal
 from .ops.accuracy import accuracy_report
 from .ops.cloud import keep_dates, scl_valid_mask, valid_fraction
 from .ops.features import temporal_features
@@ -231,6 +231,9 @@ def tile_features(cfg: PipelineConfig, tile_geobox, items, dates) -> xr.DataArra
 def prepare_labels(cfg: PipelineConfig, geobox, compute=None) -> tuple[da.Array, da.Array, da.Array, dict]:
     """Coarse map on the 10 m grid in the target legend: lazy ``(labels, usable, confidence)`` and figures.
 
+    Labels are uint8 class indices of :func:`lcup.legends.compact` (the legend's own codes when they fit
+    uint8); ``figures["class_px"]`` is keyed by the legend's own codes.
+
     All three are ``(y, x)`` Dask arrays chunked like the features (``load.chunk_px``); each chunk reads
     its own window of the label map, and erosion and confidence run with a halo (``map_overlap``), so
     memory is bounded by the chunk, not the AOI. ``usable`` is ``labels`` after erosion and the
@@ -248,17 +251,20 @@ def prepare_labels(cfg: PipelineConfig, geobox, compute=None) -> tuple[da.Array,
                                        start=str(st.start or "1900-01-01"), end=str(st.end or "2100-12-31"), sign=st.sign)
     else:
         codes = open_on_geobox(cfg.labels.path, geobox, chunks=c)
-    labels = codes.map_blocks(apply_crosswalk, get_crosswalk(cfg.labels.legend, target, cfg.labels.crosswalk), dtype=np.uint8)
+    labels = codes.map_blocks(apply_crosswalk, to_internal(get_crosswalk(cfg.labels.legend, target, cfg.labels.crosswalk), target),
+                              dtype=np.uint8)
     res = abs(geobox.resolution.x)
     r = metres_to_px(cfg.labels.erosion_m, res)
     eroded = erode_classes(labels, r)
     coarse_m = _coarse_cell_m(cfg)
-    others = [open_on_geobox(o.path, geobox, chunks=c).map_blocks(apply_crosswalk, get_crosswalk(o.legend, target), dtype=np.uint8)
-              for o in cfg.labels.others]
+    others = [open_on_geobox(o.path, geobox, chunks=c).map_blocks(apply_crosswalk, to_internal(get_crosswalk(o.legend, target), target),
+                                                                  dtype=np.uint8) for o in cfg.labels.others]
     conf = label_confidence(labels, coarse_m / res, others=others)
     usable = da.where(conf < cfg.labels.min_confidence, np.uint8(0), eroded) if cfg.labels.min_confidence > 0 else eroded
     (stats,) = compute([label_statistics(labels, eroded, usable, conf)])
     info = {"erosion_px": r, "coarse_cell_px": round(coarse_m / res, 2), **stats}
+    to_code = compact(target)[1]
+    info["class_px"] = {int(to_code[k]): v for k, v in info["class_px"].items()}
     return labels, usable, conf, info
 
 
@@ -415,6 +421,7 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
     zarr_path, cog_path = out / "landcover.zarr", out / "landcover_class.tif"
     t_start = time.perf_counter()
     target = get_legend(cfg.labels.target_legend)
+    internal, to_code = compact(target)  # labels, samples and the model use internal (uint8) indices
 
     with _stage(summary, "search"):
         geobox, items = find_items(cfg)
@@ -524,7 +531,9 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
             summary.figures["model"] = {"resumed_from": str(out / "model.skops")}
             log.info("  resuming with the saved model %s (same parameters, items and dates)", out / "model.skops")
         else:
-            model = _train_and_validate(cfg, X, sample, names, target, summary)
+            model = _train_and_validate(cfg, X, sample, names, internal, summary)
+            if "validation" in summary.figures and internal is not target:
+                summary.figures["validation"] = _relabel(summary.figures["validation"], to_code)
             save_model(model, out / "model.skops", feature_names=names, legend=target.to_dict())
 
     with _stage(summary, "predict+write"):
@@ -535,13 +544,13 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
         if tiled:
             c = cfg.load.chunk_px
             ds = output_dataset(da.zeros((2 + len(classes), *geobox.shape), chunks=((2 + len(classes),), c, c), dtype=np.float32),
-                                classes, geobox, target, cfg)  # the store's template: never computed
+                                classes, geobox, target, cfg, to_code)  # the store's template: never computed
 
             def tile_data(tid, ys, xs):
                 ft = features_of(tid, ys, xs)
-                return None if ft is None else prediction_dataset(ft, model_ref, classes, geobox[ys, xs], target, cfg)
+                return None if ft is None else prediction_dataset(ft, model_ref, classes, geobox[ys, xs], target, cfg, to_code)
         else:
-            ds = prediction_dataset(feats, model_ref, classes, geobox, target, cfg)
+            ds = prediction_dataset(feats, model_ref, classes, geobox, target, cfg, to_code)
             tile_data = None
         attrs = {"lcup_version": __version__, "legend": target.to_dict(), "items": [i.id for i in items],
                  "transform": list(geobox.transform)[:6], "crs": str(geobox.crs), "seed": cfg.model.seed,
@@ -567,7 +576,7 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
 
     with _stage(summary, "score"):
         # class counts chunk by chunk; the whole map is read only when a truth map is given to score against
-        counts = _compute(da.bincount(result["class"].data.ravel(), minlength=256), client, "class counts", False)
+        counts = _compute(da.bincount(result["class"].data.ravel(), minlength=int(to_code.max()) + 1), client, "class counts", False)
         summary.figures["predicted_class_px"] = {int(c): int(n) for c, n in enumerate(counts) if n}
         n_px = geobox.shape[0] * geobox.shape[1]
         n_nodata = int(counts[0])
@@ -576,7 +585,7 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
             warnings.warn(f"{n_nodata} of {n_px} pixels ({100 * n_nodata / n_px:.1f} %) have no prediction: no clear, finite "
                           "observation (NaN, inf and nodata values count as missing) on the kept dates, or outside the imagery; "
                           "widen the period or lower clean.min_valid_fraction", LowCoverageWarning, stacklevel=2)
-        lost = vanished_classes(linfo["class_px"], summary.figures["predicted_class_px"])
+        lost = vanished_classes(linfo["class_px"], summary.figures["predicted_class_px"])  # both in legend codes
         if lost:
             summary.figures["vanished_classes"] = lost
             names_ = target.names()
@@ -589,9 +598,10 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
             from .ops.accuracy import confusion_blocks, report_from_confusion
 
             truth = open_on_geobox(cfg.truth.path, geobox, chunks=cfg.load.chunk_px).map_blocks(
-                apply_crosswalk, get_crosswalk(cfg.truth.legend, target), dtype=np.uint8)
+                apply_crosswalk, get_crosswalk(cfg.truth.legend, target), dtype=to_code.dtype)
+            coarse = labels.map_blocks(lambda b: to_code[b], dtype=to_code.dtype)  # internal indices → legend codes
             cm_pred, cm_coarse = _compute([confusion_blocks(truth, result["class"].data, target.codes),
-                                           confusion_blocks(truth, labels, target.codes)], client, "accuracy against the truth", False)
+                                           confusion_blocks(truth, coarse, target.codes)], client, "accuracy against the truth", False)
             pred_rep = report_from_confusion(cm_pred, target.codes, target.names())
             coarse_rep = report_from_confusion(cm_coarse, target.codes, target.names())
             summary.figures["truth"] = {
@@ -622,6 +632,16 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
     summary.status = "done"
     (out / "summary.json").write_text(summary.to_json())
     return summary
+
+
+def _relabel(report: dict, to_code: np.ndarray) -> dict:
+    """An accuracy report over internal indices, keyed by the legend's codes."""
+    code = {i: int(to_code[i]) for i in range(1, len(to_code))}
+    out = dict(report)
+    out["classes"] = [code[c] for c in report["classes"]]
+    out["confusion_columns"] = [code.get(c, c) if isinstance(c, int) else c for c in report["confusion_columns"]]
+    out["per_class"] = {code[c]: v for c, v in report["per_class"].items()}
+    return out
 
 
 def vanished_classes(coarse_px: dict, map_px: dict, ratio: float = 0.1) -> dict:
@@ -859,7 +879,8 @@ def _predict_chunk(block: np.ndarray, model, confidence: str) -> np.ndarray:
     return predict_block(block, model, confidence=confidence)
 
 
-def prediction_dataset(feats: xr.DataArray, model_ref, classes: list, geobox, target, cfg: PipelineConfig) -> xr.Dataset:
+def prediction_dataset(feats: xr.DataArray, model_ref, classes: list, geobox, target, cfg: PipelineConfig,
+                       to_code: np.ndarray | None = None) -> xr.Dataset:
     """Lazy outputs ``class`` (uint8), ``confidence`` (uint8 percent) and ``probability`` ``(class, y, x)``.
 
     One ``map_blocks`` task per chunk; the model is passed as a reference (a future scattered once to
@@ -871,14 +892,19 @@ def prediction_dataset(feats: xr.DataArray, model_ref, classes: list, geobox, ta
         _predict_chunk, feats.data, model_ref, cfg.output.confidence, drop_axis=2, new_axis=0,
         chunks=((2 + k,),) + feats.data.chunks[:2], dtype=np.float32,
     )
-    return output_dataset(pred, classes, geobox, target, cfg)
+    return output_dataset(pred, classes, geobox, target, cfg, to_code)
 
 
-def output_dataset(pred, classes: list, geobox, target, cfg: PipelineConfig) -> xr.Dataset:
-    """The output variables from ``pred`` ``(2 + class, y, x)`` float32 (class, confidence, probabilities; NaN = no data)."""
+def output_dataset(pred, classes: list, geobox, target, cfg: PipelineConfig, to_code: np.ndarray | None = None) -> xr.Dataset:
+    """The output variables from ``pred`` ``(2 + class, y, x)`` float32 (class, confidence, probabilities; NaN = no data).
+
+    ``classes`` are the model's internal indices; ``to_code`` (:func:`lcup.legends.compact`) turns them into the
+    legend's codes, written as uint8, or uint16 for codes above 255.
+    """
     from odc.geo.xr import xr_coords
 
-    cls = da.nan_to_num(pred[0]).astype(np.uint8)
+    to_code = compact(target)[1] if to_code is None else to_code
+    cls = da.nan_to_num(pred[0]).astype(np.int64).map_blocks(lambda b: to_code[b], dtype=to_code.dtype)
     conf = da.nan_to_num(da.round(100 * pred[1])).astype(np.uint8)
     coords = xr_coords(geobox, crs_coord_name="spatial_ref")
     ds = xr.Dataset({"class": (("y", "x"), cls), "confidence": (("y", "x"), conf)}, coords=coords)
@@ -886,7 +912,7 @@ def output_dataset(pred, classes: list, geobox, target, cfg: PipelineConfig) -> 
         prob = pred[2:]
         prob = da.nan_to_num(da.round(100 * prob)).astype(np.uint8) if cfg.output.probabilities == "uint8" else prob.astype(np.float16)
         ds["probability"] = (("class_code", "y", "x"), prob)
-        ds = ds.assign_coords(class_code=np.asarray(classes, np.uint8))
+        ds = ds.assign_coords(class_code=to_code[np.asarray(classes, np.int64)])
         ds["probability"].attrs.update({"grid_mapping": "spatial_ref", "units": "percent" if cfg.output.probabilities == "uint8" else "1",
                                         "long_name": "class probability"})
     ds["class"].attrs.update({"grid_mapping": "spatial_ref", "flag_values": target.codes,

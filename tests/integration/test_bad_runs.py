@@ -103,3 +103,44 @@ def test_band_the_catalog_lacks_is_found_by_plan(small_scene, tmp_path):
                                                            "source.collection": "sentinel-2-c1-l2a"}))
     with pytest.raises(MissingBandError, match=r"band 'green' \(asset 'B03'\) is in none of the .* items.*source.provider"):
         plan(cfg)
+
+
+def test_legend_with_codes_above_255_is_written_as_uint16(small_scene, tmp_path):
+    """CORINE's codes (111-523) as the target legend: computed with internal indices, written in CORINE codes
+    as uint16 (Zarr and COG), scored against the truth in those codes."""
+    import rasterio
+    import xarray as xr
+
+    # codes in the same order as lcup7's, so the internal indices, the sample and the model are the same
+    truth_cw = {1: 311, 2: 321, 3: 322, 4: 331, 5: 332, 6: 333, 7: 334}
+    cw = {30: 321, 40: 322, 50: 331, 60: 332, 80: 333, 90: 334, 115: 311}
+    corine = {"name": "corine-subset", "classes": {c: {"name": f"class {c}", "color": "#3c8c3c"} for c in sorted(truth_cw.values())}}
+    cfg = _small(small_scene, tmp_path / "o", **{
+        "labels.target_legend": corine, "labels.crosswalk": cw,
+        "truth": {"path": str(small_scene["dir"] / "truth_10m.tif"), "legend": "lcup7"}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = run_pipeline(load_config(_small(small_scene, tmp_path / "ref", **{
+            "truth": {"path": str(small_scene["dir"] / "truth_10m.tif"), "legend": "lcup7"}})), progress=False)
+        # the truth is in lcup7: crosswalk it into the same CORINE codes through a custom truth legend
+        from lcup.legends import CROSSWALKS
+
+        CROSSWALKS[("lcup7", "corine-subset")] = truth_cw
+        try:
+            s = run_pipeline(load_config(cfg), progress=False)
+        finally:
+            del CROSSWALKS[("lcup7", "corine-subset")]
+    ds = xr.open_zarr(tmp_path / "o" / "landcover.zarr", consolidated=False, mask_and_scale=False)
+    assert ds["class"].dtype == np.uint16 and set(np.unique(ds["class"].values)) <= {0, *truth_cw.values()}
+    assert sorted(ds["class_code"].values.tolist()) == sorted(truth_cw.values())
+    with rasterio.open(tmp_path / "o" / "landcover_class.tif") as src:
+        assert src.dtypes[0] == "uint16"
+        np.testing.assert_array_equal(src.read(1), ds["class"].values)
+    # the same map as with lcup7 codes, code for code
+    ref_cls = xr.open_zarr(tmp_path / "ref" / "landcover.zarr", consolidated=False, mask_and_scale=False)["class"].values
+    lut = np.zeros(8, np.uint16)
+    for k, v in truth_cw.items():
+        lut[k] = v
+    np.testing.assert_array_equal(lut[ref_cls], ds["class"].values)
+    assert s.figures["truth"]["prediction_10m"]["overall_accuracy"] == ref.figures["truth"]["prediction_10m"]["overall_accuracy"]
+    assert set(s.figures["validation"]["per_class"]) <= set(truth_cw.values())

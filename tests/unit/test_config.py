@@ -118,7 +118,6 @@ BAD_INPUTS = [
     ({"labels.path": "/nowhere/cgls.tif"}, r"labels.path /nowhere/cgls.tif does not exist; fix the path"),
     ({"truth": {"path": "/nowhere/truth.tif"}}, r"truth.path /nowhere/truth.tif does not exist"),
     ({"labels.legend": "cgls-lc1000"}, r"unknown legend 'cgls-lc1000'; built-in legends are"),
-    ({"labels.legend": "corine", "labels.target_legend": "corine"}, r"codes up to 523.*uint8"),
     ({"labels.crosswalk": {111: 42}}, r"maps to code\(s\) \[42\].*does not have"),
     ({"load.bands": ["red", "green", "blue"]}, r"'ndvi' needs band\(s\) \['nir'\]; add them to load.bands"),
     ({"features.series": ["ndvi", "bsi"]}, r"features.series \['bsi'\] are neither loaded bands nor computed indices"),
