@@ -144,3 +144,27 @@ def test_legend_with_codes_above_255_is_written_as_uint16(small_scene, tmp_path)
     np.testing.assert_array_equal(lut[ref_cls], ds["class"].values)
     assert s.figures["truth"]["prediction_10m"]["overall_accuracy"] == ref.figures["truth"]["prediction_10m"]["overall_accuracy"]
     assert set(s.figures["validation"]["per_class"]) <= set(truth_cw.values())
+
+
+def test_resume_refuses_other_settings_and_reuses_the_model(small_scene, tmp_path):
+    """Resuming into a store written with more trees or another crosswalk is refused, naming what differs; a
+    matching resume loads the saved model instead of training again and keeps the bytes."""
+    import xarray as xr
+
+    from lcup.errors import OutputExistsError
+
+    out = tmp_path / "o"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = run_pipeline(load_config(_small(small_scene, out)), progress=False)
+        before = xr.open_zarr(out / "landcover.zarr", consolidated=False, mask_and_scale=False)["class"].values
+        for change, key in (({"model.n_estimators": 11}, "model"), ({"labels.crosswalk": {30: 3}}, "labels")):
+            with pytest.raises(OutputExistsError, match=rf"resuming would mix two maps\. These differ: \['{key}'\]"):
+                run_pipeline(load_config(_small(small_scene, out, **{"output.overwrite": False, "output.resume": True,
+                                                                      **change})), progress=False)
+        again = run_pipeline(load_config(_small(small_scene, out, **{"output.overwrite": False, "output.resume": True})),
+                             progress=False)
+    assert again.figures["model"] == {"resumed_from": str(out / "model.skops")}
+    assert again.figures["tiles"]["skipped_already_done"] == 1 and again.figures["digest"] == first.figures["digest"]
+    after = xr.open_zarr(out / "landcover.zarr", consolidated=False, mask_and_scale=False)["class"].values
+    np.testing.assert_array_equal(before, after)
