@@ -15,10 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
-from .ops.cloud import DEFAULT_INVALID_SCL
-from .ops.features import STATS
-from .ops.indices import INDICES
 from .providers import BANDS, PROFILES, REFLECTANCE_BANDS
+from .vocab import DEFAULT_INVALID_SCL, INDEX_BANDS, STAT_NAMES
 
 
 def _only(values: list[str], allowed, what: str) -> list[str]:
@@ -110,12 +108,12 @@ class FeaturesConfig(_Section):
     @field_validator("indices")
     @classmethod
     def _known_idx(cls, v):
-        return _only(v, INDICES, "indices")
+        return _only(v, INDEX_BANDS, "indices")
 
     @field_validator("stats")
     @classmethod
     def _known_stats(cls, v):
-        return _only(v, STATS, "stats")
+        return _only(v, STAT_NAMES, "stats")
 
 
 class LabelStacConfig(_Section):
@@ -336,10 +334,8 @@ class PipelineConfig(_Section):
             raise ValueError(str(e)) from None
         if len(target.codes) > 255:
             raise ValueError(f"target legend {target.name!r} has {len(target.codes)} classes; lcup maps at most 255")
-        from .ops.indices import INDICES
-
         for name in self.features.indices:
-            missing = [b for b in INDICES[name][0] if b not in self.load.bands]
+            missing = [b for b in INDEX_BANDS[name] if b not in self.load.bands]
             if missing:
                 raise ValueError(f"features.indices: {name!r} needs band(s) {missing}; add them to load.bands or drop {name!r}")
         variables = list(self.load.bands) + list(self.features.indices)
@@ -351,9 +347,10 @@ class PipelineConfig(_Section):
         if r >= self.load.chunk_px / 2:
             raise ValueError(f"labels.erosion_m {self.labels.erosion_m} m is {r:.0f} px at {self.aoi.resolution} m, at least half a "
                              f"chunk ({self.load.chunk_px} px): nothing would be left to sample; use a few tens of metres")
-        from .ops.model import check_params
+        if self.model.params:
+            from .ops.model import check_params
 
-        check_params(self.model.kind, self.model.params)
+            check_params(self.model.kind, self.model.params)
         return self
 
     @property

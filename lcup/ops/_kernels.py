@@ -10,6 +10,8 @@ import numba
 import numpy as np
 from scipy.signal import savgol_filter
 
+from ..vocab import STAT_NAMES
+
 # ---------------------------------------------------------------------------------------------
 # Savitzky–Golay as a banded matrix that equals scipy.signal.savgol_filter(mode="interp").
 
@@ -214,7 +216,7 @@ def reference_mask_interp_smooth(values, valid, t_obs, t_grid, *, scale=None, of
 # Per-pixel summary statistics of a series (features).
 
 #: statistic codes understood by :func:`series_stats`
-STAT_CODES = {"mean": 0, "std": 1, "min": 2, "max": 3, "p10": 4, "p50": 5, "p90": 6, "amplitude": 7, "doy_max": 8}
+STAT_CODES = {name: code for code, name in enumerate(STAT_NAMES)}
 
 
 @numba.njit(nogil=True, cache=True)

@@ -9,12 +9,7 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 
-#: SCL classes treated as invalid by default: no data, saturated/defective, cloud shadow,
-#: cloud medium and high probability, thin cirrus. Snow (11) is kept valid unless asked.
-DEFAULT_INVALID_SCL: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
-
-#: SCL classes that the mask dilation grows: cloud shadow, cloud medium/high probability, thin cirrus.
-CLOUD_SHADOW_SCL: tuple[int, ...] = (3, 8, 9, 10)
+from ..vocab import CLOUD_SHADOW_SCL, DEFAULT_INVALID_SCL  # noqa: F401 - re-exported
 
 
 def disk(radius_px: int) -> np.ndarray:

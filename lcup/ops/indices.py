@@ -11,22 +11,28 @@ from typing import Callable, Mapping, Sequence
 
 import xarray as xr
 
+from ..vocab import INDEX_BANDS
+
 
 def _nd(a, b):
     return (a - b) / (a + b)
 
 
-#: ``name -> (required bands, formula)``
+_FORMULAS: dict[str, Callable[..., xr.DataArray]] = {
+    "ndvi": lambda nir, red: _nd(nir, red),
+    "evi": lambda nir, red, blue: 2.5 * (nir - red) / (nir + 6.0 * red - 7.5 * blue + 1.0),
+    "ndwi": lambda green, nir: _nd(green, nir),
+    "mndwi": lambda green, swir16: _nd(green, swir16),
+    "ndbi": lambda swir16, nir: _nd(swir16, nir),
+    "nbr": lambda nir, swir22: _nd(nir, swir22),
+    "savi": lambda nir, red: 1.5 * (nir - red) / (nir + red + 0.5),
+    "ndre": lambda nir, rededge1: _nd(nir, rededge1),
+    "ndmi": lambda nir, swir16: _nd(nir, swir16),
+}
+
+#: ``name -> (required bands, formula)``; the bands come from :data:`lcup.vocab.INDEX_BANDS`
 INDICES: dict[str, tuple[tuple[str, ...], Callable[..., xr.DataArray]]] = {
-    "ndvi": (("nir", "red"), lambda nir, red: _nd(nir, red)),
-    "evi": (("nir", "red", "blue"), lambda nir, red, blue: 2.5 * (nir - red) / (nir + 6.0 * red - 7.5 * blue + 1.0)),
-    "ndwi": (("green", "nir"), lambda green, nir: _nd(green, nir)),
-    "mndwi": (("green", "swir16"), lambda green, swir16: _nd(green, swir16)),
-    "ndbi": (("swir16", "nir"), lambda swir16, nir: _nd(swir16, nir)),
-    "nbr": (("nir", "swir22"), lambda nir, swir22: _nd(nir, swir22)),
-    "savi": (("nir", "red"), lambda nir, red: 1.5 * (nir - red) / (nir + red + 0.5)),
-    "ndre": (("nir", "rededge1"), lambda nir, rededge1: _nd(nir, rededge1)),
-    "ndmi": (("nir", "swir16"), lambda nir, swir16: _nd(nir, swir16)),
+    name: (bands, _FORMULAS[name]) for name, bands in INDEX_BANDS.items()
 }
 
 

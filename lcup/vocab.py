@@ -1,0 +1,30 @@
+"""The vocabulary of pipeline settings: names and codes only, no heavy imports.
+
+Configuration checks (:mod:`lcup.config`) read these tables; the compute modules (:mod:`lcup.ops`) build on
+them, so ``import lcup`` stays light (no numba, dask.array or scipy).
+"""
+
+from __future__ import annotations
+
+#: SCL classes treated as invalid by default: no data, saturated/defective, cloud shadow,
+#: cloud medium and high probability, thin cirrus. Snow (11) is kept valid unless asked.
+DEFAULT_INVALID_SCL: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
+
+#: SCL classes that the mask dilation grows: cloud shadow, cloud medium/high probability, thin cirrus.
+CLOUD_SHADOW_SCL: tuple[int, ...] = (3, 8, 9, 10)
+
+#: Per-pixel summary statistics of a series, in kernel code order (:func:`lcup.ops._kernels.series_stats`).
+STAT_NAMES: tuple[str, ...] = ("mean", "std", "min", "max", "p10", "p50", "p90", "amplitude", "doy_max")
+
+#: Spectral indices and the bands each needs (formulas in :mod:`lcup.ops.indices`).
+INDEX_BANDS: dict[str, tuple[str, ...]] = {
+    "ndvi": ("nir", "red"),
+    "evi": ("nir", "red", "blue"),
+    "ndwi": ("green", "nir"),
+    "mndwi": ("green", "swir16"),
+    "ndbi": ("swir16", "nir"),
+    "nbr": ("nir", "swir22"),
+    "savi": ("nir", "red"),
+    "ndre": ("nir", "rededge1"),
+    "ndmi": ("nir", "swir16"),
+}
