@@ -95,7 +95,8 @@ def demo(size: int) -> dict:
 
     from lcup.config import load_config
     from lcup.io.rasters import read_on_geobox
-    from lcup.pipeline import build_features, open_cube, prepare_labels
+    from lcup.pipeline import find_items
+    from lcup.stages import features, labels, load
     from lcup.synthetic import SceneSpec, write_demo
 
     tmp = Path(tempfile.mkdtemp())
@@ -108,14 +109,14 @@ def demo(size: int) -> dict:
         "labels": {"path": str(tmp / "coarse_cgls_100m.tif"), "legend": "cgls-lc100", "erosion_m": 0},
         "output": {"dir": str(tmp / "out")}, "cluster": {"kind": "none"},
     })
-    cube = open_cube(cfg)
-    gb = cube.geobox
+    gb, items = find_items(cfg)
+    cube = load(items, gb, load=cfg.load)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        feats = build_features(cfg, cube).compute().values
-    labels = prepare_labels(cfg, gb)[0].compute()
+        feats = features(cube, cfg.period, clean=cfg.clean, features=cfg.features).compute().values
+    lab = labels(gb, cfg.labels, chunk_px=cfg.load.chunk_px)["label"].values
     truth = read_on_geobox(tmp / "truth_10m.tif", gb)
-    return evaluate(feats, labels, truth, list(range(1, 8)), 10, n_per_class=2000, block_px=100)
+    return evaluate(feats, lab, truth, list(range(1, 8)), 10, n_per_class=2000, block_px=100)
 
 
 def main(argv=None):

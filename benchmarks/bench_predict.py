@@ -3,7 +3,7 @@
 * reference: ``RandomForestClassifier.predict_proba`` on an in-memory array, ``n_jobs=1``: alone on
   one core, and in one plain process per core at once (the no-overhead reference at the same
   concurrency as the Dask runs: small VMs do not scale perfectly across cores);
-* lcup: :func:`lcup.pipeline.prediction_dataset` — ``map_blocks`` over a chunked ``(y, x, feature)`` cube with
+* lcup: :func:`lcup.stages.predict.predict` — ``map_blocks`` over a chunked ``(y, x, feature)`` cube with
   the model scattered once to every worker (``broadcast=True``), ``n_jobs=1`` inside tasks;
 * dask-ml ``ParallelPostFit(model).predict_proba`` on the same cube flattened to ``(pixel, feature)``
   (``pip install "lcup[bench]"``); it ships the model with the graph (dask-ml#842).
@@ -24,6 +24,8 @@ memory figure is that of the prediction and write, not of a cube held in memory.
 """
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import argparse
 import json
@@ -86,9 +88,9 @@ def _grid(side: int):
 def _predict(cube, ref, model, cfg):
     """lcup's lazy outputs for ``cube`` on a square 10 m grid of its size."""
     from lcup.legends import LCUP7
-    from lcup.pipeline import prediction_dataset
+    from lcup.stages import predict
 
-    return prediction_dataset(cube, ref, list(model.classes_), _grid(cube.sizes["y"]), LCUP7, cfg)
+    return predict(ref, cube, legend=LCUP7, output=cfg.output, classes=list(model.classes_), geobox=_grid(cube.sizes["y"]))
 
 
 def _best_rate(client, a, prepare) -> float:
@@ -184,7 +186,6 @@ def main(argv=None):
     p.add_argument("--json")
     a = p.parse_args(argv)
 
-    from lcup.config import load_config
     from lcup.io.write import write_tiles_zarr
 
     model, centres = make_model(a.features, a.trees, a.depth, samples=a.train_samples)
@@ -201,8 +202,9 @@ def main(argv=None):
         rates = max(float(np.mean(pool.map(_reference_worker, [(model, X)] * cores))) for _ in range(a.repeat))
     res[f"sklearn in-memory, {cores} processes at once (px/s/core)"] = rates
 
-    cfg = load_config({"source": {"catalog": "x.json"}, "aoi": {"bbox": [0, 0, 1, 1]}, "year": 2024,
-                       "labels": {"path": "x.tif", "legend": "lcup7"}, "output": {"dir": "x"}})
+    from lcup.config import OutputConfig
+
+    cfg = SimpleNamespace(output=OutputConfig(dir="x"))  # the output encoding settings are all _predict reads
     for lcup_key, ppf_key, tuned in (("lcup map_blocks, untuned workers", "dask-ml ParallelPostFit, untuned workers", False),
                                      ("lcup map_blocks, scattered model", "dask-ml ParallelPostFit", True)):
         with _client(cores, tuned) as client:

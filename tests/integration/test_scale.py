@@ -131,14 +131,16 @@ def test_worker_killed_mid_run_is_recovered(small_scene, tmp_path):
     import warnings
 
     from lcup.config import load_config
-    from lcup.pipeline import build_features, open_cube
+    from lcup.pipeline import find_items
+    from lcup.stages import features, load
 
     cfg = load_config(scene_pipeline(small_scene, tmp_path, **{"load.chunk_px": 128}))
-    cube = open_cube(cfg)
+    geobox, items = find_items(cfg)
+    cube = load(items, geobox, load=cfg.load)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        feats = build_features(cfg, cube)
+        feats = features(cube, cfg.period, clean=cfg.clean, features=cfg.features)
         expected = feats.compute(scheduler="threads").values
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None, memory_limit="3GiB") as cluster, Client(cluster) as client:
         fut = client.compute(feats.data)
@@ -187,7 +189,7 @@ def test_label_stage_memory_is_bounded_by_the_chunk(tmp_path):
 
     from lcup.config import load_config
     from lcup.ops.labels import stratified_sample_chunked
-    from lcup.pipeline import prepare_labels
+    from lcup.stages import labels as label_stage
 
     side, x0, y0 = 4096, 500000.0, 5100000.0
     rng = np.random.default_rng(3)
@@ -199,13 +201,15 @@ def test_label_stage_memory_is_bounded_by_the_chunk(tmp_path):
     with rasterio.open(f, "w", driver="GTiff", width=coarse.shape[1], height=coarse.shape[0], count=1, dtype="uint8",
                        crs="EPSG:32633", transform=from_origin(x0, y0, 100, 100), tiled=True) as dst:
         dst.write(coarse.astype(np.uint8), 1)
-    cfg = load_config({"source": {"catalog": "x.json"}, "aoi": {"bbox": [0, 0, 1, 1]}, "year": 2024,
+    (tmp_path / "x.json").write_text("{}")
+    cfg = load_config({"source": {"catalog": str(tmp_path / "x.json")}, "aoi": {"bbox": [0, 0, 1, 1]}, "year": 2024,
                        "labels": {"path": str(f), "legend": "lcup7"}, "load": {"chunk_px": 512}, "output": {"dir": str(tmp_path)}})
     gb = GeoBox.from_bbox((x0, y0 - 10 * side, x0 + 10 * side, y0), "EPSG:32633", resolution=10)
     sync = lambda objs: list(dask.compute(*objs, scheduler="synchronous"))  # noqa: E731 - one chunk at a time
     tracemalloc.start()
     try:
-        labels, usable, conf, info = prepare_labels(cfg, gb, compute=sync)
+        lab = label_stage(gb, cfg.labels, chunk_px=cfg.load.chunk_px, compute=sync)
+        usable, conf, info = lab["usable"].data, lab["confidence"].data, lab.attrs["figures"]
         sample = stratified_sample_chunked(usable, 2000, 0, values=conf, compute=sync)  # weights in the same pass
         w = sample.value
         peak = tracemalloc.get_traced_memory()[1]

@@ -277,7 +277,7 @@ def test_one_block_means_no_validation_and_class_lost_in_split_warns():
 
 
 def test_vanished_classes():
-    from lcup.pipeline import vanished_classes
+    from lcup.stages.score import vanished_classes
 
     assert vanished_classes({1: 1000, 2: 400, 3: 50}, {1: 900, 2: 39, 5: 7}) == {
         2: {"coarse_px": 400, "map_px": 39}, 3: {"coarse_px": 50, "map_px": 0}}

@@ -1,0 +1,42 @@
+"""The pipeline's stages as plain functions on xarray objects, each taking its own settings section.
+
+``search → load → scene_filter → features → labels → sample → train → predict → write → score``. The
+pipeline (:func:`lcup.run_pipeline`) is a recipe over these; notebooks call them directly (re-exported
+from :mod:`lcup`). Lazy stays lazy: only :func:`scene_filter`, :func:`sample`, :func:`train` and the
+writers compute.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, TypeVar
+
+from pydantic import BaseModel
+
+S = TypeVar("S", bound=BaseModel)
+
+
+def section(cls: type[S], value: S | Mapping[str, Any] | None) -> S:
+    """A settings section from itself, a mapping of its keys, or None (its defaults); validated."""
+    if isinstance(value, cls):
+        return value
+    from ..config import _format_errors
+    from ..errors import ConfigError
+
+    from pydantic import ValidationError
+
+    try:
+        return cls.model_validate(dict(value or {}))
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, cls.__name__).replace("(top level)", cls.__name__)) from None
+
+
+from .features import feature_names, features  # noqa: E402
+from .labels import labels, sample  # noqa: E402
+from .load import load, scene_filter  # noqa: E402
+from .predict import predict  # noqa: E402
+from .score import vanished_classes  # noqa: E402
+from .search import check_items, grid, search  # noqa: E402
+from .train import train  # noqa: E402
+
+__all__ = ["check_items", "feature_names", "features", "grid", "labels", "load", "predict", "sample", "scene_filter",
+           "search", "section", "train", "vanished_classes"]

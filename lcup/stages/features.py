@@ -1,0 +1,82 @@
+"""Stage: clean the cube (mask, interpolate, smooth) and turn it into per-pixel features."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Mapping, Sequence
+
+import numpy as np
+import xarray as xr
+
+from ..config import CleanConfig, FeaturesConfig
+from ..units import metres_to_px
+from . import section
+
+
+def feature_names(bands: Sequence[str], period: tuple[dt.date, dt.date], *, clean: CleanConfig | Mapping | None = None,
+                  features: FeaturesConfig | Mapping | None = None) -> list[str]:
+    """The names of the features :func:`features` makes, in order, without building anything."""
+    from ..ops.features import feature_names as names
+    from ..ops.temporal import regular_grid
+
+    cc, fc = section(CleanConfig, clean), section(FeaturesConfig, features)
+    n_grid = len(regular_grid(*period, cc.step_days))
+    return names(list(bands) + list(fc.indices), fc.stats, fc.series, range(0, n_grid, max(1, fc.series_every)))
+
+
+def features(cube: xr.Dataset, period: tuple[dt.date, dt.date], *, clean: CleanConfig | Mapping | None = None,
+             features: FeaturesConfig | Mapping | None = None, dates=None) -> xr.DataArray | None:
+    """Mask clouds, interpolate onto a regular time grid, smooth, add indices and summarise: lazy features.
+
+    Parameters
+    ----------
+    cube
+        From :func:`lcup.stages.load.load`: DN bands, ``scl`` (possibly with a halo) and per-date scale/offset.
+    period
+        First and last day of the regular time grid.
+    clean
+        :class:`~lcup.config.CleanConfig`: SCL classes masked, dilation (m), grid step (days), Savitzky–Golay.
+    features
+        :class:`~lcup.config.FeaturesConfig`: indices, statistics, series kept.
+    dates
+        The dates to use (:func:`lcup.stages.load.scene_filter`); None: every date of the cube.
+
+    Returns
+    -------
+    xarray.DataArray or None
+        ``(y, x, feature)`` float32, chunked like the cube, NaN where a pixel has no clear observation; None if
+        the cube has none of ``dates``.
+
+    Examples
+    --------
+    >>> feats = lcup.features(cube, ("2024-01-01", "2024-12-31"), clean={"dilation_m": 20})  # doctest: +SKIP
+    >>> feats.sel(feature="ndvi_p90").plot()  # doctest: +SKIP
+    """
+    from ..ops.cloud import scl_valid_mask
+    from ..ops.features import temporal_features
+    from ..ops.indices import compute_indices
+    from ..ops.temporal import interpolate_smooth, regular_grid
+
+    cc, fc = section(CleanConfig, clean), section(FeaturesConfig, features)
+    bands = [v for v in cube.data_vars if v != "scl"]
+    res = abs(float(cube.x[1] - cube.x[0])) if cube.sizes["x"] > 1 else abs(float(cube.y[1] - cube.y[0]))
+    idx = np.arange(cube.sizes["time"]) if dates is None else np.nonzero(np.isin(cube.time.values, dates))[0]
+    if len(idx) == 0:
+        return None
+    scl = cube["scl"].isel(time=idx)
+    h = int(cube["scl"].attrs.get("halo_px", 0))
+    valid = scl_valid_mask(scl.rename(scl_y="y", scl_x="x") if h else scl, cc.invalid_scl, metres_to_px(cc.dilation_m, res))
+    if h:
+        valid = valid.isel(y=slice(h, -h), x=slice(h, -h)).chunk({"y": cube.chunks["y"], "x": cube.chunks["x"]})
+        valid = valid.assign_coords(y=cube.y, x=cube.x)
+    grid = regular_grid(period[0], period[1], cc.step_days)
+    series = {}
+    for b in bands:
+        series[b] = interpolate_smooth(
+            cube[b].isel(time=idx), valid, grid,
+            scale=cube[f"scale_{b}"].values[idx], offset=cube[f"offset_{b}"].values[idx],
+            window=cc.savgol_window, polyorder=cc.savgol_polyorder, max_gap_days=cc.max_gap_days, hold_ends=cc.hold_ends,
+        )
+    series.update(compute_indices(series, fc.indices))
+    feats = temporal_features(series, stats=fc.stats, series_vars=fc.series, series_every=fc.series_every)
+    return feats.chunk({"feature": -1})

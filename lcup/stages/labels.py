@@ -1,0 +1,114 @@
+"""Stage: the coarse map on the output grid as training labels, and the training/validation sample."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from ..config import LabelsConfig
+from ..legends import apply_crosswalk, compact, get_crosswalk, get_legend, to_internal
+from ..units import metres_to_px
+from . import section
+
+#: Chunks the training sample is drawn from (``labels.sample_chunks: auto``), on every path: the sample's
+#: features then cost at most this many chunks, not the area, while still spread over all of it.
+AUTO_SAMPLE_CHUNKS = 256
+
+
+def coarse_cell_m(labels: LabelsConfig, resolution: float) -> float:
+    """Cell size of the label map, metres: as configured, else the file's; a STAC collection: ``resolution``."""
+    from ..io.rasters import pixel_size_m
+
+    return labels.coarse_resolution_m or (pixel_size_m(labels.path) if labels.path else resolution)
+
+
+def label_halo_px(labels: LabelsConfig, resolution: float) -> int:
+    """The halo (px) label confidence needs around a chunk; also the buffer around validation blocks."""
+    from ..ops.labels import confidence_halo_px
+
+    return confidence_halo_px(coarse_cell_m(labels, resolution) / resolution)
+
+
+def labels(geobox, labels: LabelsConfig | Mapping | None = None, *, chunk_px: int = 512, compute=None) -> xr.Dataset:
+    """The coarse map on ``geobox`` in the target legend, eroded, with its label confidence: lazy.
+
+    Each chunk reads its own window of the label map (any GDAL raster and CRS, or a STAC collection); erosion
+    and confidence run with a halo, so memory is bounded by the chunk. One pass computes the figures, through
+    ``compute`` (``callable(list) -> list``; default ``dask.compute``).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``label`` (the coarse class), ``usable`` (after erosion and ``min_confidence``; 0 = not sampled), both
+        ``(y, x)`` uint8 class indices of :func:`lcup.legends.compact` (the legend's own codes when they fit
+        uint8), and ``confidence`` ``(y, x)`` float32 0–1; attribute ``figures`` (pixel counts per stage and
+        class, keyed by legend code; erosion and coarse cell in pixels).
+
+    Examples
+    --------
+    >>> lab = lcup.labels(gb, {"path": "cgls.tif", "legend": "cgls-lc100", "erosion_m": 20})  # doctest: +SKIP
+    >>> lab["usable"].plot()  # doctest: +SKIP
+    """
+    from odc.geo.xr import xr_coords
+
+    from ..io.rasters import open_on_geobox, open_stac_on_geobox
+    from ..ops.labels import erode_classes, label_confidence, label_statistics
+
+    lc = section(LabelsConfig, labels)
+    compute = compute or (lambda objs: list(dask.compute(*objs)))
+    target = get_legend(lc.target_legend)
+    if lc.stac is not None:
+        st = lc.stac
+        codes, _ = open_stac_on_geobox(st.catalog, st.collection, geobox, chunks=chunk_px, asset=st.asset,
+                                       start=str(st.start or "1900-01-01"), end=str(st.end or "2100-12-31"), sign=st.sign)
+    else:
+        codes = open_on_geobox(lc.path, geobox, chunks=chunk_px)
+    lab = codes.map_blocks(apply_crosswalk, to_internal(get_crosswalk(lc.legend, target, lc.crosswalk), target), dtype=np.uint8)
+    res = abs(geobox.resolution.x)
+    r = metres_to_px(lc.erosion_m, res)
+    eroded = erode_classes(lab, r)
+    cell_m = coarse_cell_m(lc, res)
+    others = [open_on_geobox(o.path, geobox, chunks=chunk_px).map_blocks(
+        apply_crosswalk, to_internal(get_crosswalk(o.legend, target), target), dtype=np.uint8) for o in lc.others]
+    conf = label_confidence(lab, cell_m / res, others=others)
+    usable = da.where(conf < lc.min_confidence, np.uint8(0), eroded) if lc.min_confidence > 0 else eroded
+    (stats,) = compute([label_statistics(lab, eroded, usable, conf)])
+    to_code = compact(target)[1]
+    stats["class_px"] = {int(to_code[k]): v for k, v in stats["class_px"].items()}
+    figures = {"erosion_px": r, "coarse_cell_px": round(cell_m / res, 2), **stats}
+    dims = ("y", "x")
+    return xr.Dataset({"label": (dims, lab), "usable": (dims, usable), "confidence": (dims, conf)},
+                      coords=xr_coords(geobox, crs_coord_name="spatial_ref"), attrs={"figures": figures})
+
+
+def sample(lab: xr.Dataset, labels: LabelsConfig | Mapping | None = None, *, cell_origin: tuple[int, int] = (0, 0),
+           compute=None):
+    """Stratified sample of ``lab["usable"]`` with spatially separated validation blocks, drawn chunk by chunk.
+
+    Blocks are whole coarse cells aligned on the coarse grid (its cell edges at rows/columns ``cell_origin``
+    modulo the cell), a buffer of the confidence halo is kept free of training pixels around validation blocks,
+    and blocks go back to training until every class can be learnt. The draw depends on the labels and
+    ``labels.seed`` only. With ``labels.confidence_weights`` each sample carries its label confidence.
+
+    Returns
+    -------
+    lcup.ops.labels.Sample
+        Positions, labels (class indices), validation flags and weights.
+    """
+    from ..ops.labels import stratified_sample_chunked
+
+    lc = section(LabelsConfig, labels)
+    usable = lab["usable"].data
+    res = abs(float(lab.x[1] - lab.x[0])) if lab.sizes["x"] > 1 else abs(float(lab.y[1] - lab.y[0]))
+    sc = lc.sample_chunks
+    return stratified_sample_chunked(
+        usable, lc.n_per_class, lc.seed, min_per_class=lc.min_per_class, block_px=max(1, metres_to_px(lc.block_m, res)),
+        validation_fraction=lc.validation_fraction, small_class_policy=lc.small_class_policy,
+        max_chunks=sc if isinstance(sc, int) else (AUTO_SAMPLE_CHUNKS if sc == "auto" else None),
+        values=lab["confidence"].data if lc.confidence_weights else None, compute=compute,
+        cell_px=lab.attrs["figures"]["coarse_cell_px"], cell_origin=cell_origin, buffer_px=label_halo_px(lc, res),
+    )

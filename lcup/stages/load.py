@@ -1,0 +1,124 @@
+"""Stage: the lazy Sentinel-2 cube of some items on a grid, and the dates worth keeping."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import xarray as xr
+
+from ..config import CleanConfig, LoadConfig
+from ..errors import LowCoverageWarning, NoValidDataError
+from ..providers import SCL, get_profile
+from . import section
+
+#: Side (px) of the coarsened grid the scene filter counts clear pixels on.
+SCENE_FILTER_PX = 1024
+
+
+def load(items: list, geobox, *, provider: str = "earth-search", load: LoadConfig | Mapping[str, Any] | None = None,
+         bands: Sequence[str] | None = None, on_error: str = "fail", halo: int = 0) -> xr.Dataset:
+    """Lazily load ``items`` onto ``geobox``: DN bands and SCL, time in one chunk, space in ``load.chunk_px`` squares.
+
+    Parameters
+    ----------
+    items
+        From :func:`lcup.stages.search.search`; same-day granules are mosaicked.
+    geobox
+        The output grid.
+    provider
+        Layout profile of the items.
+    load
+        :class:`~lcup.config.LoadConfig` (or its keys): bands, chunk size, resampling.
+    bands
+        Override ``load.bands`` (e.g. ``[]`` for SCL only).
+    on_error
+        ``"fail"`` or ``"skip"`` (unreadable assets read as no data).
+    halo
+        Pixels of SCL read beyond ``geobox`` on each side, so the cloud-mask dilation sees across the edge.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``(time, y, x)`` uint16 DN per band (0 = no data) and ``scl`` (``(time, scl_y, scl_x)`` on the grid padded
+        by ``halo``, attribute ``halo_px``); per-date ``scale_<band>`` and ``offset_<band>`` (DN→reflectance, from
+        each item's own metadata) and ``items`` (ids, comma-separated) as coordinates along ``time``, so that
+        ``isel(time=...)`` keeps them aligned.
+
+    Examples
+    --------
+    >>> cube = lcup.load(items, gb, load={"bands": ["red", "nir"], "chunk_px": 256})  # doctest: +SKIP
+    >>> reflectance = cube["nir"] * cube["scale_nir"] + cube["offset_nir"]  # doctest: +SKIP
+    """
+    import odc.stac
+
+    from ..io.stac import GDAL_HTTP_ENV, load_cube
+
+    lc = section(LoadConfig, load)
+    bands = list(lc.bands) if bands is None else list(bands)
+    # odc-stac captures these GDAL settings into the graph and restores them in every task: workers need no setup
+    odc.stac.configure_rio(cloud_defaults=True, **GDAL_HTTP_ENV)
+    profile = get_profile(provider)
+    kw = dict(chunk_px=lc.chunk_px, resampling=lc.resampling, fail_on_error=on_error == "fail")
+    if halo or not bands:
+        cube = load_cube(items, profile, bands, geobox, **kw) if bands else None
+        scl_cube = load_cube(items, profile, [SCL], geobox.pad(halo) if halo else geobox, **kw)
+        if cube is not None and not np.array_equal(cube.data.time.values, scl_cube.data.time.values):
+            raise RuntimeError("the SCL and reflectance loads gave different dates")
+        cube = cube or scl_cube
+        scl = scl_cube.data[SCL]
+    else:
+        cube = load_cube(items, profile, bands + [SCL], geobox, **kw)
+        scl = cube.data[SCL]
+    ds = cube.data[bands] if bands else cube.data[[]]
+    if halo:
+        scl = scl.rename(y="scl_y", x="scl_x")
+    ds["scl"] = scl.assign_attrs(halo_px=int(halo))
+    coords = {f"{k}_{b}": ("time", getattr(cube, k)[b]) for b in bands for k in ("scale", "offset")}
+    coords["items"] = ("time", [",".join(ids) for ids in cube.items])
+    return ds.assign_coords(coords)
+
+
+def scene_filter(items: list, geobox, *, provider: str = "earth-search", clean: CleanConfig | Mapping | None = None,
+                 chunk_px: int = 512, on_error: str = "fail", compute=None) -> tuple[np.ndarray, dict]:
+    """The dates kept for the whole area: those whose clear fraction reaches ``clean.min_valid_fraction``.
+
+    Decided once for the area and handed to every tile, so neighbouring tiles interpolate from the same dates.
+    The fraction is the share of pixels whose SCL is not in ``clean.invalid_scl`` (no dilation), counted on the
+    grid coarsened to at most :data:`SCENE_FILTER_PX` pixels a side: one read of SCL whose cost does not grow
+    with the area. ``compute(dask_array) -> numpy`` runs it (default: the current scheduler).
+
+    Returns
+    -------
+    dates : numpy.ndarray
+        ``datetime64`` dates kept.
+    info : dict
+        ``dates_found``, ``dates_kept``, ``mean_valid_fraction`` and ``dates_dropped``.
+
+    Raises
+    ------
+    NoValidDataError
+        If no date is clear enough.
+    """
+    from ..ops.cloud import keep_dates, scl_valid_mask, valid_fraction
+
+    cc = section(CleanConfig, clean)
+    side = max(geobox.shape)
+    gb = geobox if side <= SCENE_FILTER_PX else geobox.zoom_to((max(1, geobox.shape[0] * SCENE_FILTER_PX // side),
+                                                                 max(1, geobox.shape[1] * SCENE_FILTER_PX // side)))
+    scl = load(items, gb, provider=provider, load={"chunk_px": chunk_px}, bands=[], on_error=on_error)["scl"]
+    frac = valid_fraction(scl_valid_mask(scl, cc.invalid_scl))
+    frac = frac.copy(data=compute(frac.data) if compute else frac.data.compute())
+    keep = keep_dates(frac.values, cc.min_valid_fraction)
+    info = {"dates_found": int(len(keep)), "dates_kept": int(keep.sum()),
+            "mean_valid_fraction": float(frac.mean()) if len(keep) else 0.0}
+    if (~keep).any():
+        dropped = [str(t)[:10] for t in frac.time.values[~keep]]
+        warnings.warn(f"dropped {len(dropped)} of {len(keep)} dates with a clear fraction below {cc.min_valid_fraction}: "
+                      f"{dropped}", LowCoverageWarning, stacklevel=2)
+        info["dates_dropped"] = dropped
+    if keep.sum() == 0:
+        raise NoValidDataError(f"no date has a clear fraction of at least {cc.min_valid_fraction} (best "
+                               f"{frac.values.max():.3f}); lower clean.min_valid_fraction or widen the period")
+    return frac.time.values[keep], info

@@ -1,0 +1,82 @@
+"""Stage: apply a trained classifier to a feature cube, chunk by chunk."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from ..config import OutputConfig
+from ..legends import Legend, compact
+from . import section
+
+
+def _predict_chunk(block: np.ndarray, model, confidence: str) -> np.ndarray:
+    from ..ops.model import predict_block
+
+    return predict_block(block, model, confidence=confidence)
+
+
+def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig | Mapping | None = None,
+            classes: list | None = None, geobox=None) -> xr.Dataset:
+    """Lazy class, confidence and probabilities of ``feats`` under ``model``: one task per chunk.
+
+    Parameters
+    ----------
+    model
+        A fitted classifier, or a ``distributed`` future of one (scattered or persisted once, never embedded in
+        every task).
+    feats
+        ``(y, x, feature)`` features (:func:`lcup.stages.features.features`), with an ``odc`` geobox.
+    legend
+        The legend of the map (its own codes; the model's classes are :func:`lcup.legends.compact` indices).
+    output
+        :class:`~lcup.config.OutputConfig`: probability encoding and confidence measure.
+    classes
+        The model's classes (needed when ``model`` is a future).
+    geobox
+        The grid of ``feats`` (default: ``feats.odc.geobox``).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``class`` ``(y, x)`` in legend codes (uint8; uint16 for codes above 255; 0 = no data), ``confidence``
+        ``(y, x)`` uint8 percent, and ``probability`` ``(class_code, y, x)`` (uint8 percent or float16).
+
+    Examples
+    --------
+    >>> out = lcup.predict(clf, feats, legend=get_legend("lcup7"))  # doctest: +SKIP
+    >>> out["class"].plot()  # doctest: +SKIP
+    """
+    oc = section(OutputConfig, output if output is not None else {"dir": "."})
+    classes = list(model.classes_) if classes is None else list(classes)
+    pred = da.map_blocks(_predict_chunk, feats.data, model, oc.confidence, drop_axis=2, new_axis=0,
+                         chunks=((2 + len(classes),),) + feats.data.chunks[:2], dtype=np.float32)
+    return output_dataset(pred, classes, feats.odc.geobox if geobox is None else geobox, legend, oc)
+
+
+def output_dataset(pred, classes: list, geobox, legend: Legend, output: OutputConfig | Mapping | None = None) -> xr.Dataset:
+    """The output variables from ``pred`` ``(2 + class, y, x)`` float32 (class index, confidence, probabilities;
+    NaN = no data), encoded for writing: class in legend codes, percentages as uint8, CF attributes."""
+    from odc.geo.xr import xr_coords
+
+    oc = section(OutputConfig, output if output is not None else {"dir": "."})
+    to_code = compact(legend)[1]
+    cls = da.nan_to_num(pred[0]).astype(np.int64).map_blocks(lambda b: to_code[b], dtype=to_code.dtype)
+    conf = da.nan_to_num(da.round(100 * pred[1])).astype(np.uint8)
+    ds = xr.Dataset({"class": (("y", "x"), cls), "confidence": (("y", "x"), conf)},
+                    coords=xr_coords(geobox, crs_coord_name="spatial_ref"))
+    if oc.probabilities != "none":
+        prob = pred[2:]
+        prob = da.nan_to_num(da.round(100 * prob)).astype(np.uint8) if oc.probabilities == "uint8" else prob.astype(np.float16)
+        ds["probability"] = (("class_code", "y", "x"), prob)
+        ds = ds.assign_coords(class_code=to_code[np.asarray(classes, np.int64)])
+        ds["probability"].attrs.update({"grid_mapping": "spatial_ref", "units": "percent" if oc.probabilities == "uint8" else "1",
+                                        "long_name": "class probability"})
+    ds["class"].attrs.update({"grid_mapping": "spatial_ref", "flag_values": legend.codes,
+                              "flag_meanings": " ".join(n.replace(" ", "_") for n in legend.names().values()),
+                              "long_name": "land cover class"})
+    ds["confidence"].attrs.update({"grid_mapping": "spatial_ref", "units": "percent", "long_name": f"confidence ({oc.confidence})"})
+    return ds

@@ -1,0 +1,85 @@
+"""Stage: find the Sentinel-2 items of an area and period, on the output grid."""
+
+from __future__ import annotations
+
+import datetime as dt
+import warnings
+from typing import Sequence
+
+from ..providers import SCL, get_profile
+
+
+def grid(bbox: Sequence[float], *, crs: str = "EPSG:4326", grid_crs: str | None = None, resolution: float = 10.0):
+    """The output grid (an ``odc.geo.GeoBox``) of ``bbox`` (in ``crs``): UTM of its centre unless ``grid_crs``.
+
+    Examples
+    --------
+    >>> gb = grid((14.5, 45.8, 14.52, 45.82))
+    >>> str(gb.crs), abs(gb.resolution.x)
+    ('EPSG:32633', 10.0)
+    """
+    from ..io.stac import geobox_for_aoi
+
+    return geobox_for_aoi(bbox, grid_crs, resolution, crs)
+
+
+def search(catalog: str, geobox, start: dt.date | str, end: dt.date | str, *, provider: str = "earth-search",
+           collection: str | None = None, max_cloud_cover: float | None = None, page_size: int = 100,
+           bands: Sequence[str] = ()) -> list:
+    """Items of ``catalog`` (a STAC API URL or a static ``catalog.json``) meeting ``geobox`` between two dates.
+
+    Parameters
+    ----------
+    catalog
+        STAC API URL or path/URL of a static catalog.
+    geobox
+        The output grid (:func:`grid`).
+    start, end
+        First and last day (inclusive).
+    provider
+        Layout profile (asset keys, DN→reflectance): ``earth-search``, ``earth-search-l2a``, ``planetary-computer``.
+    bands
+        Bands that must be in the items (SCL always): a missing one is a
+        :class:`~lcup.errors.MissingBandError` now, before any pixel is read.
+
+    Returns
+    -------
+    list of pystac.Item
+        Sorted by time.
+
+    Examples
+    --------
+    >>> items = search("demo-data/catalog.json", gb, "2024-01-01", "2024-12-31")  # doctest: +SKIP
+    """
+    from ..io.stac import asset_keys, lonlat_bbox, search_items
+
+    profile = get_profile(provider)
+    items = search_items(catalog, profile, lonlat_bbox(geobox), f"{start}T00:00:00Z", f"{end}T23:59:59Z",
+                         collection=collection, max_cloud_cover=max_cloud_cover, limit=page_size)
+    asset_keys(items, profile, list(bands) + [SCL])
+    return items
+
+
+def check_items(items: list, *, provider: str = "earth-search", bands: Sequence[str] = (), on_error: str = "fail"):
+    """Probe every asset (header and last block); returns ``(kept items, skipped assets)``.
+
+    With ``on_error="fail"`` an unreadable asset is a :class:`~lcup.errors.ReadError` naming all of them;
+    with ``"skip"`` they are left out (read as no data) and listed, with a
+    :class:`~lcup.errors.SkippedAssetWarning`.
+    """
+    from ..errors import ReadError, SkippedAssetWarning
+    from ..io.stac import check_assets
+
+    kept, skipped = check_assets(items, get_profile(provider), list(bands) + [SCL])
+    if skipped:
+        listing = "; ".join(f"{s['item']}/{s['band']} ({s['href']}): {s['error'][:120]}" for s in skipped[:10])
+        if on_error == "fail":
+            raise ReadError(
+                f"{len(skipped)} asset(s) cannot be read: {listing}"
+                + (" ..." if len(skipped) > 10 else "")
+                + "; fix the files or set source.on_error: skip to leave them out (they are then listed in summary.json)"
+            )
+        warnings.warn(f"skipped {len(skipped)} unreadable asset(s): {listing}", SkippedAssetWarning, stacklevel=2)
+        if not kept:
+            raise ReadError(f"no readable item left after skipping {len(skipped)} asset(s): {listing}")
+    return kept, skipped

@@ -1,0 +1,99 @@
+"""Stage: train the classifier on the sample's training blocks and report on its validation blocks."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..config import ModelConfig
+from ..errors import EmptyClassWarning
+from ..legends import Legend
+from . import section
+
+log = logging.getLogger("lcup")
+
+
+def train(X: np.ndarray, sample, *, names: Sequence[str], legend: Legend, model: ModelConfig | Mapping | None = None):
+    """Fit the classifier on the training samples; score it on the validation blocks (against the coarse labels).
+
+    Parameters
+    ----------
+    X
+        ``(sample, feature)`` float32 features of ``sample`` (rows with NaN are left out).
+    sample
+        :class:`lcup.ops.labels.Sample` (:func:`lcup.stages.labels.sample`); its ``value`` weights the samples.
+    names
+        Feature names, for the importance figures.
+    legend
+        The legend of ``sample.label`` (class indices: :func:`lcup.legends.compact`).
+    model
+        :class:`~lcup.config.ModelConfig`: kind, trees, depth, class weights, seed, label cleaning.
+
+    Returns
+    -------
+    model
+        A scikit-learn style classifier with ``n_jobs=1`` (Dask runs one task per core).
+    figures : dict
+        ``model`` (training figures), ``feature_importance_top``, ``validation`` (OA, kappa, per class; or the
+        reason it was skipped), optionally ``label_cleaning`` and ``permutation_importance_top``.
+
+    Examples
+    --------
+    >>> clf, figures = lcup.train(X, s, names=names, legend=get_legend("lcup7"), model={"n_estimators": 200})  # doctest: +SKIP
+    """
+    from ..ops.accuracy import accuracy_report
+    from ..ops.model import confident_learning_filter, train_model
+
+    mc = section(ModelConfig, model)
+    figures: dict = {}
+    tr = ~sample.validation
+    weights = sample.value
+    if mc.clean_labels:
+        ok = np.isfinite(X).all(1)
+        keep = np.ones(len(X), bool)
+        sel = tr & ok
+        k, cinfo = confident_learning_filter(X[sel], sample.label[sel], seed=mc.seed)
+        keep[np.nonzero(sel)[0][~k]] = False
+        figures["label_cleaning"] = cinfo
+        log.info("  confident learning flagged %d of %d training samples", cinfo["n_flagged"], int(sel.sum()))
+        tr = tr & keep
+    if mc.kind == "random_forest":
+        params = {"n_estimators": mc.n_estimators, "max_depth": mc.max_depth, "min_samples_leaf": mc.min_samples_leaf,
+                  "max_features": mc.max_features, "class_weight": mc.class_weight, **mc.params}
+    else:
+        params = {"class_weight": mc.class_weight, "max_depth": mc.max_depth, **mc.params}
+    clf, minfo = train_model(X[tr], sample.label[tr], kind=mc.kind, params=params, seed=mc.seed,
+                             sample_weight=None if weights is None else weights[tr])
+    figures["model"] = minfo
+    imp = np.asarray(clf.feature_importances_, float)
+    imp = imp / imp.sum() if imp.sum() > 0 else imp
+    figures["feature_importance_top"] = dict(sorted(zip(names, map(float, imp)), key=lambda kv: -kv[1])[:15])
+    n_val_classes = len(np.unique(sample.label[sample.validation]))
+    if n_val_classes < 2:
+        why = ("the area holds a single validation block or none" if not sample.validation.any() else
+               f"the validation blocks hold {n_val_classes} class only")
+        figures["validation"] = {"skipped": f"no spatial validation: {why}; make labels.block_m smaller than the "
+                                            "area (several blocks of several classes) or score against a truth map"}
+        warnings.warn(figures["validation"]["skipped"], EmptyClassWarning, stacklevel=2)
+    else:
+        Xv = X[sample.validation]
+        ok = np.isfinite(Xv).all(1)
+        pv = np.zeros(len(Xv), np.uint8)
+        if ok.any():
+            pv[ok] = clf.predict(Xv[ok])
+        figures["validation"] = accuracy_report(sample.label[sample.validation], pv, legend.codes, legend.names())
+        if mc.permutation_importance and ok.sum() > 10:
+            from sklearn.inspection import permutation_importance
+
+            n = min(2000, int(ok.sum()))
+            pi = permutation_importance(clf, Xv[ok][:n], sample.label[sample.validation][ok][:n], n_repeats=3,
+                                        random_state=mc.seed, n_jobs=1)
+            figures["permutation_importance_top"] = dict(
+                sorted(zip(names, map(float, pi.importances_mean)), key=lambda kv: -kv[1])[:15])
+        log.info("  spatial-block validation (against the coarse labels): OA %.3f kappa %.3f",
+                 figures["validation"]["overall_accuracy"], figures["validation"]["kappa"])
+    clf.set_params(n_jobs=1)  # one thread per task: Dask already runs one task per core
+    return clf, figures
