@@ -54,4 +54,20 @@ def write_demo(out_dir, spec=None, **kwargs):
     return _w(out_dir, spec, **kwargs)
 
 
-__all__ = ["__version__", "LcupError", "PipelineConfig", "load_config", "run_pipeline", "write_demo"]
+#: The stages, for notebooks: ``lcup.search(...)``, ``lcup.load(...)`` ... (imported on first use, so that
+#: ``import lcup`` stays light).
+STAGES = ("grid", "search", "load", "scene_filter", "features", "feature_names", "labels", "sample", "train", "predict",
+          "write")
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in STAGES:
+        return getattr(importlib.import_module("lcup.stages"), name)
+    if name in ("plot", "stages"):
+        return importlib.import_module(f"lcup.{name}")
+    raise AttributeError(f"module 'lcup' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "LcupError", "PipelineConfig", "load_config", "run_pipeline", "write_demo", *STAGES]

@@ -50,6 +50,8 @@ def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig 
     >>> out = lcup.predict(clf, feats, legend=get_legend("lcup7"))  # doctest: +SKIP
     >>> out["class"].plot()  # doctest: +SKIP
     """
+    import odc.geo.xr  # noqa: F401 - the .odc accessor
+
     oc = section(OutputConfig, output if output is not None else {"dir": "."})
     classes = list(model.classes_) if classes is None else list(classes)
     pred = da.map_blocks(_predict_chunk, feats.data, model, oc.confidence, drop_axis=2, new_axis=0,
