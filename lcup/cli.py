@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 import time
+from pathlib import Path
 
 
 def _demo(args) -> int:
@@ -33,8 +34,10 @@ def _run(args) -> int:
         overrides["output.overwrite"] = True
     if args.resume:
         overrides["output.resume"] = True
-    if args.output:
-        overrides["output.dir"] = args.output
+    if args.output:  # relative to where the command runs, not to the pipeline file
+        overrides["output.dir"] = str(Path(args.output).resolve())
+    if args.model:
+        overrides["model.path"] = str(Path(args.model).resolve())
     cfg = load_config(args.pipeline, overrides=overrides)
     summary = run_pipeline(cfg, progress=not args.quiet and sys.stdout.isatty())
     f = summary.figures
@@ -45,8 +48,11 @@ def _run(args) -> int:
         print(f"  validation on held-out blocks (coarse labels): OA {f['validation']['overall_accuracy']:.3f}, kappa {f['validation']['kappa']:.3f}")
     if "truth" in f:
         t = f["truth"]
-        print(f"  against the 10 m truth: prediction OA {t['prediction_10m']['overall_accuracy']:.3f} vs coarse map "
-              f"OA {t['coarse_map_upsampled']['overall_accuracy']:.3f} ({t['oa_gain_points']:+.1f} points)")
+        if "coarse_map_upsampled" in t:
+            print(f"  against the 10 m truth: prediction OA {t['prediction_10m']['overall_accuracy']:.3f} vs coarse map "
+                  f"OA {t['coarse_map_upsampled']['overall_accuracy']:.3f} ({t['oa_gain_points']:+.1f} points)")
+        else:
+            print(f"  against the 10 m truth: prediction OA {t['prediction_10m']['overall_accuracy']:.3f}")
     tiles = f.get("tiles", {})
     if tiles.get("without_valid_data"):
         print(f"  {len(tiles['without_valid_data'])} tile(s) had no valid observation and hold nodata: {tiles['without_valid_data']}")
@@ -91,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", help="override output.dir")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run (finished tiles are skipped)")
+    p.add_argument("--model", help="apply this saved model (model.skops of an earlier run) instead of training; "
+                                   "labels are then optional (sets model.path)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(fn=_run)
     p = sub.add_parser("plan", help="dry run: print the grid, tiles, chunks and memory per task, do no work")

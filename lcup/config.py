@@ -169,6 +169,8 @@ class TruthConfig(_Section):
 
 
 class ModelConfig(_Section):
+    path: str | None = Field(None, description="apply this saved model (model.skops of an earlier run) instead of training: "
+                             "train once, map other areas or years; labels are then optional")
     kind: Literal["random_forest", "lightgbm"] = Field("random_forest", description="classifier; lightgbm needs pip install 'lcup[lightgbm]'")
     params: dict[str, Any] = Field(default_factory=dict, description="extra parameters passed to the classifier")
     n_estimators: int = Field(100, ge=1)
@@ -272,7 +274,7 @@ class PipelineConfig(_Section):
     load: LoadConfig = Field(default_factory=LoadConfig)
     clean: CleanConfig = Field(default_factory=CleanConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
-    labels: LabelsConfig
+    labels: LabelsConfig | None = Field(None, description="the coarse map to learn from (optional with model.path)")
     model: ModelConfig = Field(default_factory=ModelConfig)
     truth: TruthConfig | None = None
     output: OutputConfig
@@ -313,15 +315,21 @@ class PipelineConfig(_Section):
                 json.loads(Path(cat).read_text())
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise ValueError(f"source.catalog {cat} is not JSON ({e}); point it to a STAC catalog.json or a STAC API URL") from None
-        _check_local(self.labels.path, "labels.path")
-        for i, o in enumerate(self.labels.others):
+        if self.labels is None and self.model.path is None:
+            raise ValueError("missing required key 'labels' (the coarse map to learn from), or give model.path to apply a "
+                             "saved model")
+        _check_local(self.model.path, "model.path")
+        lab = self.labels or LabelsConfig(legend="lcup7", path="-")  # with model.path only: checks on defaults
+        if self.labels is not None:
+            _check_local(lab.path, "labels.path")
+        for i, o in enumerate(lab.others):
             _check_local(o.path, f"labels.others[{i}].path")
         if self.truth is not None:
             _check_local(self.truth.path, "truth.path")
         try:
-            target = get_legend(self.labels.target_legend)
-            walks = [("labels", self.labels.legend, self.labels.crosswalk)]
-            walks += [(f"labels.others[{i}]", o.legend, None) for i, o in enumerate(self.labels.others)]
+            target = get_legend(self.target_legend())
+            walks = [("labels", lab.legend, lab.crosswalk)] if self.labels is not None else []
+            walks += [(f"labels.others[{i}]", o.legend, None) for i, o in enumerate(lab.others)]
             walks += [("truth", self.truth.legend, None)] if self.truth is not None else []
             for where, legend, custom in walks:
                 get_legend(legend)
@@ -343,15 +351,25 @@ class PipelineConfig(_Section):
         if stray:
             raise ValueError(f"features.series {stray} are neither loaded bands nor computed indices ({variables}); "
                              "add them to load.bands or features.indices, or drop them from features.series")
-        r = self.labels.erosion_m / self.aoi.resolution
+        r = lab.erosion_m / self.aoi.resolution
         if r >= self.load.chunk_px / 2:
-            raise ValueError(f"labels.erosion_m {self.labels.erosion_m} m is {r:.0f} px at {self.aoi.resolution} m, at least half a "
+            raise ValueError(f"labels.erosion_m {lab.erosion_m} m is {r:.0f} px at {self.aoi.resolution} m, at least half a "
                              f"chunk ({self.load.chunk_px} px): nothing would be left to sample; use a few tens of metres")
         if self.model.params:
             from .ops.model import check_params
 
             check_params(self.model.kind, self.model.params)
         return self
+
+    def target_legend(self):
+        """The output legend: ``labels.target_legend``, or the saved model's (``model.path``)."""
+        if self.model.path is not None:
+            import json
+
+            meta = Path(self.model.path).with_suffix(Path(self.model.path).suffix + ".json")
+            if meta.exists():
+                return json.loads(meta.read_text())["legend"]
+        return self.labels.target_legend if self.labels is not None else "lcup7"
 
     @property
     def period(self) -> tuple[dt.date, dt.date]:
@@ -437,7 +455,7 @@ def load_config(source: str | Path | Mapping, *, base_dir: str | Path | None = N
     for o in (raw.get("labels") or {}).get("others") or []:
         if isinstance(o, dict) and isinstance(o.get("path"), str):
             o["path"] = _resolve(o["path"], base)
-    for section, key in (("source", "catalog"), ("labels", "path"), ("truth", "path"), ("output", "dir")):
+    for section, key in (("source", "catalog"), ("labels", "path"), ("truth", "path"), ("output", "dir"), ("model", "path")):
         sec = raw.get(section)
         if isinstance(sec, dict) and isinstance(sec.get(key), str):
             if section == "source" and "://" not in sec[key] and not sec[key].endswith(".json"):

@@ -233,7 +233,7 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
     out = Path(cfg.output.dir)
     zarr_path, cog_path = out / "landcover.zarr", out / "landcover_class.tif"
     t_start = time.perf_counter()
-    target = get_legend(cfg.labels.target_legend)
+    target = get_legend(cfg.target_legend())
     internal, to_code = compact(target)  # labels, samples and the model use internal (uint8) indices
 
     def compute(label):
@@ -254,13 +254,14 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
 
     digest = run_digest(cfg, items, dates)
     summary.figures["digest"] = digest["digest"]
+    names = feature_names(cfg.load.bands, cfg.period, clean=cfg.clean, features=cfg.features)
     resumed_model = None
     if cfg.output.resume and zarr_path.exists():
         check_resume(zarr_path, digest)
         if (out / "model.skops").exists():
             resumed_model, _ = load_model(out / "model.skops")
-
-    names = feature_names(cfg.load.bands, cfg.period, clean=cfg.clean, features=cfg.features)
+    if cfg.model.path is not None:  # train once, apply anywhere: the saved model, checked against this cube
+        resumed_model = _saved_model(cfg, names)
     summary.figures["n_features"] = len(names)
     tile_px = _tile_px(cfg)
     tiles = tile_slices(geobox.shape, tile_px)
@@ -285,32 +286,36 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
         if feats is not None and persist and client is not None:
             feats = _persist(feats, client, progress)
 
-    with _stage(summary, "labels"):
-        lab = labels(geobox, cfg.labels, chunk_px=cfg.load.chunk_px, compute=compute("label statistics"))
-        summary.figures["labels"] = lab.attrs["figures"]
-        # positions first, drawn chunk by chunk (per-chunk seeds), then only their features are gathered;
-        # the draw depends on the labels and the seed only, never on the path or the cluster
-        smp = sample(lab, cfg.labels, cell_origin=cell_origin_px(cfg.labels.path, geobox) if cfg.labels.path else (0, 0),
-                     compute=compute("sample"))
-        if resumed_model is not None:
-            X = None  # the saved model of this very run (same digest) is used: no features to gather
-        elif not tiled:
-            X = _compute(feats.data.vindex[smp.iy, smp.ix], client, "sampled features", False)
-        else:
-            X = _gather_tiled(smp, tiles, features_of, client, len(names), cfg.load.chunk_px)
-        summary.figures["samples"] = _sample_figures(smp, cfg)
+    lab = None  # without labels (model.path alone) there is nothing to sample, train or compare with
+    if cfg.labels is not None:
+        with _stage(summary, "labels"):
+            lab = labels(geobox, cfg.labels, chunk_px=cfg.load.chunk_px, compute=compute("label statistics"))
+            summary.figures["labels"] = lab.attrs["figures"]
+            # positions first, drawn chunk by chunk (per-chunk seeds), then only their features are gathered;
+            # the draw depends on the labels and the seed only, never on the path or the cluster
+            smp = sample(lab, cfg.labels, cell_origin=cell_origin_px(cfg.labels.path, geobox) if cfg.labels.path else (0, 0),
+                         compute=compute("sample"))
+            if resumed_model is not None:
+                X = None  # a saved model (this run's, same digest, or model.path) is used: no features to gather
+            elif not tiled:
+                X = _compute(feats.data.vindex[smp.iy, smp.ix], client, "sampled features", False)
+            else:
+                X = _gather_tiled(smp, tiles, features_of, client, len(names), cfg.load.chunk_px)
+            summary.figures["samples"] = _sample_figures(smp, cfg)
 
     with _stage(summary, "train"):
         if resumed_model is not None:
             model = resumed_model
-            summary.figures["model"] = {"resumed_from": str(out / "model.skops")}
-            log.info("  resuming with the saved model %s (same parameters, items and dates)", out / "model.skops")
+            source = cfg.model.path or str(out / "model.skops")
+            summary.figures["model"] = {"resumed_from" if cfg.model.path is None else "applied": source}
+            log.info("  using the saved model %s", source)
         else:
             model, figures = train(X, smp, names=names, legend=internal, model=cfg.model)
             if "classes" in figures.get("validation", {}) and internal is not target:
                 figures["validation"] = relabel(figures["validation"], to_code)
             summary.figures.update(figures)
-            save_model(model, out / "model.skops", feature_names=names, legend=target.to_dict())
+            save_model(model, out / "model.skops", feature_names=names, legend=target.to_dict(),
+                       resolution=cfg.aoi.resolution, bands=list(cfg.load.bands), period=[str(d) for d in cfg.period])
 
     with _stage(summary, "predict+write"):
         model_ref = _share_model(model, client)
@@ -355,19 +360,19 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
         summary.figures["predicted_class_px"] = {int(c): int(n) for c, n in enumerate(counts) if n}
         _warn_gaps(summary, counts, geobox, target)
         if cfg.truth is not None:
+            coarse = lab["label"].data if lab is not None else da.zeros_like(result["class"].data, dtype=np.uint8)
             cm_pred, cm_coarse = _compute(list(truth_confusions(cfg.truth.path, cfg.truth.legend, geobox, result["class"].data,
-                                                                lab["label"].data, target, chunk_px=cfg.load.chunk_px)),
+                                                                coarse, target, chunk_px=cfg.load.chunk_px)),
                                           client, "accuracy against the truth", False)
             pred_rep = report_from_confusion(cm_pred, target.codes, target.names())
-            coarse_rep = report_from_confusion(cm_coarse, target.codes, target.names())
-            summary.figures["truth"] = {
-                "prediction_10m": pred_rep,
-                "coarse_map_upsampled": coarse_rep,
-                "oa_gain_points": 100 * (pred_rep["overall_accuracy"] - coarse_rep["overall_accuracy"]),
-            }
-            log.info("  against the 10 m truth: prediction OA %.3f (kappa %.3f) | coarse map OA %.3f (kappa %.3f) | gain %+.1f points",
-                     pred_rep["overall_accuracy"], pred_rep["kappa"], coarse_rep["overall_accuracy"], coarse_rep["kappa"],
-                     summary.figures["truth"]["oa_gain_points"])
+            summary.figures["truth"] = {"prediction_10m": pred_rep}
+            log.info("  against the 10 m truth: prediction OA %.3f (kappa %.3f)", pred_rep["overall_accuracy"], pred_rep["kappa"])
+            if lab is not None:
+                coarse_rep = report_from_confusion(cm_coarse, target.codes, target.names())
+                summary.figures["truth"].update(coarse_map_upsampled=coarse_rep,
+                                                oa_gain_points=100 * (pred_rep["overall_accuracy"] - coarse_rep["overall_accuracy"]))
+                log.info("  coarse map OA %.3f (kappa %.3f) | gain %+.1f points", coarse_rep["overall_accuracy"],
+                         coarse_rep["kappa"], summary.figures["truth"]["oa_gain_points"])
 
     summary.timings["total"] = round(time.perf_counter() - t_start, 3)
     summary.outputs["summary"] = str(out / "summary.json")
@@ -388,6 +393,20 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
     summary.status = "done"
     (out / "summary.json").write_text(summary.to_json())
     return summary
+
+
+def _saved_model(cfg: PipelineConfig, names: list[str]):
+    """The model of ``model.path``, after checking it fits this run: features (bands, indices, statistics, time
+    grid), grid resolution."""
+    from .errors import ModelError
+    from .io.models import load_model
+
+    model, meta = load_model(cfg.model.path, expected_features=names)
+    res = meta.get("resolution")
+    if res is not None and abs(float(res) - cfg.aoi.resolution) > 1e-9:
+        raise ModelError(f"model {cfg.model.path} was trained at {res} m, this grid is {cfg.aoi.resolution} m; set "
+                         f"aoi.resolution: {res} or train a model at {cfg.aoi.resolution} m")
+    return model
 
 
 def _persist(feats: xr.DataArray, client, progress: bool) -> xr.DataArray:
@@ -453,6 +472,8 @@ def _warn_gaps(summary: RunSummary, counts: np.ndarray, geobox, target) -> None:
         warnings.warn(f"{n_nodata} of {n_px} pixels ({100 * n_nodata / n_px:.1f} %) have no prediction: no clear, finite "
                       "observation (NaN, inf and nodata values count as missing) on the kept dates, or outside the imagery; "
                       "widen the period or lower clean.min_valid_fraction", LowCoverageWarning, stacklevel=3)
+    if "labels" not in summary.figures:
+        return
     lost = vanished_classes(summary.figures["labels"]["class_px"], summary.figures["predicted_class_px"])
     if lost:
         summary.figures["vanished_classes"] = lost
@@ -478,6 +499,8 @@ def run_digest(cfg: PipelineConfig, items, dates) -> dict:
     params = json.loads(cfg.model_dump_json())
     parts = {k: v for k, v in params.items() if k not in _DIGEST_IGNORES}
     parts["items"] = sorted(it.id for it in items)
+    if cfg.model.path:  # the applied model's bytes, not its file name
+        parts["model_file"] = hashlib.sha256(Path(cfg.model.path).read_bytes()).hexdigest()
     parts["dates"] = [str(d)[:10] for d in dates]
 
     def h(obj) -> str:
@@ -552,11 +575,12 @@ def plan(cfg: PipelineConfig) -> str:
         f"feature cube for the AOI: {geobox.shape[0] * geobox.shape[1] * n_feat * 4 / 1024**3:.2f} GiB "
         f"(features.persist: {cfg.features.persist}; kept in memory when under 30 % of the cluster's memory, "
         "otherwise each tile is loaded, featured, predicted and written from its own graph)",
-        f"labels: read chunk by chunk with a {max(metres_to_px(cfg.labels.erosion_m, cfg.aoi.resolution), label_halo_px(cfg.labels, cfg.aoi.resolution))} px halo; "
-        f"sample: up to {cfg.labels.n_per_class} training pixels per class from "
-        + ("all chunks" if cfg.labels.sample_chunks == "all" else
-           f"{cfg.labels.sample_chunks} random chunks" if isinstance(cfg.labels.sample_chunks, int) else
-           f"{AUTO_SAMPLE_CHUNKS} random chunks (all when there are fewer)")
+        (f"model: the saved {cfg.model.path} (no labels, no training)" if cfg.labels is None else
+         f"labels: read chunk by chunk with a {max(metres_to_px(cfg.labels.erosion_m, cfg.aoi.resolution), label_halo_px(cfg.labels, cfg.aoi.resolution))} px halo; "
+         f"sample: up to {cfg.labels.n_per_class} training pixels per class from "
+         + ("all chunks" if cfg.labels.sample_chunks == "all" else
+            f"{cfg.labels.sample_chunks} random chunks" if isinstance(cfg.labels.sample_chunks, int) else
+            f"{AUTO_SAMPLE_CHUNKS} random chunks (all when there are fewer)"))
         + f"; tiles in flight on a cluster: {cfg.output.tiles_in_flight}",
     ]
     return "\n".join(lines)

@@ -18,8 +18,9 @@ TRUSTED_TYPES: frozenset[str] = frozenset({
 })
 
 
-def save_model(model, path: str | Path, *, feature_names: Sequence[str], legend: dict) -> Path:
-    """Write ``model`` to ``path`` (skops) and ``path.json`` with its metadata."""
+def save_model(model, path: str | Path, *, feature_names: Sequence[str], legend: dict, **extra) -> Path:
+    """Write ``model`` to ``path`` (skops) and ``path.json`` with its metadata (``extra`` keys too, e.g. the
+    grid resolution and bands it was trained on)."""
     import skops.io as sio
 
     from .. import __version__
@@ -32,7 +33,7 @@ def save_model(model, path: str | Path, *, feature_names: Sequence[str], legend:
     finally:
         tmp.unlink(missing_ok=True)
     meta = {"lcup_version": __version__, "feature_names": list(feature_names), "legend": legend,
-            "classes": [int(c) for c in model.classes_]}
+            "classes": [int(c) for c in model.classes_], **extra}
     path.with_suffix(path.suffix + ".json").write_text(json.dumps(meta, indent=1))
     return path
 

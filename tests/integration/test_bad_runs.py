@@ -168,3 +168,33 @@ def test_resume_refuses_other_settings_and_reuses_the_model(small_scene, tmp_pat
     assert again.figures["tiles"]["skipped_already_done"] == 1 and again.figures["digest"] == first.figures["digest"]
     after = xr.open_zarr(out / "landcover.zarr", consolidated=False, mask_and_scale=False)["class"].values
     np.testing.assert_array_equal(before, after)
+
+
+def test_train_once_apply_to_another_area_and_refuse_a_mismatch(small_scene, tmp_path):
+    """A model trained on the west half maps the east half with no labels at all (model.path, CLI --model); a
+    cube with other features, or another resolution, is refused naming what differs."""
+    from lcup.errors import ModelError
+
+    x0, y0 = small_scene["spec"].origin
+    west = _small(small_scene, tmp_path / "west", **{"aoi.bbox": [x0, y0 - 2000, x0 + 1000, y0], "aoi.crs": "EPSG:32633"})
+    east = _small(small_scene, tmp_path / "east", **{"aoi.bbox": [x0 + 1000, y0 - 2000, x0 + 2000, y0], "aoi.crs": "EPSG:32633",
+                                                      "truth": {"path": str(small_scene["dir"] / "truth_10m.tif"), "legend": "lcup7"}})
+    del east["labels"]
+    model = tmp_path / "west" / "model.skops"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_pipeline(load_config(west), progress=False)
+        y = tmp_path / "east.yaml"
+        y.write_text(yaml.safe_dump(east))
+        r = subprocess.run([sys.executable, "-m", "lcup.cli", "run", str(y), "-q", "--model", str(model)],
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        s = json.loads((tmp_path / "east" / "summary.json").read_text())
+        assert s["figures"]["model"] == {"applied": str(model)} and "samples" not in s["figures"]
+        assert s["figures"]["truth"]["prediction_10m"]["overall_accuracy"] > 0.7
+        with pytest.raises(ModelError, match=r"trained on 61 features, the cube has 54; missing from the cube: \['ndbi_amplitude'"):
+            run_pipeline(load_config({**east, "model": {"path": str(model)}, "features": {"indices": ["ndvi"], "series": ["ndvi"]},
+                                      "output": {"dir": str(tmp_path / "e2"), "overwrite": True}}), progress=False)
+        with pytest.raises(ModelError, match=r"trained at 10.0 m, this grid is 20.0 m"):
+            run_pipeline(load_config({**east, "model": {"path": str(model)}, "aoi": {**east["aoi"], "resolution": 20},
+                                      "output": {"dir": str(tmp_path / "e3"), "overwrite": True}}), progress=False)
