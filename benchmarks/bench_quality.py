@@ -1,0 +1,200 @@
+"""Upsampling quality on real data: techniques × development sets → OA, kappa, per-class F1, against the coarse map.
+
+Every technique goes through lcup's public stages (``lcup.features``, ``lcup.labels``, ``lcup.sample``,
+``lcup.train``, ``lcup.predict``), the functions ``lcup run`` is made of. The sets (``../shared/data``):
+
+* ``slovenia``: the eo-learn patch (real Sentinel-2 NDVI, 68 dates 2015-2017, real cloud masks; 10 m land-use
+  reference; the coarse map is its 100 m majority). Only NDVI exists, so it is the one "band".
+* ``flanders-a``, ``flanders-b``: two WorldCereal patches (real L2A, 10 bands + SCL, 118 and 72 dates; Flemish
+  parcel register at 10 m: crops / grassland / other; 100 m majority as the coarse map; 99 = unlabelled).
+
+Scores count reference pixels only. The sets are small: they compare techniques, they are not tuned to.
+
+    python benchmarks/bench_quality.py [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+FLANDERS = {"flanders-a": "00002806639B424A_32631_2017-08-01_2018-11-30",
+            "flanders-b": "0000280849BAC91C_32631_2018-08-01_2019-11-30"}
+FLANDERS_LEGEND = {"name": "lpis-flanders", "classes": {11: {"name": "temporary crops", "color": "#f0c341"},
+                                                        13: {"name": "grassland", "color": "#b5e36c"},
+                                                        60: {"name": "other", "color": "#808080"}}}
+
+
+def majority(lab: np.ndarray, f: int, nodata: int = 0) -> np.ndarray:
+    """``f × f`` block majority of a class map (ignoring ``nodata``), at full resolution again."""
+    h, w = lab.shape[0] // f * f, lab.shape[1] // f * f
+    b = lab[:h, :w].reshape(h // f, f, w // f, f).transpose(0, 2, 1, 3).reshape(h // f, w // f, -1)
+    codes = [c for c in np.unique(b) if c != nodata]
+    counts = np.stack([(b == c).sum(-1) for c in codes], -1)
+    out = np.asarray(codes)[counts.argmax(-1)]
+    out[counts.max(-1) == 0] = nodata
+    full = np.full(lab.shape, nodata, lab.dtype)
+    full[:h, :w] = np.kron(out, np.ones((f, f), lab.dtype))
+    return full
+
+
+def _geobox(x: np.ndarray, y: np.ndarray, crs: str):
+    from odc.geo.geobox import GeoBox
+    from rasterio.transform import Affine
+
+    rx, ry = float(x[1] - x[0]), float(y[1] - y[0])
+    return GeoBox((len(y), len(x)), Affine(rx, 0, float(x[0]) - rx / 2, 0, ry, float(y[0]) - ry / 2), crs)
+
+
+def _write_tif(path: Path, arr: np.ndarray, geobox, factor: int = 1) -> Path:
+    """``arr`` (on ``geobox``) as a GeoTIFF with ``factor × factor`` coarser cells (values from the block's corner)."""
+    import rasterio
+
+    a = arr[::factor, ::factor]
+    t = geobox.transform * __import__("rasterio").transform.Affine.scale(factor)
+    with rasterio.open(path, "w", driver="GTiff", width=a.shape[1], height=a.shape[0], count=1, dtype=str(a.dtype),
+                       crs=str(geobox.crs), transform=t, nodata=0) as dst:
+        dst.write(a, 1)
+    return path
+
+
+def load_set(name: str, tmp: Path) -> dict:
+    """A development set as lcup's stages take it: cube (Dataset), grid, period, truth, coarse map file, legend."""
+    if name == "slovenia":
+        root = SHARED / "eolearn-slovenia" / "TestEOPatch"
+        ndvi = np.load(root / "data" / "NDVI.npy")[..., 0]
+        valid = ~np.load(root / "mask" / "CLM.npy")[..., 0].astype(bool) & np.load(root / "mask" / "IS_VALID.npy")[..., 0].astype(bool)
+        truth = np.load(root / "mask_timeless" / "LULC.npy")[..., 0].astype(np.uint8)
+        times = pd.to_datetime(json.loads((root / "timestamps.json").read_text()))
+        times = times.tz_localize(None) if times.tz else times
+        h, w = truth.shape
+        x0, y1, x1, y0 = 465181.05, 5080254.63, 466180.53, 5079244.89
+        x = x0 + (np.arange(w) + 0.5) * (x1 - x0) / w
+        y = y1 - (np.arange(h) + 0.5) * (y1 - y0) / h
+        bands = {"ndvi": ndvi.astype(np.float32)}
+        scl = np.where(valid, 4, 9).astype(np.uint8)
+        crs, legend, factor, period = "EPSG:32633", "eolearn-lulc", 10, ("2016-01-01", "2016-12-31")
+        features = {"indices": [], "series": ["ndvi"], "series_every": 2}
+    else:
+        d = SHARED / "worldcereal-flanders-lpis"
+        tag = FLANDERS[name]
+        d10 = xr.open_dataset(d / f"S2_L2A_10m_{tag}.nc", engine="h5netcdf", mask_and_scale=False)
+        d20 = xr.open_dataset(d / f"S2_L2A_20m_{tag}.nc", engine="h5netcdf", mask_and_scale=False)
+        ref = xr.open_dataset(d / f"OUTPUT_POLY-110_10m_{tag}.nc", engine="h5netcdf", mask_and_scale=False)
+        names = {"B02": "blue", "B03": "green", "B04": "red", "B08": "nir", "B05": "rededge1", "B06": "rededge2",
+                 "B07": "rededge3", "B8A": "nir08", "B11": "swir16", "B12": "swir22"}
+        up = lambda a: np.repeat(np.repeat(a, 2, -2), 2, -1)  # noqa: E731 - nested 20 m → 10 m grids
+        bands = {n: (d10[b].values if b in d10 else up(d20[b].values)).astype(np.uint16) for b, n in names.items()}
+        scl = up(d20["SCL"].values).astype(np.uint8)
+        lc = ref["LC"].values.astype(np.uint8)
+        truth = np.where(lc == 99, 0, lc).astype(np.uint8)
+        x, y, times = d10.x.values, d10.y.values, pd.DatetimeIndex(d10.timestamp.values)
+        crs, legend, factor = "EPSG:32631", FLANDERS_LEGEND, 10
+        period = (str(times[0].date()), str(times[-1].date()))
+        features = {}
+    # whole coarse cells only (a 100 m map has no partial cells): crop to multiples of the factor
+    h, w = truth.shape[0] // factor * factor, truth.shape[1] // factor * factor
+    truth, scl, x, y = truth[:h, :w], scl[:, :h, :w], x[:w], y[:h]
+    bands = {n: a[:, :h, :w] for n, a in bands.items()}
+    gb = _geobox(x, y, crs)
+    dims = ("time", "y", "x")
+    ds = xr.Dataset({n: (dims, a) for n, a in bands.items()}, coords={"time": times, "y": y, "x": x})
+    ds["scl"] = (dims, scl)
+    scale = 1.0 if name == "slovenia" else 1e-4
+    ds = ds.assign_coords({f"{k}_{b}": ("time", np.full(len(times), v)) for b in bands for k, v in (("scale", scale), ("offset", 0.0))})
+    coarse = majority(truth, factor)
+    return {"cube": ds.chunk({"time": -1, "y": 64, "x": 64}), "geobox": gb, "truth": truth, "period": period,
+            "coarse_path": _write_tif(tmp / f"{name}-coarse.tif", coarse, gb, factor), "coarse": coarse, "legend": legend,
+            "features": features}
+
+
+#: Techniques: label-stage and model settings over lcup's defaults.
+TECHNIQUES = {
+    "defaults": {},
+    "no erosion": {"labels": {"erosion_m": 0}},
+    "no confidence weights": {"labels": {"confidence_weights": False}},
+    "label cleaning": {"model": {"clean_labels": True}},
+    "balanced classes": {"model": {"class_weight": "balanced"}},
+    "coarse prior 0.5": {"prior": 0.5},
+    "coarse prior 1": {"prior": 1.0},
+    "coarse prior 2": {"prior": 2.0},
+    "no erosion + prior 1": {"labels": {"erosion_m": 0}, "prior": 1.0},
+}
+
+
+def run_technique(s: dict, technique: dict, seed: int = 0) -> dict:
+    """One technique on one set through the stages; OA, kappa and F1 of the 10 m map against the truth."""
+    import lcup
+    from lcup.legends import compact, get_legend
+    from lcup.ops.accuracy import accuracy_report
+
+    legend = get_legend(s["legend"])
+    labels_cfg = {"path": str(s["coarse_path"]), "legend": s["legend"] if isinstance(s["legend"], str) else legend.name,
+                  "target_legend": s["legend"], "block_m": 200, "n_per_class": 1000, "min_per_class": 5, "seed": seed,
+                  **technique.get("labels", {})}
+    if not isinstance(s["legend"], str):  # a custom legend: the coarse map is already in its codes
+        labels_cfg["crosswalk"] = {c: c for c in legend.codes}
+        labels_cfg["legend"] = "lcup7"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        feats = lcup.features(s["cube"], s["period"], features=s["features"]).persist()
+        lab = lcup.labels(s["geobox"], labels_cfg, chunk_px=64)
+        smp = lcup.sample(lab, labels_cfg)
+        X = feats.data.vindex[smp.iy, smp.ix].compute()
+        clf, figures = lcup.train(X, smp, names=list(feats.feature.values), legend=compact(legend)[0],
+                                  model={"n_estimators": 100, "seed": seed, **technique.get("model", {})})
+        out = lcup.predict(clf, feats, legend=legend, geobox=s["geobox"], output={"dir": ".", "probabilities": "float16"})
+        pred = out["class"].values
+        if "prior" in technique:
+            from lcup.ops.fusion import coarse_prior, fuse
+
+            internal, to_code = compact(legend)
+            cell = lab.attrs["figures"]["coarse_cell_px"]
+            prior = coarse_prior(lab["label"].values, list(clf.classes_), int(round(3 * cell)))
+            post = fuse(out["probability"].values.astype(np.float32), prior, technique["prior"])
+            fused = to_code[np.asarray(clf.classes_)[np.nan_to_num(post, nan=-1).argmax(0)]]
+            pred = np.where(pred > 0, fused, 0)
+    ref = s["truth"]
+    classes = [c for c in legend.codes if (ref == c).any()]
+    rep = accuracy_report(ref, pred, classes, legend.names())
+    crep = accuracy_report(ref, s["coarse"], classes, legend.names())
+    val = figures.get("validation", {})
+    return {"oa": rep["overall_accuracy"], "kappa": rep["kappa"], "coarse_oa": crep["overall_accuracy"],
+            "validation_oa": val.get("overall_accuracy"), "validation_kappa": val.get("kappa"),
+            "coarse_kappa": crep["kappa"],
+            "disagreement_cut": 1 - (1 - rep["overall_accuracy"]) / max(1e-9, 1 - crep["overall_accuracy"]),
+            "f1": {legend.names()[c]: round(rep["per_class"][c]["f1"], 3) for c in classes}}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sets", nargs="*", default=["slovenia", "flanders-a", "flanders-b"])
+    p.add_argument("--techniques", nargs="*", default=list(TECHNIQUES))
+    p.add_argument("--json")
+    a = p.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp())
+    res: dict = {}
+    for name in a.sets:
+        s = load_set(name, tmp)
+        for t in a.techniques:
+            t0 = time.perf_counter()
+            r = run_technique(s, TECHNIQUES[t])
+            res.setdefault(name, {})[t] = r
+            print(f"{name:>11} | {t:<22} | OA {r['oa']:.3f} kappa {r['kappa']:.3f} | coarse OA {r['coarse_oa']:.3f} | "
+                  f"disagreement cut {100 * r['disagreement_cut']:+.0f} % | val OA {r['validation_oa'] or float('nan'):.3f} | F1 {r['f1']} | {time.perf_counter() - t0:.0f} s")
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=1))
+    return res
+
+
+if __name__ == "__main__":
+    main()
