@@ -46,6 +46,8 @@ def _run(args) -> int:
         print(f"  {f['validation']['skipped']}")
     elif "validation" in f:
         print(f"  validation on held-out blocks (coarse labels): OA {f['validation']['overall_accuracy']:.3f}, kappa {f['validation']['kappa']:.3f}")
+    if "consistency" in f and f["consistency"]["agreement"] is not None:
+        print(f"  agreement with the coarse map it learned from: {100 * f['consistency']['agreement']:.1f} % of its labelled pixels")
     if "truth" in f:
         t = f["truth"]
         if "coarse_map_upsampled" in t:

@@ -28,7 +28,7 @@ from .stages.features import feature_names, features
 from .stages.labels import AUTO_SAMPLE_CHUNKS, label_halo_px, labels, sample
 from .stages.load import load, scene_filter
 from .stages.predict import output_dataset, predict
-from .stages.score import class_counts, relabel, truth_confusions, vanished_classes
+from .stages.score import class_counts, consistency, consistency_figures, relabel, truth_confusions, vanished_classes
 from .stages.search import check_items, grid, search
 from .stages.train import train
 from .units import metres_to_px
@@ -359,6 +359,11 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
         counts = _compute(class_counts(result["class"].data, target), client, "class counts", False)
         summary.figures["predicted_class_px"] = {int(c): int(n) for c, n in enumerate(counts) if n}
         _warn_gaps(summary, counts, geobox, target)
+        if lab is not None:  # the upsampling consistency: the one figure a run without a reference has
+            cons = consistency_figures(_compute(consistency(result["class"].data, lab["label"].data, target), client,
+                                                "consistency", False), target)
+            summary.figures["consistency"] = cons
+            log.info("  the 10 m map agrees with the coarse map on %.1f %% of its labelled pixels", 100 * (cons["agreement"] or 0))
         if cfg.truth is not None:
             coarse = lab["label"].data if lab is not None else da.zeros_like(result["class"].data, dtype=np.uint8)
             cm_pred, cm_coarse = _compute(list(truth_confusions(cfg.truth.path, cfg.truth.legend, geobox, result["class"].data,

@@ -53,3 +53,28 @@ def truth_confusions(truth_path: str, truth_legend, geobox, cls: da.Array, coars
         apply_crosswalk, get_crosswalk(truth_legend, legend), dtype=to_code.dtype)
     coarse_codes = coarse.map_blocks(lambda b: to_code[b], dtype=to_code.dtype)
     return confusion_blocks(truth, cls, legend.codes), confusion_blocks(truth, coarse_codes, legend.codes)
+
+
+def consistency(cls: da.Array, coarse: da.Array, legend: Legend):
+    """Lazy counts comparing the 10 m map (legend codes) with the coarse map it learned from (class indices).
+
+    The one figure a run has without a reference: compute it and pass it to :func:`consistency_figures`.
+    """
+    from ..ops.accuracy import confusion_blocks
+
+    to_code = compact(legend)[1]
+    return confusion_blocks(coarse.map_blocks(lambda b: to_code[b], dtype=to_code.dtype), cls, legend.codes)
+
+
+def consistency_figures(counts: np.ndarray, legend: Legend) -> dict:
+    """Agreement of the map with the coarse map (over the coarse map's labelled pixels) and each class's area
+    share in both: ``{"agreement", "classes": {code: {"name", "coarse_share", "map_share"}}}``."""
+    k = len(legend.codes)
+    c = np.asarray(counts)[:k, : k + 1].astype(np.float64)
+    n = c.sum()
+    names = legend.names()
+    rows, cols = c.sum(1), c[:, :k].sum(0)
+    return {"agreement": float(np.trace(c[:, :k]) / n) if n else None,
+            "classes": {int(code): {"name": names[code], "coarse_share": float(rows[i] / n) if n else 0.0,
+                                    "map_share": float(cols[i] / n) if n else 0.0}
+                        for i, code in enumerate(legend.codes) if rows[i] or cols[i]}}

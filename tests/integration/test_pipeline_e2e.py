@@ -93,3 +93,17 @@ def test_missing_band_is_a_clear_error(small_scene, tmp_path):
     items = search_items(str(small_scene["catalog"]), get_profile("earth-search"), lonlat_bbox(gb), "2024-01-01", "2024-12-31")
     with pytest.raises(MissingBandError, match="asset 'B04'.*source.provider"):
         load_cube(items, prof, ["red", "scl"], gb)
+
+
+def test_upsampling_consistency_is_reported(e2e_run):
+    """Every run compares its map with the coarse map: agreement and each class's area share in both."""
+    summary, _ = e2e_run
+    c = summary.figures["consistency"]
+    assert 0.5 < c["agreement"] < 1.0
+    shares = c["classes"]
+    assert abs(sum(v["coarse_share"] for v in shares.values()) - 1) < 1e-9
+    assert abs(sum(v["map_share"] for v in shares.values()) - 1) < 0.05  # less what has no prediction
+    coarse_px = summary.figures["labels"]["class_px"]
+    total = sum(coarse_px.values())
+    for code, v in shares.items():
+        assert abs(v["coarse_share"] - coarse_px.get(code, 0) / total) < 1e-9
