@@ -128,6 +128,9 @@ TECHNIQUES = {
     "coarse prior 1": {"prior": 1.0},
     "coarse prior 2": {"prior": 2.0},
     "no erosion + prior 1": {"labels": {"erosion_m": 0}, "prior": 1.0},
+    "smooth 3 px": {"smooth": 3},
+    "smooth 5 px": {"smooth": 5},
+    "smooth 3 px + prior 0.5": {"smooth": 3, "prior": 0.5},
 }
 
 
@@ -154,13 +157,20 @@ def run_technique(s: dict, technique: dict, seed: int = 0) -> dict:
                                   model={"n_estimators": 100, "seed": seed, **technique.get("model", {})})
         out = lcup.predict(clf, feats, legend=legend, geobox=s["geobox"], output={"dir": ".", "probabilities": "float16"})
         pred = out["class"].values
+        prob = out["probability"].values.astype(np.float32)
+        if "smooth" in technique:
+            from scipy.ndimage import uniform_filter
+
+            prob = np.stack([uniform_filter(np.nan_to_num(p), technique["smooth"], mode="nearest") for p in prob])
+            internal, to_code = compact(legend)
+            pred = np.where(pred > 0, to_code[np.asarray(clf.classes_)[prob.argmax(0)]], 0)
         if "prior" in technique:
             from lcup.ops.fusion import coarse_prior, fuse
 
             internal, to_code = compact(legend)
             cell = lab.attrs["figures"]["coarse_cell_px"]
             prior = coarse_prior(lab["label"].values, list(clf.classes_), int(round(3 * cell)))
-            post = fuse(out["probability"].values.astype(np.float32), prior, technique["prior"])
+            post = fuse(prob, prior, technique["prior"])
             fused = to_code[np.asarray(clf.classes_)[np.nan_to_num(post, nan=-1).argmax(0)]]
             pred = np.where(pred > 0, fused, 0)
     ref = s["truth"]

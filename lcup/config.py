@@ -179,6 +179,9 @@ class ModelConfig(_Section):
     max_features: str | float | int = "sqrt"
     class_weight: Literal["balanced", "balanced_subsample"] | None = None
     seed: int = 0
+    smooth_px: int = Field(3, ge=1, le=15, description="average class probabilities over this many pixels square before "
+                           "choosing the class (1: off); seamless across tiles; best on every development set "
+                           "(benchmarks/bench_quality.py)")
     clean_labels: bool = Field(False, description="drop training samples flagged by confident learning (out-of-fold)")
     permutation_importance: bool = Field(False, description="also compute permutation importance on the validation blocks")
 

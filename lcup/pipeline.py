@@ -206,8 +206,14 @@ def find_items(cfg: PipelineConfig):
     return geobox, items
 
 
+def prediction_halo_px(cfg: PipelineConfig) -> int:
+    """Pixels of features computed beyond a tile's edge for the probability smoothing (``model.smooth_px``)."""
+    return cfg.model.smooth_px // 2
+
+
 def tile_features(cfg: PipelineConfig, tile_geobox, items, dates) -> xr.DataArray | None:
-    """Lazy features ``(y, x, feature)`` of one tile (or the whole AOI), from its own graph.
+    """Lazy features ``(y, x, feature)`` of one tile (or the whole AOI) and a ring of
+    :func:`prediction_halo_px` pixels around it, from its own graph.
 
     Only the items meeting the tile and its halo are loaded; SCL is read with the halo the cloud-mask dilation
     needs; ``dates`` are the AOI's. The features equal those of the same pixels in any other tiling. None when
@@ -215,12 +221,14 @@ def tile_features(cfg: PipelineConfig, tile_geobox, items, dates) -> xr.DataArra
     """
     from .io.stac import bbox_overlaps, lonlat_bbox
 
+    ring = prediction_halo_px(cfg)
+    gb = tile_geobox.pad(ring) if ring else tile_geobox
     halo = metres_to_px(cfg.clean.dilation_m, cfg.aoi.resolution)
-    lb = lonlat_bbox(tile_geobox.pad(halo) if halo else tile_geobox)
+    lb = lonlat_bbox(gb.pad(halo) if halo else gb)
     mine = [it for it in items if it.bbox is None or bbox_overlaps(it.bbox, lb)]
     if not mine:
         return None
-    cube = load(mine, tile_geobox, provider=cfg.source.provider, load=cfg.load, on_error=cfg.source.on_error, halo=halo)
+    cube = load(mine, gb, provider=cfg.source.provider, load=cfg.load, on_error=cfg.source.on_error, halo=halo)
     return features(cube, cfg.period, clean=cfg.clean, features=cfg.features, dates=dates)
 
 
@@ -275,6 +283,8 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
     summary.figures["graph_per_tile"] = tiled
     feats = None
 
+    ring = prediction_halo_px(cfg)  # features reach this far beyond each tile, for the probability smoothing
+
     def features_of(tid, ys, xs):
         return _checked_names(tile_features(cfg, geobox[ys, xs], items, dates), names)
 
@@ -298,9 +308,9 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
             if resumed_model is not None:
                 X = None  # a saved model (this run's, same digest, or model.path) is used: no features to gather
             elif not tiled:
-                X = _compute(feats.data.vindex[smp.iy, smp.ix], client, "sampled features", False)
+                X = _compute(feats.data.vindex[smp.iy + ring, smp.ix + ring], client, "sampled features", False)
             else:
-                X = _gather_tiled(smp, tiles, features_of, client, len(names), cfg.load.chunk_px)
+                X = _gather_tiled(smp, tiles, features_of, client, len(names), cfg.load.chunk_px, ring)
             summary.figures["samples"] = _sample_figures(smp, cfg)
 
     with _stage(summary, "train"):
@@ -328,9 +338,10 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
             def tile_data(tid, ys, xs):
                 ft = features_of(tid, ys, xs)
                 return None if ft is None else predict(model_ref, ft, legend=target, output=cfg.output, classes=classes,
-                                                       geobox=geobox[ys, xs])
+                                                       geobox=geobox[ys, xs], smooth_px=cfg.model.smooth_px, halo=ring)
         else:
-            ds = predict(model_ref, feats, legend=target, output=cfg.output, classes=classes, geobox=geobox)
+            ds = predict(model_ref, feats, legend=target, output=cfg.output, classes=classes, geobox=geobox,
+                         smooth_px=cfg.model.smooth_px, halo=ring)
             tile_data = None
         attrs = {"lcup_version": __version__, "legend": target.to_dict(), "items": [i.id for i in items],
                  "transform": list(geobox.transform)[:6], "crs": str(geobox.crs), "seed": cfg.model.seed,
@@ -435,9 +446,9 @@ def _persist(feats: xr.DataArray, client, progress: bool) -> xr.DataArray:
     return feats
 
 
-def _gather_tiled(smp, tiles, features_of, client, n_features: int, chunk_px: int) -> np.ndarray:
+def _gather_tiled(smp, tiles, features_of, client, n_features: int, chunk_px: int, ring: int = 0) -> np.ndarray:
     """The sample's features on the per-tile path: tiles are gathered together until their sampled chunks
-    give every worker thread one."""
+    give every worker thread one. Each tile's features reach ``ring`` px beyond it."""
     X = np.full((len(smp.iy), n_features), np.nan, np.float32)
     sels, lazies, n_chunks = [], [], 0
     for k, (tid, ys, xs) in enumerate(tiles):
@@ -446,7 +457,7 @@ def _gather_tiled(smp, tiles, features_of, client, n_features: int, chunk_px: in
         if ft is not None:
             iy, ix = smp.iy[sel] - ys.start, smp.ix[sel] - xs.start
             sels.append(sel)
-            lazies.append(ft.data.vindex[iy, ix])
+            lazies.append(ft.data.vindex[iy + ring, ix + ring])
             n_chunks += _n_chunks(iy, ix, chunk_px)
         if lazies and (n_chunks >= _threads(client) or k == len(tiles) - 1):
             for sel, v in zip(sels, _compute(lazies, client, "sampled features", False)):

@@ -20,7 +20,7 @@ def _predict_chunk(block: np.ndarray, model, confidence: str) -> np.ndarray:
 
 
 def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig | Mapping | None = None,
-            classes: list | None = None, geobox=None) -> xr.Dataset:
+            classes: list | None = None, geobox=None, smooth_px: int = 3, halo: int = 0) -> xr.Dataset:
     """Lazy class, confidence and probabilities of ``feats`` under ``model``: one task per chunk.
 
     Parameters
@@ -37,7 +37,13 @@ def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig 
     classes
         The model's classes (needed when ``model`` is a future).
     geobox
-        The grid of ``feats`` (default: ``feats.odc.geobox``).
+        The output grid (default: ``feats.odc.geobox``); ``feats`` covers it padded by ``halo`` px.
+    smooth_px
+        Average the probabilities over this many pixels square, then classify again
+        (:func:`lcup.ops.model.smooth_block`); 1 = off.
+    halo
+        Pixels of ``feats`` beyond ``geobox`` on each side (at least ``smooth_px // 2`` for seamless tiles),
+        cropped from the result.
 
     Returns
     -------
@@ -56,6 +62,16 @@ def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig 
     classes = list(model.classes_) if classes is None else list(classes)
     pred = da.map_blocks(_predict_chunk, feats.data, model, oc.confidence, drop_axis=2, new_axis=0,
                          chunks=((2 + len(classes),),) + feats.data.chunks[:2], dtype=np.float32)
+    r = int(smooth_px) // 2
+    if r:
+        from ..ops.model import smooth_block
+
+        cls_idx = np.asarray(classes)
+        pred = pred.map_overlap(smooth_block, depth={0: 0, 1: r, 2: r}, boundary="none", classes=cls_idx,
+                                window=int(smooth_px), confidence=oc.confidence, dtype=np.float32)
+    if halo:
+        chunks = feats.data.chunks
+        pred = pred[:, halo:-halo, halo:-halo].rechunk({1: chunks[0][0], 2: chunks[1][0]})
     return output_dataset(pred, classes, feats.odc.geobox if geobox is None else geobox, legend, oc)
 
 
