@@ -121,16 +121,16 @@ def load_set(name: str, tmp: Path) -> dict:
 TECHNIQUES = {
     "defaults": {},
     "no erosion": {"labels": {"erosion_m": 0}},
-    "no confidence weights": {"labels": {"confidence_weights": False}},
+    "erosion 20 m": {"labels": {"erosion_m": 20}},
+    "confidence weights": {"labels": {"confidence_weights": True}},
+    "erosion 20 m + confidence weights (old defaults)": {"labels": {"erosion_m": 20, "confidence_weights": True}},
     "label cleaning": {"model": {"clean_labels": True}},
-    "balanced classes": {"model": {"class_weight": "balanced"}},
+    "unweighted classes": {"model": {"class_weight": None}},
     "coarse prior 0.5": {"prior": 0.5},
     "coarse prior 1": {"prior": 1.0},
     "coarse prior 2": {"prior": 2.0},
-    "no erosion + prior 1": {"labels": {"erosion_m": 0}, "prior": 1.0},
-    "smooth 3 px": {"smooth": 3},
-    "smooth 5 px": {"smooth": 5},
-    "smooth 3 px + prior 0.5": {"smooth": 3, "prior": 0.5},
+    "no smoothing": {"model": {"smooth_px": 1}},
+    "smooth 5 px": {"model": {"smooth_px": 5}},
 }
 
 
@@ -155,15 +155,10 @@ def run_technique(s: dict, technique: dict, seed: int = 0) -> dict:
         X = feats.data.vindex[smp.iy, smp.ix].compute()
         clf, figures = lcup.train(X, smp, names=list(feats.feature.values), legend=compact(legend)[0],
                                   model={"n_estimators": 100, "seed": seed, **technique.get("model", {})})
-        out = lcup.predict(clf, feats, legend=legend, geobox=s["geobox"], output={"dir": ".", "probabilities": "float16"})
+        out = lcup.predict(clf, feats, legend=legend, geobox=s["geobox"], output={"dir": ".", "probabilities": "float16"},
+                           smooth_px={**{"smooth_px": 3}, **technique.get("model", {})}["smooth_px"])
         pred = out["class"].values
         prob = out["probability"].values.astype(np.float32)
-        if "smooth" in technique:
-            from scipy.ndimage import uniform_filter
-
-            prob = np.stack([uniform_filter(np.nan_to_num(p), technique["smooth"], mode="nearest") for p in prob])
-            internal, to_code = compact(legend)
-            pred = np.where(pred > 0, to_code[np.asarray(clf.classes_)[prob.argmax(0)]], 0)
         if "prior" in technique:
             from lcup.ops.fusion import coarse_prior, fuse
 

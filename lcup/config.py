@@ -140,7 +140,8 @@ class LabelsConfig(_Section):
     legend: str = Field(description="legend of the map's codes, e.g. cgls-lc100, esa-worldcover")
     target_legend: str | dict = Field("lcup7", description="legend of the output map (built-in name or mapping)")
     crosswalk: dict[int, int] | None = Field(None, description="{source code: target code}; 0 drops a code")
-    erosion_m: float = Field(20.0, ge=0, description="negative buffer at class edges, metres")
+    erosion_m: float = Field(10.0, ge=0, description="negative buffer at class edges, metres (one 10 m pixel: the "
+                             "best worst case over the development sets, benchmarks/bench_quality.py)")
     n_per_class: int = Field(2000, ge=10, description="training pixels per class (cap)")
     min_per_class: int = Field(50, ge=1)
     small_class_policy: Literal["warn", "drop", "error"] = "warn"
@@ -153,7 +154,8 @@ class LabelsConfig(_Section):
         "fewer), on every path, so the sample never depends on the cluster")
     coarse_resolution_m: float | None = Field(None, gt=0, description="cell size of the coarse map, metres; default: read from the file")
     min_confidence: float = Field(0.0, ge=0, le=1, description="sample only pixels whose label confidence reaches this")
-    confidence_weights: bool = Field(True, description="weight training samples by label confidence (best on both benchmark scenes, see benchmarks/bench_labels.py)")
+    confidence_weights: bool = Field(False, description="weight training samples by label confidence (worse or equal on "
+                                     "every real development set, benchmarks/bench_quality.py)")
     others: list[OtherMapConfig] = Field(default_factory=list, description="other reference maps for the agreement term of the confidence")
 
     @model_validator(mode="after")
@@ -177,7 +179,9 @@ class ModelConfig(_Section):
     max_depth: int | None = Field(None, ge=1)
     min_samples_leaf: int = Field(1, ge=1)
     max_features: str | float | int = "sqrt"
-    class_weight: Literal["balanced", "balanced_subsample"] | None = None
+    class_weight: Literal["balanced", "balanced_subsample"] | None = Field(
+        "balanced", description="weight classes inversely to their training counts (better on every development set, "
+        "benchmarks/bench_quality.py); null: as sampled")
     seed: int = 0
     smooth_px: int = Field(3, ge=1, le=15, description="average class probabilities over this many pixels square before "
                            "choosing the class (1: off); seamless across tiles; best on every development set "
