@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError
 from .providers import BANDS, PROFILES, REFLECTANCE_BANDS
-from .vocab import DEFAULT_INVALID_SCL, INDEX_BANDS, STAT_NAMES
+from .vocab import DEFAULT_INVALID_SCL, INDEX_BANDS, STAT_NAMES, index_bands
 
 
 def _only(values: list[str], allowed, what: str) -> list[str]:
@@ -313,6 +313,13 @@ class PipelineConfig(_Section):
 
         _check_crs(self.aoi.crs, "aoi.crs")
         _check_crs(self.aoi.grid_crs, "aoi.grid_crs")
+        if self.aoi.grid_crs is not None and str(self.aoi.grid_crs).lower() != "utm":
+            from rasterio.crs import CRS
+
+            if CRS.from_user_input(self.aoi.grid_crs).is_geographic:
+                raise ValueError(f"aoi.grid_crs {self.aoi.grid_crs} is geographic (degrees), but lcup's grid, erosion, blocks "
+                                 "and halos are in metres; use a projected CRS (leave grid_crs empty for the UTM zone of "
+                                 "the AOI, or e.g. EPSG:3035)")
         cat = self.source.catalog
         if "://" not in cat and cat.endswith(".json"):
             _check_local(cat, "source.catalog")
@@ -350,7 +357,7 @@ class PipelineConfig(_Section):
         if len(target.codes) > 255:
             raise ValueError(f"target legend {target.name!r} has {len(target.codes)} classes; lcup maps at most 255")
         for name in self.features.indices:
-            missing = [b for b in INDEX_BANDS[name] if b not in self.load.bands]
+            missing = index_bands(name, self.load.bands)[1]
             if missing:
                 raise ValueError(f"features.indices: {name!r} needs band(s) {missing}; add them to load.bands or drop {name!r}")
         variables = list(self.load.bands) + list(self.features.indices)

@@ -28,3 +28,16 @@ INDEX_BANDS: dict[str, tuple[str, ...]] = {
     "ndre": ("nir", "rededge1"),
     "ndmi": ("nir", "swir16"),
 }
+
+#: Stand-ins for a band an index needs when the band itself is not loaded: Sentinel-2 B8A (``nir08``, 20 m,
+#: narrow NIR) for B08 (``nir``), as catalogs without B08 have it.
+BAND_FALLBACKS: dict[str, tuple[str, ...]] = {"nir": ("nir08",)}
+
+
+def index_bands(name: str, loaded) -> tuple[list[str], list[str]]:
+    """The bands index ``name`` reads given the ``loaded`` ones (with :data:`BAND_FALLBACKS`), and those missing."""
+    use, missing = [], []
+    for b in INDEX_BANDS[name]:
+        alt = [a for a in (b, *BAND_FALLBACKS.get(b, ())) if a in loaded]
+        (use if alt else missing).append(alt[0] if alt else b)
+    return use, missing

@@ -11,7 +11,7 @@ from typing import Callable, Mapping, Sequence
 
 import xarray as xr
 
-from ..vocab import INDEX_BANDS
+from ..vocab import INDEX_BANDS, index_bands
 
 
 def _nd(a, b):
@@ -44,7 +44,8 @@ def compute_indices(bands: Mapping[str, xr.DataArray], names: Sequence[str]) -> 
     bands
         ``{band name: DataArray}`` of reflectance, any dims (e.g. ``(y, x, t)``), numpy or dask.
     names
-        Index names, from :data:`INDICES`.
+        Index names, from :data:`INDICES`. A band an index needs may be stood in for by another
+        (:data:`lcup.vocab.BAND_FALLBACKS`: B8A for B08).
 
     Returns
     -------
@@ -59,8 +60,8 @@ def compute_indices(bands: Mapping[str, xr.DataArray], names: Sequence[str]) -> 
             need, fn = INDICES[name]
         except KeyError:
             raise ValueError(f"unknown index {name!r}; available: {sorted(INDICES)}") from None
-        missing = [b for b in need if b not in bands]
+        use, missing = index_bands(name, bands)
         if missing:
             raise MissingBandError(f"index {name!r} needs bands {missing}, which were not loaded; add them to load.bands")
-        out[name] = fn(*(bands[b] for b in need)).astype("float32").rename(name)
+        out[name] = fn(*(bands[b] for b in use)).astype("float32").rename(name)
     return out

@@ -128,6 +128,7 @@ BAD_INPUTS = [
     ({"cluster.kind": "address", "cluster.address": "my scheduler"}, r"is not a scheduler address; use e.g. tcp://"),
     ({"cluster.kind": "gateway"}, r"gateway needs cluster.address"),
     ({"name": "../../etc/x"}, r"name '../../etc/x' must be"),
+    ({"aoi.grid_crs": "EPSG:4326"}, r"grid_crs EPSG:4326 is geographic \(degrees\).*projected CRS"),
 ]
 
 
@@ -175,3 +176,17 @@ def test_bad_inputs_through_the_cli_never_show_a_traceback(tmp_path):
         r = subprocess.run([sys.executable, "-m", "lcup.cli", "validate", str(y)], capture_output=True, text=True, timeout=60)
         assert r.returncode == 2, (overrides, r.stdout, r.stderr)
         assert "Traceback" not in r.stderr and re.search(message, r.stderr), (overrides, r.stderr)
+
+
+def test_b8a_stands_in_for_b08():
+    """A catalog with B8A but no B08: NIR indices are computed from nir08."""
+    import numpy as np
+    import xarray as xr
+
+    from lcup.ops.indices import compute_indices
+
+    cfg = load_config(_with(**{"load.bands": ["blue", "green", "red", "nir08", "swir16", "swir22"],
+                               "features.indices": ["ndvi", "ndbi", "nbr"], "features.series": ["ndvi"]}))
+    assert "nir" not in cfg.load.bands
+    b = {k: xr.DataArray(np.array([v], np.float32)) for k, v in dict(red=0.1, nir08=0.5, swir16=0.2).items()}
+    assert np.isclose(compute_indices(b, ["ndvi"])["ndvi"].item(), 0.4 / 0.6)
