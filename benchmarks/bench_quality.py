@@ -141,12 +141,8 @@ def run_technique(s: dict, technique: dict, seed: int = 0) -> dict:
     from lcup.ops.accuracy import accuracy_report
 
     legend = get_legend(s["legend"])
-    labels_cfg = {"path": str(s["coarse_path"]), "legend": s["legend"] if isinstance(s["legend"], str) else legend.name,
-                  "target_legend": s["legend"], "block_m": 200, "n_per_class": 1000, "min_per_class": 5, "seed": seed,
-                  **technique.get("labels", {})}
-    if not isinstance(s["legend"], str):  # a custom legend: the coarse map is already in its codes
-        labels_cfg["crosswalk"] = {c: c for c in legend.codes}
-        labels_cfg["legend"] = "lcup7"
+    labels_cfg = {"path": str(s["coarse_path"]), "legend": s["legend"], "target_legend": s["legend"], "block_m": 200,
+                  "n_per_class": 1000, "min_per_class": 5, "seed": seed, **technique.get("labels", {})}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         feats = lcup.features(s["cube"], s["period"], features=s["features"]).persist()

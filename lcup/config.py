@@ -131,13 +131,14 @@ class OtherMapConfig(_Section):
     """Another reference map, used only to measure agreement (label confidence)."""
 
     path: str
-    legend: str
+    legend: str | dict
 
 
 class LabelsConfig(_Section):
     path: str | None = Field(None, description="coarse land-cover map: file path or URL (any GDAL raster, any CRS)")
     stac: LabelStacConfig | None = Field(None, description="or: read the map from a STAC collection")
-    legend: str = Field(description="legend of the map's codes, e.g. cgls-lc100, esa-worldcover")
+    legend: str | dict = Field(description="legend of the map's codes: built-in name (e.g. cgls-lc100, esa-worldcover) "
+                               "or a mapping {name:, classes: {code: {name:, color:}}}")
     target_legend: str | dict = Field("lcup7", description="legend of the output map (built-in name or mapping)")
     crosswalk: dict[int, int] | None = Field(None, description="{source code: target code}; 0 drops a code")
     erosion_m: float = Field(10.0, ge=0, description="negative buffer at class edges, metres (one 10 m pixel: the "
@@ -167,7 +168,7 @@ class LabelsConfig(_Section):
 
 class TruthConfig(_Section):
     path: str
-    legend: str = "lcup7"
+    legend: str | dict = Field("lcup7", description="legend of the truth map: built-in name or mapping")
 
 
 class ModelConfig(_Section):

@@ -256,18 +256,22 @@ def get_legend(name_or_dict: str | Mapping | Legend) -> Legend:
         ) from None
 
 
-def get_crosswalk(source: str | Legend, target: str | Legend, custom: Mapping[int, int] | None = None) -> dict[int, int]:
+def get_crosswalk(source: str | Mapping | Legend, target: str | Mapping | Legend, custom: Mapping[int, int] | None = None) -> dict[int, int]:
     """Return the crosswalk from ``source`` to ``target`` codes.
 
     ``custom`` (e.g. from a pipeline YAML) extends the built-in one: its codes win, the others keep
     their built-in target. When source and target are the
     same legend, the identity mapping is returned.
     """
+    if isinstance(source, Mapping):
+        source = get_legend(source)
+    if isinstance(target, Mapping):
+        target = get_legend(target)
     s = source.name if isinstance(source, Legend) else source
     t = target.name if isinstance(target, Legend) else target
     extra = {int(k): int(v) for k, v in (custom or {}).items()}
     if s == t:
-        return {**{c: c for c in get_legend(s).codes}, **extra}
+        return {**{c: c for c in get_legend(source).codes}, **extra}
     if (s, t) in CROSSWALKS:
         return {**CROSSWALKS[(s, t)], **extra}
     # chain through one intermediate legend (e.g. corine-grid -> corine -> lcup7)

@@ -190,3 +190,17 @@ def test_b8a_stands_in_for_b08():
     assert "nir" not in cfg.load.bands
     b = {k: xr.DataArray(np.array([v], np.float32)) for k, v in dict(red=0.1, nir08=0.5, swir16=0.2).items()}
     assert np.isclose(compute_indices(b, ["ndvi"])["ndvi"].item(), 0.4 / 0.6)
+
+
+def test_custom_legends_everywhere():
+    """A two-class forest / non-forest map needs no trick: its own legend as a mapping, for labels and truth."""
+    from lcup.legends import get_crosswalk, get_legend
+
+    fnf = {"name": "forest-nonforest", "classes": {1: {"name": "forest", "color": "#1a7f2e"},
+                                                   2: {"name": "non-forest", "color": "#f0c341"}}}
+    cfg = load_config(_with(**{"labels.legend": fnf, "labels.target_legend": fnf}))
+    assert get_crosswalk(cfg.labels.legend, get_legend(cfg.labels.target_legend)) == {1: 1, 2: 2}
+    with pytest.raises(ConfigError, match=r"no built-in crosswalk from 'forest-nonforest' to 'lcup7'.*labels.crosswalk"):
+        load_config(_with(**{"labels.legend": fnf}))
+    cfg = load_config(_with(**{"labels.legend": fnf, "labels.crosswalk": {1: 1, 2: 2}}))  # into lcup7's forest / grassland
+    assert cfg.labels.crosswalk == {1: 1, 2: 2}
