@@ -80,6 +80,9 @@ class LoadConfig(_Section):
 
 
 class CleanConfig(_Section):
+    mask: Literal["scl", "none"] = Field(
+        "scl", description="cloud/shadow mask: scl (the Sen2Cor scene classification, needs an SCL asset) or none (composites "
+        "and pre-masked products: only no-data values, 0 or NaN, are missing)")
     invalid_scl: list[int] = Field(default_factory=lambda: list(DEFAULT_INVALID_SCL), description="SCL classes masked")
     dilation_m: float = Field(0.0, ge=0, description="grow the cloud/shadow mask by this many metres")
     min_valid_fraction: float = Field(0.05, ge=0, le=1, description="drop dates with a smaller clear fraction")

@@ -202,7 +202,8 @@ def find_items(cfg: PipelineConfig):
     """The output grid of the AOI and the Sentinel-2 items covering it in the period: ``(geobox, items)``."""
     geobox = grid(cfg.aoi.bbox, crs=cfg.aoi.crs, grid_crs=cfg.aoi.grid_crs, resolution=cfg.aoi.resolution)
     items = search(cfg.source.catalog, geobox, *cfg.period, provider=cfg.source.provider, collection=cfg.source.collection,
-                   max_cloud_cover=cfg.source.max_cloud_cover, page_size=cfg.source.page_size, bands=cfg.load.bands)
+                   max_cloud_cover=cfg.source.max_cloud_cover, page_size=cfg.source.page_size, bands=cfg.load.bands,
+                   scl=cfg.clean.mask == "scl")
     return geobox, items
 
 
@@ -223,12 +224,13 @@ def tile_features(cfg: PipelineConfig, tile_geobox, items, dates) -> xr.DataArra
 
     ring = prediction_halo_px(cfg)
     gb = tile_geobox.pad(ring) if ring else tile_geobox
-    halo = metres_to_px(cfg.clean.dilation_m, cfg.aoi.resolution)
+    halo = metres_to_px(cfg.clean.dilation_m, cfg.aoi.resolution) if cfg.clean.mask == "scl" else 0
     lb = lonlat_bbox(gb.pad(halo) if halo else gb)
     mine = [it for it in items if it.bbox is None or bbox_overlaps(it.bbox, lb)]
     if not mine:
         return None
-    cube = load(mine, gb, provider=cfg.source.provider, load=cfg.load, on_error=cfg.source.on_error, halo=halo)
+    cube = load(mine, gb, provider=cfg.source.provider, load=cfg.load, on_error=cfg.source.on_error, halo=halo,
+                scl=cfg.clean.mask == "scl")
     return features(cube, cfg.period, clean=cfg.clean, features=cfg.features, dates=dates)
 
 
@@ -253,11 +255,11 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
         summary.figures["grid"] = {"crs": str(geobox.crs), "shape": list(geobox.shape), "resolution": cfg.aoi.resolution}
         if cfg.source.check_assets:
             items, summary.figures["skipped_assets"] = check_items(items, provider=cfg.source.provider, bands=cfg.load.bands,
-                                                                   on_error=cfg.source.on_error)
+                                                                   on_error=cfg.source.on_error, scl=cfg.clean.mask == "scl")
 
     with _stage(summary, "scene filter"):
         dates, info = scene_filter(items, geobox, provider=cfg.source.provider, clean=cfg.clean, chunk_px=cfg.load.chunk_px,
-                                   on_error=cfg.source.on_error, compute=compute("scene filter"))
+                                   on_error=cfg.source.on_error, compute=compute("scene filter"), bands=cfg.load.bands)
         summary.figures.update(info)
 
     digest = run_digest(cfg, items, dates)

@@ -181,7 +181,8 @@ def asset_keys(items: Sequence[pystac.Item], profile: ProviderProfile, bands: Se
         if not any(key in it.assets for it in items):
             raise MissingBandError(
                 f"band {b!r} (asset {key!r}) is in none of the {len(items)} items; assets of the first item: "
-                f"{sorted(items[0].assets)}; check the provider profile (source.provider) or drop {b!r} from load.bands"
+                f"{sorted(items[0].assets)}; check the provider profile (source.provider) or "
+                + ("set clean.mask: none for sources without a scene classification" if b == "scl" else f"drop {b!r} from load.bands")
             )
         keys[b] = key
     return keys

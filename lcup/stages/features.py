@@ -63,9 +63,12 @@ def features(cube: xr.Dataset, period: tuple[dt.date, dt.date], *, clean: CleanC
     idx = np.arange(cube.sizes["time"]) if dates is None else np.nonzero(np.isin(cube.time.values, dates))[0]
     if len(idx) == 0:
         return None
-    scl = cube["scl"].isel(time=idx)
-    h = int(cube["scl"].attrs.get("halo_px", 0))
-    valid = scl_valid_mask(scl.rename(scl_y="y", scl_x="x") if h else scl, cc.invalid_scl, metres_to_px(cc.dilation_m, res))
+    h = int(cube["scl"].attrs.get("halo_px", 0)) if "scl" in cube else 0
+    if cc.mask == "none" or "scl" not in cube:  # only no-data values (0, NaN) are missing: the kernel skips them
+        valid = xr.ones_like(cube[bands[0]].isel(time=idx), dtype=bool)
+    else:
+        scl = cube["scl"].isel(time=idx)
+        valid = scl_valid_mask(scl.rename(scl_y="y", scl_x="x") if h else scl, cc.invalid_scl, metres_to_px(cc.dilation_m, res))
     if h:
         valid = valid.isel(y=slice(h, -h), x=slice(h, -h)).chunk({"y": cube.chunks["y"], "x": cube.chunks["x"]})
         valid = valid.assign_coords(y=cube.y, x=cube.x)

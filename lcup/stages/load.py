@@ -18,7 +18,7 @@ SCENE_FILTER_PX = 1024
 
 
 def load(items: list, geobox, *, provider: str = "earth-search", load: LoadConfig | Mapping[str, Any] | None = None,
-         bands: Sequence[str] | None = None, on_error: str = "fail", halo: int = 0) -> xr.Dataset:
+         bands: Sequence[str] | None = None, on_error: str = "fail", halo: int = 0, scl: bool = True) -> xr.Dataset:
     """Lazily load ``items`` onto ``geobox``: DN bands and SCL, time in one chunk, space in ``load.chunk_px`` squares.
 
     Parameters
@@ -37,6 +37,8 @@ def load(items: list, geobox, *, provider: str = "earth-search", load: LoadConfi
         ``"fail"`` or ``"skip"`` (unreadable assets read as no data).
     halo
         Pixels of SCL read beyond ``geobox`` on each side, so the cloud-mask dilation sees across the edge.
+    scl
+        Load the SCL band (False for sources without one: ``clean.mask: none``).
 
     Returns
     -------
@@ -61,6 +63,11 @@ def load(items: list, geobox, *, provider: str = "earth-search", load: LoadConfi
     odc.stac.configure_rio(cloud_defaults=True, **GDAL_HTTP_ENV)
     profile = get_profile(provider)
     kw = dict(chunk_px=lc.chunk_px, resampling=lc.resampling, fail_on_error=on_error == "fail")
+    if not scl:
+        cube = load_cube(items, profile, bands, geobox, **kw)
+        coords = {f"{k}_{b}": ("time", getattr(cube, k)[b]) for b in bands for k in ("scale", "offset")}
+        coords["items"] = ("time", [",".join(ids) for ids in cube.items])
+        return cube.data[bands].assign_coords(coords)
     if halo or not bands:
         cube = load_cube(items, profile, bands, geobox, **kw) if bands else None
         scl_cube = load_cube(items, profile, [SCL], geobox.pad(halo) if halo else geobox, **kw)
@@ -81,11 +88,12 @@ def load(items: list, geobox, *, provider: str = "earth-search", load: LoadConfi
 
 
 def scene_filter(items: list, geobox, *, provider: str = "earth-search", clean: CleanConfig | Mapping | None = None,
-                 chunk_px: int = 512, on_error: str = "fail", compute=None) -> tuple[np.ndarray, dict]:
+                 chunk_px: int = 512, on_error: str = "fail", compute=None, bands: Sequence[str] = ("red",)) -> tuple[np.ndarray, dict]:
     """The dates kept for the whole area: those whose clear fraction reaches ``clean.min_valid_fraction``.
 
     Decided once for the area and handed to every tile, so neighbouring tiles interpolate from the same dates.
-    The fraction is the share of pixels whose SCL is not in ``clean.invalid_scl`` (no dilation), counted on the
+    The fraction is the share of pixels whose SCL is not in ``clean.invalid_scl`` (no dilation; with
+    ``clean.mask: none`` the share with data in the first of ``bands``), counted on the
     grid coarsened to at most :data:`SCENE_FILTER_PX` pixels a side: one read of SCL whose cost does not grow
     with the area. ``compute(dask_array) -> numpy`` runs it (default: the current scheduler).
 
@@ -107,8 +115,13 @@ def scene_filter(items: list, geobox, *, provider: str = "earth-search", clean: 
     side = max(geobox.shape)
     gb = geobox if side <= SCENE_FILTER_PX else geobox.zoom_to((max(1, geobox.shape[0] * SCENE_FILTER_PX // side),
                                                                  max(1, geobox.shape[1] * SCENE_FILTER_PX // side)))
-    scl = load(items, gb, provider=provider, load={"chunk_px": chunk_px}, bands=[], on_error=on_error)["scl"]
-    frac = valid_fraction(scl_valid_mask(scl, cc.invalid_scl))
+    if cc.mask == "scl":
+        scl = load(items, gb, provider=provider, load={"chunk_px": chunk_px}, bands=[], on_error=on_error)["scl"]
+        frac = valid_fraction(scl_valid_mask(scl, cc.invalid_scl))
+    else:  # no mask: the share of pixels with data, in the first band
+        first = list(bands)[0]
+        dn = load(items, gb, provider=provider, load={"chunk_px": chunk_px}, bands=[first], on_error=on_error, scl=False)[first]
+        frac = valid_fraction((dn != 0) & dn.notnull())
     frac = frac.copy(data=compute(frac.data) if compute else frac.data.compute())
     keep = keep_dates(frac.values, cc.min_valid_fraction)
     info = {"dates_found": int(len(keep)), "dates_kept": int(keep.sum()),

@@ -25,7 +25,7 @@ def grid(bbox: Sequence[float], *, crs: str = "EPSG:4326", grid_crs: str | None 
 
 def search(catalog: str, geobox, start: dt.date | str, end: dt.date | str, *, provider: str = "earth-search",
            collection: str | None = None, max_cloud_cover: float | None = None, page_size: int = 100,
-           bands: Sequence[str] = ()) -> list:
+           bands: Sequence[str] = (), scl: bool = True) -> list:
     """Items of ``catalog`` (a STAC API URL or a static ``catalog.json``) meeting ``geobox`` between two dates.
 
     Parameters
@@ -39,7 +39,7 @@ def search(catalog: str, geobox, start: dt.date | str, end: dt.date | str, *, pr
     provider
         Layout profile (asset keys, DN→reflectance): ``earth-search``, ``earth-search-l2a``, ``planetary-computer``.
     bands
-        Bands that must be in the items (SCL always): a missing one is a
+        Bands that must be in the items (and SCL with ``scl``): a missing one is a
         :class:`~lcup.errors.MissingBandError` now, before any pixel is read.
 
     Returns
@@ -56,11 +56,12 @@ def search(catalog: str, geobox, start: dt.date | str, end: dt.date | str, *, pr
     profile = get_profile(provider)
     items = search_items(catalog, profile, lonlat_bbox(geobox), f"{start}T00:00:00Z", f"{end}T23:59:59Z",
                          collection=collection, max_cloud_cover=max_cloud_cover, limit=page_size)
-    asset_keys(items, profile, list(bands) + [SCL])
+    asset_keys(items, profile, list(bands) + ([SCL] if scl else []))
     return items
 
 
-def check_items(items: list, *, provider: str = "earth-search", bands: Sequence[str] = (), on_error: str = "fail"):
+def check_items(items: list, *, provider: str = "earth-search", bands: Sequence[str] = (), on_error: str = "fail",
+                scl: bool = True):
     """Probe every asset (header and last block); returns ``(kept items, skipped assets)``.
 
     With ``on_error="fail"`` an unreadable asset is a :class:`~lcup.errors.ReadError` naming all of them;
@@ -70,7 +71,7 @@ def check_items(items: list, *, provider: str = "earth-search", bands: Sequence[
     from ..errors import ReadError, SkippedAssetWarning
     from ..io.stac import check_assets
 
-    kept, skipped = check_assets(items, get_profile(provider), list(bands) + [SCL])
+    kept, skipped = check_assets(items, get_profile(provider), list(bands) + ([SCL] if scl else []))
     if skipped:
         listing = "; ".join(f"{s['item']}/{s['band']} ({s['href']}): {s['error'][:120]}" for s in skipped[:10])
         if on_error == "fail":

@@ -198,3 +198,25 @@ def test_train_once_apply_to_another_area_and_refuse_a_mismatch(small_scene, tmp
         with pytest.raises(ModelError, match=r"trained at 10.0 m, this grid is 20.0 m"):
             run_pipeline(load_config({**east, "model": {"path": str(model)}, "aoi": {**east["aoi"], "resolution": 20},
                                       "output": {"dir": str(tmp_path / "e3"), "overwrite": True}}), progress=False)
+
+
+def test_source_without_scl(small_scene, tmp_path):
+    """Composites and pre-masked products have no SCL: the default says how to proceed; clean.mask: none runs."""
+    from lcup.errors import MissingBandError
+
+    scene = tmp_path / "scene"
+    shutil.copytree(small_scene["dir"], scene)
+    for f in scene.rglob("*.json"):
+        d = json.loads(f.read_text())
+        if d.get("type") == "Feature":
+            d["assets"].pop("scl", None)
+            f.write_text(json.dumps(d))
+    local = dict(small_scene, dir=scene, catalog=scene / "catalog.json")
+    with pytest.raises(MissingBandError, match=r"band 'scl' .* is in none of the .* set clean.mask: none"):
+        run_pipeline(load_config(_small(local, tmp_path / "scl")), progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = run_pipeline(load_config(_small(local, tmp_path / "none", **{
+            "clean.mask": "none", "truth": {"path": str(scene / "truth_10m.tif"), "legend": "lcup7"}})), progress=False)
+    assert s.status == "done" and s.figures["dates_kept"] == s.figures["dates_found"]  # every date has data
+    assert s.figures["truth"]["prediction_10m"]["overall_accuracy"] > 0.6  # clouds left in: worse, but a map
