@@ -281,3 +281,21 @@ def test_vanished_classes():
 
     assert vanished_classes({1: 1000, 2: 400, 3: 50}, {1: 900, 2: 39, 5: 7}) == {
         2: {"coarse_px": 400, "map_px": 39}, 3: {"coarse_px": 50, "map_px": 0}}
+
+
+def test_train_says_why_there_is_no_validation(rng):
+    """One validation class (or none): no 'OA 1.000, kappa nan', but the reason and the fix."""
+    from lcup.errors import EmptyClassWarning
+    from lcup.legends import get_legend
+    from lcup.ops.labels import Sample
+    from lcup.stages import train
+
+    X = rng.normal(size=(200, 4)).astype(np.float32)
+    y = np.where(X[:, 0] > 0, 1, 2).astype(np.uint8)
+    val = np.zeros(200, bool)
+    val[:20] = True
+    y[:20] = 1  # the validation blocks hold one class
+    s = Sample(np.arange(200), np.arange(200), y, val)
+    with pytest.warns(EmptyClassWarning, match="validation blocks hold 1 class only.*labels.block_m"):
+        clf, figures = train(X, s, names=list("abcd"), legend=get_legend("lcup7"), model={"n_estimators": 5})
+    assert "skipped" in figures["validation"] and "overall_accuracy" not in figures["validation"]
