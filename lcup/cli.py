@@ -3,6 +3,9 @@
     lcup demo DIR            generate the synthetic demo scene
     lcup run PIPELINE.yaml   run a pipeline
     lcup validate PIPELINE   check a pipeline file without running it
+    lcup plan PIPELINE       dry run: grid, tiles, chunks, memory per task
+
+Every subcommand takes -v, -q and --set KEY=VALUE (any pipeline key); exit codes: see EXIT_*.
 """
 
 from __future__ import annotations
@@ -12,6 +15,11 @@ import logging
 import sys
 import time
 from pathlib import Path
+
+
+#: Exit codes: 0 done; 1 an lcup error (bad input, unreadable data: the message names the fix); 2 a usage error
+#: (argparse); 70 an unexpected error (a bug: -v shows the traceback); 130 interrupted (Ctrl-C).
+EXIT_LCUP_ERROR, EXIT_USAGE, EXIT_UNEXPECTED, EXIT_INTERRUPTED = 1, 2, 70, 130
 
 
 def _demo(args) -> int:
@@ -34,6 +42,7 @@ def _run(args) -> int:
         overrides["output.overwrite"] = True
     if args.resume:
         overrides["output.resume"] = True
+    overrides.update(_parse_sets(args.set))
     if args.output:  # relative to where the command runs, not to the pipeline file
         overrides["output.dir"] = str(Path(args.output).resolve())
     if args.model:
@@ -64,18 +73,33 @@ def _run(args) -> int:
     return 0
 
 
+def _parse_sets(pairs) -> dict:
+    """``--set key=value`` pairs as config overrides; values are read as YAML (numbers, lists, true/false)."""
+    import yaml
+
+    from .errors import ConfigError
+
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair!r} is not key=value; e.g. --set model.n_estimators=200")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def _plan(args) -> int:
     from .config import load_config
     from .pipeline import plan
 
-    print(plan(load_config(args.pipeline)))
+    print(plan(load_config(args.pipeline, overrides=_parse_sets(args.set))))
     return 0
 
 
 def _validate(args) -> int:
     from .config import load_config
 
-    cfg = load_config(args.pipeline)
+    cfg = load_config(args.pipeline, overrides=_parse_sets(args.set))
     print(f"{args.pipeline}: valid pipeline {cfg.name!r}")
     return 0
 
@@ -87,29 +111,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"lcup {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("demo", help="generate the synthetic demo scene (no internet needed)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    common.add_argument("--set", action="append", metavar="KEY=VALUE", default=argparse.SUPPRESS,
+                        help="override any pipeline key, e.g. --set model.n_estimators=200 (repeatable)")
+    p = sub.add_parser("demo", help="generate the synthetic demo scene (no internet needed)", parents=[common])
     p.add_argument("out", nargs="?", default="demo-data", help="output folder (default: demo-data)")
     p.add_argument("--size", type=int, default=1024, help="scene side in 10 m pixels (default 1024)")
     p.add_argument("--year", type=int, default=2024)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(fn=_demo)
-    p = sub.add_parser("run", help="run a pipeline file")
+    p = sub.add_parser("run", help="run a pipeline file", parents=[common])
     p.add_argument("pipeline")
     p.add_argument("--output", help="override output.dir")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run (finished tiles are skipped)")
     p.add_argument("--model", help="apply this saved model (model.skops of an earlier run) instead of training; "
                                    "labels are then optional (sets model.path)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(fn=_run)
-    p = sub.add_parser("plan", help="dry run: print the grid, tiles, chunks and memory per task, do no work")
+    p = sub.add_parser("plan", help="dry run: print the grid, tiles, chunks and memory per task, do no work", parents=[common])
     p.add_argument("pipeline")
     p.set_defaults(fn=_plan)
-    p = sub.add_parser("validate", help="check a pipeline file without running it")
+    p = sub.add_parser("validate", help="check a pipeline file without running it", parents=[common])
     p.add_argument("pipeline")
     p.set_defaults(fn=_validate)
     args = parser.parse_args(argv)
+    for name, default in (("verbose", False), ("quiet", False), ("set", [])):
+        if not hasattr(args, name):
+            setattr(args, name, default)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
     lg = logging.getLogger("lcup")
@@ -122,16 +153,16 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)
     except LcupError as e:
         print(f"lcup: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_LCUP_ERROR
     except Exception as e:  # noqa: BLE001 - never a raw traceback from inside a library (-v shows it)
         if args.verbose:
             raise
         print(f"lcup: unexpected error: {type(e).__name__}: {redact_text(str(e))}\n"
               "  run again with -v to see where it happened, and report it with the pipeline file", file=sys.stderr)
-        return 1
+        return EXIT_UNEXPECTED
     except KeyboardInterrupt:
         print("lcup: interrupted; summary.json in the output folder says what was done (resume with --resume)", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

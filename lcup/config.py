@@ -34,7 +34,8 @@ class _Section(BaseModel):
 class SourceConfig(_Section):
     """Where the Sentinel-2 items come from."""
 
-    catalog: str = Field(description="STAC API URL, or path/URL of a static catalog.json")
+    catalog: str | None = Field(None, description="STAC API URL, or path/URL of a static catalog.json; default: the "
+                                "provider's own API (Earth Search, Planetary Computer)")
     provider: str = Field("earth-search", description=f"layout profile: one of {sorted(PROFILES)}")
     collection: str | None = Field(None, description="collection id; default: the provider's")
     max_cloud_cover: float | None = Field(None, ge=0, le=100, description="skip items above this eo:cloud_cover, %")
@@ -48,6 +49,15 @@ class SourceConfig(_Section):
         if v not in PROFILES:
             raise ValueError(f"unknown provider {v!r}; choose one of {sorted(PROFILES)}")
         return v
+
+    @model_validator(mode="after")
+    def _default_catalog(self) -> "SourceConfig":
+        if self.catalog is None:
+            url = PROFILES[self.provider].default_url
+            if url is None:
+                raise ValueError(f"source.catalog is missing and provider {self.provider!r} has no default API; give its URL")
+            object.__setattr__(self, "catalog", url)
+        return self
 
 
 class AOIConfig(_Section):
@@ -277,7 +287,7 @@ class PipelineConfig(_Section):
     """A whole pipeline, as in ``pipelines/*.yaml``."""
 
     name: str = Field("lcup", description="run name, used in file and item ids: letters, digits, '.', '_' and '-'")
-    source: SourceConfig
+    source: SourceConfig = Field(default_factory=SourceConfig)
     aoi: AOIConfig
     year: int | None = Field(None, ge=2015, le=2100, description="calendar year; or give start/end")
     start: dt.date | None = None
@@ -325,6 +335,12 @@ class PipelineConfig(_Section):
                                  "and halos are in metres; use a projected CRS (leave grid_crs empty for the UTM zone of "
                                  "the AOI, or e.g. EPSG:3035)")
         cat = self.source.catalog
+        if PROFILES[self.source.provider].signed_urls and "planetarycomputer.microsoft.com" in cat:
+            import importlib.util
+
+            if importlib.util.find_spec("planetary_computer") is None:
+                raise ValueError(f"provider {self.source.provider!r} signs its hrefs with the planetary-computer package, "
+                                 'which is not installed: pip install "lcup[pc]"')
         if "://" not in cat and cat.endswith(".json"):
             _check_local(cat, "source.catalog")
             import json

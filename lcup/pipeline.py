@@ -126,6 +126,7 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
     prepare_output_dir(out, overwrite=cfg.output.overwrite, resume=cfg.output.resume,
                                  outputs=("landcover.zarr", "landcover_class.tif"))
     summary = RunSummary(cfg.name, parameters=redact(json.loads(cfg.model_dump_json())))
+    summary.figures["versions"] = _versions()
     with output_lock(out):
         try:
             if client is None and cfg.cluster.kind != "none":
@@ -146,6 +147,25 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
             if clear is not None:
                 raise clear from None
             raise
+
+
+def _versions() -> dict:
+    """The versions that decide a run's result and speed, for the run record."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"lcup": __version__}
+    for pkg in ("dask", "distributed", "xarray", "odc-stac", "odc-geo", "numba", "numpy", "scikit-learn", "rasterio", "zarr"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    try:
+        import rasterio
+
+        out["GDAL"] = rasterio.__gdal_version__
+    except ImportError:
+        pass
+    return out
 
 
 def _clear_error(e: BaseException, out: Path):
@@ -190,6 +210,8 @@ def _run_on(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) ->
     from .cluster import quiet_spurious_warnings, quiet_workers, tune_workers
 
     if client is not None:
+        summary.figures["cluster"] = {"workers": len(client.nthreads()), "threads": _threads(client),
+                                      "memory_bytes": _cluster_memory(client)}
         quiet_workers(client)
         if cfg.cluster.tune_malloc:
             tune_workers(client)

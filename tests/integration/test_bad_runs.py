@@ -86,12 +86,12 @@ def test_cog_corrupt_inside_is_skipped_or_named(small_scene, tmp_path):
 
 
 def test_cli_never_prints_a_traceback(small_scene, tmp_path):
-    """A failure deep inside a library, through the CLI: one line, exit code 1 or 2, no traceback."""
+    """A failure through the CLI: one line, exit code 1 (an lcup error; 2 is kept for usage errors), no traceback."""
     y = tmp_path / "p.yaml"
     cfg = _small(small_scene, tmp_path / "o", **{"year": 2019})  # no item in 2019
     y.write_text(yaml.safe_dump(cfg))
     r = subprocess.run([sys.executable, "-m", "lcup.cli", "run", str(y), "-q"], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2 and "Traceback" not in r.stderr + r.stdout and "lcup: error:" in r.stderr
+    assert r.returncode == 1 and "Traceback" not in r.stderr + r.stdout and "lcup: error:" in r.stderr
 
 
 def test_band_the_catalog_lacks_is_found_by_plan(small_scene, tmp_path):

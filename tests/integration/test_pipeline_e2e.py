@@ -64,6 +64,8 @@ def test_prediction_beats_coarse_map(e2e_run):
     assert t["prediction_10m"]["overall_accuracy"] > t["coarse_map_upsampled"]["overall_accuracy"] + 0.05, t["oa_gain_points"]
     s = json.loads((out / "summary.json").read_text())
     assert set(s["timings"]) >= {"search", "scene filter", "clean+features (graph)", "labels", "train", "predict+write", "score", "total"}
+    assert {"lcup", "dask", "distributed", "xarray", "odc-stac", "numba", "scikit-learn", "GDAL"} <= set(s["figures"]["versions"])
+    assert s["figures"]["cluster"]["workers"] == 2 and s["status"] == "done"
     assert s["figures"]["validation"]["n"] > 0
     assert 0 < s["figures"]["dates_kept"] <= s["figures"]["dates_found"]
 

@@ -174,7 +174,7 @@ def test_bad_inputs_through_the_cli_never_show_a_traceback(tmp_path):
         y = tmp_path / "p.yaml"
         y.write_text(yaml.safe_dump(d))
         r = subprocess.run([sys.executable, "-m", "lcup.cli", "validate", str(y)], capture_output=True, text=True, timeout=60)
-        assert r.returncode == 2, (overrides, r.stdout, r.stderr)
+        assert r.returncode == 1, (overrides, r.stdout, r.stderr)
         assert "Traceback" not in r.stderr and re.search(message, r.stderr), (overrides, r.stderr)
 
 
@@ -204,3 +204,32 @@ def test_custom_legends_everywhere():
         load_config(_with(**{"labels.legend": fnf}))
     cfg = load_config(_with(**{"labels.legend": fnf, "labels.crosswalk": {1: 1, 2: 2}}))  # into lcup7's forest / grassland
     assert cfg.labels.crosswalk == {1: 1, 2: 2}
+
+
+def test_cli_habits(tmp_path):
+    """--version; -v/-q/--set after the subcommand; distinct exit codes (1 lcup error, 2 usage)."""
+    import subprocess
+    import sys
+
+    y = tmp_path / "p.yaml"
+    y.write_text(yaml.safe_dump(BASE))
+    run = lambda *a: subprocess.run([sys.executable, "-m", "lcup.cli", *a], capture_output=True, text=True, timeout=60)  # noqa: E731
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.startswith("lcup ")
+    r = run("validate", str(y), "-v", "--set", "model.n_estimators=7", "--set", "labels.n_per_class=300")
+    assert r.returncode == 0, r.stderr
+    r = run("validate", str(y), "--set", "model.n_estimators=0")
+    assert r.returncode == 1 and "model.n_estimators" in r.stderr and "Traceback" not in r.stderr
+    r = run("validate", str(y), "--no-such-flag")
+    assert r.returncode == 2
+
+
+def test_catalog_defaults_to_the_providers_api():
+    d = {k: v for k, v in BASE.items() if k != "source"}
+    assert load_config(d).source.catalog == "https://earth-search.aws.element84.com/v1"
+    d["source"] = {"provider": "planetary-computer"}
+    try:
+        import planetary_computer  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match=r'pip install "lcup\[pc\]"'):
+            load_config(d)
