@@ -105,10 +105,11 @@ def cluster_client(cfg: ClusterConfig | None = None) -> Iterator["object | None"
             n_workers=cfg.n_workers, threads_per_worker=threads, memory_limit=cfg.memory_limit,
             # CRITICAL: a worker's heartbeat racing the scheduler's shutdown logs a benign ERROR traceback; task
             # failures still reach the client as exceptions
-            dashboard_address=None, silence_logs=logging.CRITICAL,
+            dashboard_address=cfg.dashboard, silence_logs=logging.CRITICAL,
         )
         client = Client(cluster)
-        log.info("started LocalCluster: %d worker(s) × %d thread(s)", cfg.n_workers, threads)
+        log.info("started LocalCluster: %d worker(s) × %d thread(s)%s", cfg.n_workers, threads,
+                 f"; dashboard: {client.dashboard_link}" if cfg.dashboard else "")
         try:
             yield client
         finally:

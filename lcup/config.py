@@ -236,6 +236,8 @@ class ClusterConfig(_Section):
         "default", description="Dask Gateway auth; basic reads DASK_GATEWAY_USER / DASK_GATEWAY_PASSWORD from the environment")
     gateway_options: dict[str, Any] = Field(default_factory=dict, description="cluster options for the Gateway (e.g. worker_cores, worker_memory)")
     tune_malloc: bool = Field(True, description="raise glibc's mmap/trim thresholds in the workers (distributed's default makes prediction 25-40 % slower)")
+    dashboard: str | None = Field(":0", description="LocalCluster dashboard address (':0' a free port, ':8787', or null for none); "
+                                  "its link is logged at the start")
 
     @field_validator("memory_limit")
     @classmethod

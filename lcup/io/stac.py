@@ -214,7 +214,7 @@ def load_cube(
             patch_url = planetary_computer.sign
         except ImportError:
             if any(".blob.core.windows.net" in a.href for it in items[:20] for a in it.assets.values()):
-                raise ProviderError(f"the items' assets are on Planetary Computer's blob storage and must be signed with "
+                raise ProviderError("the items' assets are on Planetary Computer's blob storage and must be signed with "
                                     'the planetary-computer package, which is not installed: pip install "lcup[pc]"') from None
             # a mirror of the items elsewhere (a local copy, another store): hrefs are read as they are
     # Where items have no raster:bands (Planetary Computer), dtype/nodata come from the profile

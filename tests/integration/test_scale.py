@@ -287,3 +287,16 @@ def test_tiles_in_flight_write_the_same_bytes(tmp_path):
             assert twin.read_bytes() == f.read_bytes(), f
     done = json.loads((tmp_path / "par.zarr" / "zarr.json").read_text())["attributes"]["lcup_tiles_done"]
     assert done == json.loads((tmp_path / "seq.zarr" / "zarr.json").read_text())["attributes"]["lcup_tiles_done"]
+
+
+def test_dashboard_link_is_logged_and_serves(caplog):
+    """cluster.kind local starts the Dask dashboard (bokeh) on a free port and logs a link that answers."""
+    import logging
+    import urllib.request
+
+    from lcup.cluster import cluster_client
+    from lcup.config import ClusterConfig
+
+    with caplog.at_level(logging.INFO, logger="lcup"), cluster_client(ClusterConfig(n_workers=1, threads_per_worker=1)) as c:
+        assert c.dashboard_link in caplog.text
+        assert urllib.request.urlopen(c.dashboard_link, timeout=30).status == 200
