@@ -64,6 +64,17 @@ def tile_slices(shape: tuple[int, int], tile_px: int) -> list[tuple[str, slice, 
             for ty in range(-(-h // tile_px)) for tx in range(-(-w // tile_px))]
 
 
+def _cf_axes(ds):
+    """``ds`` with CF attributes on its projected x/y coordinates (standard_name, axis, long_name; no _FillValue)."""
+    ds = ds.copy()
+    for dim, axis in (("x", "X"), ("y", "Y")):
+        if dim in ds.coords:
+            ds[dim].attrs.update(standard_name=f"projection_{dim}_coordinate", axis=axis,
+                                 long_name=f"{dim} coordinate of projection", units="m")
+            ds[dim].encoding["_FillValue"] = None
+    return ds
+
+
 def write_tiles_zarr(ds, path: str | Path, *, tile_px: int, attrs: dict, overwrite: bool, resume: bool, compute,
                      tile_data=None, submit=None, in_flight: int = 1, on_done=None) -> tuple[int, int]:
     """Write ``ds`` to a Zarr v3 store tile by tile, resumable.
@@ -96,7 +107,7 @@ def write_tiles_zarr(ds, path: str | Path, *, tile_px: int, attrs: dict, overwri
     path = Path(path)
     encoding = {v: {"chunks": tuple(c[0] for c in ds[v].chunks)} for v in ds.data_vars}
     for v in ds.data_vars:
-        encoding[v]["fill_value"] = 0
+        encoding[v]["_FillValue"] = 0  # CF no-data, also the Zarr fill value: GIS tools and rioxarray see nodata 0
     if path.exists() and resume:
         group = zarr.open_group(str(path), mode="r+")
         if group.attrs.get("lcup_grid") != {"shape": list(ds["class"].shape), "transform": attrs.get("transform"), "crs": attrs.get("crs")}:
@@ -105,6 +116,7 @@ def write_tiles_zarr(ds, path: str | Path, *, tile_px: int, attrs: dict, overwri
     else:
         if path.exists() and not overwrite:
             raise OutputExistsError(f"{path} exists; set output.overwrite or output.resume")
+        ds = _cf_axes(ds)
         ds.to_zarr(path, mode="w", compute=False, encoding=encoding, consolidated=False, zarr_format=3)
         group = zarr.open_group(str(path), mode="r+")
         group.attrs.update({**attrs, "lcup_grid": {"shape": list(ds["class"].shape), "transform": attrs.get("transform"),
@@ -143,6 +155,7 @@ def write_tiles_zarr(ds, path: str | Path, *, tile_px: int, attrs: dict, overwri
             finish(*pending.popleft())
     while pending:
         finish(*pending.popleft())
+    zarr.consolidate_metadata(str(path))  # one read for every opener (no per-open warning); redone after a resume
     return written, len(tiles) - written
 
 

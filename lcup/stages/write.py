@@ -42,8 +42,10 @@ def write(ds: xr.Dataset, folder: str | Path, *, legend: Legend, geobox=None, za
         p = folder / "landcover.zarr"
         if p.exists() and not overwrite:
             raise OutputExistsError(f"{p} exists; pass overwrite=True or choose another folder")
-        enc = {v: {"fill_value": 0} for v in ds.data_vars}
-        ds.drop_attrs(deep=False).to_zarr(p, mode="w", encoding=enc, consolidated=False, zarr_format=3)
+        from ..io.write import _cf_axes
+
+        enc = {v: {"_FillValue": 0} for v in ds.data_vars}
+        _cf_axes(ds.drop_attrs(deep=False)).to_zarr(p, mode="w", encoding=enc, consolidated=True, zarr_format=3)
         paths["zarr"] = p
     if cog:
         p = folder / "landcover_class.tif"

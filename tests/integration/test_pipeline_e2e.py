@@ -113,3 +113,17 @@ def test_upsampling_consistency_is_reported(e2e_run):
     total = sum(coarse_px.values())
     for code, v in shares.items():
         assert abs(v["coarse_share"] - coarse_px.get(code, 0) / total) < 1e-9
+
+
+def test_zarr_follows_conventions(e2e_run):
+    """Consolidated metadata (opens without a warning), no-data 0 declared on every layer, CF x/y coordinates."""
+    import warnings
+
+    _, out = e2e_run
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = xr.open_zarr(out / "landcover.zarr", mask_and_scale=False)
+    for v in ("class", "confidence", "probability"):
+        assert ds[v].attrs.get("_FillValue", ds[v].encoding.get("_FillValue")) == 0, v
+    assert ds.x.attrs["standard_name"] == "projection_x_coordinate" and ds.y.attrs["axis"] == "Y"
+    assert "_FillValue" not in ds.x.attrs
