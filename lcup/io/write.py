@@ -218,6 +218,13 @@ def write_cog_from_dask(
     return path
 
 
+def _slug(name: str) -> str:
+    """A class name as the classification extension wants it (``^[0-9A-Za-z-_]+$``): 'urban / built up' → 'urban-built-up'."""
+    import re
+
+    return re.sub(r"[^0-9A-Za-z_]+", "-", name).strip("-") or "class"
+
+
 def _output_item(*, item_id: str, geobox, legend: "Legend", start, end, assets: dict[str, str],
                  properties: dict | None = None, asset_fields: dict | None = None):
     """A pystac Item for an output grid (AOI or tile), with projection and classification metadata."""
@@ -226,7 +233,9 @@ def _output_item(*, item_id: str, geobox, legend: "Legend", start, end, assets: 
     import pystac
 
     footprint = geobox.extent.to_crs("EPSG:4326")
-    classes = [{"value": int(c), "name": n, "color_hint": col.lstrip("#").upper()} for c, (n, col) in legend.classes.items()]
+    classes = [{"value": 0, "name": "no-data", "title": "no data", "nodata": True}]
+    classes += [{"value": int(c), "name": _slug(n), "title": n, "color_hint": col.lstrip("#").upper()}
+                for c, (n, col) in sorted(legend.classes.items())]
     item = pystac.Item(
         id=item_id,
         geometry=footprint.json,
@@ -243,12 +252,16 @@ def _output_item(*, item_id: str, geobox, legend: "Legend", start, end, assets: 
         stac_extensions=[
             "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
             "https://stac-extensions.github.io/classification/v2.0.0/schema.json",
+            "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
         ],
     )
     media = {"zarr": "application/vnd+zarr", "cog": pystac.MediaType.COG, "model": "application/octet-stream",
              "summary": pystac.MediaType.JSON}
     for key, href in assets.items():
         extra = {"classification:classes": classes} if key in ("cog", "zarr") else {}
+        if key == "cog":
+            extra["raster:bands"] = [{"data_type": "uint8" if max(legend.codes, default=0) <= 255 else "uint16", "nodata": 0,
+                                      "spatial_resolution": abs(geobox.resolution.x)}]
         extra.update((asset_fields or {}).get(key, {}))
         roles = ["data"] if key in ("cog", "zarr") else ["metadata"]
         item.add_asset(key, pystac.Asset(href=href, media_type=media.get(key), roles=roles, extra_fields=extra))

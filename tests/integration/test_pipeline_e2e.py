@@ -44,7 +44,9 @@ def test_outputs_open_with_crs_and_transform(e2e_run, small_scene):
     assert (ds["class_code"].values[prob.argmax(0)][has] == cls[has]).mean() > 0.99
     item = json.loads((out / "item.json").read_text())
     assert item["properties"]["proj:code"] == "EPSG:32633"
-    assert item["assets"]["cog"]["classification:classes"][0]["name"] == "forest"
+    classes = item["assets"]["cog"]["classification:classes"]
+    assert classes[0] == {"value": 0, "name": "no-data", "title": "no data", "nodata": True}
+    assert classes[1]["name"] == "forest" and item["assets"]["cog"]["raster:bands"][0]["nodata"] == 0
     with rasterio.open(out / "landcover_class.tif") as src:
         assert src.crs.to_epsg() == 32633
         assert src.transform.a == 10 and src.transform.c == small_scene["spec"].origin[0]

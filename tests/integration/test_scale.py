@@ -89,7 +89,7 @@ def _check_tile_catalog(out: Path, cls: np.ndarray, n_tiles: int) -> dict:
     assert len(items) == n_tiles
     for tid, it in items.items():
         assert any("projection" in e for e in it.stac_extensions) and any("classification" in e for e in it.stac_extensions)
-        assert [c["value"] for c in it.assets["cog"].extra_fields["classification:classes"]][:2] == [1, 2]
+        assert [c["value"] for c in it.assets["cog"].extra_fields["classification:classes"]][:3] == [0, 1, 2]
         (y0, y1), (x0, x1) = it.assets["zarr"].extra_fields["lcup:region"].values()
         assert it.properties["proj:shape"] == [y1 - y0, x1 - x0]
         assert it.properties["lcup:valid_pixels"] == int(np.count_nonzero(cls[y0:y1, x0:x1]))

@@ -83,3 +83,23 @@ def test_crafted_model_file_is_refused_naming_the_type(tmp_path, rng):
         load_model(tmp_path / "junk.skops")
     with pytest.raises(ModelError, match="does not exist"):
         load_model(tmp_path / "missing.skops")
+
+
+def test_stac_class_names_are_valid_for_every_built_in_legend():
+    """The classification extension wants names matching ^[0-9A-Za-z-_]+$: a slug, the full name as title."""
+    import re
+
+    from odc.geo.geobox import GeoBox
+
+    from lcup.io.write import _output_item
+    from lcup.legends import LEGENDS
+
+    gb = GeoBox.from_bbox((500000, 5000000, 501000, 5001000), "EPSG:32633", resolution=10)
+    import datetime as dt
+
+    for legend in LEGENDS.values():
+        it = _output_item(item_id="x", geobox=gb, legend=legend, start=dt.date(2024, 1, 1), end=dt.date(2024, 12, 31),
+                          assets={"cog": "a.tif"})
+        classes = it.assets["cog"].extra_fields["classification:classes"]
+        assert all(re.fullmatch(r"[0-9A-Za-z\-_]+", c["name"]) for c in classes), legend.name
+        assert {c["title"] for c in classes[1:]} == set(legend.names().values())
