@@ -28,7 +28,7 @@ def _demo(args) -> int:
     spec = SceneSpec(size=(args.size, args.size), year=args.year, seed=args.seed)
     t0 = time.perf_counter()
     print(f"lcup demo: generating a {args.size}×{args.size} px scene ({len(spec.dates)} dates) in {args.out}")
-    cat = write_demo(args.out, spec, overwrite=args.overwrite)
+    cat = write_demo(args.out, spec, overwrite=args.overwrite, progress=not args.quiet)
     print(f"lcup demo: wrote {cat} in {time.perf_counter() - t0:.0f} s")
     return 0
 
