@@ -67,6 +67,11 @@ class AOIConfig(_Section):
     crs: str = Field("EPSG:4326", description="CRS of bbox")
     grid_crs: str | None = Field(None, description="output CRS; default: UTM zone of the AOI centre")
     resolution: float = Field(10.0, gt=0, description="output pixel size, metres")
+    align: Literal["native", "resolution"] = Field(
+        "native", description="pixel edges of the output grid: native = on the items' own pixel grid (their "
+        "proj:transform), resolution = on multiples of the resolution")
+    origin: tuple[float, float] | None = Field(None, description="an explicit pixel corner [x, y] (in grid_crs) the output "
+                                               "grid's pixel edges pass through; overrides align")
 
     @model_validator(mode="after")
     def _check_bbox(self) -> "AOIConfig":

@@ -29,7 +29,7 @@ from .stages.labels import AUTO_SAMPLE_CHUNKS, label_halo_px, labels, sample
 from .stages.load import load, scene_filter
 from .stages.predict import output_dataset, predict
 from .stages.score import class_counts, consistency, consistency_figures, relabel, truth_confusions, vanished_classes
-from .stages.search import check_items, grid, search
+from .stages.search import check_items, grid, native_origin, search
 from .stages.train import train
 from .units import metres_to_px
 
@@ -222,10 +222,15 @@ def _run_on(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) ->
 
 def find_items(cfg: PipelineConfig):
     """The output grid of the AOI and the Sentinel-2 items covering it in the period: ``(geobox, items)``."""
-    geobox = grid(cfg.aoi.bbox, crs=cfg.aoi.crs, grid_crs=cfg.aoi.grid_crs, resolution=cfg.aoi.resolution)
+    geobox = grid(cfg.aoi.bbox, crs=cfg.aoi.crs, grid_crs=cfg.aoi.grid_crs, resolution=cfg.aoi.resolution,
+                  origin=cfg.aoi.origin)
     items = search(cfg.source.catalog, geobox, *cfg.period, provider=cfg.source.provider, collection=cfg.source.collection,
                    max_cloud_cover=cfg.source.max_cloud_cover, page_size=cfg.source.page_size, bands=cfg.load.bands,
                    scl=cfg.clean.mask == "scl")
+    if cfg.aoi.origin is None and cfg.aoi.align == "native":
+        origin = native_origin(items, geobox)  # the data's own pixel grid
+        if origin is not None:
+            geobox = grid(cfg.aoi.bbox, crs=cfg.aoi.crs, grid_crs=cfg.aoi.grid_crs, resolution=cfg.aoi.resolution, origin=origin)
     return geobox, items
 
 

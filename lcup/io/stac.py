@@ -328,9 +328,29 @@ def check_assets(
     return out, skipped
 
 
-def geobox_for_aoi(bbox: Sequence[float], crs: str | None, resolution: float, bbox_crs: str = "EPSG:4326") -> GeoBox:
+def native_origin(items: Sequence[pystac.Item], crs, resolution: float) -> tuple[float, float] | None:
+    """A pixel corner ``(x, y)`` of the items' own grid in ``crs`` at ``resolution`` (from their assets'
+    ``proj:transform``), or None when no asset is on such a grid."""
+    from odc.geo.crs import CRS
+
+    want = CRS(str(crs))
+    for it in items[:50]:
+        code = it.properties.get("proj:code") or (f"EPSG:{it.properties['proj:epsg']}" if it.properties.get("proj:epsg") else None)
+        for a in it.assets.values():
+            t = a.extra_fields.get("proj:transform") or it.properties.get("proj:transform")
+            acode = a.extra_fields.get("proj:code") or code
+            if not t or not acode or t[1] or t[3]:
+                continue
+            if abs(abs(t[0]) - resolution) < 1e-6 and CRS(acode) == want:
+                return float(t[2]), float(t[5])
+    return None
+
+
+def geobox_for_aoi(bbox: Sequence[float], crs: str | None, resolution: float, bbox_crs: str = "EPSG:4326",
+                   origin: tuple[float, float] | None = None) -> GeoBox:
     """The output grid: ``bbox`` (in ``bbox_crs``) on ``crs`` at ``resolution`` m, pixel edges snapped to
-    multiples of the resolution (the Sentinel-2 grid). ``crs=None`` picks the UTM zone of the centre."""
+    multiples of the resolution (the Sentinel-2 grid), or passing through ``origin`` (a pixel corner, e.g. of the
+    items' own grid: :func:`native_origin`). ``crs=None`` picks the UTM zone of the centre."""
     from odc.geo.geom import box
 
     g = box(*bbox, crs=bbox_crs)
@@ -339,7 +359,12 @@ def geobox_for_aoi(bbox: Sequence[float], crs: str | None, resolution: float, bb
         zone = int((lon + 180) // 6) + 1
         crs = f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
     gp = g.to_crs(crs)
-    return GeoBox.from_bbox(gp.boundingbox, crs=crs, resolution=resolution, anchor="edge")
+    anchor = "edge"
+    if origin is not None:
+        from odc.geo import xy_
+
+        anchor = xy_((origin[0] / resolution) % 1.0, (origin[1] / resolution) % 1.0)
+    return GeoBox.from_bbox(gp.boundingbox, crs=crs, resolution=resolution, anchor=anchor)
 
 
 def lonlat_bbox(geobox: GeoBox) -> list[float]:

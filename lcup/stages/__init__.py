@@ -35,9 +35,9 @@ from .labels import labels, sample  # noqa: E402
 from .load import load, scene_filter  # noqa: E402
 from .predict import predict  # noqa: E402
 from .score import vanished_classes  # noqa: E402
-from .search import check_items, grid, search  # noqa: E402
+from .search import check_items, grid, native_origin, search  # noqa: E402
 from .train import train  # noqa: E402
 from .write import write  # noqa: E402
 
-__all__ = ["check_items", "feature_names", "features", "grid", "labels", "load", "predict", "sample", "scene_filter",
+__all__ = ["check_items", "native_origin", "feature_names", "features", "grid", "labels", "load", "predict", "sample", "scene_filter",
            "search", "section", "train", "vanished_classes", "write"]

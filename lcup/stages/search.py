@@ -9,8 +9,10 @@ from typing import Sequence
 from ..providers import SCL, get_profile
 
 
-def grid(bbox: Sequence[float], *, crs: str = "EPSG:4326", grid_crs: str | None = None, resolution: float = 10.0):
-    """The output grid (an ``odc.geo.GeoBox``) of ``bbox`` (in ``crs``): UTM of its centre unless ``grid_crs``.
+def grid(bbox: Sequence[float], *, crs: str = "EPSG:4326", grid_crs: str | None = None, resolution: float = 10.0,
+         origin: tuple[float, float] | None = None):
+    """The output grid (an ``odc.geo.GeoBox``) of ``bbox`` (in ``crs``): UTM of its centre unless ``grid_crs``;
+    pixel edges on multiples of ``resolution``, or through ``origin`` (see :func:`align`).
 
     Examples
     --------
@@ -20,7 +22,19 @@ def grid(bbox: Sequence[float], *, crs: str = "EPSG:4326", grid_crs: str | None 
     """
     from ..io.stac import geobox_for_aoi
 
-    return geobox_for_aoi(bbox, grid_crs, resolution, crs)
+    return geobox_for_aoi(bbox, grid_crs, resolution, crs, origin=origin)
+
+
+def native_origin(items: list, geobox) -> tuple[float, float] | None:
+    """A pixel corner of the items' own grid in ``geobox``'s CRS and resolution (their ``proj:transform``), or None.
+
+    Give it to :func:`grid` as ``origin`` to make the output grid the data's own: a catalog whose grid origin is
+    not a multiple of the resolution (an EPSG:3035 product, say) is otherwise read half a pixel off, with a no-data
+    row and column.
+    """
+    from ..io.stac import native_origin as _native
+
+    return _native(items, geobox.crs, abs(geobox.resolution.x))
 
 
 def search(catalog: str, geobox, start: dt.date | str, end: dt.date | str, *, provider: str = "earth-search",

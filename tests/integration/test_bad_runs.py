@@ -220,3 +220,31 @@ def test_source_without_scl(small_scene, tmp_path):
             "clean.mask": "none", "truth": {"path": str(scene / "truth_10m.tif"), "legend": "lcup7"}})), progress=False)
     assert s.status == "done" and s.figures["dates_kept"] == s.figures["dates_found"]  # every date has data
     assert s.figures["truth"]["prediction_10m"]["overall_accuracy"] > 0.6  # clouds left in: worse, but a map
+
+
+def test_output_grid_is_the_datas_own(tmp_path):
+    """A catalog whose pixel grid is 5 m off the multiples of 10 m (as EPSG:3035 products are): the output grid
+    follows the items' proj:transform, with no half-pixel shift and no no-data row or column; align: resolution
+    keeps the old behaviour; an explicit origin wins."""
+    import xarray as xr
+
+    from lcup.synthetic import SceneSpec, write_demo
+
+    spec = SceneSpec(size=(96, 96), revisit_days=20, seed=3, parcel_spacing_px=16, origin=(500005.0, 5100005.0))
+    cat = write_demo(tmp_path / "scene", spec, progress=False)
+    scene = {"dir": tmp_path / "scene", "catalog": cat, "spec": spec}
+    x0, y0 = spec.origin
+    base = {"aoi.bbox": [x0, y0 - 960, x0 + 960, y0], "aoi.crs": "EPSG:32633", "load.chunk_px": 64, "labels.n_per_class": 200,
+            "labels.block_m": 300, "labels.erosion_m": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for align, want_x0, want_shape in (("native", x0, 96), ("resolution", x0 - 5, 97)):
+            out = tmp_path / align
+            run_pipeline(load_config(_small(scene, out, **base, **{"aoi.align": align})), progress=False)
+            ds = xr.open_zarr(out / "landcover.zarr", mask_and_scale=False)
+            assert ds.attrs["transform"][2] == want_x0 and ds["class"].shape == (want_shape, want_shape), align
+        assert (xr.open_zarr(tmp_path / "native" / "landcover.zarr")["class"].values > 0).all()
+        from lcup.pipeline import find_items
+
+        gb, _ = find_items(load_config(_small(scene, tmp_path / "o", **base, **{"aoi.origin": [0.0, 0.0]})))
+        assert gb.transform.c % 10 == 0
