@@ -214,7 +214,10 @@ class OutputConfig(_Section):
     overwrite: bool = Field(False, description="replace existing outputs")
     resume: bool = Field(False, description="continue an interrupted run: tiles already in the Zarr store are skipped")
     zarr: bool = True
-    cog: bool = True
+    zarr_format: Literal[2, 3] = Field(3, description="Zarr format of landcover.zarr: 3, or 2 for GDAL/QGIS (GDAL 3.10 "
+                                       "cannot read Zarr v3's codecs)")
+    cog: bool = Field(True, description="write landcover_class.tif (with colour table, class names in a .aux.xml and a "
+                      "QGIS .qml style beside it) and landcover_confidence.tif")
     tile_px: int = Field(2048, ge=64, description="side of the tiles, each computed and written to its region (multiple of load.chunk_px)")
     tiles_in_flight: int | Literal["auto"] = Field(
         "auto", description="tiles computed at once on a cluster; auto: enough to give every worker thread a chunk, plus one "

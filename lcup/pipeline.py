@@ -382,14 +382,21 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
             compute=lambda obj, label: _compute(obj, client, label, progress), tile_data=tile_data,
             submit=client.compute if client is not None else None, in_flight=in_flight,
             on_done=(lambda tid, n, total: log.info("  tile %s written (%d/%d)", tid, n, total)) if in_flight > 1 else None,
+            zarr_format=cfg.output.zarr_format,
         )
         summary.figures["tiles"] = {"written": written, "skipped_already_done": skipped_tiles, "tile_px": tile_px,
                                     "in_flight": in_flight}
         summary.outputs["zarr"] = str(zarr_path)
         result = xr.open_zarr(zarr_path, mask_and_scale=False, consolidated=False)
         if cfg.output.cog:
+            from .io.write import write_gis_sidecars
+
             write_cog_from_dask(result["class"], cog_path, geobox, nodata=0, legend=target)
+            write_gis_sidecars(cog_path, target)
             summary.outputs["cog"] = str(cog_path)
+            conf_path = out / "landcover_confidence.tif"
+            write_cog_from_dask(result["confidence"], conf_path, geobox, nodata=0, overview_resampling="average")
+            summary.outputs["confidence_cog"] = str(conf_path)
         if len(tiles) > 1 and (cfg.output.tile_cogs or cfg.output.stac_item):
             tile_entries = _write_tile_outputs(cfg, result, geobox, tiles, out, target)
             summary.figures["tiles"]["without_valid_data"] = [t["tile"] for t in tile_entries if t["valid_px"] == 0]
@@ -425,6 +432,8 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
         from .io.write import write_output_item
 
         assets = {k: str(Path(v).relative_to(out)) for k, v in summary.outputs.items() if k in ("zarr", "cog", "summary")}
+        if "confidence_cog" in summary.outputs:
+            assets["confidence"] = str(Path(summary.outputs["confidence_cog"]).relative_to(out))
         assets["model"] = "model.skops"
         summary.outputs["stac_item"] = str(write_output_item(
             out, item_id=f"lcup-{cfg.name}", geobox=geobox, legend=target, start=cfg.period[0], end=cfg.period[1],

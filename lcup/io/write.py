@@ -76,7 +76,7 @@ def _cf_axes(ds):
 
 
 def write_tiles_zarr(ds, path: str | Path, *, tile_px: int, attrs: dict, overwrite: bool, resume: bool, compute,
-                     tile_data=None, submit=None, in_flight: int = 1, on_done=None) -> tuple[int, int]:
+                     tile_data=None, submit=None, in_flight: int = 1, on_done=None, zarr_format: int = 3) -> tuple[int, int]:
     """Write ``ds`` to a Zarr v3 store tile by tile, resumable.
 
     ``tile_data(tile_id, y_slice, x_slice)``, when given, returns each tile's own lazy dataset (a graph per
@@ -117,7 +117,7 @@ def write_tiles_zarr(ds, path: str | Path, *, tile_px: int, attrs: dict, overwri
         if path.exists() and not overwrite:
             raise OutputExistsError(f"{path} exists; set output.overwrite or output.resume")
         ds = _cf_axes(ds)
-        ds.to_zarr(path, mode="w", compute=False, encoding=encoding, consolidated=False, zarr_format=3)
+        ds.to_zarr(path, mode="w", compute=False, encoding=encoding, consolidated=False, zarr_format=zarr_format)
         group = zarr.open_group(str(path), mode="r+")
         group.attrs.update({**attrs, "lcup_grid": {"shape": list(ds["class"].shape), "transform": attrs.get("transform"),
                                                    "crs": attrs.get("crs")}, "lcup_tiles_done": []})
@@ -255,15 +255,15 @@ def _output_item(*, item_id: str, geobox, legend: "Legend", start, end, assets: 
             "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
         ],
     )
-    media = {"zarr": "application/vnd+zarr", "cog": pystac.MediaType.COG, "model": "application/octet-stream",
-             "summary": pystac.MediaType.JSON}
+    media = {"zarr": "application/vnd+zarr", "cog": pystac.MediaType.COG, "confidence": pystac.MediaType.COG,
+             "model": "application/octet-stream", "summary": pystac.MediaType.JSON}
     for key, href in assets.items():
         extra = {"classification:classes": classes} if key in ("cog", "zarr") else {}
         if key == "cog":
             extra["raster:bands"] = [{"data_type": "uint8" if max(legend.codes, default=0) <= 255 else "uint16", "nodata": 0,
                                       "spatial_resolution": abs(geobox.resolution.x)}]
         extra.update((asset_fields or {}).get(key, {}))
-        roles = ["data"] if key in ("cog", "zarr") else ["metadata"]
+        roles = ["data"] if key in ("cog", "zarr", "confidence") else ["metadata"]
         item.add_asset(key, pystac.Asset(href=href, media_type=media.get(key), roles=roles, extra_fields=extra))
     return item
 
@@ -306,3 +306,24 @@ def write_tile_catalog(out_dir: str | Path, *, catalog_id: str, tiles: list[dict
     cat.make_all_asset_hrefs_relative()
     cat.save(catalog_type=pystac.CatalogType.SELF_CONTAINED, dest_href=str(out_dir.resolve()))
     return out_dir / "catalog.json"
+
+
+def write_gis_sidecars(cog: str | Path, legend: "Legend") -> list[Path]:
+    """Class names where GIS tools look for them, beside a class COG: GDAL category names in ``<cog>.aux.xml``
+    (QGIS, ArcGIS and ``gdalinfo`` show them) and a QGIS paletted style ``<cog stem>.qml`` in the legend's colours."""
+    from xml.sax.saxutils import escape
+
+    cog = Path(cog)
+    names = legend.names()
+    top = max(legend.codes, default=0)
+    cats = "".join(f"<Category>{escape(names.get(c, ''))}</Category>" for c in range(top + 1))
+    aux = cog.with_name(cog.name + ".aux.xml")
+    aux.write_text(f'<PAMDataset><PAMRasterBand band="1"><CategoryNames>{cats}</CategoryNames></PAMRasterBand></PAMDataset>\n')
+    entries = "".join(f'<paletteEntry value="{c}" color="{col.lower()}" alpha="255" label="{escape(n)}"/>'
+                      for c, (n, col) in sorted(legend.classes.items()))
+    qml = cog.with_suffix(".qml")
+    qml.write_text('<!DOCTYPE qgis PUBLIC "http://mrcc.com/qgis.dtd" "SYSTEM">\n<qgis version="3.28" styleCategories="AllStyleCategories">'
+                   '<pipe><rasterrenderer type="paletted" band="1" opacity="1" nodataColor="">'
+                   f'<rasterTransparency/><colorPalette>{entries}</colorPalette></rasterrenderer></pipe>'
+                   '<blendMode>0</blendMode></qgis>\n')
+    return [aux, qml]

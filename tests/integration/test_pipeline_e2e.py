@@ -129,3 +129,28 @@ def test_zarr_follows_conventions(e2e_run):
         assert ds[v].attrs.get("_FillValue", ds[v].encoding.get("_FillValue")) == 0, v
     assert ds.x.attrs["standard_name"] == "projection_x_coordinate" and ds.y.attrs["axis"] == "Y"
     assert "_FillValue" not in ds.x.attrs
+
+
+def test_outputs_gis_tools_open(small_scene, tmp_path, e2e_run):
+    """With output.zarr_format 2 the store opens with the GDAL that rasterio ships; the class COG has class names
+    (GDAL category names in .aux.xml) and a QGIS style beside it; a confidence COG is written too."""
+    import warnings
+
+    from tests.conftest import scene_pipeline
+
+    _, out = e2e_run
+    aux = (out / "landcover_class.tif.aux.xml").read_text()
+    assert "<Category>forest</Category>" in aux and aux.count("<Category>") == 8  # 0 (no data) … 7
+    qml = (out / "landcover_class.qml").read_text()
+    assert 'type="paletted"' in qml and 'value="1" color="#1a7f2e"' in qml and 'label="forest"' in qml
+    with rasterio.open(out / "landcover_confidence.tif") as src:
+        conf = src.read(1)
+        assert src.nodata == 0 and 0 < conf.max() <= 100
+    cfg = load_config(scene_pipeline(small_scene, tmp_path / "v2", **{"output.zarr_format": 2, "truth": None,
+                                                                     "model.n_estimators": 10, "output.cog": False}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_pipeline(cfg, progress=False)
+    ds = xr.open_zarr(tmp_path / "v2" / "landcover.zarr", mask_and_scale=False)
+    with rasterio.open(f'ZARR:"{tmp_path / "v2" / "landcover.zarr"}":/class') as src:
+        np.testing.assert_array_equal(src.read(1), ds["class"].values)
