@@ -14,6 +14,7 @@ import argparse
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
 
@@ -146,8 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     lg = logging.getLogger("lcup")
     lg.addHandler(handler)
     lg.setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    from .errors import LcupError
+    from .errors import LcupError, LcupWarning
     from .redact import redact_text
+
+    _plain = warnings.showwarning
+
+    def _show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, LcupWarning):  # lcup's own warnings: one line, no source line
+            print(f"lcup: warning: {message}", file=sys.stderr)
+        else:
+            _plain(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = _show
 
     try:
         return args.fn(args)
