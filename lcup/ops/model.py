@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from typing import Any, Mapping
 
 import numba
@@ -40,7 +42,9 @@ def train_random_forest(
     p.update(dict(params or {}))
     p["random_state"] = seed
     model = RandomForestClassifier(**p)
-    model.fit(X[ok], y[ok], sample_weight=None if sample_weight is None else sample_weight[ok])
+    with warnings.catch_warnings():  # a few samples in no tree's out-of-bag set: the OOB score is still the estimate
+        warnings.filterwarnings("ignore", message="Some inputs do not have OOB scores")
+        model.fit(X[ok], y[ok], sample_weight=None if sample_weight is None else sample_weight[ok])
     info = {"n_train": int(ok.sum()), "n_dropped_nan": int((~ok).sum())}
     if getattr(model, "oob_score_", None) is not None:
         info["oob_score"] = float(model.oob_score_)
