@@ -89,6 +89,29 @@ def _parse_sets(pairs) -> dict:
     return out
 
 
+def _init(args) -> int:
+    from pathlib import Path
+
+    from .errors import OutputExistsError
+    from .template import TEMPLATE
+
+    p = Path(args.path)
+    if p.exists() and not args.overwrite:
+        raise OutputExistsError(f"{p} exists; choose another name or pass --overwrite")
+    p.write_text(TEMPLATE)
+    print(f"lcup init: wrote {p}; set the keys marked 'set this', then: lcup validate {p}")
+    return 0
+
+
+def _schema(args) -> int:
+    import json
+
+    from .template import schema
+
+    print(json.dumps(schema(), indent=1))
+    return 0
+
+
 def _plan(args) -> int:
     from .config import load_config
     from .pipeline import plan
@@ -135,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("plan", help="dry run: print the grid, tiles, chunks and memory per task, do no work", parents=[common])
     p.add_argument("pipeline")
     p.set_defaults(fn=_plan)
+    p = sub.add_parser("init", help="write a commented pipeline template", parents=[common])
+    p.add_argument("path", nargs="?", default="pipeline.yaml")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(fn=_init)
+    p = sub.add_parser("schema", help="print the pipeline's JSON schema (for editors)", parents=[common])
+    p.set_defaults(fn=_schema)
     p = sub.add_parser("validate", help="check a pipeline file without running it", parents=[common])
     p.add_argument("pipeline")
     p.set_defaults(fn=_validate)

@@ -233,3 +233,23 @@ def test_catalog_defaults_to_the_providers_api():
     except ImportError:
         with pytest.raises(ConfigError, match=r'pip install "lcup\[pc\]"'):
             load_config(d)
+
+
+def test_init_template_and_schema(tmp_path):
+    """`lcup init` writes a commented template that validates once its 'set this' keys are set; `lcup schema`
+    prints a JSON schema that knows every section."""
+    import json
+    import subprocess
+    import sys
+
+    y = tmp_path / "p.yaml"
+    r = subprocess.run([sys.executable, "-m", "lcup.cli", "init", str(y)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "# set this" in y.read_text() or "set this" in y.read_text()
+    (tmp_path / "coarse_map.tif").write_text("")
+    cfg = load_config(y)
+    assert cfg.labels.legend == "cgls-lc100" and cfg.source.catalog.startswith("https://")
+    r = subprocess.run([sys.executable, "-m", "lcup.cli", "schema"], capture_output=True, text=True, timeout=60)
+    s = json.loads(r.stdout)
+    assert {"source", "aoi", "labels", "model", "output", "cluster"} <= set(s["properties"])
+    r = subprocess.run([sys.executable, "-m", "lcup.cli", "init", str(y)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "exists" in r.stderr
