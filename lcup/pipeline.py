@@ -96,7 +96,39 @@ def _compute(obj, client, label: str, progress: bool):
         log.info("  computing %s", label)
         dprogress(fut, notebook=False)
         print(flush=True)
+    else:
+        _heartbeat(client, fut, label)
     return client.gather(fut)
+
+
+#: Seconds between progress lines when not on a terminal (batch jobs, CI, nohup).
+PROGRESS_EVERY_S = 30.0
+
+
+def _task_states(dask_scheduler=None) -> dict:
+    counts: dict = {}
+    for ts in dask_scheduler.tasks.values():
+        counts[ts.state] = counts.get(ts.state, 0) + 1
+    return counts
+
+
+def _heartbeat(client, fut, label: str) -> None:
+    """Off a terminal: wait for ``fut``, logging elapsed time and the cluster's task counts every
+    :data:`PROGRESS_EVERY_S` seconds, so a long stage is never silent in a batch log."""
+    from distributed import wait
+
+    futs = fut if isinstance(fut, (list, tuple)) else [fut]
+    t0 = time.perf_counter()
+    while True:
+        try:
+            wait(futs, timeout=PROGRESS_EVERY_S)
+            return
+        except TimeoutError:
+            st = client.run_on_scheduler(_task_states)
+            done = st.get("memory", 0) + st.get("released", 0) + st.get("forgotten", 0)
+            todo = sum(st.get(k, 0) for k in ("waiting", "processing", "queued", "no-worker"))
+            log.info("  %s: %.0f s, %d tasks done, %d to go (%.0f %%)", label, time.perf_counter() - t0, done, todo,
+                     100 * done / max(1, done + todo))
 
 
 def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> RunSummary:
@@ -381,7 +413,7 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
             overwrite=cfg.output.overwrite, resume=cfg.output.resume,
             compute=lambda obj, label: _compute(obj, client, label, progress), tile_data=tile_data,
             submit=client.compute if client is not None else None, in_flight=in_flight,
-            on_done=(lambda tid, n, total: log.info("  tile %s written (%d/%d)", tid, n, total)) if in_flight > 1 else None,
+            on_done=lambda tid, n, total: log.info("  tile %s written (%d/%d)", tid, n, total),
             zarr_format=cfg.output.zarr_format,
         )
         summary.figures["tiles"] = {"written": written, "skipped_already_done": skipped_tiles, "tile_px": tile_px,
@@ -480,7 +512,12 @@ def _persist(feats: xr.DataArray, client, progress: bool) -> xr.DataArray:
 
         dprogress(feats.data, notebook=False)
         print(flush=True)
-    wait(feats.data)
+    if progress:
+        wait(feats.data)
+    else:
+        from distributed import futures_of
+
+        _heartbeat(client, futures_of(feats), "features")
     return feats
 
 

@@ -300,3 +300,21 @@ def test_dashboard_link_is_logged_and_serves(caplog):
     with caplog.at_level(logging.INFO, logger="lcup"), cluster_client(ClusterConfig(n_workers=1, threads_per_worker=1)) as c:
         assert c.dashboard_link in caplog.text
         assert urllib.request.urlopen(c.dashboard_link, timeout=30).status == 200
+
+
+def test_progress_is_logged_off_a_terminal(small_scene, tmp_path, local_client, monkeypatch, caplog):
+    """In a batch job (no tty, no bars) long computations log elapsed time and task counts at a steady interval."""
+    import logging
+    import warnings
+
+    import lcup.pipeline as pl
+    from lcup.config import load_config
+
+    monkeypatch.setattr(pl, "PROGRESS_EVERY_S", 0.2)
+    cfg = load_config(scene_pipeline(small_scene, tmp_path, **{"model.n_estimators": 10, "truth": None, "features.persist": "always"}))
+    with warnings.catch_warnings(), caplog.at_level(logging.INFO, logger="lcup"):
+        warnings.simplefilter("ignore")
+        pl.run_pipeline(cfg, client=local_client, progress=False)
+    beats = [r.getMessage() for r in caplog.records if "tasks done" in r.getMessage()]
+    assert beats and "features:" in " ".join(beats), caplog.text[-2000:]
+    assert "tile 0_0 written (1/1)" in caplog.text
