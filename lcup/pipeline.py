@@ -469,7 +469,8 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
         assets["model"] = "model.skops"
         summary.outputs["stac_item"] = str(write_output_item(
             out, item_id=f"lcup-{cfg.name}", geobox=geobox, legend=target, start=cfg.period[0], end=cfg.period[1],
-            assets=assets, properties={"lcup:version": __version__, "lcup:source_items": len(items)}))
+            assets=assets, properties={"lcup:version": __version__, "lcup:source_items": len(items)},
+            derived_from=[h for h in (it.get_self_href() for it in items) if h]))
         if len(tiles) > 1:
             from .io.write import write_tile_catalog
 

@@ -269,13 +269,18 @@ def _output_item(*, item_id: str, geobox, legend: "Legend", start, end, assets: 
 
 
 def write_output_item(out_dir: str | Path, *, item_id: str, geobox, legend: "Legend", start, end, assets: dict[str, str],
-                      properties: dict | None = None) -> Path:
+                      properties: dict | None = None, derived_from: list[str] = ()) -> Path:
     """Write ``item.json``: a STAC Item for the outputs, with projection and classification metadata.
 
-    ``assets`` maps asset keys (``zarr``, ``cog``, ``model``, ``summary``) to paths inside ``out_dir``.
+    ``assets`` maps asset keys (``zarr``, ``cog``, ``model``, ``summary``) to paths inside ``out_dir``;
+    ``derived_from`` are the hrefs of the source items (``derived_from`` links).
     """
+    import pystac
+
     out_dir = Path(out_dir)
     item = _output_item(item_id=item_id, geobox=geobox, legend=legend, start=start, end=end, assets=assets, properties=properties)
+    for href in derived_from:
+        item.add_link(pystac.Link("derived_from", href, media_type=pystac.MediaType.JSON))
     path = out_dir / "item.json"
     item.set_self_href(str(path))
     item.make_asset_hrefs_relative()

@@ -154,3 +154,21 @@ def test_outputs_gis_tools_open(small_scene, tmp_path, e2e_run):
     ds = xr.open_zarr(tmp_path / "v2" / "landcover.zarr", mask_and_scale=False)
     with rasterio.open(f'ZARR:"{tmp_path / "v2" / "landcover.zarr"}":/class') as src:
         np.testing.assert_array_equal(src.read(1), ds["class"].values)
+
+
+def test_output_item_is_valid_stac(e2e_run):
+    """The output Item validates against the STAC 1.1 item schema pystac bundles (no network), links the
+    source items it was derived from, and lists the confidence COG."""
+    import pystac
+    from pystac.validation.stac_validator import JsonSchemaSTACValidator
+
+    summary, out = e2e_run
+    d = json.loads((out / "item.json").read_text())
+    JsonSchemaSTACValidator().validate_core(d, pystac.STACObjectType.ITEM, d["stac_version"])
+    derived = [link for link in d["links"] if link["rel"] == "derived_from"]
+    assert len(derived) == summary.figures["items"]
+    assert d["assets"]["confidence"]["type"] == pystac.MediaType.COG
+    bad = json.loads(json.dumps(d))
+    del bad["properties"]["start_datetime"]  # datetime null needs start/end: the schema must catch it
+    with pytest.raises(Exception, match="start_datetime"):
+        JsonSchemaSTACValidator().validate_core(bad, pystac.STACObjectType.ITEM, d["stac_version"])
