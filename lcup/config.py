@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError
 from .providers import BANDS, PROFILES, REFLECTANCE_BANDS
-from .vocab import DEFAULT_INVALID_SCL, INDEX_BANDS, STAT_NAMES, index_bands
+from .vocab import DEFAULT_INVALID_SCL, INDEX_BANDS, STAT_NAMES, formula_bands, index_bands
 
 
 def _only(values: list[str], allowed, what: str) -> list[str]:
@@ -119,6 +119,8 @@ class CleanConfig(_Section):
 class FeaturesConfig(_Section):
     indices: list[str] = Field(default_factory=lambda: ["ndvi", "evi", "ndwi", "mndwi", "ndbi", "nbr", "savi"])
     stats: list[str] = Field(default_factory=lambda: ["mean", "std", "p10", "p50", "p90", "amplitude", "doy_max"])
+    custom_indices: dict[str, str] = Field(default_factory=dict, description="more indices as formulas of band names, "
+                                           "e.g. {ndvi_b8a: '(nir08 - red) / (nir08 + red)'}: + - * / ** and parentheses")
     series: list[str] = Field(default_factory=lambda: ["ndvi", "mndwi", "ndbi"], description="variables whose smoothed series are features")
     series_every: int = Field(2, ge=1, description="keep every n-th grid step of the series")
     persist: Literal["auto", "always", "never"] = Field("auto", description="keep the feature cube in cluster memory between sampling and prediction")
@@ -390,7 +392,13 @@ class PipelineConfig(_Section):
             missing = index_bands(name, self.load.bands)[1]
             if missing:
                 raise ValueError(f"features.indices: {name!r} needs band(s) {missing}; add them to load.bands or drop {name!r}")
-        variables = list(self.load.bands) + list(self.features.indices)
+        for name, expr in self.features.custom_indices.items():
+            if name in INDEX_BANDS or name in self.load.bands:
+                raise ValueError(f"features.custom_indices: {name!r} is already a built-in index or band; name it otherwise")
+            missing = [b for b in formula_bands(expr) if b not in self.load.bands]
+            if missing:
+                raise ValueError(f"features.custom_indices: {name!r} ({expr}) needs band(s) {missing}; add them to load.bands")
+        variables = list(self.load.bands) + list(self.features.indices) + list(self.features.custom_indices)
         stray = [v for v in self.features.series if v not in variables]
         if stray:
             raise ValueError(f"features.series {stray} are neither loaded bands nor computed indices ({variables}); "

@@ -646,7 +646,7 @@ def plan(cfg: PipelineConfig) -> str:
     days = {str(it.datetime)[:10] for it in items}
     n_t, n_b = len(days), len(cfg.load.bands)
     n_grid = len(regular_grid(start, end, cfg.clean.step_days))
-    n_vars = n_b + len(cfg.features.indices)
+    n_vars = n_b + len(cfg.features.indices) + len(cfg.features.custom_indices)
     n_feat = len(feature_names(cfg.load.bands, cfg.period, clean=cfg.clean, features=cfg.features))
     c = cfg.load.chunk_px
     tile_px = _tile_px(cfg)

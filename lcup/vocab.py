@@ -41,3 +41,31 @@ def index_bands(name: str, loaded) -> tuple[list[str], list[str]]:
         alt = [a for a in (b, *BAND_FALLBACKS.get(b, ())) if a in loaded]
         (use if alt else missing).append(alt[0] if alt else b)
     return use, missing
+
+
+def formula_bands(expr: str) -> list[str]:
+    """The band names a custom index formula reads, after checking it is plain arithmetic.
+
+    Allowed: band names, numbers, ``+ - * / **``, unary minus and parentheses (nothing is called or imported).
+
+    Examples
+    --------
+    >>> formula_bands("(nir08 - red) / (nir08 + red + 0.5)")
+    ['nir08', 'red']
+    """
+    import ast
+
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError as e:
+        raise ValueError(f"index formula {expr!r} is not an expression: {e.msg}") from None
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            if node.id not in names:
+                names.append(node.id)
+        elif not isinstance(node, (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Load, ast.Add, ast.Sub,
+                                   ast.Mult, ast.Div, ast.Pow, ast.USub, ast.UAdd)) or (
+                isinstance(node, ast.Constant) and not isinstance(node.value, (int, float))):
+            raise ValueError(f"index formula {expr!r}: only band names, numbers, + - * / ** and parentheses are allowed")
+    return names

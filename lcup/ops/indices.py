@@ -65,3 +65,36 @@ def compute_indices(bands: Mapping[str, xr.DataArray], names: Sequence[str]) -> 
             raise MissingBandError(f"index {name!r} needs bands {missing}, which were not loaded; add them to load.bands")
         out[name] = fn(*(bands[b] for b in use)).astype("float32").rename(name)
     return out
+
+
+def formula_index(bands: Mapping[str, xr.DataArray], name: str, expr: str) -> xr.DataArray:
+    """A custom index from an arithmetic formula of band names (:func:`lcup.vocab.formula_bands`), float32.
+
+    Examples
+    --------
+    >>> formula_index(bands, "ndvi_b8a", "(nir08 - red) / (nir08 + red)")  # doctest: +SKIP
+    """
+    import ast
+    import operator
+
+    from ..errors import MissingBandError
+    from ..vocab import formula_bands
+
+    missing = [b for b in formula_bands(expr) if b not in bands]
+    if missing:
+        raise MissingBandError(f"index {name!r} ({expr}) needs bands {missing}, which were not loaded; add them to load.bands")
+    ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+           ast.Pow: operator.pow, ast.USub: operator.neg, ast.UAdd: operator.pos}
+
+    def ev(node):
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.BinOp):
+            return ops[type(node.op)](ev(node.left), ev(node.right))
+        if isinstance(node, ast.UnaryOp):
+            return ops[type(node.op)](ev(node.operand))
+        if isinstance(node, ast.Name):
+            return bands[node.id]
+        return node.value
+
+    return ev(ast.parse(expr, mode="eval")).astype("float32").rename(name)

@@ -21,7 +21,8 @@ def feature_names(bands: Sequence[str], period: tuple[dt.date, dt.date], *, clea
 
     cc, fc = section(CleanConfig, clean), section(FeaturesConfig, features)
     n_grid = len(regular_grid(*period, cc.step_days))
-    return names(list(bands) + list(fc.indices), fc.stats, fc.series, range(0, n_grid, max(1, fc.series_every)))
+    return names(list(bands) + list(fc.indices) + list(fc.custom_indices), fc.stats, fc.series,
+                 range(0, n_grid, max(1, fc.series_every)))
 
 
 def features(cube: xr.Dataset, period: tuple[dt.date, dt.date], *, clean: CleanConfig | Mapping | None = None,
@@ -54,7 +55,7 @@ def features(cube: xr.Dataset, period: tuple[dt.date, dt.date], *, clean: CleanC
     """
     from ..ops.cloud import scl_valid_mask
     from ..ops.features import temporal_features
-    from ..ops.indices import compute_indices
+    from ..ops.indices import compute_indices, formula_index
     from ..ops.temporal import interpolate_smooth, regular_grid
 
     cc, fc = section(CleanConfig, clean), section(FeaturesConfig, features)
@@ -80,6 +81,8 @@ def features(cube: xr.Dataset, period: tuple[dt.date, dt.date], *, clean: CleanC
             scale=cube[f"scale_{b}"].values[idx], offset=cube[f"offset_{b}"].values[idx],
             window=cc.savgol_window, polyorder=cc.savgol_polyorder, max_gap_days=cc.max_gap_days, hold_ends=cc.hold_ends,
         )
-    series.update(compute_indices(series, fc.indices))
+    indices = compute_indices(series, fc.indices)
+    indices.update({name: formula_index(series, name, expr) for name, expr in fc.custom_indices.items()})
+    series.update(indices)
     feats = temporal_features(series, stats=fc.stats, series_vars=fc.series, series_every=fc.series_every)
     return feats.chunk({"feature": -1})

@@ -248,3 +248,17 @@ def test_output_grid_is_the_datas_own(tmp_path):
 
         gb, _ = find_items(load_config(_small(scene, tmp_path / "o", **base, **{"aoi.origin": [0.0, 0.0]})))
         assert gb.transform.c % 10 == 0
+
+
+def test_custom_index_in_a_run(small_scene, tmp_path):
+    """A custom index formula goes through the whole pipeline, its series a feature like any index's."""
+    import xarray as xr
+
+    cfg = load_config(_small(small_scene, tmp_path / "o", **{"features.custom_indices": {"sr": "nir / (red + 0.01)"},
+                                                             "features.series": ["sr"]}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = run_pipeline(cfg, progress=False)
+    names = json.loads((tmp_path / "o" / "model.skops.json").read_text())["feature_names"]
+    assert {"sr_mean", "sr_p90", "sr_t00"} <= set(names) and s.figures["n_features"] == len(names)
+    assert (xr.open_zarr(tmp_path / "o" / "landcover.zarr")["class"].values > 0).mean() > 0.95

@@ -253,3 +253,22 @@ def test_init_template_and_schema(tmp_path):
     assert {"source", "aoi", "labels", "model", "output", "cluster"} <= set(s["properties"])
     r = subprocess.run([sys.executable, "-m", "lcup.cli", "init", str(y)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "exists" in r.stderr
+
+
+def test_custom_index_formulas():
+    """Custom indices as plain arithmetic of band names: checked at validation, computed like the built-in ones."""
+    import numpy as np
+    import xarray as xr
+
+    from lcup.ops.indices import formula_index
+    from lcup.stages import feature_names
+
+    cfg = load_config(_with(**{"features.custom_indices": {"ndvi_b8a": "(nir08 - red) / (nir08 + red)", "sr": "nir / red"}}))
+    names = feature_names(cfg.load.bands, cfg.period, clean=cfg.clean, features=cfg.features)
+    assert "ndvi_b8a_mean" in names and "sr_p90" in names
+    b = {k: xr.DataArray(np.array([v], np.float32)) for k, v in dict(red=0.1, nir08=0.5).items()}
+    assert np.isclose(formula_index(b, "x", "(nir08 - red) / (nir08 + red)").item(), 0.4 / 0.6)
+    for expr, msg in (("__import__('os').system('x')", "only band names"), ("nir +", "not an expression"),
+                      ("red.real", "only band names"), ("bsi * 2", r"needs band\(s\) \['bsi'\]")):
+        with pytest.raises(ConfigError, match=msg):
+            load_config(_with(**{"features.custom_indices": {"x": expr}}))
