@@ -129,9 +129,30 @@ TECHNIQUES = {
     "coarse prior 0.5": {"prior": 0.5},
     "coarse prior 1": {"prior": 1.0},
     "coarse prior 2": {"prior": 2.0},
+    "learned prior": {"prior": "learned"},
     "no smoothing": {"model": {"smooth_px": 1}},
     "smooth 5 px": {"model": {"smooth_px": 5}},
 }
+
+
+def learn_prior_strength(clf, X, smp, coarse, window, cell, grid=(0.0, 0.25, 0.5, 1.0, 2.0)) -> float:
+    """The prior strength that best predicts the coarse labels of the validation blocks from the model and the
+    coarse map of the *neighbouring* cells only (the pixel's own coarse cell left out, so copying it is no help)."""
+    from lcup.ops.fusion import coarse_prior, fuse
+
+    val = smp.validation & np.isfinite(X).all(1)
+    if val.sum() < 20:
+        return 0.0
+    classes = list(clf.classes_)
+    full = coarse_prior(coarse, classes, window, floor=0.0)
+    own = coarse_prior(coarse, classes, cell, floor=0.0)
+    nb = np.clip(full * window**2 - own * cell**2, 0, None) / max(1, window**2 - cell**2)  # neighbours' shares
+    nb = 0.05 + (1 - 0.05 * len(classes)) * nb / np.maximum(nb.sum(0, keepdims=True), 1e-9)
+    p = clf.predict_proba(X[val]).T[:, :, None]  # (class, n, 1)
+    pri = nb[:, smp.iy[val], smp.ix[val]][:, :, None]
+    y = smp.label[val]
+    scores = [(np.asarray(classes)[fuse(p, pri, g)[:, :, 0].argmax(0)] == y).mean() for g in grid]
+    return float(grid[int(np.argmax(scores))])
 
 
 def run_technique(s: dict, technique: dict, seed: int = 0) -> dict:
@@ -141,6 +162,7 @@ def run_technique(s: dict, technique: dict, seed: int = 0) -> dict:
     from lcup.ops.accuracy import accuracy_report
 
     legend = get_legend(s["legend"])
+    r_extra: dict = {}
     labels_cfg = {"path": str(s["coarse_path"]), "legend": s["legend"], "target_legend": s["legend"], "block_m": 200,
                   "n_per_class": 1000, "min_per_class": 5, "seed": seed, **technique.get("labels", {})}
     with warnings.catch_warnings():
@@ -160,8 +182,13 @@ def run_technique(s: dict, technique: dict, seed: int = 0) -> dict:
 
             internal, to_code = compact(legend)
             cell = lab.attrs["figures"]["coarse_cell_px"]
-            prior = coarse_prior(lab["label"].values, list(clf.classes_), int(round(3 * cell)))
-            post = fuse(prob, prior, technique["prior"])
+            w = int(round(3 * cell))
+            prior = coarse_prior(lab["label"].values, list(clf.classes_), w)
+            strength = technique["prior"]
+            if strength == "learned":
+                strength = learn_prior_strength(clf, X, smp, lab["label"].values, w, int(round(cell)))
+                r_extra["learned_strength"] = strength
+            post = fuse(prob, prior, strength)
             fused = to_code[np.asarray(clf.classes_)[np.nan_to_num(post, nan=-1).argmax(0)]]
             pred = np.where(pred > 0, fused, 0)
     ref = s["truth"]
@@ -172,7 +199,7 @@ def run_technique(s: dict, technique: dict, seed: int = 0) -> dict:
     return {"oa": rep["overall_accuracy"], "kappa": rep["kappa"], "coarse_oa": crep["overall_accuracy"],
             "validation_oa": val.get("overall_accuracy"), "validation_kappa": val.get("kappa"),
             "coarse_kappa": crep["kappa"],
-            "disagreement_cut": 1 - (1 - rep["overall_accuracy"]) / max(1e-9, 1 - crep["overall_accuracy"]),
+            "disagreement_cut": 1 - (1 - rep["overall_accuracy"]) / max(1e-9, 1 - crep["overall_accuracy"]), **r_extra,
             "f1": {legend.names()[c]: round(rep["per_class"][c]["f1"], 3) for c in classes}}
 
 
