@@ -288,8 +288,11 @@ def tile_features(cfg: PipelineConfig, tile_geobox, items, dates) -> xr.DataArra
     mine = [it for it in items if it.bbox is None or bbox_overlaps(it.bbox, lb)]
     if not mine:
         return None
+    # as many chunks as the tile itself has, each a few pixels larger: the ring adds no sliver chunks to read
+    c = cfg.load.chunk_px
+    chunks = tuple(-(-(n + 2 * ring) // -(-n // c)) for n in tile_geobox.shape) if ring else None
     cube = load(mine, gb, provider=cfg.source.provider, load=cfg.load, on_error=cfg.source.on_error, halo=halo,
-                scl=cfg.clean.mask == "scl")
+                scl=cfg.clean.mask == "scl", chunks=chunks)
     return features(cube, cfg.period, clean=cfg.clean, features=cfg.features, dates=dates)
 
 
@@ -399,10 +402,11 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
             def tile_data(tid, ys, xs):
                 ft = features_of(tid, ys, xs)
                 return None if ft is None else predict(model_ref, ft, legend=target, output=cfg.output, classes=classes,
-                                                       geobox=geobox[ys, xs], smooth_px=cfg.model.smooth_px, halo=ring)
+                                                       geobox=geobox[ys, xs], smooth_px=cfg.model.smooth_px, halo=ring,
+                                                       chunk_px=cfg.load.chunk_px)
         else:
             ds = predict(model_ref, feats, legend=target, output=cfg.output, classes=classes, geobox=geobox,
-                         smooth_px=cfg.model.smooth_px, halo=ring)
+                         smooth_px=cfg.model.smooth_px, halo=ring, chunk_px=cfg.load.chunk_px)
             tile_data = None
         attrs = {"lcup_version": __version__, "legend": target.to_dict(), "items": [i.id for i in items],
                  "transform": list(geobox.transform)[:6], "crs": str(geobox.crs), "seed": cfg.model.seed,

@@ -194,7 +194,7 @@ def load_cube(
     bands: Sequence[str],
     geobox: GeoBox,
     *,
-    chunk_px: int = 512,
+    chunk_px: int | tuple[int, int] = 512,
     resampling: str = "nearest",
     fail_on_error: bool = True,
     patch_url: Callable[[str], str] | None = None,
@@ -202,7 +202,8 @@ def load_cube(
     """Load ``bands`` (internal names, ``scl`` included) of ``items`` onto ``geobox`` with odc-stac.
 
     Same-day granules are mosaicked (``groupby="solar_day"``); the cube has time in one chunk and
-    space split into ``chunk_px`` squares. SCL is always resampled with nearest neighbour.
+    space split into ``chunk_px`` squares (or ``(rows, columns)`` rectangles). SCL is always resampled with
+    nearest neighbour.
     """
     import odc.stac
 
@@ -226,7 +227,7 @@ def load_cube(
         items,
         bands=list(keys.values()),
         geobox=geobox,
-        chunks={"x": chunk_px, "y": chunk_px},
+        chunks={"y": chunk_px[0], "x": chunk_px[1]} if isinstance(chunk_px, tuple) else {"x": chunk_px, "y": chunk_px},
         groupby="solar_day",
         resampling=res,
         fail_on_error=fail_on_error,

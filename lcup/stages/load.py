@@ -18,7 +18,8 @@ SCENE_FILTER_PX = 1024
 
 
 def load(items: list, geobox, *, provider: str = "earth-search", load: LoadConfig | Mapping[str, Any] | None = None,
-         bands: Sequence[str] | None = None, on_error: str = "fail", halo: int = 0, scl: bool = True) -> xr.Dataset:
+         bands: Sequence[str] | None = None, on_error: str = "fail", halo: int = 0, scl: bool = True,
+         chunks: tuple[int, int] | None = None) -> xr.Dataset:
     """Lazily load ``items`` onto ``geobox``: DN bands and SCL, time in one chunk, space in ``load.chunk_px`` squares.
 
     Parameters
@@ -39,6 +40,8 @@ def load(items: list, geobox, *, provider: str = "earth-search", load: LoadConfi
         Pixels of SCL read beyond ``geobox`` on each side, so the cloud-mask dilation sees across the edge.
     scl
         Load the SCL band (False for sources without one: ``clean.mask: none``).
+    chunks
+        ``(rows, columns)`` of the spatial chunks instead of ``load.chunk_px`` squares.
 
     Returns
     -------
@@ -62,7 +65,7 @@ def load(items: list, geobox, *, provider: str = "earth-search", load: LoadConfi
     # odc-stac captures these GDAL settings into the graph and restores them in every task: workers need no setup
     odc.stac.configure_rio(cloud_defaults=True, **GDAL_HTTP_ENV)
     profile = get_profile(provider)
-    kw = dict(chunk_px=lc.chunk_px, resampling=lc.resampling, fail_on_error=on_error == "fail")
+    kw = dict(chunk_px=tuple(chunks) if chunks else lc.chunk_px, resampling=lc.resampling, fail_on_error=on_error == "fail")
     if not scl:
         cube = load_cube(items, profile, bands, geobox, **kw)
         coords = {f"{k}_{b}": ("time", getattr(cube, k)[b]) for b in bands for k in ("scale", "offset")}
@@ -70,6 +73,9 @@ def load(items: list, geobox, *, provider: str = "earth-search", load: LoadConfi
         return cube.data[bands].assign_coords(coords)
     if halo or not bands:
         cube = load_cube(items, profile, bands, geobox, **kw) if bands else None
+        if halo:  # as many SCL chunks as the bands have, each a few pixels larger: no sliver chunks to read
+            ch = kw["chunk_px"] if isinstance(kw["chunk_px"], tuple) else (kw["chunk_px"],) * 2
+            kw = {**kw, "chunk_px": tuple(-(-(n + 2 * halo) // -(-n // c)) for n, c in zip(geobox.shape, ch))}
         scl_cube = load_cube(items, profile, [SCL], geobox.pad(halo) if halo else geobox, **kw)
         if cube is not None and not np.array_equal(cube.data.time.values, scl_cube.data.time.values):
             raise RuntimeError("the SCL and reflectance loads gave different dates")

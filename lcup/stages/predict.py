@@ -20,7 +20,8 @@ def _predict_chunk(block: np.ndarray, model, confidence: str) -> np.ndarray:
 
 
 def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig | Mapping | None = None,
-            classes: list | None = None, geobox=None, smooth_px: int = 3, halo: int = 0) -> xr.Dataset:
+            classes: list | None = None, geobox=None, smooth_px: int = 3, halo: int = 0,
+            chunk_px: int | None = None) -> xr.Dataset:
     """Lazy class, confidence and probabilities of ``feats`` under ``model``: one task per chunk.
 
     Parameters
@@ -44,6 +45,8 @@ def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig 
     halo
         Pixels of ``feats`` beyond ``geobox`` on each side (at least ``smooth_px // 2`` for seamless tiles),
         cropped from the result.
+    chunk_px
+        Spatial chunks of the result (default: those of ``feats``), e.g. to match a Zarr store's.
 
     Returns
     -------
@@ -70,8 +73,10 @@ def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig 
         pred = pred.map_overlap(smooth_block, depth={0: 0, 1: r, 2: r}, boundary="none", classes=cls_idx,
                                 window=int(smooth_px), confidence=oc.confidence, dtype=np.float32)
     if halo:
+        pred = pred[:, halo:-halo, halo:-halo]
+    if halo or chunk_px:
         chunks = feats.data.chunks
-        pred = pred[:, halo:-halo, halo:-halo].rechunk({1: chunks[0][0], 2: chunks[1][0]})
+        pred = pred.rechunk({1: chunk_px or chunks[0][0], 2: chunk_px or chunks[1][0]})
     return output_dataset(pred, classes, feats.odc.geobox if geobox is None else geobox, legend, oc)
 
 
