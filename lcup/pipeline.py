@@ -31,7 +31,7 @@ from .stages.predict import output_dataset, predict
 from .stages.score import class_counts, consistency, consistency_figures, relabel, truth_confusions, vanished_classes
 from .stages.search import check_items, grid, native_origin, search
 from .stages.train import train
-from .units import metres_to_px
+from .units import metres_to_px, padded_chunks
 
 log = logging.getLogger("lcup")
 
@@ -290,7 +290,7 @@ def tile_features(cfg: PipelineConfig, tile_geobox, items, dates) -> xr.DataArra
         return None
     # as many chunks as the tile itself has, each a few pixels larger: the ring adds no sliver chunks to read
     c = cfg.load.chunk_px
-    chunks = tuple(-(-(n + 2 * ring) // -(-n // c)) for n in tile_geobox.shape) if ring else None
+    chunks = tuple(padded_chunks(n, c, ring) for n in tile_geobox.shape) if ring else None
     cube = load(mine, gb, provider=cfg.source.provider, load=cfg.load, on_error=cfg.source.on_error, halo=halo,
                 scl=cfg.clean.mask == "scl", chunks=chunks)
     return features(cube, cfg.period, clean=cfg.clean, features=cfg.features, dates=dates)

@@ -19,3 +19,21 @@ def metres_to_px(metres: float, resolution_m: float) -> int:
     if resolution_m <= 0:
         raise ValueError(f"resolution must be positive, got {resolution_m}")
     return int(math.floor(metres / resolution_m + 0.5 + 1e-9))
+
+
+def padded_chunks(n: int, chunk: int, pad: int) -> int:
+    """Chunk side for ``n + 2 * pad`` pixels cut into as many chunks as ``n`` pixels in ``chunk`` ones, so a
+    padding ring adds no sliver chunk to read.
+
+    Examples
+    --------
+    >>> padded_chunks(1024, 512, 1), padded_chunks(200, 64, 1)
+    (513, 51)
+    """
+    return -(-(n + 2 * pad) // -(-n // chunk))
+
+
+def grid_step(ds) -> float:
+    """Pixel size of a ``(…, y, x)`` xarray object from its coordinates (x, or y when x has one pixel)."""
+    d = ds.x if ds.sizes["x"] > 1 else ds.y
+    return abs(float(d[1] - d[0]))

@@ -9,7 +9,7 @@ import numpy as np
 import xarray as xr
 
 from ..config import CleanConfig, FeaturesConfig
-from ..units import metres_to_px
+from ..units import grid_step, metres_to_px
 from . import section
 
 
@@ -60,7 +60,7 @@ def features(cube: xr.Dataset, period: tuple[dt.date, dt.date], *, clean: CleanC
 
     cc, fc = section(CleanConfig, clean), section(FeaturesConfig, features)
     bands = [v for v in cube.data_vars if v != "scl"]
-    res = abs(float(cube.x[1] - cube.x[0])) if cube.sizes["x"] > 1 else abs(float(cube.y[1] - cube.y[0]))
+    res = grid_step(cube)
     idx = np.arange(cube.sizes["time"]) if dates is None else np.nonzero(np.isin(cube.time.values, dates))[0]
     if len(idx) == 0:
         return None

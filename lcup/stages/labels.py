@@ -11,7 +11,7 @@ import xarray as xr
 
 from ..config import LabelsConfig
 from ..legends import apply_crosswalk, compact, get_crosswalk, get_legend, to_internal
-from ..units import metres_to_px
+from ..units import grid_step, metres_to_px
 from . import section
 
 #: Chunks the training sample is drawn from (``labels.sample_chunks: auto``), on every path: the sample's
@@ -103,7 +103,7 @@ def sample(lab: xr.Dataset, labels: LabelsConfig | Mapping | None = None, *, cel
 
     lc = section(LabelsConfig, labels)
     usable = lab["usable"].data
-    res = abs(float(lab.x[1] - lab.x[0])) if lab.sizes["x"] > 1 else abs(float(lab.y[1] - lab.y[0]))
+    res = grid_step(lab)
     sc = lc.sample_chunks
     return stratified_sample_chunked(
         usable, lc.n_per_class, lc.seed, min_per_class=lc.min_per_class, block_px=max(1, metres_to_px(lc.block_m, res)),

@@ -11,6 +11,7 @@ import xarray as xr
 from ..config import CleanConfig, LoadConfig
 from ..errors import LowCoverageWarning, NoValidDataError
 from ..providers import SCL, get_profile
+from ..units import padded_chunks
 from . import section
 
 #: Side (px) of the coarsened grid the scene filter counts clear pixels on.
@@ -68,14 +69,12 @@ def load(items: list, geobox, *, provider: str = "earth-search", load: LoadConfi
     kw = dict(chunk_px=tuple(chunks) if chunks else lc.chunk_px, resampling=lc.resampling, fail_on_error=on_error == "fail")
     if not scl:
         cube = load_cube(items, profile, bands, geobox, **kw)
-        coords = {f"{k}_{b}": ("time", getattr(cube, k)[b]) for b in bands for k in ("scale", "offset")}
-        coords["items"] = ("time", [",".join(ids) for ids in cube.items])
-        return cube.data[bands].assign_coords(coords)
+        return cube.data[bands].assign_coords(_time_coords(cube, bands))
     if halo or not bands:
         cube = load_cube(items, profile, bands, geobox, **kw) if bands else None
         if halo:  # as many SCL chunks as the bands have, each a few pixels larger: no sliver chunks to read
             ch = kw["chunk_px"] if isinstance(kw["chunk_px"], tuple) else (kw["chunk_px"],) * 2
-            kw = {**kw, "chunk_px": tuple(-(-(n + 2 * halo) // -(-n // c)) for n, c in zip(geobox.shape, ch))}
+            kw = {**kw, "chunk_px": tuple(padded_chunks(n, c, halo) for n, c in zip(geobox.shape, ch))}
         scl_cube = load_cube(items, profile, [SCL], geobox.pad(halo) if halo else geobox, **kw)
         if cube is not None and not np.array_equal(cube.data.time.values, scl_cube.data.time.values):
             raise RuntimeError("the SCL and reflectance loads gave different dates")
@@ -88,9 +87,14 @@ def load(items: list, geobox, *, provider: str = "earth-search", load: LoadConfi
     if halo:
         scl = scl.rename(y="scl_y", x="scl_x")
     ds["scl"] = scl.assign_attrs(halo_px=int(halo))
+    return ds.assign_coords(_time_coords(cube, bands))
+
+
+def _time_coords(cube, bands) -> dict:
+    """Per-date ``scale_<band>``, ``offset_<band>`` and ``items`` as coordinates along ``time``."""
     coords = {f"{k}_{b}": ("time", getattr(cube, k)[b]) for b in bands for k in ("scale", "offset")}
     coords["items"] = ("time", [",".join(ids) for ids in cube.items])
-    return ds.assign_coords(coords)
+    return coords
 
 
 def scene_filter(items: list, geobox, *, provider: str = "earth-search", clean: CleanConfig | Mapping | None = None,
