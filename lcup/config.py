@@ -225,6 +225,8 @@ class OutputConfig(_Section):
         "auto", description="tiles computed at once on a cluster; auto: enough to give every worker thread a chunk, plus one "
         "(1 without a cluster)")
     probabilities: Literal["none", "uint8", "float16"] = Field("uint8", description="per-class probabilities: none, percent as uint8, or float16")
+    probability_cog: bool = Field(False, description="also write landcover_probability.tif: one band per class (band "
+                                  "description = class name), percent as uint8, 255 = no data; needs probabilities")
     confidence: Literal["max", "margin", "entropy"] = Field("max", description="confidence layer: highest probability, top-2 margin, or 1 - normalised entropy")
     stac_item: bool = Field(True, description="write a STAC Item describing the outputs (and catalog.json with an Item per tile for a multi-tile run)")
     tile_cogs: bool = Field(True, description="multi-tile run: also write a class COG per tile (tiles/<id>/landcover_class.tif)")
@@ -233,6 +235,8 @@ class OutputConfig(_Section):
     def _exclusive(self) -> "OutputConfig":
         if self.overwrite and self.resume:
             raise ValueError("output.overwrite and output.resume exclude each other")
+        if self.probability_cog and self.probabilities == "none":
+            raise ValueError("output.probability_cog needs the probabilities: set output.probabilities: uint8 (or float16)")
         return self
 
 

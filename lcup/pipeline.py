@@ -27,7 +27,7 @@ from .ops.temporal import regular_grid
 from .stages.features import feature_names, features
 from .stages.labels import AUTO_SAMPLE_CHUNKS, label_halo_px, labels, sample
 from .stages.load import load, scene_filter
-from .stages.predict import output_dataset, predict
+from .stages.predict import output_dataset, predict, probability_percent
 from .stages.score import class_counts, consistency, consistency_figures, relabel, truth_confusions, vanished_classes
 from .stages.search import check_items, grid, native_origin, search
 from .stages.train import train
@@ -425,14 +425,16 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
         summary.outputs["zarr"] = str(zarr_path)
         result = xr.open_zarr(zarr_path, mask_and_scale=False, consolidated=False)
         if cfg.output.cog:
-            from .io.write import write_gis_sidecars
-
             write_cog_from_dask(result["class"], cog_path, geobox, nodata=0, legend=target)
-            write_gis_sidecars(cog_path, target)
             summary.outputs["cog"] = str(cog_path)
             conf_path = out / "landcover_confidence.tif"
             write_cog_from_dask(result["confidence"], conf_path, geobox, nodata=0, overview_resampling="average")
             summary.outputs["confidence_cog"] = str(conf_path)
+            if cfg.output.probability_cog:
+                prob_path = out / "landcover_probability.tif"
+                write_cog_from_dask(probability_percent(result), prob_path, geobox, nodata=255, overview_resampling="average",
+                                    band_names=[target.names()[int(c)] for c in result["class_code"].values])
+                summary.outputs["probability_cog"] = str(prob_path)
         if len(tiles) > 1 and (cfg.output.tile_cogs or cfg.output.stac_item):
             tile_entries = _write_tile_outputs(cfg, result, geobox, tiles, out, target)
             summary.figures["tiles"]["without_valid_data"] = [t["tile"] for t in tile_entries if t["valid_px"] == 0]
@@ -468,8 +470,9 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
         from .io.write import write_output_item
 
         assets = {k: str(Path(v).relative_to(out)) for k, v in summary.outputs.items() if k in ("zarr", "cog", "summary")}
-        if "confidence_cog" in summary.outputs:
-            assets["confidence"] = str(Path(summary.outputs["confidence_cog"]).relative_to(out))
+        for key in ("confidence", "probability"):
+            if f"{key}_cog" in summary.outputs:
+                assets[key] = str(Path(summary.outputs[f"{key}_cog"]).relative_to(out))
         assets["model"] = "model.skops"
         summary.outputs["stac_item"] = str(write_output_item(
             out, item_id=f"lcup-{cfg.name}", geobox=geobox, legend=target, start=cfg.period[0], end=cfg.period[1],

@@ -167,12 +167,14 @@ def write_cog_from_dask(
     nodata: int | float | None = 0,
     legend: "Legend | None" = None,
     overview_resampling: str = "nearest",
+    band_names: list[str] | None = None,
 ) -> Path:
-    """Write a (possibly dask-backed) ``(y, x)`` DataArray as a COG without holding it in memory.
+    """Write a (possibly dask-backed) ``(y, x)`` or ``(band, y, x)`` DataArray as a COG without holding it in memory.
 
-    Blocks are computed one chunk at a time into a tiled GTiff, which ``rio_cogeo.cog_translate``
-    turns into a COG with overviews (``nearest`` by default: class maps must not be averaged), an
-    embedded colour table and class names.
+    Blocks are computed one spatial chunk at a time (all bands) into a tiled GTiff, which
+    ``rio_cogeo.cog_translate`` turns into a COG with overviews (``nearest`` by default: class maps must
+    not be averaged), band descriptions (``band_names``); with ``legend``, an embedded colour table and class
+    names, and the GIS sidecars of :func:`write_gis_sidecars`.
     """
     import tempfile
 
@@ -182,21 +184,26 @@ def write_cog_from_dask(
 
     path = Path(path)
     data = arr.data if isinstance(arr.data, da.Array) else da.from_array(np.asarray(arr), chunks=1024)
-    h, w = data.shape
+    if data.ndim == 2:
+        data = data[None]
+    data = data.rechunk({0: -1})
+    n, h, w = data.shape
     prof = {
-        "driver": "GTiff", "height": h, "width": w, "count": 1, "dtype": data.dtype.name,
+        "driver": "GTiff", "height": h, "width": w, "count": n, "dtype": data.dtype.name,
         "crs": str(geobox.crs), "transform": geobox.transform, "nodata": nodata,
         "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "DEFLATE",
     }
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         tmp_tif = Path(tmp) / "stage.tif"
         with rasterio.open(tmp_tif, "w", **prof) as dst:
+            for b, name in enumerate(band_names or [], start=1):
+                dst.set_band_description(b, name)
             y0 = 0
-            for cy in data.chunks[0]:
+            for cy in data.chunks[1]:
                 x0 = 0
-                for cx in data.chunks[1]:
-                    block = np.asarray(data[y0 : y0 + cy, x0 : x0 + cx].compute())
-                    dst.write(block, 1, window=rasterio.windows.Window(x0, y0, cx, cy))
+                for cx in data.chunks[2]:
+                    block = np.asarray(data[:, y0 : y0 + cy, x0 : x0 + cx].compute())
+                    dst.write(block, window=rasterio.windows.Window(x0, y0, cx, cy))
                     x0 += cx
                 y0 += cy
         out_prof = cog_profiles.get("deflate")
@@ -215,6 +222,8 @@ def write_cog_from_dask(
                 quiet=True, colormap=cmap, additional_cog_metadata=extra or None, in_memory=False,
             )
         os.replace(Path(tmp) / "cog.tif", path)  # whole or not at all: a failed write leaves no partial COG
+    if legend is not None:
+        write_gis_sidecars(path, legend)
     return path
 
 
@@ -255,7 +264,7 @@ def _output_item(*, item_id: str, geobox, legend: "Legend", start, end, assets: 
             "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
         ],
     )
-    media = {"zarr": "application/vnd+zarr", "cog": pystac.MediaType.COG, "confidence": pystac.MediaType.COG,
+    media = {"zarr": "application/vnd+zarr", "cog": pystac.MediaType.COG, "confidence": pystac.MediaType.COG, "probability": pystac.MediaType.COG,
              "model": "application/octet-stream", "summary": pystac.MediaType.JSON}
     for key, href in assets.items():
         extra = {"classification:classes": classes} if key in ("cog", "zarr") else {}
@@ -263,7 +272,7 @@ def _output_item(*, item_id: str, geobox, legend: "Legend", start, end, assets: 
             extra["raster:bands"] = [{"data_type": "uint8" if max(legend.codes, default=0) <= 255 else "uint16", "nodata": 0,
                                       "spatial_resolution": abs(geobox.resolution.x)}]
         extra.update((asset_fields or {}).get(key, {}))
-        roles = ["data"] if key in ("cog", "zarr", "confidence") else ["metadata"]
+        roles = ["data"] if key in ("cog", "zarr", "confidence", "probability") else ["metadata"]
         item.add_asset(key, pystac.Asset(href=href, media_type=media.get(key), roles=roles, extra_fields=extra))
     return item
 
@@ -314,16 +323,25 @@ def write_tile_catalog(out_dir: str | Path, *, catalog_id: str, tiles: list[dict
 
 
 def write_gis_sidecars(cog: str | Path, legend: "Legend") -> list[Path]:
-    """Class names where GIS tools look for them, beside a class COG: GDAL category names in ``<cog>.aux.xml``
-    (QGIS, ArcGIS and ``gdalinfo`` show them) and a QGIS paletted style ``<cog stem>.qml`` in the legend's colours."""
+    """Class names where GIS tools look for them, beside a class COG: GDAL category names and colour table in
+    ``<cog>.aux.xml`` (QGIS, ArcGIS and ``gdalinfo`` show them) and a QGIS paletted style ``<cog stem>.qml`` in the
+    legend's colours.
+
+    A GeoTIFF's own palette always has 2**bits entries (256, padded with opaque black, no alpha: TIFF stores
+    none); the ``.aux.xml`` colour table, which GDAL reads in its place, runs from 0 to the highest code only,
+    with no data and codes outside the legend transparent.
+    """
     from xml.sax.saxutils import escape
 
     cog = Path(cog)
     names = legend.names()
+    colours = legend.colours()
     top = max(legend.codes, default=0)
     cats = "".join(f"<Category>{escape(names.get(c, ''))}</Category>" for c in range(top + 1))
+    table = "".join('<Entry c1="{}" c2="{}" c3="{}" c4="{}"/>'.format(*colours.get(c, (0, 0, 0, 0))) for c in range(top + 1))
     aux = cog.with_name(cog.name + ".aux.xml")
-    aux.write_text(f'<PAMDataset><PAMRasterBand band="1"><CategoryNames>{cats}</CategoryNames></PAMRasterBand></PAMDataset>\n')
+    aux.write_text(f'<PAMDataset><PAMRasterBand band="1"><ColorInterp>Palette</ColorInterp><ColorTable>{table}</ColorTable>'
+                   f'<CategoryNames>{cats}</CategoryNames></PAMRasterBand></PAMDataset>\n')
     entries = "".join(f'<paletteEntry value="{c}" color="{col.lower()}" alpha="255" label="{escape(n)}"/>'
                       for c, (n, col) in sorted(legend.classes.items()))
     qml = cog.with_suffix(".qml")

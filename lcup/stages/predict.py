@@ -103,3 +103,18 @@ def output_dataset(pred, classes: list, geobox, legend: Legend, output: OutputCo
                               "long_name": "land cover class"})
     ds["confidence"].attrs.update({"grid_mapping": "spatial_ref", "units": "percent", "long_name": f"confidence ({oc.confidence})"})
     return ds
+
+
+def probability_percent(ds: xr.Dataset, nodata: int = 255) -> xr.DataArray:
+    """The ``probability`` layer of a map as uint8 percent ``(class_code, y, x)``, ``nodata`` where ``class`` is 0.
+
+    What a multi-band GeoTIFF carries: 0 % is a valid probability, so no data gets its own value.
+
+    Examples
+    --------
+    >>> p = probability_percent(xr.open_zarr("out/landcover.zarr"))  # doctest: +SKIP
+    """
+    p = ds["probability"]
+    if p.dtype != np.uint8:
+        p = (100 * p.astype(np.float32)).round().clip(0, 100).fillna(0).astype(np.uint8)
+    return p.where(ds["class"] != 0, nodata).astype(np.uint8)

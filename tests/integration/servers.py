@@ -128,5 +128,23 @@ class StacAPI:
                 self.proc.kill()
 
 
+def extension_errors(item: dict) -> list[str]:
+    """Errors of ``item`` against the bundled schema of every extension it declares (tests/schemas, no network)."""
+    import jsonschema
+
+    schemas = {}
+    for f in (Path(__file__).parents[1] / "schemas").glob("*.json"):
+        s = json.loads(f.read_text())
+        schemas[s["$id"].rstrip("#")] = s
+    missing = [u for u in item["stac_extensions"] if u not in schemas]
+    assert not missing, f"no bundled schema for {missing}"
+
+    def leaves(e):  # the innermost messages: a oneOf (item or collection) wraps the ones that say what is wrong
+        return [m for c in e.context for m in leaves(c)] if e.context else [e.message]
+
+    return [f"{u}: {m}" for u in item["stac_extensions"]
+            for e in jsonschema.Draft7Validator(schemas[u]).iter_errors(item) for m in leaves(e)]
+
+
 if __name__ == "__main__":
     _serve(Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]))

@@ -13,12 +13,13 @@ from lcup.config import load_config
 from lcup.errors import EmptySearchError, LowCoverageWarning, MissingBandError, OutputExistsError
 from lcup.pipeline import run_pipeline
 from tests.conftest import scene_pipeline
+from tests.integration.servers import extension_errors
 
 
 @pytest.fixture(scope="module")
 def e2e_run(small_scene, local_client, tmp_path_factory):
     out = tmp_path_factory.mktemp("e2e")
-    cfg = load_config(scene_pipeline(small_scene, out))
+    cfg = load_config(scene_pipeline(small_scene, out, **{"output.probability_cog": True}))
     with pytest.warns(LowCoverageWarning):
         summary = run_pipeline(cfg, client=local_client, progress=False)
     return summary, out
@@ -50,7 +51,9 @@ def test_outputs_open_with_crs_and_transform(e2e_run, small_scene):
     with rasterio.open(out / "landcover_class.tif") as src:
         assert src.crs.to_epsg() == 32633
         assert src.transform.a == 10 and src.transform.c == small_scene["spec"].origin[0]
-        assert src.colormap(1)[1][:3] == (26, 127, 46)
+        # the colour table GDAL shows (from the .aux.xml): no data transparent, then the legend's codes only
+        assert src.colormap(1) == {0: (0, 0, 0, 0), 1: (26, 127, 46, 255), 2: (181, 227, 108, 255), 3: (240, 195, 65, 255),
+                                   4: (215, 25, 28, 255), 5: (180, 166, 143, 255), 6: (43, 131, 186, 255), 7: (110, 195, 193, 255)}
         assert src.tags()["CLASS_1"] == "forest"
         cog = src.read(1)
     np.testing.assert_array_equal(cog, ds["class"].values)
@@ -146,6 +149,15 @@ def test_outputs_gis_tools_open(small_scene, tmp_path, e2e_run):
     with rasterio.open(out / "landcover_confidence.tif") as src:
         conf = src.read(1)
         assert src.nodata == 0 and 0 < conf.max() <= 100
+    with rasterio.open(out / "landcover_probability.tif") as src:  # one band per class, named, 255 = no data
+        prob = src.read()
+        assert src.count == 7 and src.descriptions[0] == "forest" and src.nodata == 255
+    ds = xr.open_zarr(out / "landcover.zarr", mask_and_scale=False)
+    has = ds["class"].values > 0
+    np.testing.assert_array_equal(prob[:, has], ds["probability"].values[:, has])
+    assert (prob[:, ~has] == 255).all() and (prob[:, has] <= 100).all()
+    item = json.loads((out / "item.json").read_text())
+    assert item["assets"]["probability"]["href"] == "landcover_probability.tif"
     cfg = load_config(scene_pipeline(small_scene, tmp_path / "v2", **{"output.zarr_format": 2, "truth": None,
                                                                      "model.n_estimators": 10, "output.cog": False}))
     with warnings.catch_warnings():
@@ -172,3 +184,17 @@ def test_output_item_is_valid_stac(e2e_run):
     del bad["properties"]["start_datetime"]  # datetime null needs start/end: the schema must catch it
     with pytest.raises(Exception, match="start_datetime"):
         JsonSchemaSTACValidator().validate_core(bad, pystac.STACObjectType.ITEM, d["stac_version"])
+
+
+def test_output_item_is_valid_against_extension_schemas(e2e_run):
+    """projection v2, classification v2 and raster v1.1, validated with their bundled JSON schemas; a class name
+    with a space (what the built-in legends held before) and a bad nodata type are caught."""
+    _, out = e2e_run
+    d = json.loads((out / "item.json").read_text())
+    assert extension_errors(d) == []
+    bad = json.loads(json.dumps(d))
+    bad["assets"]["cog"]["classification:classes"][1]["name"] = "urban / built up"
+    bad["assets"]["cog"]["raster:bands"][0]["data_type"] = "byte"
+    errors = extension_errors(bad)
+    assert any("classification" in e and "does not match" in e for e in errors), errors
+    assert any("raster" in e for e in errors), errors

@@ -16,6 +16,7 @@ import xarray as xr
 import yaml
 
 from tests.conftest import scene_pipeline
+from tests.integration.servers import extension_errors
 
 pytestmark = pytest.mark.slow
 
@@ -89,6 +90,7 @@ def _check_tile_catalog(out: Path, cls: np.ndarray, n_tiles: int) -> dict:
     assert len(items) == n_tiles
     for tid, it in items.items():
         assert any("projection" in e for e in it.stac_extensions) and any("classification" in e for e in it.stac_extensions)
+        assert extension_errors(it.to_dict()) == []
         assert [c["value"] for c in it.assets["cog"].extra_fields["classification:classes"]][:3] == [0, 1, 2]
         (y0, y1), (x0, x1) = it.assets["zarr"].extra_fields["lcup:region"].values()
         assert it.properties["proj:shape"] == [y1 - y0, x1 - x0]
