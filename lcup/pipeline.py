@@ -24,6 +24,7 @@ from .errors import EmptyClassWarning, LowCoverageWarning, NoValidDataError
 from .legends import compact, get_legend
 from .ops.accuracy import report_from_confusion
 from .ops.temporal import regular_grid
+from .progress import ticking
 from .stages.features import feature_names, features
 from .stages.labels import AUTO_SAMPLE_CHUNKS, label_halo_px, labels, sample
 from .stages.load import load, scene_filter
@@ -309,7 +310,7 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
     internal, to_code = compact(target)  # labels, samples and the model use internal (uint8) indices
 
     def compute(label):
-        return lambda obj: _compute(obj, client, label, False)
+        return lambda obj: _compute(obj, client, label, progress)
 
     with _stage(summary, "search"):
         geobox, items = find_items(cfg)
@@ -372,7 +373,7 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
             if resumed_model is not None:
                 X = None  # a saved model (this run's, same digest, or model.path) is used: no features to gather
             elif not tiled:
-                X = _compute(feats.data.vindex[smp.iy + ring, smp.ix + ring], client, "sampled features", False)
+                X = _compute(feats.data.vindex[smp.iy + ring, smp.ix + ring], client, "sampled features", progress)
             else:
                 X = _gather_tiled(smp, tiles, features_of, client, len(names), cfg.load.chunk_px, ring)
             summary.figures["samples"] = _sample_figures(smp, cfg)
@@ -384,7 +385,8 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
             summary.figures["model"] = {"resumed_from" if cfg.model.path is None else "applied": source}
             log.info("  using the saved model %s", source)
         else:
-            model, figures = train(X, smp, names=names, legend=internal, model=cfg.model)
+            with ticking(f"training a {cfg.model.kind.replace('_', ' ')} on {len(smp.label):,} samples", enabled=progress):
+                model, figures = train(X, smp, names=names, legend=internal, model=cfg.model)
             if "classes" in figures.get("validation", {}) and internal is not target:
                 figures["validation"] = relabel(figures["validation"], to_code)
             summary.figures.update(figures)
@@ -543,7 +545,7 @@ def _gather_tiled(smp, tiles, features_of, client, n_features: int, chunk_px: in
             lazies.append(ft.data.vindex[iy + ring, ix + ring])
             n_chunks += _n_chunks(iy, ix, chunk_px)
         if lazies and (n_chunks >= _threads(client) or k == len(tiles) - 1):
-            for sel, v in zip(sels, _compute(lazies, client, "sampled features", False)):
+            for sel, v in zip(sels, _compute(lazies, client, "sampled features", progress)):
                 X[sel] = v
             sels, lazies, n_chunks = [], [], 0
     return X

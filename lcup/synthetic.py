@@ -402,6 +402,7 @@ def write_demo(out_dir: str | Path, spec: SceneSpec | None = None, *, overwrite:
 
     from .errors import OutputExistsError
     from .io.write import write_cog_array
+    from .progress import bar, on_tty
     from .io.stac_catalog import write_s2_catalog
 
     spec = spec or SceneSpec()
@@ -423,6 +424,7 @@ def write_demo(out_dir: str | Path, spec: SceneSpec | None = None, *, overwrite:
     pool = ThreadPoolExecutor(2)
     futures = []
     month = 0
+    n_dates, tty = len(spec.dates), on_tty()
     for d, dn, scl in gen:
         stem = f"S2X_DEMO_{d:%Y%m%d}"
         folder = out / "items" / stem
@@ -445,7 +447,9 @@ def write_demo(out_dir: str | Path, spec: SceneSpec | None = None, *, overwrite:
         assets["scl"] = (path, scl20.shape, tr20, 20)
         valid = np.isin(scl, (4, 5, 6)).mean()
         records.append({"id": stem, "datetime": d, "assets": assets, "cloud_cover": float(100 * (1 - valid))})
-        if progress and d.month != month:
+        if progress and tty:
+            bar(len(records), n_dates, "generating dates")
+        elif progress and d.month != month:
             month = d.month
             print(f"  generating {d:%Y-%m} ...", flush=True)
     for fu in futures:
