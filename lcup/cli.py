@@ -4,6 +4,8 @@
     lcup run PIPELINE.yaml   run a pipeline
     lcup validate PIPELINE   check a pipeline file without running it
     lcup plan PIPELINE       dry run: grid, tiles, chunks, memory per task
+    lcup change A B [...]    change between maps of two or more years
+    lcup zonal MAP [...] ZONES --by NAME   class areas per zone
 
 Every subcommand takes -v, -q and --set KEY=VALUE (any pipeline key); exit codes: see EXIT_*.
 """
@@ -71,6 +73,49 @@ def _run(args) -> int:
     if "catalog" in summary.outputs:
         print(f"  tile catalog: {summary.outputs['catalog']}")
     print(f"  summary: {summary.outputs['summary']}")
+    return 0
+
+
+def _dask_compute(quiet: bool):
+    """``compute(*lazy)`` on the threaded scheduler, with dask's bar on a terminal."""
+    import dask
+
+    from .progress import on_tty
+
+    def compute(*lazy):
+        if quiet or not on_tty():
+            return dask.compute(*lazy)
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar():
+            return dask.compute(*lazy)
+
+    return compute
+
+
+def _change(args) -> int:
+    from .stages.change import change
+
+    r = change(args.maps, args.output, labels=args.labels, legend=args.legend, bbox=args.bbox, chunk_px=args.chunk_px,
+               compute=_dask_compute(getattr(args, "quiet", False)), overwrite=args.overwrite)
+    for p in r["pairs"]:
+        h = p["hectares"]
+        print(f"lcup change: {p['from']} → {p['to']}: {h['changed']:,.1f} ha of {h['total']:,.1f} ha changed "
+              f"({100 * (h['share_changed'] or 0):.2f} %)")
+    if "temporal_consistency" in r:
+        print(f"  pixels that change and change back: {100 * (r['temporal_consistency']['flip_back_share'] or 0):.2f} %")
+    print(f"  outputs in {args.output}: transitions.csv, change.json, {Path(r['change_map']['path']).name}"
+          + (", sankey.png" if "sankey" in r else ""))
+    return 0
+
+
+def _zonal(args) -> int:
+    from .stages.zonal import zonal
+
+    t = zonal(args.maps, args.zones, args.output, by=args.by, labels=args.labels, legend=args.legend, bbox=args.bbox,
+              chunk_px=args.chunk_px, compute=_dask_compute(getattr(args, "quiet", False)), overwrite=args.overwrite)
+    print(f"lcup zonal: {t['zone'].nunique()} zones × {t['map'].nunique()} map(s) → {args.output} "
+          f"(and {Path(args.output).with_suffix('.csv')})")
     return 0
 
 
@@ -158,6 +203,24 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("plan", help="dry run: print the grid, tiles, chunks and memory per task, do no work", parents=[common])
     p.add_argument("pipeline")
     p.set_defaults(fn=_plan)
+    maps = argparse.ArgumentParser(add_help=False)
+    maps.add_argument("--labels", nargs="+", help="a name per map, e.g. --labels 2020 2021 (default: file names)")
+    maps.add_argument("--legend", help="the maps' legend (built-in name), if they do not carry lcup's LEGEND tag")
+    maps.add_argument("--bbox", nargs=4, type=float, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
+                      help="analyse this part only (in the first map's CRS)")
+    maps.add_argument("--chunk-px", type=int, default=1024, help="chunk side in pixels (default 1024)")
+    maps.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p = sub.add_parser("change", help="change between maps of two or more years: transitions, change map, Sankey",
+                       parents=[common, maps])
+    p.add_argument("maps", nargs="+", help="class maps, oldest first (on one grid, or read onto the first one's)")
+    p.add_argument("-o", "--output", default="change-output", help="output folder (default: change-output)")
+    p.set_defaults(fn=_change)
+    p = sub.add_parser("zonal", help="area and share of every class per zone (GeoPackage/GeoParquet/CSV)", parents=[common, maps])
+    p.add_argument("maps", nargs="+", help="class maps (several years: their change per zone too)")
+    p.add_argument("zones", help="zone polygons, after the maps: GeoPackage, GeoJSON, Shapefile or GeoParquet")
+    p.add_argument("--by", required=True, help="the zones' name column")
+    p.add_argument("-o", "--output", default="zonal.gpkg", help="output .gpkg, .parquet or .csv (default: zonal.gpkg)")
+    p.set_defaults(fn=_zonal)
     p = sub.add_parser("init", help="write a commented pipeline template", parents=[common])
     p.add_argument("path", nargs="?", default="pipeline.yaml")
     p.add_argument("--overwrite", action="store_true")

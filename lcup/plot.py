@@ -83,3 +83,73 @@ def confusion_matrix(report: Mapping, *, ax=None, normalise: bool = True, title:
     ax.set_ylabel("reference")
     ax.set_title(title or f"OA {report['overall_accuracy']:.3f}, kappa {report['kappa']:.3f}")
     return ax
+
+
+def sankey(matrix, legend: Legend, *, labels: tuple[str, str] = ("before", "after"), ax=None, min_share: float = 0.001,
+           title: str | None = None):
+    """Sankey (alluvial) diagram of a transition matrix: classes of the first map stacked on the left, of the second
+    on the right, a ribbon per transition as wide as its area.
+
+    ``matrix`` is ``(K + 1, K + 1)`` with index 0 no data (left out) and rows/columns in ``legend.codes`` order, as
+    :func:`lcup.ops.change.transitions` gives; transitions under ``min_share`` of the total are not drawn.
+    Returns the ``Axes``.
+
+    Examples
+    --------
+    >>> lcup.plot.sankey(np.array(result["pairs"][0]["matrix_hectares"]), get_legend("esa-worldcover"))  # doctest: +SKIP
+    """
+    plt = _plt()
+    from matplotlib.patches import PathPatch, Rectangle
+    from matplotlib.path import Path as MPath
+
+    m = np.asarray(matrix, float)[1:, 1:]
+    total = m.sum()
+    ax = ax or plt.subplots(figsize=(8, 6))[1]
+    if total <= 0:
+        ax.text(0.5, 0.5, "no pixel with data in both maps", ha="center")
+        ax.set_axis_off()
+        return ax
+    m = m / total
+    codes, names, cols = legend.codes, legend.names(), legend.colours()
+    gap = 0.02
+    keep_l = [i for i in range(len(codes)) if m[i].sum() >= min_share]
+    keep_r = [j for j in range(len(codes)) if m[:, j].sum() >= min_share]
+    scale = 1 - gap * max(len(keep_l), len(keep_r))
+
+    def stack(idx, sums):
+        pos, y = {}, 1.0
+        for i in idx:
+            pos[i] = y
+            y -= sums[i] * scale + gap
+        return pos
+
+    top_l, top_r = stack(keep_l, m.sum(1)), stack(keep_r, m.sum(0))
+    x0, x1, w = 0.0, 1.0, 0.06
+    off_l, off_r = dict(top_l), dict(top_r)
+    for i in keep_l:
+        for j in keep_r:
+            h = m[i, j] * scale
+            if m[i, j] < min_share:
+                continue
+            yl, yr = off_l[i], off_r[j]
+            verts = [(x0 + w, yl), (0.5, yl), (0.5, yr), (x1 - w, yr), (x1 - w, yr - h), (0.5, yr - h), (0.5, yl - h),
+                     (x0 + w, yl - h), (x0 + w, yl)]
+            codes_p = [MPath.MOVETO, MPath.CURVE4, MPath.CURVE4, MPath.CURVE4, MPath.LINETO, MPath.CURVE4, MPath.CURVE4,
+                       MPath.CURVE4, MPath.CLOSEPOLY]
+            ax.add_patch(PathPatch(MPath(verts, codes_p), facecolor=tuple(v / 255 for v in cols[codes[i]][:3]), alpha=0.45, lw=0))
+            off_l[i] -= h
+            off_r[j] -= h
+    for side, idx, tops, sums, x, ha in (("l", keep_l, top_l, m.sum(1), x0, "right"), ("r", keep_r, top_r, m.sum(0), x1 - w, "left")):
+        for i in idx:
+            h = sums[i] * scale
+            ax.add_patch(Rectangle((x, tops[i] - h), w, h, facecolor=tuple(v / 255 for v in cols[codes[i]][:3]), edgecolor="k", lw=0.3))
+            tx = x - 0.01 if side == "l" else x + w + 0.01
+            ax.text(tx, tops[i] - h / 2, f"{names[codes[i]]} {100 * sums[i]:.1f} %", ha=ha, va="center", fontsize=8)
+    ax.text(x0 + w / 2, 1.03, labels[0], ha="center", fontweight="bold")
+    ax.text(x1 - w / 2, 1.03, labels[1], ha="center", fontweight="bold")
+    ax.set_xlim(-0.35, 1.35)
+    ax.set_ylim(min(min(t - m.sum(1)[i] * scale for i, t in top_l.items()), min(t - m.sum(0)[j] * scale for j, t in top_r.items())) - 0.02, 1.07)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax

@@ -250,3 +250,35 @@ def read_stac_on_geobox(catalog: str, collection: str, geobox: GeoBox, **kw) -> 
     """:func:`open_stac_on_geobox`, read at once (for small grids)."""
     codes, used = open_stac_on_geobox(catalog, collection, geobox, **kw)
     return codes.compute(scheduler="threads"), used
+
+
+def map_geobox(path: str | Path, bbox: tuple[float, float, float, float] | None = None) -> tuple[GeoBox, str | None]:
+    """A class map's own grid (cut to ``bbox``, in the map's CRS, when given) and the legend name lcup wrote in
+    its tags (``LEGEND``), or None.
+
+    Raises
+    ------
+    ReadError, LabelError
+        The file does not open, has no CRS, or ``bbox`` misses it.
+    """
+    from rasterio.windows import from_bounds
+
+    try:
+        src = rasterio.open(str(path))
+    except rasterio.errors.RasterioIOError as e:
+        raise ReadError(f"cannot open map {path}: {e}; check the path or URL") from e
+    with _env(path), src:
+        if src.crs is None:
+            raise LabelError(f"map {path} has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:4326 {path})")
+        gb = GeoBox((src.height, src.width), src.transform, str(src.crs))
+        legend = src.tags().get("LEGEND")
+        if bbox is not None:
+            w = from_bounds(*bbox, transform=src.transform)  # fractional: every pixel the bbox touches is kept
+            r0, c0 = max(0, int(np.floor(w.row_off))), max(0, int(np.floor(w.col_off)))
+            r1 = min(src.height, int(np.ceil(w.row_off + w.height)))
+            c1 = min(src.width, int(np.ceil(w.col_off + w.width)))
+            if r1 <= r0 or c1 <= c0:
+                raise LabelError(f"bbox {tuple(bbox)} does not meet map {path} (bounds {tuple(round(b, 4) for b in src.bounds)} "
+                                 f"in {src.crs}); give the bbox in the map's CRS")
+            gb = gb[r0:r1, c0:c1]
+    return gb, legend

@@ -1,0 +1,153 @@
+"""Stage: change between class maps of two or more years — transition tables, a change map, a Sankey diagram."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Callable, Sequence
+
+import dask
+import numpy as np
+import xarray as xr
+
+from ..legends import Legend, get_legend
+from ..ops.change import change_legend_table, change_map, change_summary, row_area_m2, temporal_consistency, transitions
+
+#: Colour of "no change" in the change map.
+NO_CHANGE_COLOUR = "#d9d9d9"
+
+
+def _map_legend(legend, found: str | None, path) -> Legend:
+    from ..errors import LabelError
+
+    if legend is not None:
+        return get_legend(legend)
+    if found:
+        return get_legend(found)
+    raise LabelError(f"{path} does not say its legend (lcup's maps carry a LEGEND tag); give it: --legend esa-worldcover "
+                     "(or legend=... in Python)")
+
+
+def open_maps(paths: Sequence[str | Path], *, legend=None, bbox=None, chunk_px: int = 1024):
+    """Open class maps lazily on the first map's grid (cut to ``bbox``, in that map's CRS): maps on another grid are
+    read onto it (nearest neighbour, window by window).
+
+    Returns
+    -------
+    maps, geobox, legend
+        ``[(y, x) dask arrays]``, the common grid, the maps' :class:`~lcup.legends.Legend`.
+    """
+    from ..io.rasters import map_geobox, open_on_geobox
+
+    geobox, found = map_geobox(paths[0], bbox)
+    leg = _map_legend(legend, found, paths[0])
+    maps = [open_on_geobox(p, geobox, chunks=chunk_px, resampling="nearest") for p in paths]
+    return maps, geobox, leg
+
+
+def change(paths: Sequence[str | Path], out_dir: str | Path, *, labels: Sequence[str] | None = None, legend=None,
+           bbox: tuple[float, float, float, float] | None = None, chunk_px: int = 1024,
+           compute: Callable | None = None, overwrite: bool = False) -> dict:
+    """Change between class maps of two or more years, written to ``out_dir``.
+
+    Writes ``transitions.csv`` (every pair of consecutive maps, and first → last: pixels and hectares per
+    from/to class), ``change.json`` (gross gain, loss, net change and persistence per class, in hectares; the
+    share of pixels that flip and flip back with three maps or more), ``change_<first>_<last>.tif`` (a COG with
+    one code per transition, named, in the to-class colour; 1 = no change, 0 = no data in either map) and
+    ``sankey.png``. Areas come from each row's true pixel area, so geographic grids (EPSG:4326) are measured right.
+
+    Parameters
+    ----------
+    paths
+        Class maps (GeoTIFF/COG, any GDAL-readable file or URL), oldest first; maps on other grids are read onto
+        the first one's.
+    labels
+        Names of the maps (e.g. years); default: the file names.
+    legend
+        The maps' legend (built-in name or mapping); default: the ``LEGEND`` tag lcup writes in its COGs.
+    bbox
+        ``(xmin, ymin, xmax, ymax)`` in the first map's CRS: analyse this part only.
+    compute
+        ``compute(*lazy) -> tuple``: how to compute (default ``dask.compute``; the CLI's shows a bar).
+
+    Returns
+    -------
+    dict
+        What ``change.json`` holds, plus ``outputs`` (paths).
+
+    Examples
+    --------
+    >>> lcup.change(["map2020.tif", "map2021.tif"], "change-out", labels=["2020", "2021"])  # doctest: +SKIP
+    """
+    from ..errors import ConfigError, OutputExistsError
+    from ..io.write import write_cog_from_dask
+
+    if len(paths) < 2:
+        raise ConfigError("change needs two maps or more (oldest first)")
+    labels = list(labels) if labels else [Path(str(p)).stem for p in paths]
+    if len(labels) != len(paths):
+        raise ConfigError(f"{len(paths)} maps but {len(labels)} labels; give one label per map")
+    out = Path(out_dir)
+    if (out / "change.json").exists() and not overwrite:
+        raise OutputExistsError(f"{out / 'change.json'} exists; pass overwrite=True (CLI: --overwrite) or choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    compute = compute or dask.compute
+    maps, geobox, leg = open_maps(paths, legend=legend, bbox=bbox, chunk_px=chunk_px)
+    codes, names = leg.codes, leg.names()
+    area = row_area_m2(list(geobox.transform)[:6], geobox.shape[0], geobox.crs.geographic)
+    pairs = [(i, i + 1) for i in range(len(maps) - 1)] + ([(0, len(maps) - 1)] if len(maps) > 2 else [])
+    lazy = [transitions(maps[i], maps[j], codes, area) for i, j in pairs]
+    if len(maps) > 2:
+        lazy.append(temporal_consistency(maps))
+    results = compute(*lazy)
+    result: dict = {"maps": [str(p) for p in paths], "labels": labels, "legend": leg.name, "grid": {
+        "crs": str(geobox.crs), "shape": list(geobox.shape), "transform": list(geobox.transform)[:6]}, "pairs": []}
+    rows = []
+    for (i, j), m in zip(pairs, results):
+        px, ha = m[0], m[1] / 1e4
+        s = change_summary(ha, codes, names)
+        result["pairs"].append({"from": labels[i], "to": labels[j], "hectares": s, "pixels_changed": float(px[1:, 1:].sum() - np.trace(px[1:, 1:])),
+                                "matrix_pixels": px.astype(np.int64).tolist(), "matrix_hectares": ha.round(4).tolist()})
+        for a, ca in enumerate([0, *codes]):
+            for b, cb in enumerate([0, *codes]):
+                if px[a, b]:
+                    rows.append([labels[i], labels[j], ca, names.get(ca, "no data"), cb, names.get(cb, "no data"),
+                                 int(px[a, b]), round(float(ha[a, b]), 4)])
+    if len(maps) > 2:
+        valid, changed, back = (int(v) for v in results[-1])
+        result["temporal_consistency"] = {"valid_px": valid, "changed_px": changed, "flip_back_px": back,
+                                          "flip_back_share": back / valid if valid else None}
+    with open(out / "transitions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["from_map", "to_map", "from_code", "from_name", "to_code", "to_name", "pixels", "hectares"])
+        w.writerows(rows)
+    first_last = results[len(pairs) - 1]  # first → last: the only pair with two maps, the last pair with more
+    table = change_legend_table(first_last[0], codes)
+    colours = dict(leg.classes)
+    change_leg = Legend("change", {1: ("no change", NO_CHANGE_COLOUR),
+                                   **{c: (f"{names[f]} → {names[t]}", colours[t][1]) for c, f, t in table}})
+    cog = out / f"change_{_safe(labels[0])}_{_safe(labels[-1])}.tif"
+    cmap = change_map(maps[0], maps[-1], codes, table)
+    write_cog_from_dask(xr.DataArray(cmap, dims=("y", "x")), cog, geobox, nodata=0, legend=change_leg)
+    result["change_map"] = {"path": str(cog), "codes": {str(c): f"{names[f]} → {names[t]}" for c, f, t in table} | {"1": "no change"}}
+    try:
+        from ..plot import _plt, sankey
+
+        plt = _plt()
+        fig, ax = plt.subplots(figsize=(8, 6))
+        sankey(first_last[1] / 1e4, leg, labels=(labels[0], labels[-1]), ax=ax)
+        fig.savefig(out / "sankey.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        result["sankey"] = str(out / "sankey.png")
+    except ImportError:
+        pass
+    result["outputs"] = {"transitions": str(out / "transitions.csv"), "change_map": str(cog), "summary": str(out / "change.json")}
+    (out / "change.json").write_text(json.dumps(result, indent=1, allow_nan=False))
+    return result
+
+
+def _safe(label: str) -> str:
+    import re
+
+    return re.sub(r"[^0-9A-Za-z_.-]+", "-", str(label)).strip("-") or "map"
