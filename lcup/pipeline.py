@@ -375,7 +375,7 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
             elif not tiled:
                 X = _compute(feats.data.vindex[smp.iy + ring, smp.ix + ring], client, "sampled features", progress)
             else:
-                X = _gather_tiled(smp, tiles, features_of, client, len(names), cfg.load.chunk_px, ring)
+                X = _gather_tiled(smp, tiles, features_of, client, len(names), cfg.load.chunk_px, ring, progress)
             summary.figures["samples"] = _sample_figures(smp, cfg)
 
     with _stage(summary, "train"):
@@ -531,7 +531,8 @@ def _persist(feats: xr.DataArray, client, progress: bool) -> xr.DataArray:
     return feats
 
 
-def _gather_tiled(smp, tiles, features_of, client, n_features: int, chunk_px: int, ring: int = 0) -> np.ndarray:
+def _gather_tiled(smp, tiles, features_of, client, n_features: int, chunk_px: int, ring: int = 0,
+                  progress: bool = False) -> np.ndarray:
     """The sample's features on the per-tile path: tiles are gathered together until their sampled chunks
     give every worker thread one. Each tile's features reach ``ring`` px beyond it."""
     X = np.full((len(smp.iy), n_features), np.nan, np.float32)
