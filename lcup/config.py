@@ -189,6 +189,8 @@ class LabelsConfig(_Section):
 class TruthConfig(_Section):
     path: str
     legend: str | dict = Field("lcup7", description="legend of the truth map: built-in name or mapping")
+    area_sample_per_class: int = Field(100, ge=2, description="reference pixels drawn at random per mapped class from the "
+                                       "truth for the area estimates with 95 % confidence intervals (Olofsson et al. 2014)")
 
 
 class ModelConfig(_Section):
@@ -229,6 +231,8 @@ class OutputConfig(_Section):
                                   "description = class name), percent as uint8, 255 = no data; needs probabilities")
     confidence: Literal["max", "margin", "entropy"] = Field("max", description="confidence layer: highest probability, top-2 margin, or 1 - normalised entropy")
     stac_item: bool = Field(True, description="write a STAC Item describing the outputs (and catalog.json with an Item per tile for a multi-tile run)")
+    report: bool = Field(True, description="write report.html: maps, accuracy, ROC, importance, profiles, areas, consistency, "
+                         "timings; self-contained (images embedded)")
     tile_cogs: bool = Field(True, description="multi-tile run: also write a class COG per tile (tiles/<id>/landcover_class.tif)")
 
     @model_validator(mode="after")

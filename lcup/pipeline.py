@@ -29,10 +29,12 @@ from .stages.features import feature_names, features
 from .stages.labels import AUTO_SAMPLE_CHUNKS, label_halo_px, labels, sample
 from .stages.load import load, scene_filter
 from .stages.predict import output_dataset, predict, probability_percent
-from .stages.score import class_counts, consistency, consistency_figures, relabel, truth_confusions, vanished_classes
+from .stages.score import (class_counts, class_profiles, consistency, consistency_figures, relabel, sample_area_estimates,
+                           truth_confusions, vanished_classes)
 from .stages.search import check_items, grid, native_origin, search
 from .stages.train import train
 from .units import metres_to_px, padded_chunks
+from .vocab import INDEX_BANDS
 
 log = logging.getLogger("lcup")
 
@@ -390,6 +392,9 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
             if "classes" in figures.get("validation", {}) and internal is not target:
                 figures["validation"] = relabel(figures["validation"], to_code)
             summary.figures.update(figures)
+            swir = [v for v in cfg.features.series if v != "ndvi" and any(b.startswith("swir") for b in INDEX_BANDS.get(v, ()))]
+            grid_dates = [str(d.date()) for d in regular_grid(cfg.period[0], cfg.period[1], cfg.clean.step_days)]
+            summary.figures["profiles"] = class_profiles(X, smp.label, names, to_code, ["ndvi", *swir[:1]], grid_dates)
             save_model(model, out / "model.skops", feature_names=names, legend=target.to_dict(),
                        resolution=cfg.aoi.resolution, bands=list(cfg.load.bands), period=[str(d) for d in cfg.period])
 
@@ -459,6 +464,8 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
             pred_rep = report_from_confusion(cm_pred, target.codes, target.names())
             summary.figures["truth"] = {"prediction_10m": pred_rep}
             log.info("  against the 10 m truth: prediction OA %.3f (kappa %.3f)", pred_rep["overall_accuracy"], pred_rep["kappa"])
+            summary.figures["area"] = sample_area_estimates(pred_rep, pixel_ha=_pixel_ha(geobox), seed=cfg.model.seed,
+                                                            n_per_class=cfg.truth.area_sample_per_class)
             if lab is not None:
                 coarse_rep = report_from_confusion(cm_coarse, target.codes, target.names())
                 summary.figures["truth"].update(coarse_map_upsampled=coarse_rep,
@@ -488,7 +495,31 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
                 description=f"lcup run {cfg.name!r}: {len(tiles)} tiles of {tile_px} px"))
     summary.status = "done"
     (out / "summary.json").write_text(summary.to_json())
+    if cfg.output.report:
+        summary.outputs["report"] = str(_report(out, summary, result, lab, geobox, target, to_code, client))
+        (out / "summary.json").write_text(summary.to_json())
     return summary
+
+
+def _pixel_ha(geobox) -> float:
+    return abs(geobox.resolution.x * geobox.resolution.y) / 1e4
+
+
+#: Longest side of the quicklooks in report.html, pixels.
+QUICKLOOK_PX = 800
+
+
+def _report(out: Path, summary: RunSummary, result: xr.Dataset, lab, geobox, target, to_code, client) -> Path:
+    """``report.html`` from the summary and decimated quicklooks of the map and the coarse map (a few hundred px)."""
+    from .report import write_report
+
+    step = max(1, -(-max(geobox.shape) // QUICKLOOK_PX))
+    arrays = [result["class"].data[::step, ::step]]
+    if lab is not None:
+        arrays.append(lab["label"].data[::step, ::step].map_blocks(lambda b: to_code[b], dtype=to_code.dtype))
+    looks = _compute(arrays, client, "quicklooks", False)
+    return write_report(out / "report.html", json.loads(summary.to_json()), target, class_map=looks[0],
+                        coarse_map=looks[1] if lab is not None else None, pixel_ha=_pixel_ha(geobox))
 
 
 def _saved_model(cfg: PipelineConfig, names: list[str]):

@@ -72,3 +72,17 @@ def local_client():
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+def chromium() -> str:
+    """Path of a Chromium (Debian's package: /usr/bin/chromium); fail when LCUP_REQUIRE_BROWSER=1 (CI) and it is
+    missing, skip otherwise."""
+    import shutil
+
+    path = os.environ.get("LCUP_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        msg = "no Chromium: install Debian's package (apt-get install chromium) for the report's browser test"
+        if os.environ.get("LCUP_REQUIRE_BROWSER") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path

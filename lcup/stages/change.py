@@ -143,6 +143,15 @@ def change(paths: Sequence[str | Path], out_dir: str | Path, *, labels: Sequence
     except ImportError:
         pass
     result["outputs"] = {"transitions": str(out / "transitions.csv"), "change_map": str(cog), "summary": str(out / "change.json")}
+    try:
+        from ..report import write_report
+
+        step = max(1, -(-max(geobox.shape) // 800))
+        looks = compute(maps[-1][::step, ::step])[0]
+        result["outputs"]["report"] = str(write_report(out / "report.html", {"name": f"change {labels[0]} → {labels[-1]}"}, leg,
+                                                       class_map=looks, change=result, map_title=labels[-1]))
+    except ImportError:  # no matplotlib: the tables and the change map are written all the same
+        pass
     (out / "change.json").write_text(json.dumps(result, indent=1, allow_nan=False))
     return result
 

@@ -85,6 +85,8 @@ def train(X: np.ndarray, sample, *, names: Sequence[str], legend: Legend, model:
         if ok.any():
             pv[ok] = clf.predict(Xv[ok])
         figures["validation"] = accuracy_report(sample.label[sample.validation], pv, legend.codes, legend.names())
+        if ok.any():
+            figures["validation"]["roc"] = roc_curves(sample.label[sample.validation][ok], clf.predict_proba(Xv[ok]), clf.classes_)
         if mc.permutation_importance and ok.sum() > 10:
             from sklearn.inspection import permutation_importance
 
@@ -97,3 +99,26 @@ def train(X: np.ndarray, sample, *, names: Sequence[str], legend: Legend, model:
                  figures["validation"]["overall_accuracy"], figures["validation"]["kappa"])
     clf.set_params(n_jobs=1)  # one thread per task: Dask already runs one task per core
     return clf, figures
+
+
+def roc_curves(label: np.ndarray, proba: np.ndarray, classes, max_points: int = 101) -> dict:
+    """One-vs-rest ROC curve and AUC of each class: ``{class: {"auc", "fpr", "tpr"}}`` (curves thinned to
+    ``max_points``); classes absent from ``label`` (or alone in it) have none.
+
+    Examples
+    --------
+    >>> r = roc_curves(np.array([1, 1, 2, 2]), np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]]), [1, 2])
+    >>> r[1]["auc"], r[2]["auc"]
+    (1.0, 1.0)
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    out = {}
+    for k, c in enumerate(classes):
+        y = label == c
+        if y.any() and (~y).any():
+            fpr, tpr, _ = roc_curve(y, proba[:, k])
+            keep = np.unique(np.linspace(0, len(fpr) - 1, min(max_points, len(fpr))).round().astype(int))
+            out[int(c)] = {"auc": float(roc_auc_score(y, proba[:, k])), "fpr": fpr[keep].round(4).tolist(),
+                           "tpr": tpr[keep].round(4).tolist()}
+    return out

@@ -13,6 +13,7 @@ import rasterio
 from rasterio.windows import from_bounds
 
 from tests.conftest import shared_data
+from tests.integration.browser import render_in_chromium
 
 pytestmark = pytest.mark.shared
 
@@ -73,6 +74,9 @@ def test_change_between_two_real_years(years, tmp_path):
     assert (cm == 2).sum() == ((a == inv[f]) & (b == inv[t])).sum() > 0
     assert f"<Category>{code2}</Category>" in cats[1].replace("&gt;", ">")
     assert (tmp_path / "c" / "sankey.png").stat().st_size > 10_000
+    seen = render_in_chromium(tmp_path / "c" / "report.html")  # the change report: map, tables, Sankey
+    assert not (seen["console_errors"] or seen["page_errors"] or seen["requests"]) and "Change" in seen["headings"]
+    assert len(seen["images"]) == 2 and all(i[0] and min(i[1:]) > 0 for i in seen["images"])
     rows = (tmp_path / "c" / "transitions.csv").read_text().splitlines()
     assert rows[0] == "from_map,to_map,from_code,from_name,to_code,to_name,pixels,hectares" and len(rows) > 50
 

@@ -13,6 +13,7 @@ from lcup.config import load_config
 from lcup.errors import EmptySearchError, LowCoverageWarning, MissingBandError, OutputExistsError
 from lcup.pipeline import run_pipeline
 from tests.conftest import scene_pipeline
+from tests.integration.browser import render_in_chromium
 from tests.integration.servers import extension_errors
 
 
@@ -198,3 +199,36 @@ def test_output_item_is_valid_against_extension_schemas(e2e_run):
     errors = extension_errors(bad)
     assert any("classification" in e and "does not match" in e for e in errors), errors
     assert any("raster" in e for e in errors), errors
+
+
+def test_report_renders_in_a_real_browser(e2e_run):
+    """report.html opens in headless Chromium without errors or network requests; every figure has a size; it holds
+    what an analyst looks for."""
+    summary, out = e2e_run
+    seen = render_in_chromium(out / "report.html")
+    assert seen["console_errors"] == [] and seen["page_errors"] == [] and seen["requests"] == []
+    assert len(seen["images"]) >= 8
+    assert all(ok and nw > 0 and nh > 0 and w > 0 and h > 0 for ok, nw, nh, w, h in seen["images"]), seen["images"]
+    assert {"Maps", "Accuracy", "ROC curves", "Feature importance", "Profiles", "Area", "Upsampling consistency",
+            "Timings"} <= set(seen["headings"])
+    text = (out / "report.html").read_text()
+    assert "forest" in text and f"{summary.figures['truth']['prediction_10m']['overall_accuracy']:.3f}" in text
+
+
+def test_area_estimates_with_confidence_intervals(e2e_run):
+    """The run estimates class areas from a stratified sample of the truth: the intervals are real (positive, most
+    cover the census area) and the estimates sum to the sampled population."""
+    summary, _ = e2e_run
+    a = summary.figures["area"]
+    classes = a["classes"]
+    assert a["n"] == sum(min(100, int(v["map_ha"] / 0.01)) for v in classes.values())
+    assert sum(v["area_ha"] for v in classes.values()) == pytest.approx(sum(v["map_ha"] for v in classes.values()))
+    assert all(v["area_ci_ha"] > 0 for v in classes.values() if v["user_accuracy"] < 1)
+    assert sum(v["covered"] for v in classes.values()) >= len(classes) - 1
+    roc = summary.figures["validation"]["roc"]
+    assert set(roc) <= set(summary.figures["validation"]["classes"]) and len(roc) >= 5
+    for r in roc.values():  # curves from (0, 0) to (1, 1), never going back; the area under them is the AUC
+        fpr, tpr = np.array(r["fpr"]), np.array(r["tpr"])
+        assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0, 0, 1, 1) and (np.diff(fpr) >= 0).all() and (np.diff(tpr) >= 0).all()
+        assert r["auc"] == pytest.approx(np.trapezoid(tpr, fpr), abs=0.02)  # thinned curve: close, not exact
+    assert np.median([r["auc"] for r in roc.values()]) > 0.9

@@ -1,0 +1,269 @@
+"""``report.html``: a run's figures as one self-contained page (images embedded), readable offline.
+
+Built from what the run already wrote — ``summary.json`` figures — plus two small quicklook arrays (the 10 m
+map and the coarse map, decimated). matplotlib draws every figure (``lcup.plot``); nothing is fetched when the
+page opens.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .legends import Legend
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.5em 0;font-size:.9em}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.figs{display:flex;flex-wrap:wrap;gap:1em}
+.figs img{max-width:100%;height:auto}.note{color:#555;font-size:.9em}.bad{color:#b00}"""
+
+
+def _png(fig) -> str:
+    """``<img>`` with ``fig`` as an embedded PNG; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img alt="" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.1f}"
+        return html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _maps(class_map, coarse_map, legend: Legend, map_title: str = "10 m map") -> str:
+    from .plot import _plt, class_map as show
+
+    plt = _plt()
+    panels = [(a, t) for a, t in ((class_map, map_title), (coarse_map, "coarse map (on the 10 m grid)")) if a is not None]
+    if not panels:
+        return ""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5.5), squeeze=False)
+    for ax, (a, t) in zip(axes[0], panels):
+        show(a, legend, ax=ax, title=t, legend_loc="upper left")
+    return _png(fig)
+
+
+def _accuracy(f: Mapping) -> str:
+    from .plot import _plt, confusion_matrix
+
+    plt = _plt()
+    reports = [(t, r) for t, r in (("validation blocks (coarse labels)", f.get("validation")),
+                                   ("10 m map vs truth", f.get("truth", {}).get("prediction_10m")),
+                                   ("coarse map vs truth", f.get("truth", {}).get("coarse_map_upsampled")))
+               if r and "confusion_matrix" in r]
+    if not reports:
+        return "<p class=note>No accuracy figures: the run had neither validation blocks nor a truth map.</p>"
+    rows = [[t, r["n"] if "n" in r else "", r["overall_accuracy"], r["kappa"]] for t, r in reports]
+    out = _table(["against", "samples", "overall accuracy", "kappa"], rows)
+    figs = []
+    for t, r in reports:
+        k = len(r["classes"])
+        fig, ax = plt.subplots(figsize=(1.5 + 0.55 * (k + 1), 1.2 + 0.5 * k))
+        confusion_matrix(r, ax=ax, title=f"{t}\nOA {r['overall_accuracy']:.3f}, kappa {r['kappa']:.3f} (rows normalised)")
+        figs.append(_png(fig))
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    width = 0.8 / len(reports)
+    first = reports[0][1]
+    names = [first["per_class"][c]["name"] for c in first["classes"]]
+    for i, (t, r) in enumerate(reports):
+        f1 = [r["per_class"].get(c, {}).get("f1") for c in first["classes"]]
+        f1 = [np.nan if v is None else v for v in f1]  # undefined F1 (class never predicted nor present): null in JSON
+        ax.bar(np.arange(len(names)) + i * width, f1, width, label=t)
+    ax.set_xticks(np.arange(len(names)) + width * (len(reports) - 1) / 2, names, rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("F1")
+    ax.legend(fontsize=8, frameon=False)
+    figs.append(_png(fig))
+    return out + f"<div class=figs>{''.join(figs)}</div>"
+
+
+def _roc(f: Mapping, legend: Legend) -> str:
+    roc = f.get("validation", {}).get("roc")
+    if not roc:
+        return ""
+    from .plot import _plt
+
+    plt = _plt()
+    names, cols = legend.names(), legend.colours()
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    for c, r in roc.items():
+        c = int(c)
+        ax.plot(r["fpr"], r["tpr"], color=tuple(v / 255 for v in cols.get(c, (80, 80, 80, 255))[:3]),
+                label=f"{names.get(c, c)} (AUC {r['auc']:.3f})")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.legend(fontsize=7, frameon=False)
+    ax.set_title("ROC, one class against the rest (validation blocks)")
+    return "<h2>ROC curves</h2>" + _png(fig)
+
+
+def _importance(f: Mapping) -> str:
+    imp = f.get("feature_importance_top")
+    if not imp:
+        return ""
+    from .plot import _plt
+
+    plt = _plt()
+    items = list(imp.items())[::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(items) + 1))
+    ax.barh([k for k, _ in items], [v for _, v in items], color="#4a7bb7")
+    ax.set_xlabel("importance (mean decrease in impurity, normalised)")
+    return "<h2>Feature importance</h2>" + _png(fig)
+
+
+def _profiles(f: Mapping, legend: Legend) -> str:
+    prof = f.get("profiles")
+    if not prof:
+        return ""
+    from .plot import _plt
+
+    plt = _plt()
+    names, cols = legend.names(), legend.colours()
+    figs = []
+    for var, p in prof.items():
+        fig, ax = plt.subplots(figsize=(6.5, 3.6))
+        x = np.array(p["dates"], dtype="datetime64[D]") if all(len(d) == 10 for d in p["dates"]) else np.arange(len(p["dates"]))
+        for c, q in p["classes"].items():
+            col = tuple(v / 255 for v in cols.get(int(c), (80, 80, 80, 255))[:3])
+            ax.plot(x, q["p50"], color=col, label=names.get(int(c), c))
+            ax.fill_between(x, q["p25"], q["p75"], color=col, alpha=0.15)
+        ax.set_ylabel(var.upper())
+        ax.set_title(f"{var.upper()} through the year per class (median, quartiles; training sample)", fontsize=9)
+        ax.legend(fontsize=7, frameon=False, ncol=2)
+        fig.autofmt_xdate()
+        figs.append(_png(fig))
+    return "<h2>Profiles</h2><div class=figs>" + "".join(figs) + "</div>"
+
+
+def _areas(f: Mapping, legend: Legend, pixel_ha: float | None) -> str:
+    names = legend.names()
+    area = f.get("area")
+    out = "<h2>Area</h2>"
+    if area:
+        rows = [[f"{c} {v['name']}", v["map_ha"], v["area_ha"], f"± {v['area_ci_ha']:,.1f}", v["census_ha"],
+                 "yes" if v["covered"] else "no", f"{v['user_accuracy']:.3f} ± {v['user_accuracy_ci']:.3f}",
+                 f"{v['producer_accuracy']:.3f} ± {v['producer_accuracy_ci']:.3f}"] for c, v in area["classes"].items()]
+        out += (f"<p>Stratified estimates (Olofsson et al. 2014) from a random reference sample of {area['n_per_class']} "
+                f"pixels per mapped class drawn from the truth map ({area['n']} in all), 95 % confidence intervals; "
+                f"area-adjusted overall accuracy {area['overall_accuracy']:.3f} ± {area['overall_accuracy_ci']:.3f}. "
+                "The census column counts every truth pixel: the interval should cover it about 19 times in 20.</p>")
+        out += _table(["class", "mapped ha", "estimated ha", "95 % CI", "census ha", "covered", "user's accuracy",
+                       "producer's accuracy"], rows)
+    elif f.get("predicted_class_px") and pixel_ha:
+        px = f["predicted_class_px"]
+        tot = sum(px.values())
+        rows = [[f"{c} {names.get(int(c), c)}", n * pixel_ha, n / tot] for c, n in px.items()]
+        out += ("<p class=note>Mapped areas (pixel counts). Areas with confidence intervals need a reference sample: "
+                "<code>lcup design</code> draws one, <code>lcup area</code> estimates from it.</p>")
+        out += _table(["class", "mapped ha", "share"], rows)
+    else:
+        return ""
+    return out
+
+
+def _consistency(f: Mapping) -> str:
+    c = f.get("consistency")
+    if not c or c.get("agreement") is None:
+        return ""
+    rows = [[f"{code} {v['name']}", v["coarse_share"], v["map_share"]] for code, v in c["classes"].items()]
+    gone = f.get("vanished_classes") or {}
+    warn = (f"<p class=bad>Classes that lost most of their coarse area: {', '.join(map(str, gone))}</p>" if gone else "")
+    return (f"<h2>Upsampling consistency</h2><p>The 10 m map agrees with the coarse map on "
+            f"{100 * c['agreement']:.1f} % of the coarse map's labelled pixels.</p>{warn}"
+            + _table(["class", "share in the coarse map", "share in the 10 m map"], rows))
+
+
+def _timings(summary: Mapping) -> str:
+    t = summary.get("timings") or {}
+    if not t:
+        return ""
+    rows = [[k, v, v / t["total"] if t.get("total") else ""] for k, v in t.items() if k != "total"]
+    rows.append(["total", t.get("total", ""), 1.0])
+    return "<h2>Timings</h2>" + _table(["stage", "seconds", "share"], rows)
+
+
+def _change(change: Mapping | None) -> str:
+    if not change:
+        return ""
+    out = "<h2>Change</h2>"
+    for p in change["pairs"]:
+        h = p["hectares"]
+        rows = [[f"{c} {v['name']}", v["from"], v["to"], v["gain"], v["loss"], v["net"]] for c, v in h["classes"].items() if v["from"] or v["to"]]
+        out += (f"<h3>{html.escape(p['from'])} → {html.escape(p['to'])}</h3><p>{h['changed']:,.1f} ha of {h['total']:,.1f} ha "
+                f"changed ({100 * (h['share_changed'] or 0):.2f} %).</p>")
+        out += _table(["class", f"{p['from']} ha", f"{p['to']} ha", "gain ha", "loss ha", "net ha"], rows)
+    if change.get("temporal_consistency"):
+        out += f"<p>Pixels that change and change back: {100 * (change['temporal_consistency']['flip_back_share'] or 0):.2f} %.</p>"
+    if change.get("sankey") and Path(change["sankey"]).exists():
+        out += f'<img alt="" src="data:image/png;base64,{base64.b64encode(Path(change["sankey"]).read_bytes()).decode()}">'
+    return out
+
+
+def _int_keys(obj):
+    """``obj`` with digit-string dict keys back to ints (class codes come back from JSON as strings)."""
+    if isinstance(obj, Mapping):
+        return {int(k) if isinstance(k, str) and k.isdigit() else k: _int_keys(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_int_keys(v) for v in obj]
+    return obj
+
+
+def write_report(path: str | Path, summary: Mapping, legend: Legend, *, class_map: np.ndarray | None = None,
+                 coarse_map: np.ndarray | None = None, pixel_ha: float | None = None, change: Mapping | None = None,
+                 map_title: str = "10 m map") -> Path:
+    """Write ``report.html``: quicklooks of the map and the coarse map, accuracy (tables, confusion matrices as heat
+    maps, F1 per class, ROC curves), feature importance, NDVI/SWIR-index profiles per class, areas (with 95 %
+    confidence intervals where a reference exists), the upsampling consistency, timings per stage, and, for several
+    years, the change tables and the Sankey diagram. One file, images embedded: it opens offline.
+
+    Parameters
+    ----------
+    summary
+        The run's ``summary.json`` (as a mapping).
+    class_map, coarse_map
+        ``(y, x)`` legend codes, decimated for display (a few hundred pixels a side is plenty).
+    pixel_ha
+        Area of one pixel of the map, hectares (for mapped areas).
+    change
+        What :func:`lcup.stages.change.change` returned, for the change section.
+
+    Examples
+    --------
+    >>> write_report("out/report.html", json.load(open("out/summary.json")), get_legend("lcup7"))  # doctest: +SKIP
+    """
+    summary = _int_keys(summary)
+    f = summary.get("figures", {})
+    title = f"lcup report — {summary.get('name', '')}"
+    grid = f.get("grid", {})
+    facts = [["status", summary.get("status", "")], ["grid", f"{grid.get('crs', '')} {grid.get('shape', '')} at {grid.get('resolution', '')} m"],
+             ["source items", f.get("items", "")], ["dates kept / found", f"{f.get('dates_kept', '')} / {f.get('dates_found', '')}"],
+             ["features", f.get("n_features", "")], ["lcup", f.get("versions", {}).get("lcup", "")]]
+    parts = [f"<h1>{html.escape(title)}</h1><p class=note>Written {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC</p>",
+             _table(["", ""], facts) if f else "",
+             "<h2>Maps</h2>" + _maps(class_map, coarse_map, legend, map_title) if class_map is not None else "",
+             "<h2>Accuracy</h2>" + _accuracy(f) if f else "",
+             _roc(f, legend), _importance(f), _profiles(f, legend), _areas(f, legend, pixel_ha), _consistency(f), _change(change),
+             _timings(summary)]
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+                   f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
