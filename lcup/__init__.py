@@ -60,14 +60,22 @@ STAGES = ("grid", "search", "load", "scene_filter", "features", "feature_names",
           "write")
 
 
+#: The analyst's functions: ``lcup.change(...)``, ``lcup.zonal(...)``, ``lcup.design(...)``, ``lcup.area(...)``,
+#: ``lcup.write_report(...)``, from the module named.
+ANALYSIS = {"change": "lcup.stages.change", "zonal": "lcup.stages.zonal", "design": "lcup.stages.reference",
+            "area": "lcup.stages.reference", "write_report": "lcup.report"}
+
+
 def __getattr__(name: str):
     import importlib
 
     if name in STAGES:
         return getattr(importlib.import_module("lcup.stages"), name)
+    if name in ANALYSIS:
+        return getattr(importlib.import_module(ANALYSIS[name]), name)
     if name in ("plot", "stages"):
         return importlib.import_module(f"lcup.{name}")
     raise AttributeError(f"module 'lcup' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "LcupError", "PipelineConfig", "load_config", "run_pipeline", "write_demo", *STAGES]
+__all__ = ["__version__", "LcupError", "PipelineConfig", "load_config", "run_pipeline", "write_demo", *STAGES, *ANALYSIS]

@@ -6,6 +6,8 @@
     lcup plan PIPELINE       dry run: grid, tiles, chunks, memory per task
     lcup change A B [...]    change between maps of two or more years
     lcup zonal MAP [...] ZONES --by NAME   class areas per zone
+    lcup design MAP          a stratified random reference sample to label
+    lcup area MAP POINTS     class areas with confidence intervals from labelled points
 
 Every subcommand takes -v, -q and --set KEY=VALUE (any pipeline key); exit codes: see EXIT_*.
 """
@@ -119,6 +121,34 @@ def _zonal(args) -> int:
     return 0
 
 
+def _design(args) -> int:
+    from .stages.reference import design
+
+    r = design(args.map, args.output, users_accuracy=args.users_accuracy, target_se=args.target_se, n=args.n,
+               min_per_class=args.min_per_class, legend=args.legend, bbox=args.bbox, seed=args.seed, chunk_px=args.chunk_px,
+               compute=_dask_compute(getattr(args, "quiet", False)), overwrite=args.overwrite)
+    print(f"lcup design: {r['n']} points → {r['output']} (per class: {r['per_class']}); label their 'reference' column, "
+          f"then: lcup area {args.map} {r['output']}")
+    return 0
+
+
+def _area(args) -> int:
+    from .stages.reference import area
+
+    r = area(args.map, args.points, class_column=args.class_column, legend=args.legend, reference_legend=args.reference_legend,
+             output=args.output, points_crs=args.points_crs, chunk_px=args.chunk_px,
+             compute=_dask_compute(getattr(args, "quiet", False)))
+    print(f"lcup area: {r['n']} reference points ({r['unused_points']} unused); overall accuracy "
+          f"{r['overall_accuracy']:.3f} ± {r['overall_accuracy_ci']:.3f} (95 %)")
+    print(f"  {'class':<28} {'mapped ha':>12} {'estimated ha':>14} {'± 95 % CI':>11} {'user':>7} {'producer':>9}")
+    for c, v in r["classes"].items():
+        print(f"  {str(c) + ' ' + v['name']:<28} {v['map_ha']:>12,.1f} {v['area_ha']:>14,.1f} {v['area_ci_ha']:>11,.1f} "
+              f"{v['user_accuracy']:>7.3f} {v['producer_accuracy']:>9.3f}")
+    if args.output:
+        print(f"  written to {args.output} and {Path(args.output).with_suffix('.csv')}")
+    return 0
+
+
 def _parse_sets(pairs) -> dict:
     """``--set key=value`` pairs as config overrides; values are read as YAML (numbers, lists, true/false)."""
     import yaml
@@ -221,6 +251,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--by", required=True, help="the zones' name column")
     p.add_argument("-o", "--output", default="zonal.gpkg", help="output .gpkg, .parquet or .csv (default: zonal.gpkg)")
     p.set_defaults(fn=_zonal)
+    one = argparse.ArgumentParser(add_help=False)
+    one.add_argument("--legend", help="the map's legend (built-in name), if it does not carry lcup's LEGEND tag")
+    one.add_argument("--chunk-px", type=int, default=1024, help="chunk side in pixels (default 1024)")
+    p = sub.add_parser("design", help="a stratified random reference sample on a map, for your own validation points",
+                       parents=[common, one])
+    p.add_argument("map", help="class map (COG/GeoTIFF)")
+    p.add_argument("-o", "--output", default="reference-points.gpkg", help="points: .gpkg, .geojson or .csv")
+    p.add_argument("--target-se", type=float, default=0.01, help="target standard error of the overall accuracy (default 0.01)")
+    p.add_argument("--users-accuracy", type=float, default=0.8, help="anticipated user's accuracy of every class (default 0.8)")
+    p.add_argument("--min-per-class", type=int, default=50, help="points at least per class (default 50)")
+    p.add_argument("-n", type=int, help="total points (instead of --target-se)")
+    p.add_argument("--bbox", nargs=4, type=float, metavar=("XMIN", "YMIN", "XMAX", "YMAX"), help="in the map's CRS")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(fn=_design)
+    p = sub.add_parser("area", help="class areas with 95 %% confidence intervals from labelled reference points",
+                       parents=[common, one])
+    p.add_argument("map", help="class map (COG/GeoTIFF)")
+    p.add_argument("points", help="labelled points: GeoPackage, GeoJSON, GeoParquet, or CSV with x/y or lon/lat")
+    p.add_argument("--class-column", default="reference", help="the points' reference class column (default: reference)")
+    p.add_argument("--reference-legend", help="legend of the reference classes if not the map's (crosswalked)")
+    p.add_argument("--points-crs", help="CRS of a CSV's x/y (default: EPSG:4326 for lon/lat, else the map's)")
+    p.add_argument("-o", "--output", help="write the estimates as JSON (and a CSV table beside it)")
+    p.set_defaults(fn=_area)
     p = sub.add_parser("init", help="write a commented pipeline template", parents=[common])
     p.add_argument("path", nargs="?", default="pipeline.yaml")
     p.add_argument("--overwrite", action="store_true")

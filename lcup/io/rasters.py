@@ -252,9 +252,29 @@ def read_stac_on_geobox(catalog: str, collection: str, geobox: GeoBox, **kw) -> 
     return codes.compute(scheduler="threads"), used
 
 
-def map_geobox(path: str | Path, bbox: tuple[float, float, float, float] | None = None) -> tuple[GeoBox, str | None]:
-    """A class map's own grid (cut to ``bbox``, in the map's CRS, when given) and the legend name lcup wrote in
-    its tags (``LEGEND``), or None.
+def _tag_legend(src):
+    """The legend a class map carries: a built-in name in its ``LEGEND`` tag, else its ``CLASS_<code>`` tags (and
+    colour table), as lcup writes them (change maps among them); None if it has neither."""
+    from ..legends import LEGENDS, Legend
+
+    tags = src.tags()
+    name = tags.get("LEGEND")
+    if name in LEGENDS:
+        return LEGENDS[name]
+    classes = {int(k[6:]): v for k, v in tags.items() if k.startswith("CLASS_") and k[6:].isdigit() and int(k[6:]) > 0}
+    if not classes:
+        return None
+    try:
+        cmap = src.colormap(1)
+    except ValueError:
+        cmap = {}
+    return Legend(name or Path(src.name).stem, {c: (n, "#{:02x}{:02x}{:02x}".format(*cmap.get(c, (128, 128, 128))[:3]))
+                                                for c, n in sorted(classes.items())})
+
+
+def map_geobox(path: str | Path, bbox: tuple[float, float, float, float] | None = None):
+    """A class map's own grid (cut to ``bbox``, in the map's CRS, when given) and the legend it carries
+    (:class:`~lcup.legends.Legend`: lcup's ``LEGEND``/``CLASS_<code>`` tags), or None.
 
     Raises
     ------
@@ -271,7 +291,7 @@ def map_geobox(path: str | Path, bbox: tuple[float, float, float, float] | None 
         if src.crs is None:
             raise LabelError(f"map {path} has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:4326 {path})")
         gb = GeoBox((src.height, src.width), src.transform, str(src.crs))
-        legend = src.tags().get("LEGEND")
+        legend = _tag_legend(src)
         if bbox is not None:
             w = from_bounds(*bbox, transform=src.transform)  # fractional: every pixel the bbox touches is kept
             r0, c0 = max(0, int(np.floor(w.row_off))), max(0, int(np.floor(w.col_off)))

@@ -83,3 +83,60 @@ def stratified_estimates(counts: np.ndarray, map_area: Sequence[float], *, z: fl
                      "producer_accuracy": float(pa[j]), "producer_accuracy_se": float(np.sqrt(var_pa[j]))}
                     for j in range(k)],
     }
+
+
+def sample_size(weights: Sequence[float], users_accuracy: Sequence[float], target_se: float = 0.01) -> int:
+    """Total size of a stratified random reference sample for a target standard error of the overall accuracy
+    (Olofsson et al. 2014, eq. 13): ``n = (Σ W_i S_i / S(Ô))²`` with ``S_i = sqrt(U_i (1 − U_i))``.
+
+    Parameters
+    ----------
+    weights
+        Share of the mapped area in each stratum (map class); normalised here.
+    users_accuracy
+        Anticipated user's accuracy of each class (0–1).
+    target_se
+        Target standard error of the overall accuracy.
+
+    Examples
+    --------
+    Olofsson et al. (2014, §5.1.1): four strata, anticipated user's accuracies 0.7, 0.6, 0.9, 0.95, S(Ô) = 0.01.
+
+    >>> sample_size([200000, 150000, 3200000, 6450000], [0.7, 0.6, 0.9, 0.95], 0.01)
+    641
+    """
+    w = np.asarray(weights, np.float64)
+    w = w / w.sum()
+    u = np.asarray(users_accuracy, np.float64)
+    return int(np.ceil((w * np.sqrt(u * (1 - u))).sum() ** 2 / target_se**2 - 1e-9))
+
+
+def allocate(n: int, weights: Sequence[float], min_per_class: int = 50) -> np.ndarray:
+    """Split ``n`` reference samples across strata: strata whose proportional share is under ``min_per_class`` get
+    that minimum (rare classes need enough samples for their user's accuracy and area), the others share the rest
+    in proportion to area — the compromise between proportional and equal allocation Olofsson et al. (2014, §5.1.1)
+    recommend. Strata with no area get 0; the total is ``n`` (more if the minimums alone exceed it).
+
+    Examples
+    --------
+    >>> allocate(641, [200000, 150000, 3200000, 6450000], 50).tolist()
+    [50, 50, 179, 362]
+    """
+    w = np.asarray(weights, np.float64)
+    present = w > 0
+    fixed = np.zeros(len(w), bool)  # strata held at the minimum
+    while True:
+        free = present & ~fixed
+        rest = max(0, n - min_per_class * int(fixed.sum()))
+        share = np.where(free, w / max(w[free].sum(), 1e-300), 0) * rest
+        low = free & (share < min_per_class)
+        if not low.any():
+            break
+        fixed |= low
+    share = np.where(fixed, float(min_per_class), share)
+    out = np.floor(share).astype(np.int64)
+    left = n - int(out.sum())
+    if left > 0:  # largest remainders first
+        order = np.argsort(-(share - np.floor(share)), kind="stable")
+        out[order[:left]] += 1
+    return out

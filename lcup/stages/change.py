@@ -23,8 +23,8 @@ def _map_legend(legend, found: str | None, path) -> Legend:
 
     if legend is not None:
         return get_legend(legend)
-    if found:
-        return get_legend(found)
+    if found is not None:
+        return found
     raise LabelError(f"{path} does not say its legend (lcup's maps carry a LEGEND tag); give it: --legend esa-worldcover "
                      "(or legend=... in Python)")
 
