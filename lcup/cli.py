@@ -30,9 +30,10 @@ EXIT_LCUP_ERROR, EXIT_USAGE, EXIT_UNEXPECTED, EXIT_INTERRUPTED = 1, 2, 70, 130
 def _demo(args) -> int:
     from .synthetic import SceneSpec, write_demo
 
-    spec = SceneSpec(size=(args.size, args.size), year=args.year, seed=args.seed)
+    spec = SceneSpec(size=(args.size, args.size), year=args.year, seed=args.seed, years=args.years)
     t0 = time.perf_counter()
-    print(f"lcup demo: generating a {args.size}×{args.size} px scene ({len(spec.dates)} dates) in {args.out}")
+    span = f"{args.year}" if args.years == 1 else f"{args.year}–{args.year + args.years - 1}, land changing each year"
+    print(f"lcup demo: generating a {args.size}×{args.size} px scene ({len(spec.dates)} dates a year, {span}) in {args.out}")
     cat = write_demo(args.out, spec, overwrite=args.overwrite, progress=not args.quiet)
     print(f"lcup demo: wrote {cat} in {time.perf_counter() - t0:.0f} s")
     return 0
@@ -69,6 +70,11 @@ def _run(args) -> int:
                   f"OA {t['coarse_map_upsampled']['overall_accuracy']:.3f} ({t['oa_gain_points']:+.1f} points)")
         else:
             print(f"  against the 10 m truth: prediction OA {t['prediction_10m']['overall_accuracy']:.3f}")
+    for p in f.get("change", {}).get("pairs", []):
+        h = p["hectares"]
+        print(f"  change {p['from']} → {p['to']}: {h['changed']:,.1f} ha ({100 * (h['share_changed'] or 0):.1f} % of the mapped area)")
+    if "change" in summary.outputs:
+        print(f"  maps per year in {cfg.output.dir}/<year>/, change outputs in {summary.outputs['change']}")
     tiles = f.get("tiles", {})
     if tiles.get("without_valid_data"):
         print(f"  {len(tiles['without_valid_data'])} tile(s) had no valid observation and hold nodata: {tiles['without_valid_data']}")
@@ -219,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", nargs="?", default="demo-data", help="output folder (default: demo-data)")
     p.add_argument("--size", type=int, default=1024, help="scene side in 10 m pixels (default 1024)")
     p.add_argument("--year", type=int, default=2024)
+    p.add_argument("--years", type=int, default=1, help="consecutive years to generate (default 1); later years change "
+                   "the land and get their own truth_10m_<year>.tif")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(fn=_demo)

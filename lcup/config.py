@@ -310,6 +310,9 @@ class PipelineConfig(_Section):
     source: SourceConfig = Field(default_factory=SourceConfig)
     aoi: AOIConfig
     year: int | None = Field(None, ge=2015, le=2100, description="calendar year; or give start/end")
+    years: list[int] | None = Field(None, description="several calendar years: a map per year on one grid, from one model "
+                                    "trained on the first year (the coarse map's), then the change between them "
+                                    "(<output.dir>/<year>/ and <output.dir>/change/); instead of year/start/end")
     start: dt.date | None = None
     end: dt.date | None = None
     load: LoadConfig = Field(default_factory=LoadConfig)
@@ -333,8 +336,14 @@ class PipelineConfig(_Section):
 
     @model_validator(mode="after")
     def _dates(self) -> "PipelineConfig":
+        if self.years is not None:
+            if self.year is not None or self.start is not None or self.end is not None:
+                raise ValueError("give `years` or `year` (or start/end), not both")
+            if len(self.years) < 2 or len(set(self.years)) != len(self.years) or any(not 2015 <= y <= 2100 for y in self.years):
+                raise ValueError(f"years {self.years} must be two or more different calendar years from 2015 on, e.g. [2023, 2024]")
+            return self
         if self.year is None and (self.start is None or self.end is None):
-            raise ValueError("give either `year` or both `start` and `end`")
+            raise ValueError("give either `year`, `years` or both `start` and `end`")
         if self.start is not None and self.end is not None and self.start > self.end:
             raise ValueError(f"start {self.start} is after end {self.end}")
         return self
@@ -433,9 +442,22 @@ class PipelineConfig(_Section):
 
     @property
     def period(self) -> tuple[dt.date, dt.date]:
+        """The run's dates; with ``years``, the first year's (each year runs as its own pipeline)."""
         if self.start is not None and self.end is not None:
             return self.start, self.end
-        return dt.date(self.year, 1, 1), dt.date(self.year, 12, 31)
+        year = self.year if self.year is not None else self.years[0]
+        return dt.date(year, 1, 1), dt.date(year, 12, 31)
+
+    def for_year(self, year: int, *, model_path: str | None = None) -> "PipelineConfig":
+        """This pipeline for one of its ``years``: output in ``<output.dir>/<year>``, the given saved model (later
+        years apply the first year's), the truth kept for the first year only (the labels' year)."""
+        d = self.model_dump(mode="json")
+        d.update(year=year, years=None, start=None, end=None, name=f"{self.name}-{year}")
+        d["output"]["dir"] = str(Path(self.output.dir) / str(year))
+        if model_path is not None:
+            d["model"]["path"] = model_path
+            d["truth"] = None
+        return PipelineConfig.model_validate(d)
 
 
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:

@@ -157,6 +157,8 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
     from .io.rundir import output_lock, prepare_output_dir
     from .redact import redact
 
+    if cfg.years:
+        return run_years(cfg, client=client, progress=progress)
     out = Path(cfg.output.dir)
     prepare_output_dir(out, overwrite=cfg.output.overwrite, resume=cfg.output.resume,
                                  outputs=("landcover.zarr", "landcover_class.tif"))
@@ -499,6 +501,56 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
         summary.outputs["report"] = str(_report(out, summary, result, lab, geobox, target, to_code, client))
         (out / "summary.json").write_text(summary.to_json())
     return summary
+
+
+def run_years(cfg: PipelineConfig, *, client=None, progress: bool = True) -> RunSummary:
+    """A map per year of ``cfg.years`` on one grid, then the change between them.
+
+    The first year trains the model (on the coarse map, which describes one year: the first) and is scored
+    against the truth if given; later years apply that model (``model.path``), so a change between maps is a
+    change in the imagery, not in the model. Each year is a whole run in ``<output.dir>/<year>/`` (resumable,
+    with its own summary and report); the change outputs of :func:`lcup.stages.change.change` go to
+    ``<output.dir>/change/``. Returns a summary of the whole, also written to ``<output.dir>/summary.json``.
+    """
+    from .stages.change import change
+
+    if client is None and cfg.cluster.kind != "none":
+        from .cluster import cluster_client
+
+        with cluster_client(cfg.cluster) as c:
+            return run_years(cfg, client=c, progress=progress)
+    t0 = time.perf_counter()
+    out = Path(cfg.output.dir)
+    whole = RunSummary(cfg.name, parameters=json.loads(cfg.model_dump_json()))
+    whole.figures["years"] = {}
+    model_path = None
+    for y in cfg.years:
+        log.info("══ year %d ══", y)
+        s = run_pipeline(cfg.for_year(y, model_path=model_path), client=client, progress=progress)
+        model_path = model_path or str(out / str(y) / "model.skops")
+        whole.figures["years"][y] = {k: s.figures[k] for k in ("predicted_class_px", "consistency", "validation", "truth")
+                                     if k in s.figures} | {"summary": s.outputs["summary"]}
+        whole.timings[str(y)] = s.timings.get("total")
+        if y == cfg.years[0]:
+            whole.figures.update({k: s.figures[k] for k in ("validation", "truth", "consistency") if k in s.figures})
+    with _stage(whole, "change"):
+        if client is not None:
+            def compute(*lazy):
+                return tuple(client.compute(list(lazy), sync=True))
+        else:
+            compute = None
+        res = change([out / str(y) / "landcover_class.tif" for y in cfg.years], out / "change", labels=[str(y) for y in cfg.years],
+                     chunk_px=cfg.load.chunk_px, compute=compute, overwrite=True)
+    whole.figures["change"] = {"pairs": [{k: p[k] for k in ("from", "to", "hectares")} for p in res["pairs"]],
+                               **({"temporal_consistency": res["temporal_consistency"]} if "temporal_consistency" in res else {})}
+    for p in res["pairs"]:
+        log.info("  %s → %s: %.1f %% of the mapped area changed", p["from"], p["to"], 100 * (p["hectares"]["share_changed"] or 0))
+    whole.outputs.update({"change": str(out / "change"), **{f"map_{y}": str(out / str(y)) for y in cfg.years},
+                          "summary": str(out / "summary.json")})
+    whole.timings["total"] = round(time.perf_counter() - t0, 3)
+    whole.status = "done"
+    (out / "summary.json").write_text(whole.to_json())
+    return whole
 
 
 def _pixel_ha(geobox) -> float:

@@ -72,6 +72,9 @@ class SceneSpec:
         Fraction of coarse cells given a wrong class.
     seed
         Random seed; the same seed gives the same scene bit for bit.
+    years
+        Consecutive years generated from ``year`` on (one catalog); each later year changes the land
+        (:func:`change_landscape`) and gets its own truth map ``truth_10m_<year>.tif``.
     """
 
     size: tuple[int, int] = (1024, 1024)
@@ -84,6 +87,7 @@ class SceneSpec:
     seed: int = 42
     parcel_spacing_px: int = 20
     mean_cloud_cover: float = 0.4
+    years: int = 1
 
     @property
     def dates(self) -> list[dt.datetime]:
@@ -340,26 +344,44 @@ def coarse_map(truth: np.ndarray, factor: int, noise: float, rng: np.random.Gene
     return lut[major]
 
 
+def change_landscape(land: Landscape, rng: np.random.Generator, share: float = 0.25) -> Landscape:
+    """The next year's land: a ``share`` of the forest parcels (objects) is cleared to cropland, as many crop or
+    grass parcels become built-up, and a few crop parcels turn to grassland (land-cover change a map must catch).
+    Per-object phenology stays, so the changed parcels behave like their new class."""
+    truth = land.truth.copy()
+    for src, dst, frac in ((FOREST, CROP, share), (CROP, BUILT, share / 4), (GRASS, BUILT, share / 4), (CROP, GRASS, share / 2)):
+        objs = np.unique(land.objects[land.truth == src])
+        pick = objs[rng.random(len(objs)) < frac]
+        truth[np.isin(land.objects, pick) & (land.truth == src)] = dst
+    return Landscape(truth=truth, objects=land.objects, params=land.params)
+
+
 def generate(spec: SceneSpec | None = None):
     """Yield the scene date by date without holding the year in memory.
 
     Yields
     ------
     tuple
-        First ``("landscape", Landscape)``, then ``(datetime, dn (band, y, x) uint16, scl (y, x) uint8)``
-        per date.
+        ``("landscape", Landscape)`` at the start of each year, then ``(datetime, dn (band, y, x) uint16,
+        scl (y, x) uint8)`` per date of that year.
     """
+    import dataclasses
+
     spec = spec or SceneSpec()
     rng = np.random.default_rng(spec.seed)
     land = make_landscape(spec, rng)
-    yield "landscape", land
-    dates = spec.dates
-    covers = cloud_cover_series(len(dates), spec.mean_cloud_cover, rng)
-    for i, d in enumerate(dates):
-        r = np.random.default_rng([spec.seed, i])
-        refl = surface_reflectance(land, d.timetuple().tm_yday, r)
-        refl, scl = atmosphere(refl, land.truth, float(covers[i]), r)
-        yield d, to_dn(refl), scl
+    for k in range(spec.years):
+        year_spec = dataclasses.replace(spec, year=spec.year + k)
+        if k:
+            land = change_landscape(land, np.random.default_rng([spec.seed, 20_000, k]))
+        yield "landscape", land
+        dates = year_spec.dates
+        covers = cloud_cover_series(len(dates), spec.mean_cloud_cover, rng if k == 0 else np.random.default_rng([spec.seed, 30_000, k]))
+        for i, d in enumerate(dates):
+            r = np.random.default_rng([spec.seed, i] if k == 0 else [spec.seed, k, i])  # year 1 as before: the same demo
+            refl = surface_reflectance(land, d.timetuple().tm_yday, r)
+            refl, scl = atmosphere(refl, land.truth, float(covers[i]), r)
+            yield d, to_dn(refl), scl
 
 
 def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
@@ -398,6 +420,7 @@ def write_demo(out_dir: str | Path, spec: SceneSpec | None = None, *, overwrite:
     >>> cat.name
     'catalog.json'
     """
+    import dataclasses
     from concurrent.futures import ThreadPoolExecutor
 
     from .errors import OutputExistsError
@@ -415,6 +438,9 @@ def write_demo(out_dir: str | Path, spec: SceneSpec | None = None, *, overwrite:
     gen = generate(spec)
     _, land = next(gen)
     write_cog_array(out / "truth_10m.tif", land.truth, transform10, spec.crs_epsg, nodata=0, legend=LCUP7)
+    year = spec.year
+    if spec.years > 1:
+        write_cog_array(out / f"truth_10m_{year}.tif", land.truth, transform10, spec.crs_epsg, nodata=0, legend=LCUP7)
     cf = spec.coarse_factor
     coarse = coarse_map(land.truth, cf, spec.label_noise, np.random.default_rng([spec.seed, 10_000]))
     tc = (10.0 * cf, 0.0, x0, 0.0, -10.0 * cf, y0)
@@ -424,8 +450,13 @@ def write_demo(out_dir: str | Path, spec: SceneSpec | None = None, *, overwrite:
     pool = ThreadPoolExecutor(2)
     futures = []
     month = 0
-    n_dates, tty = len(spec.dates), on_tty()
-    for d, dn, scl in gen:
+    n_dates, tty = sum(len(dataclasses.replace(spec, year=spec.year + k).dates) for k in range(spec.years)), on_tty()
+    for item in gen:
+        if item[0] == "landscape":  # a later year's land: its own truth map
+            year += 1
+            write_cog_array(out / f"truth_10m_{year}.tif", item[1].truth, transform10, spec.crs_epsg, nodata=0, legend=LCUP7)
+            continue
+        d, dn, scl = item
         stem = f"S2X_DEMO_{d:%Y%m%d}"
         folder = out / "items" / stem
         folder.mkdir(parents=True, exist_ok=True)

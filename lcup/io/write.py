@@ -155,7 +155,9 @@ def write_tiles_zarr(ds, path: str | Path, *, tile_px: int, attrs: dict, overwri
             finish(*pending.popleft())
     while pending:
         finish(*pending.popleft())
-    zarr.consolidate_metadata(str(path))  # one read for every opener (no per-open warning); redone after a resume
+    with warnings.catch_warnings():  # zarr notes that consolidated metadata is not in the v3 spec: chosen (issue 14)
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        zarr.consolidate_metadata(str(path))  # one read for every opener (no per-open warning); redone after a resume
     return written, len(tiles) - written
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import xarray as xr
@@ -45,7 +46,9 @@ def write(ds: xr.Dataset, folder: str | Path, *, legend: Legend, geobox=None, za
         from ..io.write import _cf_axes
 
         enc = {v: {"_FillValue": 0} for v in ds.data_vars}
-        _cf_axes(ds.drop_attrs(deep=False)).to_zarr(p, mode="w", encoding=enc, consolidated=True, zarr_format=3)
+        with warnings.catch_warnings():  # consolidated metadata is not in the Zarr v3 spec: chosen, so opening is quiet
+            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+            _cf_axes(ds.drop_attrs(deep=False)).to_zarr(p, mode="w", encoding=enc, consolidated=True, zarr_format=3)
         paths["zarr"] = p
     if cog:
         p = folder / "landcover_class.tif"

@@ -1,0 +1,60 @@
+"""A multi-year run (`years:`): a map per year from one model, then the change — against the demo's known change."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import rasterio
+
+from lcup.config import load_config
+from lcup.pipeline import run_pipeline
+from tests.conftest import scene_pipeline
+
+
+@pytest.fixture(scope="module")
+def two_years(tmp_path_factory):
+    from lcup.synthetic import SceneSpec, write_demo
+
+    out = tmp_path_factory.mktemp("years")
+    spec = SceneSpec(size=(160, 160), revisit_days=10, seed=5, years=2)
+    cat = write_demo(out, spec, progress=False)
+    return {"dir": out, "catalog": cat, "spec": spec}
+
+
+@pytest.mark.slow
+def test_years_map_each_year_and_their_change(two_years, tmp_path):
+    cfg = load_config(scene_pipeline(two_years, tmp_path / "o", year=None, years=[2024, 2025], **{"model.n_estimators": 60}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = run_pipeline(cfg, progress=False)
+    out = tmp_path / "o"
+    y1 = json.loads((out / "2024" / "summary.json").read_text())
+    y2 = json.loads((out / "2025" / "summary.json").read_text())
+    assert "truth" in y1["figures"] and "truth" not in y2["figures"]  # the truth map is the first year's
+    assert y2["figures"]["model"] == {"applied": str(out / "2024" / "model.skops")}  # one model for every year
+    assert (out / "2025" / "report.html").exists() and (out / "change" / "report.html").exists()
+    maps = [rasterio.open(out / str(y) / "landcover_class.tif").read(1) for y in (2024, 2025)]
+    truths = [rasterio.open(two_years["dir"] / f"truth_10m_{y}.tif").read(1) for y in (2024, 2025)]
+    with rasterio.open(out / "change" / "change_2024_2025.tif") as src:
+        cm = src.read(1)
+    np.testing.assert_array_equal(cm == 1, (maps[0] == maps[1]) & (maps[0] > 0))
+    changed, true_change = cm > 1, truths[0] != truths[1]
+    recall = (changed & true_change).sum() / true_change.sum()
+    precision = (changed & true_change).sum() / changed.sum()
+    assert 0.08 < true_change.mean() < 0.25  # the demo clears forest, builds, turns crops to grass
+    assert recall > 0.6 and precision > 0.5, (recall, precision)
+    pair = s.figures["change"]["pairs"][0]
+    forest = pair["hectares"]["classes"]["1"] if "1" in pair["hectares"]["classes"] else pair["hectares"]["classes"][1]
+    true_forest_loss = ((truths[0] == 1) & (truths[1] != 1)).sum() * 0.01
+    assert forest["loss"] == pytest.approx(true_forest_loss, rel=0.35) and forest["net"] < 0
+    assert json.loads((out / "summary.json").read_text())["status"] == "done"
+
+
+def test_years_exclude_year():
+    with pytest.raises(Exception, match="`years` or `year`"):
+        load_config({"aoi": {"bbox": [0, 0, 1, 1]}, "year": 2024, "years": [2024, 2025], "output": {"dir": "x"}})
+    with pytest.raises(Exception, match="two or more different"):
+        load_config({"aoi": {"bbox": [0, 0, 1, 1]}, "years": [2024], "output": {"dir": "x"}})
