@@ -22,7 +22,7 @@ _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.figs{display:flex;flex-wrap:wrap;gap:1em}
-.figs img{max-width:100%;height:auto}.note{color:#555;font-size:.9em}.bad{color:#b00}"""
+img{max-width:100%;height:auto}.note{color:#555;font-size:.9em}.bad{color:#b00}"""
 
 
 def _png(fig) -> str:
@@ -53,9 +53,10 @@ def _maps(class_map, coarse_map, legend: Legend, map_title: str = "10 m map") ->
     panels = [(a, t) for a, t in ((class_map, map_title), (coarse_map, "coarse map (on the 10 m grid)")) if a is not None]
     if not panels:
         return ""
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 5.5), squeeze=False)
     for ax, (a, t) in zip(axes[0], panels):
         show(a, legend, ax=ax, title=t, legend_loc="upper left")
+    fig.subplots_adjust(wspace=0.55)  # room for the first panel's key
     return _png(fig)
 
 
