@@ -186,24 +186,31 @@ def area(map_path: str | Path, points: str | Path, *, class_column: str = "refer
     ref_codes[ok] = np.asarray([int(float(v)) for v in ref[ok]], np.int64)
     if reference_legend is not None:
         ref_codes = apply_crosswalk(ref_codes, get_crosswalk(get_legend(reference_legend), leg), nodata=0).astype(np.int64)
-    unknown = sorted(set(ref_codes[ok].tolist()) - set(codes))
-    if unknown:
-        raise ConfigError(f"reference classes {unknown} are not in the map's legend {leg.name} ({codes}); give "
-                          "reference_legend (CLI: --reference-legend) to crosswalk them")
+    unknown = sorted(set(ref_codes[ok].tolist()) - set(codes) - {0})
+    if unknown:  # classes the map never shows (e.g. a transition a change map missed): strata of no mapped area
+        import warnings
+
+        from ..errors import LcupWarning
+
+        warnings.warn(f"reference classes {unknown} are not in the map's legend {leg.name} ({codes}): estimated as classes "
+                      "the map never shows (from its omission errors); if they are another legend's codes, give "
+                      "reference_legend (CLI: --reference-legend) to crosswalk them", LcupWarning, stacklevel=2)
+        names = {**names, **{c: f"class {c} (not in the map)" for c in unknown}}
+    all_codes = sorted(set(codes) | set(unknown))
     with rasterio.open(str(map_path)) as src:
         xy = list(zip(pts.geometry.x, pts.geometry.y))
         map_codes = np.array([v[0] for v in src.sample(xy, masked=False)], np.int64) if xy else np.zeros(0, np.int64)
-    lut = code_index(codes)
+    lut = code_index(all_codes)
     mi, ri = lut[np.clip(map_codes, 0, len(lut) - 1)], lut[np.clip(ref_codes, 0, len(lut) - 1)]
     use = ok & (mi > 0) & (ri > 0)
-    k = len(codes)
+    k = len(all_codes)
     counts = np.zeros((k, k), np.int64)
     np.add.at(counts, (mi[use] - 1, ri[use] - 1), 1)
     if use.sum() < 2:
         raise ConfigError(f"only {int(use.sum())} labelled point(s) fall on mapped pixels: check the points' CRS and {class_column!r}")
-    (ca,) = compute(_class_area(cls, codes, geobox))
+    (ca,) = compute(_class_area(cls, all_codes, geobox))
     map_ha = ca[1][1:] / 1e4
-    est = stratified_estimates(counts, map_ha, classes=codes)
+    est = stratified_estimates(counts, map_ha, classes=all_codes)
     res = {"n": int(use.sum()), "unused_points": int(len(pts) - use.sum()), "overall_accuracy": est["overall_accuracy"],
            "overall_accuracy_ci": 1.96 * est["overall_accuracy_se"], "counts": counts.tolist(), "classes": {
                int(c["class"]): {"name": names[c["class"]], "n": int(counts[j].sum()), "map_ha": c["map_area"], "area_ha": c["area"],

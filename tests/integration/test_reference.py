@@ -92,7 +92,12 @@ def test_area_from_a_lonlat_csv_and_clear_errors(map_and_truth, tmp_path):
     assert "300 reference points (0 unused)" in r.stdout and "water" in r.stdout
     r = subprocess.run([sys.executable, "-m", "lcup.cli", "area", d / "map.tif", tmp_path / "p.csv"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "no column 'reference'" in r.stderr and "'truth'" in r.stderr
-    bad = tmp_path / "bad.csv"
-    bad.write_text("lon,lat,reference\n15.0,46.0,9\n15.0,46.0,1\n")
-    r = subprocess.run([sys.executable, "-m", "lcup.cli", "area", d / "map.tif", bad], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1 and "reference classes [9]" in r.stderr and "Traceback" not in r.stderr
+    # a reference class the map never shows is a stratum of no mapped area, estimated from omission errors
+    pts2 = pts.assign(lon=pts.geometry.x, lat=pts.geometry.y)
+    pts2.loc[pts2.index[:30], "reference"] = 9
+    pts2[["lon", "lat", "reference"]].to_csv(tmp_path / "p9.csv", index=False)
+    r = subprocess.run([sys.executable, "-m", "lcup.cli", "area", d / "map.tif", tmp_path / "p9.csv", "-o", tmp_path / "a9.json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "reference classes [9] are not in the map's legend" in r.stderr and "Traceback" not in r.stderr
+    est = json.loads((tmp_path / "a9.json").read_text())["classes"]["9"]
+    assert est["map_ha"] == 0 and est["area_ha"] > 0 and est["name"] == "class 9 (not in the map)"

@@ -52,6 +52,26 @@ def test_years_map_each_year_and_their_change(two_years, tmp_path):
     assert forest["loss"] == pytest.approx(true_forest_loss, rel=0.35) and forest["net"] < 0
     assert json.loads((out / "summary.json").read_text())["status"] == "done"
 
+    # area of change with confidence intervals from a reference sample of change, labelled from the two truths
+    import geopandas as gpd
+
+    from lcup.stages.reference import area, design
+
+    chg = out / "change" / "change_2024_2025.tif"
+    design(chg, tmp_path / "p.gpkg", n=400, min_per_class=15)
+    p = gpd.read_file(tmp_path / "p.gpkg")
+    r, c = ((two_years["spec"].origin[1] - p.y) / 10).astype(int), ((p.x - two_years["spec"].origin[0]) / 10).astype(int)
+    names = {1: "forest", 2: "grassland", 3: "cropland", 4: "built-up", 5: "bare", 6: "water", 7: "wetland"}
+    code_of = {v: int(k) for k, v in json.loads((out / "change" / "change.json").read_text())["change_map"]["codes"].items()}
+    a, b = truths[0][r, c], truths[1][r, c]
+    p["reference"] = [1 if x == y else code_of.get(f"{names[x]} → {names[y]}", 200 + 10 * x + y) for x, y in zip(a, b)]
+    p.to_file(tmp_path / "labelled.gpkg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # transitions the map missed: reported as classes it never shows
+        est = area(chg, tmp_path / "labelled.gpkg")
+    stable_ha = ((truths[0] == truths[1]) & (cm > 0)).sum() * 0.01
+    assert abs(est["classes"][1]["area_ha"] - stable_ha) <= max(est["classes"][1]["area_ci_ha"], 0.01 * stable_ha)
+
 
 def test_years_exclude_year():
     with pytest.raises(Exception, match="`years` or `year`"):
