@@ -35,8 +35,15 @@ def _png(fig) -> str:
     return f'<img alt="" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
+def _f(v, fmt: str = ".3f") -> str:
+    """``v`` formatted, or "–" for an undefined figure (null in summary.json)."""
+    return "–" if v is None or (isinstance(v, float) and v != v) else format(v, fmt)
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     def cell(v):
+        if v is None:
+            return "–"
         if isinstance(v, float):
             return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.1f}"
         return html.escape(str(v))
@@ -76,7 +83,7 @@ def _accuracy(f: Mapping) -> str:
     for t, r in reports:
         k = len(r["classes"])
         fig, ax = plt.subplots(figsize=(1.5 + 0.55 * (k + 1), 1.2 + 0.5 * k))
-        confusion_matrix(r, ax=ax, title=f"{t}\nOA {r['overall_accuracy']:.3f}, kappa {r['kappa']:.3f} (rows normalised)")
+        confusion_matrix(r, ax=ax, title=f"{t}\nOA {_f(r['overall_accuracy'])}, kappa {_f(r['kappa'])} (rows normalised)")
         figs.append(_png(fig))
     fig, ax = plt.subplots(figsize=(7, 3.2))
     width = 0.8 / len(reports)
@@ -106,7 +113,7 @@ def _roc(f: Mapping, legend: Legend) -> str:
     for c, r in roc.items():
         c = int(c)
         ax.plot(r["fpr"], r["tpr"], color=tuple(v / 255 for v in cols.get(c, (80, 80, 80, 255))[:3]),
-                label=f"{names.get(c, c)} (AUC {r['auc']:.3f})")
+                label=f"{names.get(c, c)} (AUC {_f(r['auc'])})")
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
@@ -158,12 +165,12 @@ def _areas(f: Mapping, legend: Legend, pixel_ha: float | None) -> str:
     area = f.get("area")
     out = "<h2>Area</h2>"
     if area:
-        rows = [[f"{c} {v['name']}", v["map_ha"], v["area_ha"], f"± {v['area_ci_ha']:,.1f}", v["census_ha"],
-                 "yes" if v["covered"] else "no", f"{v['user_accuracy']:.3f} ± {v['user_accuracy_ci']:.3f}",
-                 f"{v['producer_accuracy']:.3f} ± {v['producer_accuracy_ci']:.3f}"] for c, v in area["classes"].items()]
+        rows = [[f"{c} {v['name']}", v["map_ha"], v["area_ha"], f"± {_f(v['area_ci_ha'], ',.1f')}", v["census_ha"],
+                 "yes" if v["covered"] else "no", f"{_f(v['user_accuracy'])} ± {_f(v['user_accuracy_ci'])}",
+                 f"{_f(v['producer_accuracy'])} ± {_f(v['producer_accuracy_ci'])}"] for c, v in area["classes"].items()]
         out += (f"<p>Stratified estimates (Olofsson et al. 2014) from a random reference sample of {area['n_per_class']} "
                 f"pixels per mapped class drawn from the truth map ({area['n']} in all), 95 % confidence intervals; "
-                f"area-adjusted overall accuracy {area['overall_accuracy']:.3f} ± {area['overall_accuracy_ci']:.3f}. "
+                f"area-adjusted overall accuracy {_f(area['overall_accuracy'])} ± {_f(area['overall_accuracy_ci'])}. "
                 "The census column counts every truth pixel: the interval should cover it about 19 times in 20.</p>")
         out += _table(["class", "mapped ha", "estimated ha", "95 % CI", "census ha", "covered", "user's accuracy",
                        "producer's accuracy"], rows)

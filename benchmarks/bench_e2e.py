@@ -1,0 +1,244 @@
+"""End to end: ``lcup run`` against a straightforward pangeo notebook pipeline, same scene, same machine, interleaved.
+
+The notebook route is what a user writes without lcup (issue 16): ``odc.stac.load`` → ``where(SCL)`` →
+``interpolate_na`` / ``interp`` onto a 10-day grid → scipy ``savgol_filter`` through ``apply_ufunc`` → NDVI,
+NDWI, MNDWI, NDBI → mean, std and 10/50/90 % quantiles per band and index → random forest (100 trees) on a
+stratified sample of the coarse labels → ``apply_ufunc`` predict → COG; on a ``distributed`` LocalCluster of one
+worker with every core, as ``lcup run``'s default. Both read the same generated scene (``lcup demo``: COGs and a
+static STAC catalog) and are scored against its 10 m truth.
+
+Each route runs in its own process (``lcup run`` and ``bench_e2e.py --notebook``), in turn, round after round;
+measured per run: wall time, CPU seconds of the process tree, cores used (CPU / wall), peak RSS of the largest
+process, pixel-timesteps (pixels × dates × bands) per second per core, OA against the truth, and the stage
+shares; then lcup / notebook ratios (median and min–max over rounds) and the projected Sentinel-2 tile-year
+(10980² px, 73 dates, 10 bands) on 2 cores at lcup's rate.
+
+    python benchmarks/bench_e2e.py --sizes 1024 2048 --rounds 2 --json e2e.json   # ~40 min on 2 cores
+    python benchmarks/bench_e2e.py --short --json e2e.json                        # CI: 256 px, one round, ~2 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import cores, spread  # noqa: E402
+
+BANDS = ["blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08", "swir16", "swir22"]
+TILE_YEAR_PX_T = 10980 * 10980 * 73 * 10
+
+
+def _children_usage():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime, r.ru_maxrss / 1024
+
+
+def _run_measured(cmd: list[str], cwd: Path) -> dict:
+    """Run ``cmd`` to its end; wall, CPU of the whole process tree (reaped children) and peak RSS."""
+    cpu0, _ = _children_usage()
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    cpu1, rss = _children_usage()
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{p.stderr[-3000:]}")
+    return {"wall_s": wall, "cpu_s": cpu1 - cpu0, "cores_used": (cpu1 - cpu0) / wall, "peak_rss_mb_max_so_far": rss,
+            "stdout": p.stdout}
+
+
+def make_scene(size: int, folder: Path) -> dict:
+    from lcup.synthetic import SceneSpec, write_demo
+
+    spec = SceneSpec(size=(size, size))
+    cat = write_demo(folder, spec, overwrite=True, progress=False)
+    return {"dir": folder, "catalog": cat, "size": size, "dates": len(spec.dates), "origin": spec.origin}
+
+
+def lcup_pipeline(scene: dict, out: Path, chunk: int) -> Path:
+    import yaml
+
+    x0, y0 = scene["origin"]
+    n = scene["size"]
+    cfg = {"name": f"bench-{n}", "source": {"catalog": str(scene["catalog"]), "provider": "earth-search"},
+           "aoi": {"bbox": [x0, y0 - 10 * n, x0 + 10 * n, y0], "crs": "EPSG:32633", "resolution": 10}, "year": 2024,
+           "load": {"chunk_px": chunk},
+           "clean": {"dilation_m": 20, "min_valid_fraction": 0.05, "step_days": 10},
+           "labels": {"path": str(scene["dir"] / "coarse_cgls_100m.tif"), "legend": "cgls-lc100", "target_legend": "lcup7",
+                      "n_per_class": 2000},
+           "truth": {"path": str(scene["dir"] / "truth_10m.tif"), "legend": "lcup7"},
+           "output": {"dir": str(out), "overwrite": True, "report": False}, "cluster": {"kind": "local", "dashboard": None}}
+    p = out.parent / f"{out.name}.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def run_lcup(scene: dict, work: Path, chunk: int) -> dict:
+    out = work / f"lcup-{scene['size']}"
+    r = _run_measured([sys.executable, "-m", "lcup.cli", "run", str(lcup_pipeline(scene, out, chunk)), "-q"], cwd=work)
+    s = json.loads((out / "summary.json").read_text())
+    t = s["timings"]
+    stages = {k: v / t["total"] for k, v in t.items() if k != "total"}
+    r.update(oa=s["figures"]["truth"]["prediction_10m"]["overall_accuracy"], stages=stages,
+             dates=s["figures"]["dates_found"])
+    return r
+
+
+def run_notebook(scene: dict, work: Path, chunk: int) -> dict:
+    out = work / f"notebook-{scene['size']}"
+    out.mkdir(exist_ok=True)
+    r = _run_measured([sys.executable, __file__, "--notebook", str(scene["dir"]), str(out), "--chunk", str(chunk)], cwd=work)
+    res = json.loads((out / "result.json").read_text())
+    r.update(oa=res["oa"], stages=res["stages"], dates=res["dates"])
+    return r
+
+
+def notebook(scene_dir: Path, out: Path, chunk: int) -> None:
+    """The notebook pipeline (run in its own process by ``--notebook``); writes ``result.json``."""
+    import warnings
+
+    import numpy as np
+    import odc.stac
+    import pandas as pd
+    import pystac
+    import rasterio
+    import xarray as xr
+    from distributed import Client, LocalCluster
+    from odc.geo.geobox import GeoBox
+    from rasterio.warp import Resampling, reproject
+    from scipy.signal import savgol_filter
+    from sklearn.ensemble import RandomForestClassifier
+
+    from lcup.legends import CGLS_LC100, LCUP7, apply_crosswalk, get_crosswalk
+
+    warnings.filterwarnings("ignore")
+    stages: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    def mark(name, t0):
+        stages[name] = time.perf_counter() - t0
+        return time.perf_counter()
+
+    with LocalCluster(n_workers=1, threads_per_worker=cores(), dashboard_address=None) as cluster, Client(cluster):
+        t = time.perf_counter()
+        with rasterio.open(scene_dir / "truth_10m.tif") as src:
+            gbox = GeoBox(src.shape, src.transform, src.crs)
+            truth = src.read(1)
+        items = list(pystac.Catalog.from_file(str(scene_dir / "catalog.json")).get_items(recursive=True))
+        ds = odc.stac.load(items, bands=[*BANDS, "scl"], geobox=gbox, chunks={"x": chunk, "y": chunk}, groupby="solar_day")
+        clear = ds.scl.isin([4, 5, 6])
+        refl = xr.Dataset({b: ds[b].where(clear & (ds[b] > 0)) * 1e-4 - 0.1 for b in BANDS})
+        grid = pd.date_range("2024-01-01", "2024-12-31", freq="10D")
+        refl = refl.chunk(time=-1).interpolate_na("time", method="linear", fill_value="extrapolate").interp(time=grid)
+        smooth = xr.apply_ufunc(savgol_filter, refl.fillna(0), kwargs={"window_length": 5, "polyorder": 2, "axis": -1},
+                                input_core_dims=[["time"]], output_core_dims=[["time"]], dask="parallelized",
+                                output_dtypes=[np.float32])
+        for name, (a, b) in {"ndvi": ("nir", "red"), "ndwi": ("green", "nir"), "mndwi": ("green", "swir16"),
+                             "ndbi": ("swir16", "nir")}.items():
+            smooth[name] = (smooth[a] - smooth[b]) / (smooth[a] + smooth[b] + 1e-6)
+        q = smooth.quantile([0.1, 0.5, 0.9], dim="time")
+        parts = [smooth.mean("time"), smooth.std("time")] + [q.sel(quantile=v, drop=True) for v in (0.1, 0.5, 0.9)]
+        feats = xr.concat([p.to_array("var") for p in parts], dim="stat").stack(feature=("stat", "var")).transpose("feature", "y", "x")
+        feats = feats.astype(np.float32).drop_vars(["feature", "stat", "var"], errors="ignore").persist()
+        from distributed import wait
+
+        wait(feats.data)
+        t = mark("load+clean+features", t)
+        with rasterio.open(scene_dir / "coarse_cgls_100m.tif") as src:
+            coarse = np.zeros(gbox.shape, np.uint8)
+            reproject(rasterio.band(src, 1), coarse, dst_transform=gbox.transform, dst_crs=gbox.crs, resampling=Resampling.nearest)
+        labels = apply_crosswalk(coarse, get_crosswalk(CGLS_LC100, LCUP7), nodata=0)
+        rng = np.random.default_rng(0)
+        iy, ix, y = [], [], []
+        for c in np.unique(labels[labels > 0]):
+            yy, xx = np.nonzero(labels == c)
+            k = rng.choice(len(yy), min(2000, len(yy)), replace=False)
+            iy.append(yy[k])
+            ix.append(xx[k])
+            y.append(np.full(len(k), c))
+        iy, ix, y = map(np.concatenate, (iy, ix, y))
+        X = feats.data.vindex[:, iy, ix].compute().T
+        t = mark("labels+sample", t)
+        model = RandomForestClassifier(n_estimators=100, n_jobs=-1, random_state=0).fit(X, y)
+        model.set_params(n_jobs=1)
+        t = mark("train", t)
+
+        def predict(block):
+            flat = block.reshape(-1, block.shape[-1])
+            return model.predict(np.nan_to_num(flat)).reshape(block.shape[:-1]).astype(np.uint8)
+
+        pred = xr.apply_ufunc(predict, feats, input_core_dims=[["feature"]], dask="parallelized", output_dtypes=[np.uint8])
+        cls = pred.values
+        prof = {"driver": "COG", "height": cls.shape[0], "width": cls.shape[1], "count": 1, "dtype": "uint8", "crs": gbox.crs,
+                "transform": gbox.transform, "nodata": 0, "compress": "DEFLATE"}
+        with rasterio.open(out / "class.tif", "w", **prof) as dst:
+            dst.write(cls, 1)
+        t = mark("predict+write", t)
+    total = time.perf_counter() - t_all
+    ok = truth > 0
+    (out / "result.json").write_text(json.dumps({"oa": float((cls[ok] == truth[ok]).mean()), "dates": len(items),
+                                                 "stages": {k: v / total for k, v in stages.items()}}))
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser()
+    p.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048])
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--chunk", type=int, default=512)
+    p.add_argument("--short", action="store_true", help="CI: one 256 px scene, one round")
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--work", help="folder for scenes and outputs (default: a temporary one)")
+    p.add_argument("--notebook", nargs=2, metavar=("SCENE", "OUT"), help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.notebook:
+        notebook(Path(a.notebook[0]), Path(a.notebook[1]), a.chunk)
+        return {}
+    if a.short:
+        a.sizes, a.rounds, a.chunk = [256], 1, 256
+    n_cores = cores()
+    results: dict = {"cores": n_cores, "sizes": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(a.work or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        for size in a.sizes:
+            scene = make_scene(size, work / f"scene-{size}")
+            runs: dict[str, list[dict]] = {"lcup": [], "notebook": []}
+            for r in range(a.rounds):  # interleaved, the order swapped every round
+                order = ("lcup", "notebook") if r % 2 == 0 else ("notebook", "lcup")
+                for route in order:
+                    runs[route].append((run_lcup if route == "lcup" else run_notebook)(scene, work, a.chunk))
+                    print(f"  {size}² round {r + 1} {route}: {runs[route][-1]['wall_s']:.1f} s wall, "
+                          f"{runs[route][-1]['cpu_s']:.1f} CPU-s, OA {runs[route][-1]['oa']:.3f}", flush=True)
+            px_t = size * size * scene["dates"] * len(BANDS)
+            row: dict = {"px_t": px_t}
+            for route, rs in runs.items():
+                row[route] = {"wall_s": spread([x["wall_s"] for x in rs]), "cpu_s": spread([x["cpu_s"] for x in rs]),
+                              "cores_used": spread([x["cores_used"] for x in rs]),
+                              "px_t_per_s_per_core": spread([px_t / x["wall_s"] / n_cores for x in rs]),
+                              "oa": rs[-1]["oa"], "stages": rs[-1]["stages"]}
+            row["peak_rss_mb_largest_process"] = max(x["peak_rss_mb_max_so_far"] for rs in runs.values() for x in rs)
+            row["speedup_wall"] = spread([n["wall_s"] / lc["wall_s"] for lc, n in zip(runs["lcup"], runs["notebook"])])
+            row["cpu_ratio"] = spread([n["cpu_s"] / lc["cpu_s"] for lc, n in zip(runs["lcup"], runs["notebook"])])
+            rate = row["lcup"]["px_t_per_s_per_core"]["median"]
+            row["projected_tile_year_h_on_2_cores"] = TILE_YEAR_PX_T / (rate * 2) / 3600
+            results["sizes"][size] = row
+            print(f"{size}²: lcup {row['lcup']['wall_s']['median']:.1f} s ({rate / 1e6:.2f} M px·t/s/core, "
+                  f"{row['lcup']['cores_used']['median']:.2f} cores, OA {row['lcup']['oa']:.3f}) | notebook "
+                  f"{row['notebook']['wall_s']['median']:.1f} s ({row['notebook']['cores_used']['median']:.2f} cores, "
+                  f"OA {row['notebook']['oa']:.3f}) | speed-up {row['speedup_wall']['median']:.2f}× "
+                  f"({row['speedup_wall']['min']:.2f}–{row['speedup_wall']['max']:.2f}), CPU {row['cpu_ratio']['median']:.2f}× less "
+                  f"| tile-year ≈ {row['projected_tile_year_h_on_2_cores']:.1f} h on 2 cores", flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=1))
+    return results
+
+
+if __name__ == "__main__":
+    main()
