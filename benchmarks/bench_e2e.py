@@ -14,14 +14,13 @@ shares; then lcup / notebook ratios (median and min–max over rounds) and the p
 (10980² px, 73 dates, 10 bands) on 2 cores at lcup's rate.
 
     python benchmarks/bench_e2e.py --sizes 1024 2048 --rounds 2 --json e2e.json   # ~40 min on 2 cores
-    python benchmarks/bench_e2e.py --short --json e2e.json                        # CI: 256 px, one round, ~2 min
+    python benchmarks/bench_e2e.py --short --min-speedup 1.5                      # CI: 256 px, one round, ~1.5 min
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -145,8 +144,9 @@ def notebook(scene_dir: Path, out: Path, chunk: int) -> None:
             smooth[name] = (smooth[a] - smooth[b]) / (smooth[a] + smooth[b] + 1e-6)
         q = smooth.quantile([0.1, 0.5, 0.9], dim="time")
         parts = [smooth.mean("time"), smooth.std("time")] + [q.sel(quantile=v, drop=True) for v in (0.1, 0.5, 0.9)]
-        feats = xr.concat([p.to_array("var") for p in parts], dim="stat").stack(feature=("stat", "var")).transpose("feature", "y", "x")
-        feats = feats.astype(np.float32).drop_vars(["feature", "stat", "var"], errors="ignore").persist()
+        parts = [p.drop_vars("spatial_ref", errors="ignore").to_array("var") for p in parts]
+        feats = xr.concat(parts, dim="stat", coords="minimal").stack(feature=("stat", "var")).transpose("feature", "y", "x")
+        feats = feats.astype(np.float32).drop_vars(["feature", "stat", "var"], errors="ignore").chunk(feature=-1).persist()
         from distributed import wait
 
         wait(feats.data)
@@ -164,7 +164,7 @@ def notebook(scene_dir: Path, out: Path, chunk: int) -> None:
             ix.append(xx[k])
             y.append(np.full(len(k), c))
         iy, ix, y = map(np.concatenate, (iy, ix, y))
-        X = feats.data.vindex[:, iy, ix].compute().T
+        X = np.nan_to_num(feats.data.vindex[:, iy, ix].compute())  # (sample, feature): vindex puts the points first
         t = mark("labels+sample", t)
         model = RandomForestClassifier(n_estimators=100, n_jobs=-1, random_state=0).fit(X, y)
         model.set_params(n_jobs=1)
@@ -194,6 +194,8 @@ def main(argv=None) -> dict:
     p.add_argument("--chunk", type=int, default=512)
     p.add_argument("--short", action="store_true", help="CI: one 256 px scene, one round")
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--min-speedup", type=float, help="exit 1 if lcup is less than this many times faster (wall and CPU) than "
+                   "the notebook route, or less accurate, at any size: CI's regression check on ratios, never on seconds")
     p.add_argument("--work", help="folder for scenes and outputs (default: a temporary one)")
     p.add_argument("--notebook", nargs=2, metavar=("SCENE", "OUT"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -237,6 +239,15 @@ def main(argv=None) -> dict:
                   f"| tile-year ≈ {row['projected_tile_year_h_on_2_cores']:.1f} h on 2 cores", flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))
+    if a.min_speedup is not None:
+        bad = [f"{size}²: speed-up {row['speedup_wall']['median']:.2f}×, CPU {row['cpu_ratio']['median']:.2f}×, OA "
+               f"{row['lcup']['oa']:.3f} vs {row['notebook']['oa']:.3f}" for size, row in results["sizes"].items()
+               if min(row["speedup_wall"]["median"], row["cpu_ratio"]["median"]) < a.min_speedup
+               or row["lcup"]["oa"] < row["notebook"]["oa"] - 0.005]
+        if bad:
+            print(f"REGRESSION against the notebook pipeline (wanted ≥ {a.min_speedup}× and no loss of accuracy): {bad}")
+            sys.exit(1)
+        print(f"ratios hold: lcup ≥ {a.min_speedup}× the notebook pipeline in wall time and CPU, at equal or better OA")
     return results
 
 

@@ -8,12 +8,12 @@
 * dask-ml ``ParallelPostFit(model).predict_proba`` on the same cube flattened to ``(pixel, feature)``
   (``pip install "lcup[bench]"``); it ships the model with the graph (dask-ml#842).
 
-lcup runs on workers tuned by :func:`lcup.cluster.tune_workers` (as ``lcup run`` does); it is also
-measured on untuned workers to show what distributed's ``MALLOC_TRIM_THRESHOLD_`` costs.
-ParallelPostFit runs on the same tuned workers.
+The Dask routes are compared on the same workers, interleaved (round after round, the order swapped every
+round), by the median of the per-round ratios with their min–max: once on workers tuned by
+:func:`lcup.cluster.tune_workers` (as ``lcup run`` does), once on distributed's defaults. A ratio between the two
+clusters would compare runs minutes apart on a noisy machine (0.6–2.1× was seen): it is not reported.
 
-ParallelPostFit's peak worker memory and the workers its memory made the nanny restart are reported too
-(the worker's RSS high-water mark is read after each route: lcup runs first on each cluster).
+The workers' peak memory and the workers the nanny restarted (memory) are reported per cluster.
 
 Then the cost per km² of prediction + tiled Zarr write for 1, 4 and 16 tiles, and the peak memory of the
 workers in each case (RSS high-water mark, read from each worker process). The per-km² cube is not
@@ -29,6 +29,7 @@ from types import SimpleNamespace
 
 import argparse
 import json
+import sys
 import os
 import pickle
 import resource
@@ -41,6 +42,8 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 from sklearn.ensemble import RandomForestClassifier
+
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 def _peak_rss_mb() -> float:
@@ -93,21 +96,24 @@ def _predict(cube, ref, model, cfg):
     return predict(ref, cube, legend=LCUP7, output=cfg.output, classes=list(model.classes_), geobox=_grid(cube.sizes["y"]))
 
 
-def _best_rate(client, a, prepare) -> float:
-    """Best px/s/core over ``a.repeat`` runs; ``prepare(r)`` persists run r's inputs (fresh keys: nothing is
-    reused between runs) and returns the lazy output to time."""
+def _interleaved_rates(client, a, routes: dict) -> dict[str, list[float]]:
+    """px/s/core of each route, round after round, the routes in turn (their order swapped every round), on the
+    same workers: ``routes[name](r)`` persists round r's inputs (fresh keys: nothing is reused) and returns the
+    lazy output to time."""
     from distributed import wait
 
     cores = sum(client.nthreads().values())
-    best = 0.0
+    rates: dict[str, list[float]] = {k: [] for k in routes}
+    names = list(routes)
     for r in range(a.repeat):
-        lazy = prepare(r)
-        t0 = time.perf_counter()
-        out = lazy.persist()
-        wait(out)
-        best = max(best, a.side**2 / (time.perf_counter() - t0) / cores)
-        del out, lazy
-    return best
+        for name in names if r % 2 == 0 else names[::-1]:
+            lazy = routes[name](r)
+            t0 = time.perf_counter()
+            out = lazy.persist()
+            wait(out)
+            rates[name].append(a.side**2 / (time.perf_counter() - t0) / cores)
+            del out, lazy
+    return rates
 
 
 def _persisted(x):
@@ -118,13 +124,13 @@ def _persisted(x):
     return x
 
 
-def _lcup_rate(client, model, centres, a, cfg) -> float:
-    """px/s/core of lcup's prediction on a persisted cube, best of ``a.repeat`` (warm-up first, on other keys)."""
+def _lcup_route(client, model, centres, a, cfg):
+    """lcup's prediction on a persisted cube (warm-up first, on other keys): the route for :func:`_interleaved_rates`."""
     from distributed import wait
 
     ref = client.scatter(model, broadcast=True)
     wait(_predict(make_cube(centres, a.chunk, a.chunk, seed=99), ref, model, cfg).persist())
-    return _best_rate(client, a, lambda r: _predict(_persisted(make_cube(centres, a.side, a.chunk, seed=1 + r)), ref, model, cfg))
+    return lambda r: _predict(_persisted(make_cube(centres, a.side, a.chunk, seed=1 + r)), ref, model, cfg)
 
 
 def _workers_peak_rss(client) -> float:
@@ -149,26 +155,22 @@ def _workers(client) -> set:
     return set(client.scheduler_info()["workers"])
 
 
-def _ppf_rate(client, model, centres, a, res: dict, key: str) -> None:
-    """px/s/core of dask-ml's ParallelPostFit on the same cube, best of ``a.repeat``, into ``res[key]``; also
-    the workers' peak RSS and how many workers the nanny restarted (memory) meanwhile."""
+def _ppf_route(client, model, centres, a):
+    """dask-ml's ParallelPostFit on the same cube flattened (warm-up first), or None without dask-ml."""
     from distributed import wait
 
     try:
         from dask_ml.wrappers import ParallelPostFit
     except ImportError:
         print("dask-ml not installed: pip install 'lcup[bench]'")
-        return
+        return None
     ppf = ParallelPostFit(model)
 
     def flat(side, seed):
         return make_cube(centres, side, a.chunk, seed=seed).data.reshape(-1, a.features).rechunk((a.chunk * a.chunk, -1))
 
-    before = _workers(client)
     wait(ppf.predict_proba(flat(a.chunk, 98)).persist())
-    res[key] = _best_rate(client, a, lambda r: ppf.predict_proba(_persisted(flat(a.side, 1 + r))))
-    res[key.replace("(px/s/core)", "peak worker RSS (MB)")] = _workers_peak_rss(client)
-    res[key.replace("(px/s/core)", "workers restarted")] = len(before - _workers(client))
+    return lambda r: ppf.predict_proba(_persisted(flat(a.side, 1 + r)))
 
 
 def main(argv=None):
@@ -181,7 +183,7 @@ def main(argv=None):
     p.add_argument("--side", type=int, default=2048, help="cube side, pixels, for the throughput runs")
     p.add_argument("--chunk", type=int, default=512, help="chunk side, pixels (lcup's load.chunk_px default)")
     p.add_argument("--tile", type=int, default=1024, help="tile side for the per-km² runs")
-    p.add_argument("--repeat", type=int, default=2, help="timed repetitions; the best is kept (noisy machines)")
+    p.add_argument("--repeat", type=int, default=3, help="interleaved rounds; medians and min–max are reported (noisy machines)")
     p.add_argument("--no-tiles", action="store_true", help="skip the per-km² runs")
     p.add_argument("--json")
     a = p.parse_args(argv)
@@ -205,12 +207,23 @@ def main(argv=None):
     from lcup.config import OutputConfig
 
     cfg = SimpleNamespace(output=OutputConfig(dir="x"))  # the output encoding settings are all _predict reads
-    for lcup_key, ppf_key, tuned in (("lcup map_blocks, untuned workers", "dask-ml ParallelPostFit, untuned workers", False),
-                                     ("lcup map_blocks, scattered model", "dask-ml ParallelPostFit", True)):
+    from _common import ratio_spread, spread
+
+    for label, tuned in (("untuned workers", False), ("tuned workers", True)):
         with _client(cores, tuned) as client:
-            res[f"{lcup_key} (px/s/core)"] = _lcup_rate(client, model, centres, a, cfg)
-            res[f"{lcup_key} peak worker RSS (MB)"] = _workers_peak_rss(client)
-            _ppf_rate(client, model, centres, a, res, f"{ppf_key} (px/s/core)")
+            before = _workers(client)
+            routes = {"lcup map_blocks": _lcup_route(client, model, centres, a, cfg)}
+            ppf = _ppf_route(client, model, centres, a)
+            if ppf is not None:
+                routes["dask-ml ParallelPostFit"] = ppf
+            rates = _interleaved_rates(client, a, routes)
+            for k, v in rates.items():
+                res[f"{k}, {label} (px/s/core)"] = spread(v)["median"]
+                res[f"{k}, {label} (px/s/core, min–max)"] = [min(v), max(v)]
+            if ppf is not None:
+                res[f"lcup / ParallelPostFit, {label}"] = ratio_spread(rates["lcup map_blocks"], rates["dask-ml ParallelPostFit"])
+            res[f"{label}: peak worker RSS (MB)"] = _workers_peak_rss(client)
+            res[f"{label}: workers restarted (memory)"] = len(before - _workers(client))
 
     per_km2 = {}
     for n in () if a.no_tiles else (1, 4, 16):
@@ -245,11 +258,10 @@ def main(argv=None):
     for k, v in res.items():
         if "RSS" in k or "restarted" in k:
             print(f"  {k:62s} {v:10,.0f}")
-    if "dask-ml ParallelPostFit (px/s/core)" in res:
-        lc = res["lcup map_blocks, scattered model (px/s/core)"]
-        print(f"  lcup / ParallelPostFit, both on tuned workers: {lc / res['dask-ml ParallelPostFit (px/s/core)']:.2f}×; "
-              f"each as shipped (ParallelPostFit on distributed's defaults): "
-              f"{lc / res['dask-ml ParallelPostFit, untuned workers (px/s/core)']:.2f}×")
+    for label in ("untuned workers", "tuned workers"):
+        r = res.get(f"lcup / ParallelPostFit, {label}")
+        if r:
+            print(f"  lcup / ParallelPostFit on the same {label}, interleaved: {r['median']:.2f}× (rounds {r['min']:.2f}–{r['max']:.2f})")
     if per_km2:
         base = per_km2[1]["s_per_km2"]
         for n, d in per_km2.items():
