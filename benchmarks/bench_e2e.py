@@ -142,7 +142,7 @@ def notebook(scene_dir: Path, out: Path, chunk: int) -> None:
         for name, (a, b) in {"ndvi": ("nir", "red"), "ndwi": ("green", "nir"), "mndwi": ("green", "swir16"),
                              "ndbi": ("swir16", "nir")}.items():
             smooth[name] = (smooth[a] - smooth[b]) / (smooth[a] + smooth[b] + 1e-6)
-        q = smooth.quantile([0.1, 0.5, 0.9], dim="time")
+        q = smooth.quantile([0.1, 0.5, 0.9], dim="time", skipna=False)  # no NaN left after fillna: the fast np.quantile
         parts = [smooth.mean("time"), smooth.std("time")] + [q.sel(quantile=v, drop=True) for v in (0.1, 0.5, 0.9)]
         parts = [p.drop_vars("spatial_ref", errors="ignore").to_array("var") for p in parts]
         feats = xr.concat(parts, dim="stat", coords="minimal").stack(feature=("stat", "var")).transpose("feature", "y", "x")

@@ -130,6 +130,14 @@ TECHNIQUES = {
     "coarse prior 1": {"prior": 1.0},
     "coarse prior 2": {"prior": 2.0},
     "learned prior": {"prior": "learned"},
+    "refine labels (2 rounds, 0.6)": {"refine": {"rounds": 2, "threshold": 0.6}},
+    "refine labels (1 round, 0.8)": {"refine": {"rounds": 1, "threshold": 0.8}},
+    "segments slic 30 px": {"segments": {"region_px": 30, "method": "slic"}},
+    "segments slic 80 px": {"segments": {"region_px": 80, "method": "slic"}},
+    "segments felzenszwalb 50": {"segments": {"region_px": 50, "method": "felzenszwalb"}},
+    "segments slic 30 px, half": {"segments": {"region_px": 30, "method": "slic", "mix": 0.5}},
+    "neighbourhood 30 m mean": {"neighbourhood": {"sizes": (3,), "stats": ("mean",)}},
+    "neighbourhood 30+50 m mean, std": {"neighbourhood": {"sizes": (3, 5), "stats": ("mean", "std")}},
     "no smoothing": {"model": {"smooth_px": 1}},
     "smooth 5 px": {"model": {"smooth_px": 5}},
 }
@@ -168,15 +176,52 @@ def run_technique(s: dict, technique: dict, seed: int = 0) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         feats = lcup.features(s["cube"], s["period"], features=s["features"]).persist()
+        if "neighbourhood" in technique:
+            from lcup.ops.features import neighbourhood_features
+
+            f = feats.transpose("y", "x", "feature")
+            arr = neighbourhood_features(f.values, **technique["neighbourhood"])
+            names = [f"{n}{sfx}" for sfx in [""] + [f"_{k}{w}" for w in technique["neighbourhood"].get("sizes", (3, 5))
+                                                     for k in technique["neighbourhood"].get("stats", ("mean", "std"))]
+                     for n in f.feature.values]
+            feats = xr.DataArray(arr, dims=("y", "x", "feature"), coords={"y": f.y, "x": f.x, "feature": names}).chunk(
+                {"y": 64, "x": 64, "feature": -1}).persist()
         lab = lcup.labels(s["geobox"], labels_cfg, chunk_px=64)
         smp = lcup.sample(lab, labels_cfg)
         X = feats.data.vindex[smp.iy, smp.ix].compute()
+        if "refine" in technique:
+            import dataclasses
+
+            from lcup.ops.labels import plausible_classes, refine_labels
+
+            cell = int(round(lab.attrs["figures"]["coarse_cell_px"]))
+            tr = ~smp.validation
+            classes = np.unique(smp.label[tr])
+            plaus = plausible_classes(lab["label"].values, smp.iy[tr], smp.ix[tr], classes, cell)
+            groups = (smp.iy[tr] // (3 * cell)) * 100_000 + smp.ix[tr] // (3 * cell)
+            new, info = refine_labels(X[tr], smp.label[tr], groups, plaus, seed=seed, **technique["refine"])
+            label = smp.label.copy()
+            label[tr] = new
+            smp = dataclasses.replace(smp, label=label)
+            r_extra["refined"] = info
         clf, figures = lcup.train(X, smp, names=list(feats.feature.values), legend=compact(legend)[0],
                                   model={"n_estimators": 100, "seed": seed, **technique.get("model", {})})
         out = lcup.predict(clf, feats, legend=legend, geobox=s["geobox"], output={"dir": ".", "probabilities": "float16"},
                            smooth_px={**{"smooth_px": 3}, **technique.get("model", {})}["smooth_px"])
         pred = out["class"].values
         prob = out["probability"].values.astype(np.float32)
+        if "segments" in technique:
+            from lcup.legends import compact
+            from lcup.ops.segments import feature_image, segment_mean, segments
+
+            seg_cfg = dict(technique["segments"])
+            mix = seg_cfg.pop("mix", 1.0)
+            fimg = feature_image(feats.transpose("y", "x", "feature").values)
+            seg = segments(fimg, **seg_cfg)
+            prob = segment_mean(prob, seg, mix)
+            to_code = compact(legend)[1]
+            pred = np.where(pred > 0, to_code[np.asarray(clf.classes_)[np.nan_to_num(prob, nan=-1).argmax(0)]], 0)
+            r_extra["segments"] = int(seg.max())
         if "prior" in technique:
             from lcup.ops.fusion import coarse_prior, fuse
 

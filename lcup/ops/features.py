@@ -70,3 +70,26 @@ def temporal_features(
         parts.append(series[v].isel(t=idx).rename(t="feature").drop_vars("feature", errors="ignore"))
     out = xr.concat(parts, dim="feature", coords="minimal", compat="override", join="override")
     return out.transpose("y", "x", "feature").assign_coords(feature=names).astype(np.float32).rename("features")
+
+
+def neighbourhood_features(feats: np.ndarray, sizes=(3, 5), stats=("mean", "std")) -> np.ndarray:
+    """Local statistics of every feature around each pixel: ``(y, x, feature)`` → ``(y, x, feature × (1 +
+    len(sizes) × len(stats)))``, the input first, then for each window side in ``sizes`` (pixels: 3 → 30 m at
+    10 m) its ``mean`` and/or ``std``. NaN pixels count as missing in the windows. One block; the pipeline would
+    give it a halo of ``max(sizes) // 2``.
+    """
+    from scipy import ndimage
+
+    x = feats.astype(np.float32)
+    ok = np.isfinite(x)
+    x0 = np.where(ok, x, 0)
+    out = [x]
+    for s in sizes:
+        n = ndimage.uniform_filter(ok.astype(np.float32), size=(s, s, 1), mode="nearest")
+        m = ndimage.uniform_filter(x0, size=(s, s, 1), mode="nearest") / np.maximum(n, 1e-6)
+        if "mean" in stats:
+            out.append(np.where(n > 0, m, np.nan))
+        if "std" in stats:
+            m2 = ndimage.uniform_filter(x0 * x0, size=(s, s, 1), mode="nearest") / np.maximum(n, 1e-6)
+            out.append(np.where(n > 0, np.sqrt(np.maximum(m2 - m * m, 0)), np.nan))
+    return np.concatenate(out, -1).astype(np.float32)
