@@ -1,5 +1,6 @@
 """Segment-based regularisation of class probabilities: superpixels from the feature image, probabilities
-averaged per segment. Pure numpy / scikit-image, on one block (the pipeline gives each block a halo).
+averaged per segment. Pure numpy / scikit-image (``pip install "lcup[bench]"``: measured in ``benchmarks/bench_quality.py``, not a
+pipeline default), on one block.
 
 Parcels, forest stands and water bodies are spectrally homogeneous regions; averaging the model's probabilities
 over a segment removes salt-and-pepper errors without blurring across region edges, as a fixed-window smoothing
