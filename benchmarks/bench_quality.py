@@ -138,6 +138,8 @@ TECHNIQUES = {
     "segments slic 30 px, half": {"segments": {"region_px": 30, "method": "slic", "mix": 0.5}},
     "neighbourhood 30 m mean": {"neighbourhood": {"sizes": (3,), "stats": ("mean",)}},
     "neighbourhood 30+50 m mean, std": {"neighbourhood": {"sizes": (3, 5), "stats": ("mean", "std")}},
+    "lightgbm (defaults: 300 trees, 63 leaves)": {"model": {"kind": "lightgbm"}},
+    "lightgbm 300 trees, 31 leaves": {"model": {"kind": "lightgbm", "params": {"num_leaves": 31}}},
     "no smoothing": {"model": {"smooth_px": 1}},
     "smooth 5 px": {"model": {"smooth_px": 5}},
 }
