@@ -51,22 +51,31 @@ def code_index(codes: Sequence[int]) -> np.ndarray:
     return lut
 
 
-def _transition_block(a: np.ndarray, b: np.ndarray, area: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    k = len(lut)
-    ia = lut[np.clip(a, 0, k - 1)].ravel() if a.size else np.zeros(0, np.int64)
-    ib = lut[np.clip(b, 0, k - 1)].ravel() if b.size else np.zeros(0, np.int64)
-    n = int(lut.max()) + 1
-    flat = ia * n + ib
-    px = np.bincount(flat, minlength=n * n)
-    m2 = np.bincount(flat, weights=np.broadcast_to(area, a.shape).ravel(), minlength=n * n)
+def _pair_block(a, b, area, lut_a, lut_b, n_a, n_b):
+    ia = (lut_a[np.clip(a, 0, len(lut_a) - 1)] if lut_a is not None else a.astype(np.int64)).ravel()
+    ib = lut_b[np.clip(b, 0, len(lut_b) - 1)].ravel()
+    flat = ia * n_b + ib
+    px = np.bincount(flat, minlength=n_a * n_b)
+    m2 = np.bincount(flat, weights=np.broadcast_to(area, a.shape).ravel(), minlength=n_a * n_b)
     return np.stack([px, m2])[None, None]
+
+
+def pair_sums(a: da.Array, b: da.Array, lut_a: np.ndarray | None, lut_b: np.ndarray, n_a: int, n_b: int,
+              row_area: np.ndarray) -> da.Array:
+    """Lazy ``(2, n_a, n_b)`` float64 — pixels and m² — of every pair (index of ``a``, index of ``b``) over two
+    ``(y, x)`` maps on one grid; ``lut_a``/``lut_b`` map values to indices (``lut_a`` None: ``a`` holds indices
+    already, e.g. zone numbers). One small bincount task per chunk, summed: no AOI-sized array is ever held."""
+    area = da.from_array(np.asarray(row_area, np.float64)[:, None], chunks=(b.chunks[0], 1))
+    blocks = da.map_blocks(_pair_block, a.rechunk(b.chunks), b, area, lut_a, lut_b, n_a, n_b, new_axis=[2, 3],
+                           chunks=((1,) * len(b.chunks[0]), (1,) * len(b.chunks[1]), (2,), (n_a * n_b,)), dtype=np.float64)
+    return blocks.sum(axis=(0, 1)).reshape(2, n_a, n_b)
 
 
 def transitions(a: da.Array, b: da.Array, codes: Sequence[int], row_area: np.ndarray) -> da.Array:
     """Lazy transition matrix from map ``a`` to map ``b`` (``(y, x)``, same grid and chunks): ``(2, K + 1, K + 1)``
     float64 — ``[0]`` pixels, ``[1]`` area in m² — rows ``a``'s class, columns ``b``'s; index 0 is no data.
 
-    One small task per chunk (a bincount), summed: no AOI-sized array is ever held.
+    One small task per chunk (:func:`pair_sums`): no AOI-sized array is ever held.
 
     Examples
     --------
@@ -78,11 +87,7 @@ def transitions(a: da.Array, b: da.Array, codes: Sequence[int], row_area: np.nda
            [0., 0., 1.]])
     """
     lut = code_index(codes)
-    n = len(codes) + 1
-    area = da.from_array(np.asarray(row_area, np.float64)[:, None], chunks=(a.chunks[0], 1))
-    blocks = da.map_blocks(_transition_block, a, b.rechunk(a.chunks), area, lut, new_axis=[2, 3],
-                           chunks=((1,) * len(a.chunks[0]), (1,) * len(a.chunks[1]), (2,), (n * n,)), dtype=np.float64)
-    return blocks.sum(axis=(0, 1)).reshape(2, n, n)
+    return pair_sums(a, b.rechunk(a.chunks), lut, lut, len(codes) + 1, len(codes) + 1, row_area)
 
 
 def change_summary(matrix: np.ndarray, codes: Sequence[int], names: dict[int, str]) -> dict:

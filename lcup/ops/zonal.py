@@ -11,18 +11,7 @@ from typing import Sequence
 import dask.array as da
 import numpy as np
 
-from .change import code_index
-
-
-def _zone_block(zones, cls, area, lut, n_zones):
-    k = len(lut)
-    ic = lut[np.clip(cls, 0, k - 1)].ravel()
-    n = int(lut.max()) + 1
-    flat = zones.ravel().astype(np.int64) * n + ic
-    size = (n_zones + 1) * n
-    px = np.bincount(flat, minlength=size)
-    m2 = np.bincount(flat, weights=np.broadcast_to(area, cls.shape).ravel(), minlength=size)
-    return np.stack([px, m2])[None, None]
+from .change import code_index, pair_sums
 
 
 def zone_class_area(zones: da.Array, cls: da.Array, codes: Sequence[int], n_zones: int, row_area: np.ndarray) -> da.Array:
@@ -38,10 +27,4 @@ def zone_class_area(zones: da.Array, cls: da.Array, codes: Sequence[int], n_zone
            [  0., 100., 100.],
            [  0.,   0., 100.]])
     """
-    lut = code_index(codes)
-    n = len(codes) + 1
-    area = da.from_array(np.asarray(row_area, np.float64)[:, None], chunks=(cls.chunks[0], 1))
-    blocks = da.map_blocks(_zone_block, zones.rechunk(cls.chunks), cls, area, lut, n_zones, new_axis=[2, 3],
-                           chunks=((1,) * len(cls.chunks[0]), (1,) * len(cls.chunks[1]), (2,), ((n_zones + 1) * n,)),
-                           dtype=np.float64)
-    return blocks.sum(axis=(0, 1)).reshape(2, n_zones + 1, n)
+    return pair_sums(zones, cls, None, code_index(codes), n_zones + 1, len(codes) + 1, row_area)
