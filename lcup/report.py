@@ -217,6 +217,14 @@ def _change(change: Mapping | None) -> str:
         out += (f"<h3>{html.escape(p['from'])} → {html.escape(p['to'])}</h3><p>{h['changed']:,.1f} ha of {h['total']:,.1f} ha "
                 f"changed ({100 * (h['share_changed'] or 0):.2f} %).</p>")
         out += _table(["class", f"{p['from']} ha", f"{p['to']} ha", "gain ha", "loss ha", "net ha"], rows)
+        m = p.get("matrix_hectares")
+        if m is not None:  # the transition matrix (rows: from, columns: to; no data left out), classes present only
+            m = np.asarray(m)[1:, 1:]
+            codes = list(h["classes"])
+            keep = [i for i in range(len(codes)) if m[i].sum() or m[:, i].sum()]
+            names = [h["classes"][codes[i]]["name"] for i in keep]
+            out += "<p>Transitions, ha (rows: from, columns: to)</p>" + _table(
+                [f"{p['from']} \\ {p['to']}", *names], [[names[a], *[float(m[i, j]) for j in keep]] for a, i in enumerate(keep)])
     if change.get("temporal_consistency"):
         out += f"<p>Pixels that change and change back: {100 * (change['temporal_consistency']['flip_back_share'] or 0):.2f} %.</p>"
     if change.get("sankey") and Path(change["sankey"]).exists():

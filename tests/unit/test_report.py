@@ -24,6 +24,8 @@ def test_report_with_undefined_figures(tmp_path):
 
 def test_change_only_report_has_no_empty_sections(tmp_path):
     change = {"pairs": [{"from": "2020", "to": "2021", "hectares": {"classes": {1: {"name": "forest", "from": 2.0, "to": 1.0,
-              "gain": 0.0, "loss": 1.0, "net": -1.0}}, "changed": 1.0, "total": 2.0, "share_changed": 0.5}}]}
+              "gain": 0.0, "loss": 1.0, "net": -1.0}, 2: {"name": "grassland", "from": 0.0, "to": 1.0, "gain": 1.0, "loss": 0.0, "net": 1.0}},
+              "changed": 1.0, "total": 2.0, "share_changed": 0.5}, "matrix_hectares": [[0, 0, 0], [0, 1.0, 1.0], [0, 0, 0]]}]}
     html = write_report(tmp_path / "r.html", {"name": "change"}, get_legend("lcup7"), change=change).read_text()
     assert "<h2>Change</h2>" in html and "Accuracy" not in html and "Maps" not in html and "50.00 %" in html
+    assert "Transitions, ha" in html and "<th>2020 \\ 2021</th><th>forest</th><th>grassland</th>" in html
