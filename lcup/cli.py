@@ -80,6 +80,8 @@ def _run(args) -> int:
         print(f"  {len(tiles['without_valid_data'])} tile(s) had no valid observation and hold nodata: {tiles['without_valid_data']}")
     if "catalog" in summary.outputs:
         print(f"  tile catalog: {summary.outputs['catalog']}")
+    if "report" in summary.outputs:
+        print(f"  report: {summary.outputs['report']}")
     print(f"  summary: {summary.outputs['summary']}")
     return 0
 
