@@ -23,15 +23,19 @@ def shared_data(sub: str) -> Path:
     return p
 
 
-@pytest.fixture(scope="session")
-def small_scene(tmp_path_factory):
-    """A 192×192 px synthetic scene with a 10-day revisit, written as COGs + static STAC catalog."""
+def demo_scene(out: Path, **spec_kw) -> dict:
+    """A synthetic scene (``SceneSpec(**spec_kw)``) written into ``out`` as COGs + static STAC catalog:
+    ``{"dir", "catalog", "spec"}``, what :func:`scene_pipeline` takes."""
     from lcup.synthetic import SceneSpec, write_demo
 
-    out = tmp_path_factory.mktemp("scene")
-    spec = SceneSpec(size=(200, 200), revisit_days=10, seed=7, parcel_spacing_px=20)
-    cat = write_demo(out, spec, progress=False)
-    return {"dir": out, "catalog": cat, "spec": spec}
+    spec = SceneSpec(**spec_kw)
+    return {"dir": out, "catalog": write_demo(out, spec, progress=False), "spec": spec}
+
+
+@pytest.fixture(scope="session")
+def small_scene(tmp_path_factory):
+    """A 200×200 px synthetic scene with a 10-day revisit."""
+    return demo_scene(tmp_path_factory.mktemp("scene"), size=(200, 200), revisit_days=10, seed=7, parcel_spacing_px=20)
 
 
 def scene_pipeline(scene: dict, out: Path, **overrides) -> dict:

@@ -11,17 +11,12 @@ import rasterio
 
 from lcup.config import load_config
 from lcup.pipeline import run_pipeline
-from tests.conftest import scene_pipeline
+from tests.conftest import demo_scene, scene_pipeline
 
 
 @pytest.fixture(scope="module")
 def two_years(tmp_path_factory):
-    from lcup.synthetic import SceneSpec, write_demo
-
-    out = tmp_path_factory.mktemp("years")
-    spec = SceneSpec(size=(160, 160), revisit_days=10, seed=5, years=2)
-    cat = write_demo(out, spec, progress=False)
-    return {"dir": out, "catalog": cat, "spec": spec}
+    return demo_scene(tmp_path_factory.mktemp("years"), size=(160, 160), revisit_days=10, seed=5, years=2)
 
 
 @pytest.mark.slow
