@@ -56,7 +56,8 @@ def write_demo(out_dir, spec=None, **kwargs):
 
 #: The stages, for notebooks: ``lcup.search(...)``, ``lcup.load(...)`` ... (imported on first use, so that
 #: ``import lcup`` stays light).
-STAGES = ("grid", "search", "load", "scene_filter", "features", "feature_names", "labels", "sample", "train", "predict",
+STAGES = ("grid", "search", "load", "scene_filter", "features", "feature_names", "labels", "sample", "train",
+          "coarse_prior_array", "predict",
           "write")
 
 

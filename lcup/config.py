@@ -161,8 +161,8 @@ class LabelsConfig(_Section):
                                "or a mapping {name:, classes: {code: {name:, color:}}}")
     target_legend: str | dict = Field("lcup7", description="legend of the output map (built-in name or mapping)")
     crosswalk: dict[int, int] | None = Field(None, description="{source code: target code}; 0 drops a code")
-    erosion_m: float = Field(10.0, ge=0, description="negative buffer at class edges, metres (one 10 m pixel: the "
-                             "best worst case over the development sets, benchmarks/bench_quality.py)")
+    erosion_m: float = Field(20.0, ge=0, description="negative buffer at class edges, metres (two 10 m pixels: better "
+                             "than 10 m on every development set, benchmarks/bench_quality.py)")
     n_per_class: int = Field(2000, ge=10, description="training pixels per class (cap)")
     min_per_class: int = Field(50, ge=1)
     small_class_policy: Literal["warn", "drop", "error"] = "warn"
@@ -209,6 +209,15 @@ class ModelConfig(_Section):
     smooth_px: int = Field(3, ge=1, le=15, description="average class probabilities over this many pixels square before "
                            "choosing the class (1: off); seamless across tiles; best on every development set "
                            "(benchmarks/bench_quality.py)")
+    coarse_prior: float = Field(0.75, ge=0, le=10, description="strength of the coarse map as a prior on the class "
+                                "probabilities, after smoothing: posterior ∝ p × share ** strength, share = the class's "
+                                "share of the coarse map in a window of coarse_prior_cells coarse cells around the pixel "
+                                "(floored at 0.05), so that where the model has little to say the coarse class stands and "
+                                "the coarse map's rare classes are not wiped out; 0: the model alone. 0.75 over one cell is "
+                                "never worse than the coarse map on any development set and best on average "
+                                "(benchmarks/bench_quality.py); needs labels")
+    coarse_prior_cells: int = Field(1, ge=1, le=15, description="side of the prior's window, in coarse cells (1: a "
+                                    "cell-sized window centred on the pixel; 3: its neighbours too)")
     clean_labels: bool = Field(False, description="drop training samples flagged by confident learning (out-of-fold)")
     permutation_importance: bool = Field(False, description="also compute permutation importance on the validation blocks")
 

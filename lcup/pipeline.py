@@ -28,7 +28,7 @@ from .progress import ticking
 from .stages.features import feature_names, features
 from .stages.labels import AUTO_SAMPLE_CHUNKS, label_halo_px, labels, sample
 from .stages.load import load, scene_filter
-from .stages.predict import output_dataset, predict, probability_percent
+from .stages.predict import coarse_prior_array, output_dataset, predict, probability_percent
 from .stages.score import (class_counts, class_profiles, consistency, consistency_figures, relabel, sample_area_estimates,
                            truth_confusions, vanished_classes)
 from .stages.search import check_items, grid, native_origin, search
@@ -403,6 +403,11 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
     with _stage(summary, "predict+write"):
         model_ref = _share_model(model, client)
         classes = list(model.classes_)
+        prior, strength = None, cfg.model.coarse_prior if lab is not None else 0.0
+        if strength > 0:  # the coarse map as evidence beside the model (lcup.ops.fusion)
+            window = max(1, int(round(cfg.model.coarse_prior_cells * lab.attrs["figures"]["coarse_cell_px"])))
+            prior = coarse_prior_array(lab["label"].data, classes, window)
+            summary.figures["coarse_prior"] = {"strength": strength, "window_px": window}
         if tiled:
             c = cfg.load.chunk_px
             ds = output_dataset(da.zeros((2 + len(classes), *geobox.shape), chunks=((2 + len(classes),), c, c), dtype=np.float32),
@@ -412,10 +417,12 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
                 ft = features_of(tid, ys, xs)
                 return None if ft is None else predict(model_ref, ft, legend=target, output=cfg.output, classes=classes,
                                                        geobox=geobox[ys, xs], smooth_px=cfg.model.smooth_px, halo=ring,
-                                                       chunk_px=cfg.load.chunk_px)
+                                                       chunk_px=cfg.load.chunk_px, prior=None if prior is None else prior[:, ys, xs],
+                                                       prior_strength=strength)
         else:
             ds = predict(model_ref, feats, legend=target, output=cfg.output, classes=classes, geobox=geobox,
-                         smooth_px=cfg.model.smooth_px, halo=ring, chunk_px=cfg.load.chunk_px)
+                         smooth_px=cfg.model.smooth_px, halo=ring, chunk_px=cfg.load.chunk_px, prior=prior,
+                         prior_strength=strength)
             tile_data = None
         attrs = {"lcup_version": __version__, "legend": target.to_dict(), "items": [i.id for i in items],
                  "transform": list(geobox.transform)[:6], "crs": str(geobox.crs), "seed": cfg.model.seed,

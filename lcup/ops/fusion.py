@@ -7,7 +7,9 @@ floored at ``floor`` so that the model can still overturn it; the posterior is
 
     p(c | x) ∝ p_model(c | x) × prior(c) ** strength
 
-(``strength`` 0 is the model alone; large values tend to the coarse map).
+(``strength`` 0 is the model alone; large values tend to the coarse map). ``lcup run`` applies it after the
+probability smoothing with ``model.coarse_prior`` (strength) and ``model.coarse_prior_cells`` (window, coarse
+cells); ``benchmarks/bench_quality.py`` measures it on every development set.
 """
 
 from __future__ import annotations
@@ -19,16 +21,26 @@ import numpy as np
 from .labels import _box_count
 
 
-def coarse_prior(labels: np.ndarray, classes: Sequence[int], window_px: int, floor: float = 0.05) -> np.ndarray:
+def default_floor(n_classes: int) -> float:
+    """The prior's floor for ``n_classes``: 0.05, at most half of a flat prior (so that 44 CORINE classes still
+    get a prior that is not flat)."""
+    return min(0.05, 0.5 / max(1, int(n_classes)))
+
+
+def coarse_prior(labels: np.ndarray, classes: Sequence[int], window_px: int, floor: float | None = 0.05) -> np.ndarray:
     """``(class, y, x)`` float32 prior from a ``(y, x)`` coarse class map (0 = no data: a flat prior there).
+
+    The window is placed as :func:`lcup.ops.labels._box_count` places it; with a halo of ``window_px // 2`` the
+    result does not depend on how the map was cut into chunks. ``floor`` None: :func:`default_floor`.
 
     Examples
     --------
     >>> lab = np.array([[1, 1, 2, 2]] * 4, np.uint8)
-    >>> coarse_prior(lab, [1, 2], 3, floor=0.0)[:, 0, 1].round(2).tolist()
+    >>> [round(float(v), 2) for v in coarse_prior(lab, [1, 2], 3, floor=0.0)[:, 0, 1]]
     [0.67, 0.33]
     """
     labels = np.asarray(labels)
+    floor = default_floor(len(classes)) if floor is None else floor
     w = int(window_px)
     known = _box_count(labels > 0, w).astype(np.float32)
     shares = np.stack([_box_count(labels == c, w).astype(np.float32) for c in classes])
@@ -44,3 +56,30 @@ def fuse(prob: np.ndarray, prior: np.ndarray, strength: float) -> np.ndarray:
     tot = post.sum(0, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (post / tot).astype(np.float32)
+
+
+def fuse_block(pred: np.ndarray, prior: np.ndarray, classes, *, strength: float, confidence: str = "max") -> np.ndarray:
+    """:func:`fuse` on a prediction block: ``pred`` ``(2 + class, y, x)`` (class index, confidence, probabilities;
+    NaN = no prediction, as :func:`lcup.ops.model.predict_block` gives), ``prior`` ``(class, y, x)``; returns the
+    same layout with the class, confidence and probabilities of the posterior. Pixel by pixel: any chunking
+    gives the same result.
+
+    Examples
+    --------
+    >>> pred = np.array([[[1.0]], [[0.6]], [[0.4]], [[0.6]]], np.float32)  # class 1 at 60 %
+    >>> prior = np.array([[[0.9]], [[0.1]]], np.float32)  # the coarse map says class 0
+    >>> fuse_block(pred, prior, [0, 1], strength=1.0)[0, 0, 0]
+    np.float32(0.0)
+    """
+    from .model import classify
+
+    if strength == 0:
+        return pred
+    prob = pred[2:]
+    ok = np.isfinite(prob[0])
+    post = fuse(prob, prior, strength)
+    out = np.full_like(pred, np.nan)
+    flat = post[:, ok].T.astype(np.float64)
+    out[0][ok], out[1][ok] = classify(flat, classes, confidence)
+    out[2:, ok] = flat.T
+    return out

@@ -33,7 +33,7 @@ def section(cls: type[S], value: S | Mapping[str, Any] | None) -> S:
 from .features import feature_names, features  # noqa: E402
 from .labels import labels, sample  # noqa: E402
 from .load import load, scene_filter  # noqa: E402
-from .predict import predict  # noqa: E402
+from .predict import coarse_prior_array, predict  # noqa: E402
 from .score import vanished_classes  # noqa: E402
 from .search import check_items, grid, native_origin, search  # noqa: E402
 from .train import train  # noqa: E402

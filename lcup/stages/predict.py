@@ -21,7 +21,7 @@ def _predict_chunk(block: np.ndarray, model, confidence: str) -> np.ndarray:
 
 def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig | Mapping | None = None,
             classes: list | None = None, geobox=None, smooth_px: int = 3, halo: int = 0,
-            chunk_px: int | None = None) -> xr.Dataset:
+            chunk_px: int | None = None, prior: da.Array | None = None, prior_strength: float = 0.0) -> xr.Dataset:
     """Lazy class, confidence and probabilities of ``feats`` under ``model``: one task per chunk.
 
     Parameters
@@ -47,6 +47,11 @@ def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig 
         cropped from the result.
     chunk_px
         Spatial chunks of the result (default: those of ``feats``), e.g. to match a Zarr store's.
+    prior, prior_strength
+        The coarse map as a prior on the output grid, ``(class, y, x)`` in the model's class order
+        (:func:`coarse_prior_array`), and its strength: after smoothing, the probabilities become the posterior
+        ``p × prior ** prior_strength`` (:func:`lcup.ops.fusion.fuse`), so that where the model has little to say
+        the coarse class stands. 0 or no ``prior``: the model alone.
 
     Returns
     -------
@@ -77,7 +82,50 @@ def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig 
     if halo or chunk_px:
         chunks = feats.data.chunks
         pred = pred.rechunk({1: chunk_px or chunks[0][0], 2: chunk_px or chunks[1][0]})
+    if prior is not None and prior_strength > 0:
+        from ..ops.fusion import fuse_block
+
+        if prior.shape != (len(classes),) + pred.shape[1:]:
+            raise ValueError(f"prior has shape {prior.shape}, the prediction needs {(len(classes),) + pred.shape[1:]} (class, y, x)")
+        pred = da.map_blocks(fuse_block, pred, prior.rechunk(((len(classes),),) + pred.chunks[1:]), np.asarray(classes),
+                             strength=float(prior_strength), confidence=oc.confidence, dtype=np.float32)
     return output_dataset(pred, classes, feats.odc.geobox if geobox is None else geobox, legend, oc)
+
+
+def coarse_prior_array(label: da.Array, classes, window_px: int) -> da.Array:
+    """Lazy ``(class, y, x)`` float32 prior from the coarse map on the output grid (``labels(...)["label"]``, class
+    indices, 0 = no data): the share of each class in the ``window_px`` square around each pixel, floored
+    (:func:`lcup.ops.fusion.coarse_prior`). Chunked like ``label``, with a halo of ``window_px // 2``: the same
+    values however the map is cut.
+
+    Examples
+    --------
+    >>> prior = coarse_prior_array(lab["label"].data, model.classes_, 30)  # doctest: +SKIP
+    """
+    from dask.array.overlap import overlap
+
+    from ..ops.fusion import coarse_prior
+
+    classes, w = [int(c) for c in classes], int(window_px)
+    r = w // 2
+
+    def block(b, block_info=None):
+        (i, j), (ni, nj) = block_info[0]["chunk-location"], block_info[0]["num-chunks"]
+        p = coarse_prior(b, classes, w, floor=None)  # the halo overlap() added: none at the array's own edges
+        return p[:, (r if i else 0):p.shape[1] - (r if i < ni - 1 else 0), (r if j else 0):p.shape[2] - (r if j < nj - 1 else 0)]
+
+    def wide(chunks):  # every chunk at least the halo deep (a narrow last chunk joins its neighbour)
+        out = list(chunks)
+        while len(out) > 1 and min(out) < r:
+            k = out.index(min(out))
+            v = out.pop(k)
+            out[k - 1 if k else 0] += v
+        return tuple(out)
+
+    base = label.rechunk(tuple(wide(c) for c in label.chunks))
+    ext = overlap(base, depth={0: r, 1: r}, boundary="none") if r else base
+    prior = ext.map_blocks(block, new_axis=0, chunks=((len(classes),),) + base.chunks, dtype=np.float32)
+    return prior if base.chunks == label.chunks else prior.rechunk(((len(classes),),) + label.chunks)
 
 
 def output_dataset(pred, classes: list, geobox, legend: Legend, output: OutputConfig | Mapping | None = None) -> xr.Dataset:
