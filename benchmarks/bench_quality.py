@@ -7,8 +7,11 @@ Every technique goes through lcup's public stages (``lcup.features``, ``lcup.lab
   reference; the coarse map is its 100 m majority). Only NDVI exists, so it is the one "band".
 * ``flanders-a``, ``flanders-b``: two WorldCereal patches (real L2A, 10 bands + SCL, 118 and 72 dates; Flemish
   parcel register at 10 m: crops / grassland / other; 100 m majority as the coarse map; 99 = unlabelled).
+* ``slovenia-5mo``, ``flanders-a-4b5m``, ``flanders-b-4b5m``: weaker views (five months; four 10 m bands), as real
+  catalogs give them; ``demo-hard``: lcup's hard synthetic scene (``SceneSpec(difficulty="hard")``, 320², generated).
 
-Scores count reference pixels only. The sets are small: they compare techniques, they are not tuned to.
+Flanders runs over the calendar year of its parcel register. Scores count reference pixels only. The sets are
+small: they compare techniques, they are not tuned to. ``ceiling`` trains the same recipe on the reference itself.
 
     python benchmarks/bench_quality.py [--json out.json]
 """
@@ -73,7 +76,7 @@ VARIANTS = {"slovenia-5mo": ("slovenia", None, ("2016-04-01", "2016-08-31")),
             "flanders-a-4b5m": ("flanders-a", ["blue", "green", "red", "nir"], ("2018-04-01", "2018-08-31")),
             "flanders-b-4b5m": ("flanders-b", ["blue", "green", "red", "nir"], ("2019-04-01", "2019-08-31"))}
 #: The sets the defaults are chosen on, in the order of the table.
-SETS = ["slovenia", "flanders-a", "flanders-b", *VARIANTS]
+SETS = ["slovenia", "flanders-a", "flanders-b", *VARIANTS, "demo-hard"]
 
 
 def load_set(name: str, tmp: Path) -> dict:
@@ -87,7 +90,31 @@ def load_set(name: str, tmp: Path) -> dict:
         s["cube"] = s["cube"].sel(time=slice(*period))
         s["period"] = period
         return s
-    if name == "slovenia":
+    offset = 0.0
+    if name == "demo-hard":  # lcup's own hard scene (SceneSpec.difficulty="hard"), generated in memory
+        from lcup.providers import REFLECTANCE_BANDS
+        from lcup.synthetic import TRUTH_TO_CGLS, SceneSpec, coarse_map, generate
+
+        spec = SceneSpec(size=(320, 320), difficulty="hard")
+        gen = generate(spec)
+        _, land = next(gen)
+        steps = list(gen)
+        times = pd.DatetimeIndex([d for d, _, _ in steps])
+        dn = np.stack([a for _, a, _ in steps])  # (time, band, y, x)
+        bands = {b: dn[:, i] for i, b in enumerate(REFLECTANCE_BANDS)}
+        scl = np.stack([c for _, _, c in steps])
+        truth = land.truth
+        inv = np.zeros(256, np.uint8)
+        for k, v in TRUTH_TO_CGLS.items():
+            inv[v] = k
+        coarse_cells = inv[coarse_map(truth, spec.coarse_factor, spec.label_noise, np.random.default_rng([spec.seed, 10_000]),
+                                      systematic=True)]
+        h, w = truth.shape
+        x = spec.origin[0] + 10 * (np.arange(w) + 0.5)
+        y = spec.origin[1] - 10 * (np.arange(h) + 0.5)
+        crs, legend, factor, period = f"EPSG:{spec.crs_epsg}", "lcup7", spec.coarse_factor, (f"{spec.year}-01-01", f"{spec.year}-12-31")
+        features, offset = {}, -0.1
+    elif name == "slovenia":
         root = SHARED / "eolearn-slovenia" / "TestEOPatch"
         ndvi = np.load(root / "data" / "NDVI.npy")[..., 0]
         valid = ~np.load(root / "mask" / "CLM.npy")[..., 0].astype(bool) & np.load(root / "mask" / "IS_VALID.npy")[..., 0].astype(bool)
@@ -129,8 +156,8 @@ def load_set(name: str, tmp: Path) -> dict:
     ds = xr.Dataset({n: (dims, a) for n, a in bands.items()}, coords={"time": times, "y": y, "x": x})
     ds["scl"] = (dims, scl)
     scale = 1.0 if name == "slovenia" else 1e-4
-    ds = ds.assign_coords({f"{k}_{b}": ("time", np.full(len(times), v)) for b in bands for k, v in (("scale", scale), ("offset", 0.0))})
-    coarse = majority(truth, factor)
+    ds = ds.assign_coords({f"{k}_{b}": ("time", np.full(len(times), v)) for b in bands for k, v in (("scale", scale), ("offset", offset))})
+    coarse = np.kron(coarse_cells, np.ones((factor, factor), np.uint8))[:h, :w] if name == "demo-hard" else majority(truth, factor)
     return {"cube": ds.chunk({"time": -1, "y": 64, "x": 64}), "geobox": gb, "truth": truth, "period": period,
             "coarse_path": _write_tif(tmp / f"{name}-coarse.tif", coarse, gb, factor), "coarse": coarse, "legend": legend,
             "truth_path": _write_tif(tmp / f"{name}-truth.tif", truth, gb),

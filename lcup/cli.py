@@ -30,10 +30,11 @@ EXIT_LCUP_ERROR, EXIT_USAGE, EXIT_UNEXPECTED, EXIT_INTERRUPTED = 1, 2, 70, 130
 def _demo(args) -> int:
     from .synthetic import SceneSpec, write_demo
 
-    spec = SceneSpec(size=(args.size, args.size), year=args.year, seed=args.seed, years=args.years)
+    spec = SceneSpec(size=(args.size, args.size), year=args.year, seed=args.seed, years=args.years, difficulty=args.difficulty)
     t0 = time.perf_counter()
     span = f"{args.year}" if args.years == 1 else f"{args.year}–{args.year + args.years - 1}, land changing each year"
-    print(f"lcup demo: generating a {args.size}×{args.size} px scene ({len(spec.dates)} dates a year, {span}) in {args.out}")
+    hard = ", hard: small features, close classes, mixed pixels, a misregistered coarse map" if args.difficulty == "hard" else ""
+    print(f"lcup demo: generating a {args.size}×{args.size} px scene ({len(spec.dates)} dates a year, {span}{hard}) in {args.out}")
     cat = write_demo(args.out, spec, overwrite=args.overwrite, progress=not args.quiet)
     print(f"lcup demo: wrote {cat} in {time.perf_counter() - t0:.0f} s")
     return 0
@@ -230,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--years", type=int, default=1, help="consecutive years to generate (default 1); later years change "
                    "the land and get their own truth_10m_<year>.tif")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--difficulty", choices=["easy", "hard"], default="easy", help="hard: hedges, ponds and farm "
+                   "buildings, intensively mown grassland, mixed pixels, and a coarse map misregistered by half a cell "
+                   "with grassland under-mapped regionally (default easy)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(fn=_demo)
     p = sub.add_parser("run", help="run a pipeline file", parents=[common])

@@ -209,11 +209,11 @@ class ModelConfig(_Section):
     smooth_px: int = Field(3, ge=1, le=15, description="average class probabilities over this many pixels square before "
                            "choosing the class (1: off); seamless across tiles; best on every development set "
                            "(benchmarks/bench_quality.py)")
-    coarse_prior: float = Field(0.75, ge=0, le=10, description="strength of the coarse map as a prior on the class "
+    coarse_prior: float = Field(0.5, ge=0, le=10, description="strength of the coarse map as a prior on the class "
                                 "probabilities, after smoothing: posterior ∝ p × share ** strength, share = the class's "
                                 "share of the coarse map in a window of coarse_prior_cells coarse cells around the pixel "
                                 "(floored at 0.05), so that where the model has little to say the coarse class stands and "
-                                "the coarse map's rare classes are not wiped out; 0: the model alone. 0.75 over one cell is "
+                                "the coarse map's rare classes are not wiped out; 0: the model alone. 0.5 over one cell is "
                                 "never worse than the coarse map on any development set and best on average "
                                 "(benchmarks/bench_quality.py); needs labels")
     coarse_prior_cells: int = Field(1, ge=1, le=15, description="side of the prior's window, in coarse cells (1: a "

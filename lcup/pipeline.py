@@ -767,6 +767,10 @@ def plan(cfg: PipelineConfig) -> str:
         f"feature cube for the AOI: {geobox.shape[0] * geobox.shape[1] * n_feat * 4 / 1024**3:.2f} GiB "
         f"(features.persist: {cfg.features.persist}; kept in memory when under 30 % of the cluster's memory, "
         "otherwise each tile is loaded, featured, predicted and written from its own graph)",
+        f"prediction: class probabilities averaged over {cfg.model.smooth_px} × {cfg.model.smooth_px} px, then "
+        + (f"weighted by the coarse map's class shares over {cfg.model.coarse_prior_cells} coarse cell(s) around each "
+           f"pixel, to the power {cfg.model.coarse_prior:g} (model.coarse_prior)"
+           if cfg.labels is not None and cfg.model.coarse_prior > 0 else "the model alone (no coarse-map prior)"),
         (f"model: the saved {cfg.model.path} (no labels, no training)" if cfg.labels is None else
          f"labels: read chunk by chunk with a {max(metres_to_px(cfg.labels.erosion_m, cfg.aoi.resolution), label_halo_px(cfg.labels, cfg.aoi.resolution))} px halo; "
          f"sample: up to {cfg.labels.n_per_class} training pixels per class from "

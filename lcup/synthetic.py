@@ -75,6 +75,12 @@ class SceneSpec:
     years
         Consecutive years generated from ``year`` on (one catalog); each later year changes the land
         (:func:`change_landscape`) and gets its own truth map ``truth_10m_<year>.tif``.
+    difficulty
+        ``"easy"`` (the demo) or ``"hard"``, a scene that tells upsampling techniques apart: small features the
+        coarse map cannot hold (hedges, ponds, farm buildings), intensively mown grassland whose dips look like
+        harvests, mixed pixels at 10 m (each pixel's reflectance blends 40 % of its 3 × 3 neighbourhood), and a
+        coarse map with the errors of real products: cells misregistered by half a cell (edges shifted 50 m at
+        100 m) and grassland written as cropland over about a third of the scene, besides ``label_noise``.
     """
 
     size: tuple[int, int] = (1024, 1024)
@@ -88,6 +94,11 @@ class SceneSpec:
     parcel_spacing_px: int = 20
     mean_cloud_cover: float = 0.4
     years: int = 1
+    difficulty: str = "easy"
+
+    def __post_init__(self):
+        if self.difficulty not in ("easy", "hard"):
+            raise ValueError(f"difficulty must be 'easy' or 'hard', not {self.difficulty!r}")
 
     @property
     def dates(self) -> list[dt.datetime]:
@@ -214,7 +225,39 @@ def make_landscape(spec: SceneSpec, rng: np.random.Generator) -> Landscape:
         "spec_v": rng.normal(1.0, 0.06, (n_obj, len(VEG))).astype(np.float32),
         "spec_b": rng.normal(1.0, 0.08, (n_obj, len(VEG))).astype(np.float32),
     }
+    if spec.difficulty == "hard":  # its own random stream: the easy scene stays the same bit for bit
+        truth = _small_features(truth, objects, np.random.default_rng([spec.seed, 40_000]))
+        r2 = np.random.default_rng([spec.seed, 40_001])
+        params["intensive"] = r2.random(n_obj) < 0.4  # mown four times, deep: dips like harvests
+        params["mow3"] = r2.uniform(255, 275, n_obj)
+        params["mow0"] = r2.uniform(115, 130, n_obj)
+        params["psf"] = np.float32(0.4)
     return Landscape(truth=truth, objects=objects, params=params)
+
+
+def _small_features(truth: np.ndarray, objects: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Hedges (forest, one pixel wide) on a third of the field edges, ponds (water, 20–40 m) and farm buildings
+    (built-up, 30–50 m) among the fields: what a 100 m map cannot hold."""
+    truth = truth.copy()
+    h, w = truth.shape
+    fields = np.isin(truth, (GRASS, CROP))
+    edge = np.zeros_like(fields)
+    edge[:, 1:] |= objects[:, 1:] != objects[:, :-1]
+    edge[1:, :] |= objects[1:, :] != objects[:-1, :]
+    hedged = rng.random(int(objects.max()) + 1) < 0.33
+    truth[edge & fields & hedged[objects]] = FOREST
+    n = max(1, int(h * w / 1024**2 * 120))
+    yy, xx = np.ogrid[0:h, 0:w]
+    for kind, lo, hi in ((WATER, 2.0, 4.0), (BUILT, 1.5, 2.5)):
+        for cy, cx, r in zip(rng.integers(0, h, n), rng.integers(0, w, n), rng.uniform(lo, hi, n)):
+            y0, y1, x0, x1 = max(0, cy - 5), min(h, cy + 6), max(0, cx - 5), min(w, cx + 6)
+            win = truth[y0:y1, x0:x1]
+            if not np.isin(win, (GRASS, CROP)).all():
+                continue
+            dy, dx = np.abs(yy[y0:y1] - cy), np.abs(xx[:, x0:x1] - cx)
+            shape = np.maximum(dy, dx) <= r if kind == BUILT else np.hypot(dy, dx) <= r  # square buildings, round ponds
+            win[shape] = kind
+    return truth
 
 
 def _logistic(x: np.ndarray, x0: np.ndarray | float, k: float) -> np.ndarray:
@@ -231,6 +274,12 @@ def vegetation_fraction(doy: float, params: dict[str, np.ndarray]) -> np.ndarray
     for mow in (params["mow1"], params["mow2"]):
         since = doy - mow
         grass = grass - np.where((since >= 0) & (since < 30), 0.35 * (1 - since / 30.0), 0.0)
+    if "intensive" in params:  # intensively used grassland: four deep cuts, a crop-like curve
+        deep = np.zeros(n, np.float32)
+        for mow in (params["mow0"], params["mow1"], params["mow2"], params["mow3"]):
+            since = doy - mow
+            deep = deep - np.where((since >= 0) & (since < 25), 0.55 * (1 - since / 25.0), 0.0)
+        grass = np.where(params["intensive"], 0.3 + 0.5 * np.exp(-0.5 * ((doy - 170.0) / 60.0) ** 2) + deep, grass)
     f[GRASS] = np.clip(grass, 0.1, 0.9)
     summer = params["peak"] * _logistic(doy, params["sow"] + 35, 7) * (1 - _logistic(doy, params["sow"] + 115, 5))
     winter = params["peak"] * (0.25 + 0.75 * _logistic(doy, 75, 10)) * (1 - _logistic(doy, params["harvest_w"], 4))
@@ -253,6 +302,9 @@ def surface_reflectance(land: Landscape, doy: float, rng: np.random.Generator) -
     refl = fv * veg + (1 - fv) * (back * wet)
     water = (land.truth == WATER)[None]
     refl = np.where(water, WATERS[:, None, None] * np.float32(rng.uniform(0.9, 1.4)), refl)
+    if "psf" in p:  # mixed pixels: the sensor's point spread blends each pixel with its neighbours
+        k = p["psf"]
+        refl = (1 - k) * refl + k * ndimage.uniform_filter(refl, size=(1, 3, 3), mode="nearest")
     refl += rng.standard_normal(refl.shape, dtype=np.float32) * np.float32(0.006)
     return np.clip(refl, 0.001, 1.0).astype(np.float32)
 
@@ -323,11 +375,17 @@ def to_dn(refl: np.ndarray) -> np.ndarray:
     return dn
 
 
-def coarse_map(truth: np.ndarray, factor: int, noise: float, rng: np.random.Generator) -> np.ndarray:
+def coarse_map(truth: np.ndarray, factor: int, noise: float, rng: np.random.Generator, *, systematic: bool = False) -> np.ndarray:
     """Majority-aggregate the truth by ``factor`` and write it in CGLS-LC100 codes with label noise.
+
+    ``systematic``: also the errors of real products — the cells aggregated from the truth shifted by half a
+    cell (a misregistered map: every edge 50 m off at 100 m) and grassland written as cropland over about a
+    third of the scene (a class under-mapped regionally); their random draws come after the noise's.
 
     Returns ``(y // factor, x // factor)`` uint8 codes.
     """
+    if systematic:
+        truth = np.roll(truth, shift=(factor // 2, factor // 2), axis=(0, 1))
     h, w = truth.shape[0] // factor, truth.shape[1] // factor
     blocks = truth[: h * factor, : w * factor].reshape(h, factor, w, factor).transpose(0, 2, 1, 3).reshape(h, w, -1)
     counts = np.stack([(blocks == c).sum(-1) for c in range(8)], -1)
@@ -338,6 +396,9 @@ def coarse_map(truth: np.ndarray, factor: int, noise: float, rng: np.random.Gene
     shifted = np.roll(major, shift=(rng.integers(-1, 2), rng.integers(-1, 2)), axis=(0, 1))
     alt = np.where(shifted != major, shifted, rng.integers(1, 8, (h, w)).astype(np.uint8))
     major = np.where(wrong, alt, major)
+    if systematic:
+        region = smooth_field(rng, (h, w), max(2.0, min(h, w) / 4)) > 0.4
+        major = np.where(region & (major == GRASS), CROP, major).astype(np.uint8)
     lut = np.zeros(256, np.uint8)
     for k, v in TRUTH_TO_CGLS.items():
         lut[k] = v
@@ -442,7 +503,8 @@ def write_demo(out_dir: str | Path, spec: SceneSpec | None = None, *, overwrite:
     if spec.years > 1:
         write_cog_array(out / f"truth_10m_{year}.tif", land.truth, transform10, spec.crs_epsg, nodata=0, legend=LCUP7)
     cf = spec.coarse_factor
-    coarse = coarse_map(land.truth, cf, spec.label_noise, np.random.default_rng([spec.seed, 10_000]))
+    coarse = coarse_map(land.truth, cf, spec.label_noise, np.random.default_rng([spec.seed, 10_000]),
+                        systematic=spec.difficulty == "hard")
     tc = (10.0 * cf, 0.0, x0, 0.0, -10.0 * cf, y0)
     write_cog_array(out / "coarse_cgls_100m.tif", coarse, tc, spec.crs_epsg, nodata=0, legend=CGLS_LC100)
 
