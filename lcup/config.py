@@ -95,9 +95,14 @@ class LoadConfig(_Section):
 
 
 class CleanConfig(_Section):
-    mask: Literal["scl", "none"] = Field(
-        "scl", description="cloud/shadow mask: scl (the Sen2Cor scene classification, needs an SCL asset) or none (composites "
-        "and pre-masked products: only no-data values, 0 or NaN, are missing)")
+    mask: Literal["scl", "probability", "none"] = Field(
+        "scl", description="cloud/shadow mask: scl (the Sen2Cor scene classification, needs an SCL asset), probability (a "
+        "cloud-probability asset in percent, named by probability_asset: the L2A MSK_CLDPRB layer, s2cloudless...) or none "
+        "(composites and pre-masked products: only no-data values, 0 or NaN, are missing)")
+    probability_asset: str | None = Field(None, description="asset key of the cloud-probability layer (0–100 %) for "
+                                          "mask: probability, as the catalog's items name it")
+    max_probability: float = Field(40.0, ge=0, le=100, description="mask: probability: observations up to this cloud "
+                                   "probability (%) are clear (s2cloudless' own threshold is 40 %)")
     invalid_scl: list[int] = Field(default_factory=lambda: list(DEFAULT_INVALID_SCL), description="SCL classes masked")
     dilation_m: float = Field(0.0, ge=0, description="grow the cloud/shadow mask by this many metres")
     min_valid_fraction: float = Field(0.05, ge=0, le=1, description="drop dates with a smaller clear fraction")
@@ -109,6 +114,9 @@ class CleanConfig(_Section):
 
     @model_validator(mode="after")
     def _odd(self) -> "CleanConfig":
+        if self.mask == "probability" and not self.probability_asset:
+            raise ValueError("clean.mask: probability needs clean.probability_asset, the asset key of the items' "
+                             "cloud-probability layer (0–100 %), e.g. probability_asset: cloud")
         if self.savgol_window % 2 == 0:
             raise ValueError(f"savgol_window must be odd, got {self.savgol_window}")
         if self.savgol_window > 1 and self.savgol_polyorder >= self.savgol_window:

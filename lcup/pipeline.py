@@ -257,13 +257,23 @@ def _run_on(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) ->
         return _run(cfg, client, progress, summary)
 
 
+def source_profile(cfg: PipelineConfig):
+    """The provider profile the run reads with: ``source.provider``'s, its mask slot read from
+    ``clean.probability_asset`` when ``clean.mask`` is ``probability``."""
+    from .providers import get_profile, with_probability_mask
+
+    if cfg.clean.mask == "probability":
+        return with_probability_mask(cfg.source.provider, cfg.clean.probability_asset)
+    return get_profile(cfg.source.provider)
+
+
 def find_items(cfg: PipelineConfig):
     """The output grid of the AOI and the Sentinel-2 items covering it in the period: ``(geobox, items)``."""
     geobox = grid(cfg.aoi.bbox, crs=cfg.aoi.crs, grid_crs=cfg.aoi.grid_crs, resolution=cfg.aoi.resolution,
                   origin=cfg.aoi.origin)
-    items = search(cfg.source.catalog, geobox, *cfg.period, provider=cfg.source.provider, collection=cfg.source.collection,
+    items = search(cfg.source.catalog, geobox, *cfg.period, provider=source_profile(cfg), collection=cfg.source.collection,
                    max_cloud_cover=cfg.source.max_cloud_cover, page_size=cfg.source.page_size, bands=cfg.load.bands,
-                   scl=cfg.clean.mask == "scl")
+                   scl=cfg.clean.mask != "none")
     if cfg.aoi.origin is None and cfg.aoi.align == "native":
         origin = native_origin(items, geobox)  # the data's own pixel grid
         if origin is not None:
@@ -288,7 +298,7 @@ def tile_features(cfg: PipelineConfig, tile_geobox, items, dates) -> xr.DataArra
 
     ring = prediction_halo_px(cfg)
     gb = tile_geobox.pad(ring) if ring else tile_geobox
-    halo = metres_to_px(cfg.clean.dilation_m, cfg.aoi.resolution) if cfg.clean.mask == "scl" else 0
+    halo = metres_to_px(cfg.clean.dilation_m, cfg.aoi.resolution) if cfg.clean.mask != "none" else 0
     lb = lonlat_bbox(gb.pad(halo) if halo else gb)
     mine = [it for it in items if it.bbox is None or bbox_overlaps(it.bbox, lb)]
     if not mine:
@@ -296,8 +306,8 @@ def tile_features(cfg: PipelineConfig, tile_geobox, items, dates) -> xr.DataArra
     # as many chunks as the tile itself has, each a few pixels larger: the ring adds no sliver chunks to read
     c = cfg.load.chunk_px
     chunks = tuple(padded_chunks(n, c, ring) for n in tile_geobox.shape) if ring else None
-    cube = load(mine, gb, provider=cfg.source.provider, load=cfg.load, on_error=cfg.source.on_error, halo=halo,
-                scl=cfg.clean.mask == "scl", chunks=chunks)
+    cube = load(mine, gb, provider=source_profile(cfg), load=cfg.load, on_error=cfg.source.on_error, halo=halo,
+                scl=cfg.clean.mask != "none", chunks=chunks)
     return features(cube, cfg.period, clean=cfg.clean, features=cfg.features, dates=dates)
 
 
@@ -321,11 +331,11 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
         summary.figures["items"] = len(items)
         summary.figures["grid"] = {"crs": str(geobox.crs), "shape": list(geobox.shape), "resolution": cfg.aoi.resolution}
         if cfg.source.check_assets:
-            items, summary.figures["skipped_assets"] = check_items(items, provider=cfg.source.provider, bands=cfg.load.bands,
-                                                                   on_error=cfg.source.on_error, scl=cfg.clean.mask == "scl")
+            items, summary.figures["skipped_assets"] = check_items(items, provider=source_profile(cfg), bands=cfg.load.bands,
+                                                                   on_error=cfg.source.on_error, scl=cfg.clean.mask != "none")
 
     with _stage(summary, "scene filter"):
-        dates, info = scene_filter(items, geobox, provider=cfg.source.provider, clean=cfg.clean, chunk_px=cfg.load.chunk_px,
+        dates, info = scene_filter(items, geobox, provider=source_profile(cfg), clean=cfg.clean, chunk_px=cfg.load.chunk_px,
                                    on_error=cfg.source.on_error, compute=compute("scene filter"), bands=cfg.load.bands)
         summary.figures.update(info)
 

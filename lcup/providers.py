@@ -72,6 +72,8 @@ class ProviderProfile:
         DN nodata value.
     signed_urls
         Whether hrefs must be signed (Planetary Computer; needs the ``planetary-computer`` package).
+    mask_nodata
+        Fill value of the mask asset (``scl``) where no item has data: 0 for SCL, 255 for a probability layer.
     """
 
     name: str
@@ -84,6 +86,7 @@ class ProviderProfile:
     nodata: int = 0
     signed_urls: bool = False
     default_url: str | None = None
+    mask_nodata: int = 0
 
     def asset_key(self, band: str) -> str:
         try:
@@ -165,9 +168,28 @@ PROFILES: dict[str, ProviderProfile] = {
 }
 
 
-def get_profile(name: str) -> ProviderProfile:
-    """Return the provider profile called ``name``."""
+def get_profile(name: "str | ProviderProfile") -> ProviderProfile:
+    """Return the provider profile called ``name`` (a profile is returned as it is)."""
+    if isinstance(name, ProviderProfile):
+        return name
     try:
         return PROFILES[name]
     except KeyError:
         raise ProviderError(f"unknown provider {name!r}; choose one of {sorted(PROFILES)}") from None
+
+
+def with_probability_mask(profile: "str | ProviderProfile", asset_key: str) -> ProviderProfile:
+    """``profile`` with its mask slot (``scl``) read from a cloud-probability asset instead of SCL.
+
+    The layer is read with nearest resampling like SCL and filled with 255 where no item has data (so that no
+    data never reads as 0 % cloud); :func:`lcup.ops.cloud.probability_mask` turns it into the clear mask.
+
+    Examples
+    --------
+    >>> with_probability_mask("earth-search", "cloud").asset_key(SCL)
+    'cloud'
+    """
+    import dataclasses
+
+    p = get_profile(profile)
+    return dataclasses.replace(p, name=f"{p.name}+{asset_key}", asset_keys={**p.asset_keys, SCL: asset_key}, mask_nodata=255)

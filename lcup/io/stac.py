@@ -178,11 +178,17 @@ def asset_keys(items: Sequence[pystac.Item], profile: ProviderProfile, bands: Se
     keys = {}
     for b in bands:
         key = profile.asset_key(b)
+        if not any(key in it.assets for it in items) and b == SCL and profile.mask_nodata == 255:
+            raise MissingBandError(
+                f"the cloud-probability asset {key!r} (clean.probability_asset) is in none of the {len(items)} items; "
+                f"assets of the first item: {sorted(items[0].assets)}; name the probability layer there, or set "
+                "clean.mask: scl (or none)")
         if not any(key in it.assets for it in items):
             raise MissingBandError(
                 f"band {b!r} (asset {key!r}) is in none of the {len(items)} items; assets of the first item: "
                 f"{sorted(items[0].assets)}; check the provider profile (source.provider) or "
-                + ("set clean.mask: none for sources without a scene classification" if b == "scl" else f"drop {b!r} from load.bands")
+                + ("set clean.mask: none for sources without a scene classification, or clean.mask: probability with "
+                   "clean.probability_asset for a cloud-probability layer" if b == "scl" else f"drop {b!r} from load.bands")
             )
         keys[b] = key
     return keys
@@ -221,7 +227,7 @@ def load_cube(
     # Where items have no raster:bands (Planetary Computer), dtype/nodata come from the profile
     # through stac_cfg (odc-stac's per-band ``dtype=`` dict does not combine with ``chunks``).
     cfg = {"*": {"assets": {"*": {"data_type": "uint16", "nodata": profile.nodata},
-                             profile.asset_key(SCL): {"data_type": "uint8", "nodata": 0}}}}
+                             profile.asset_key(SCL): {"data_type": "uint8", "nodata": profile.mask_nodata}}}}
     res = {k: ("nearest" if b == SCL else resampling) for b, k in keys.items()}
     ds = odc.stac.load(
         items,

@@ -1,4 +1,5 @@
-"""Cloud/shadow masks from the Sen2Cor scene classification (SCL) and the valid-coverage scene filter."""
+"""Cloud/shadow masks from the Sen2Cor scene classification (SCL) or a cloud-probability layer, and the
+valid-coverage scene filter."""
 
 from __future__ import annotations
 
@@ -57,15 +58,48 @@ def scl_valid_mask(
     grow = [c for c in invalid_classes if c in CLOUD_SHADOW_SCL]
     if dilation_px and dilation_px > 0 and grow:
         # only clouds and shadows are grown: no data (swath edge) and defective pixels stay as they are
-        r = int(dilation_px)
-        clear = ~scl.isin(grow)
-        if isinstance(clear.data, da.Array):
-            depth = {clear.get_axis_num("y"): r, clear.get_axis_num("x"): r}
-            data = clear.data.map_overlap(_dilate_invalid_np, depth=depth, boundary=True, radius_px=r, dtype=bool)
-        else:
-            data = _dilate_invalid_np(clear.transpose(..., "y", "x").values, r)
-            clear, valid = clear.transpose(..., "y", "x"), valid.transpose(..., "y", "x")
-        valid = valid & clear.copy(data=data)
+        valid = _grown(valid, ~scl.isin(grow), int(dilation_px))
+    valid.name = "valid"
+    return valid
+
+
+def _grown(valid: xr.DataArray, clear: xr.DataArray, r: int) -> xr.DataArray:
+    """``valid`` and ``clear`` with the not-clear area grown by ``r`` px (``map_overlap`` on dask: seamless)."""
+    if isinstance(clear.data, da.Array):
+        depth = {clear.get_axis_num("y"): r, clear.get_axis_num("x"): r}
+        data = clear.data.map_overlap(_dilate_invalid_np, depth=depth, boundary=True, radius_px=r, dtype=bool)
+    else:
+        data = _dilate_invalid_np(clear.transpose(..., "y", "x").values, r)
+        clear, valid = clear.transpose(..., "y", "x"), valid.transpose(..., "y", "x")
+    return valid & clear.copy(data=data)
+
+
+def probability_mask(prob: xr.DataArray, max_percent: float = 40.0, dilation_px: int = 0) -> xr.DataArray:
+    """Clear-observation mask from a cloud-probability layer in percent (0–100; above 100, e.g. 255: no data).
+
+    Parameters
+    ----------
+    prob
+        ``(time, y, x)`` cloud probability, % (the L2A ``MSK_CLDPRB`` layer, s2cloudless...).
+    max_percent
+        Observations up to this probability are clear.
+    dilation_px
+        Grow the cloudy area (not the no-data area) by this many pixels, as :func:`scl_valid_mask` does.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``(time, y, x)`` bool, True where the observation is clear.
+
+    Examples
+    --------
+    >>> p = xr.DataArray(np.array([[[0, 39, 41, 255]]], np.uint8), dims=("time", "y", "x"))
+    >>> probability_mask(p, 40).values.ravel().tolist()
+    [True, True, False, False]
+    """
+    valid = prob <= max_percent
+    if dilation_px and dilation_px > 0:
+        valid = _grown(valid, (prob <= max_percent) | (prob > 100), int(dilation_px))
     valid.name = "valid"
     return valid
 

@@ -53,7 +53,7 @@ def features(cube: xr.Dataset, period: tuple[dt.date, dt.date], *, clean: CleanC
     >>> feats = lcup.features(cube, ("2024-01-01", "2024-12-31"), clean={"dilation_m": 20})  # doctest: +SKIP
     >>> feats.sel(feature="ndvi_p90").plot()  # doctest: +SKIP
     """
-    from ..ops.cloud import scl_valid_mask
+    from ..ops.cloud import probability_mask, scl_valid_mask
     from ..ops.features import temporal_features
     from ..ops.indices import compute_indices, formula_index
     from ..ops.temporal import interpolate_smooth, regular_grid
@@ -67,9 +67,12 @@ def features(cube: xr.Dataset, period: tuple[dt.date, dt.date], *, clean: CleanC
     h = int(cube["scl"].attrs.get("halo_px", 0)) if "scl" in cube else 0
     if cc.mask == "none" or "scl" not in cube:  # only no-data values (0, NaN) are missing: the kernel skips them
         valid = xr.ones_like(cube[bands[0]].isel(time=idx), dtype=bool)
-    else:
+    else:  # the mask slot holds SCL, or the cloud-probability layer (clean.mask: probability)
         scl = cube["scl"].isel(time=idx)
-        valid = scl_valid_mask(scl.rename(scl_y="y", scl_x="x") if h else scl, cc.invalid_scl, metres_to_px(cc.dilation_m, res))
+        scl = scl.rename(scl_y="y", scl_x="x") if h else scl
+        r = metres_to_px(cc.dilation_m, res)
+        valid = (probability_mask(scl, cc.max_probability, r) if cc.mask == "probability"
+                 else scl_valid_mask(scl, cc.invalid_scl, r))
     if h:
         valid = valid.isel(y=slice(h, -h), x=slice(h, -h)).chunk({"y": cube.chunks["y"], "x": cube.chunks["x"]})
         valid = valid.assign_coords(y=cube.y, x=cube.x)

@@ -103,7 +103,9 @@ def scene_filter(items: list, geobox, *, provider: str = "earth-search", clean: 
 
     Decided once for the area and handed to every tile, so neighbouring tiles interpolate from the same dates.
     The fraction is the share of pixels whose SCL is not in ``clean.invalid_scl`` (no dilation; with
-    ``clean.mask: none`` the share with data in the first of ``bands``), counted on the
+    ``clean.mask: probability`` whose cloud probability is at most ``clean.max_probability``, ``provider`` being
+    :func:`lcup.providers.with_probability_mask`'s profile; with ``clean.mask: none`` the share with data in the
+    first of ``bands``), counted on the
     grid coarsened to at most :data:`SCENE_FILTER_PX` pixels a side: one read of SCL whose cost does not grow
     with the area. ``compute(dask_array) -> numpy`` runs it (default: the current scheduler).
 
@@ -119,15 +121,16 @@ def scene_filter(items: list, geobox, *, provider: str = "earth-search", clean: 
     NoValidDataError
         If no date is clear enough.
     """
-    from ..ops.cloud import keep_dates, scl_valid_mask, valid_fraction
+    from ..ops.cloud import keep_dates, probability_mask, scl_valid_mask, valid_fraction
 
     cc = section(CleanConfig, clean)
     side = max(geobox.shape)
     gb = geobox if side <= SCENE_FILTER_PX else geobox.zoom_to((max(1, geobox.shape[0] * SCENE_FILTER_PX // side),
                                                                  max(1, geobox.shape[1] * SCENE_FILTER_PX // side)))
-    if cc.mask == "scl":
+    if cc.mask != "none":  # SCL, or the probability layer the provider profile reads in its place
         scl = load(items, gb, provider=provider, load={"chunk_px": chunk_px}, bands=[], on_error=on_error)["scl"]
-        frac = valid_fraction(scl_valid_mask(scl, cc.invalid_scl))
+        frac = valid_fraction(probability_mask(scl, cc.max_probability) if cc.mask == "probability"
+                              else scl_valid_mask(scl, cc.invalid_scl))
     else:  # no mask: the share of pixels with data, in the first band
         first = list(bands)[0]
         dn = load(items, gb, provider=provider, load={"chunk_px": chunk_px}, bands=[first], on_error=on_error, scl=False)[first]

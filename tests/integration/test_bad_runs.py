@@ -201,7 +201,8 @@ def test_train_once_apply_to_another_area_and_refuse_a_mismatch(small_scene, tmp
 
 
 def test_source_without_scl(small_scene, tmp_path):
-    """Composites and pre-masked products have no SCL: the default says how to proceed; clean.mask: none runs."""
+    """Composites and pre-masked products have no SCL: the default says how to proceed; clean.mask: none runs, and
+    clean.mask: probability masks clouds with a cloud-probability asset instead."""
     from lcup.errors import MissingBandError
 
     scene = tmp_path / "scene"
@@ -220,6 +221,39 @@ def test_source_without_scl(small_scene, tmp_path):
             "clean.mask": "none", "truth": {"path": str(scene / "truth_10m.tif"), "legend": "lcup7"}})), progress=False)
     assert s.status == "done" and s.figures["dates_kept"] == s.figures["dates_found"]  # every date has data
     assert s.figures["truth"]["prediction_10m"]["overall_accuracy"] > 0.6  # clouds left in: worse, but a map
+
+    # a cloud-probability layer instead (clean.mask: probability): a 20 m COG per item beside its bands, in percent
+    import numpy as np
+    import rasterio
+
+    for f in scene.rglob("*.json"):
+        d = json.loads(f.read_text())
+        if d.get("type") != "Feature":
+            continue
+        src = (f.parent / d["assets"]["red"]["href"]).resolve().parent / "SCL.tif"
+        with rasterio.open(src) as r:
+            scl, profile = r.read(1), r.profile
+        prob = np.select([scl == 0, np.isin(scl, (8, 9, 10)), scl == 3], [255, 90, 50], 5).astype(np.uint8)
+        with rasterio.open(src.parent / "CLD.tif", "w", **{**profile, "nodata": 255}) as w:
+            w.write(prob, 1)
+        d["assets"]["cloud"] = {**d["assets"]["nir08"], "href": d["assets"]["red"]["href"].replace("B04.tif", "CLD.tif"),
+                                "raster:bands": [{"nodata": 255, "data_type": "uint8", "unit": "%"}], "roles": ["data", "cloud"]}
+        f.write_text(json.dumps(d))
+    with pytest.raises(MissingBandError, match=r"cloud-probability asset 'clouds' \(clean.probability_asset\) is in none "
+                                              r"of the .* items; assets of the first item: \[.*'cloud'"):
+        run_pipeline(load_config(_small(local, tmp_path / "bad", **{"clean.mask": "probability",
+                                                                     "clean.probability_asset": "clouds"})), progress=False)
+    with pytest.raises(Exception, match="needs clean.probability_asset"):
+        load_config(_small(local, tmp_path / "bad", **{"clean.mask": "probability"}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = run_pipeline(load_config(_small(local, tmp_path / "prob", **{
+            "clean.mask": "probability", "clean.probability_asset": "cloud",
+            "truth": {"path": str(scene / "truth_10m.tif"), "legend": "lcup7"}})), progress=False)
+    # cloudy dates drop out and the masked map is better than the unmasked one
+    assert p.status == "done" and p.figures["dates_kept"] < s.figures["dates_kept"]
+    oa = p.figures["truth"]["prediction_10m"]["overall_accuracy"]
+    assert oa > s.figures["truth"]["prediction_10m"]["overall_accuracy"] + 0.01 and oa > 0.9, oa  # measured 0.933 vs 0.914
 
 
 def test_output_grid_is_the_datas_own(tmp_path):
