@@ -58,14 +58,14 @@ def _geobox(x: np.ndarray, y: np.ndarray, crs: str):
     return GeoBox((len(y), len(x)), Affine(rx, 0, float(x[0]) - rx / 2, 0, ry, float(y[0]) - ry / 2), crs)
 
 
-def _write_tif(path: Path, arr: np.ndarray, geobox, factor: int = 1) -> Path:
+def _write_tif(path: Path, arr: np.ndarray, geobox, factor: int = 1, nodata: int = 0) -> Path:
     """``arr`` (on ``geobox``) as a GeoTIFF with ``factor × factor`` coarser cells (values from the block's corner)."""
     import rasterio
 
     a = arr[::factor, ::factor]
     t = geobox.transform * __import__("rasterio").transform.Affine.scale(factor)
     with rasterio.open(path, "w", driver="GTiff", width=a.shape[1], height=a.shape[0], count=1, dtype=str(a.dtype),
-                       crs=str(geobox.crs), transform=t, nodata=0) as dst:
+                       crs=str(geobox.crs), transform=t, nodata=nodata) as dst:
         dst.write(a, 1)
     return path
 
@@ -158,7 +158,16 @@ def load_set(name: str, tmp: Path) -> dict:
     scale = 1.0 if name == "slovenia" else 1e-4
     ds = ds.assign_coords({f"{k}_{b}": ("time", np.full(len(times), v)) for b in bands for k, v in (("scale", scale), ("offset", offset))})
     coarse = np.kron(coarse_cells, np.ones((factor, factor), np.uint8))[:h, :w] if name == "demo-hard" else majority(truth, factor)
-    return {"cube": ds.chunk({"time": -1, "y": 64, "x": 64}), "geobox": gb, "truth": truth, "period": period,
+    # cover-fraction layers as a coarse product would give them (CGLS-LC100's), here exact: the reference's share of
+    # each class per coarse cell (for the hard demo from the same misregistered truth as its coarse map), in %
+    src = np.roll(truth, (factor // 2, factor // 2), (0, 1)) if name == "demo-hard" else truth
+    cells = src.reshape(h // factor, factor, w // factor, factor)
+    fractions = {}
+    for c in (int(c) for c in np.unique(truth) if c):
+        share = np.round(100 * (cells == c).mean((1, 3))).astype(np.uint8)
+        fractions[c] = str(_write_tif(tmp / f"{name}-fraction-{c}.tif", np.kron(share, np.ones((factor, factor), np.uint8)),
+                                      gb, factor, nodata=255))
+    return {"cube": ds.chunk({"time": -1, "y": 64, "x": 64}), "geobox": gb, "truth": truth, "period": period, "fractions": fractions,
             "coarse_path": _write_tif(tmp / f"{name}-coarse.tif", coarse, gb, factor), "coarse": coarse, "legend": legend,
             "truth_path": _write_tif(tmp / f"{name}-truth.tif", truth, gb),
             "features": features}
@@ -173,6 +182,8 @@ TECHNIQUES = {
     "confidence weights": {"labels": {"confidence_weights": True}},
     "confidence weights, no coarse prior, erosion 20 m (session-4 defaults)": {
         "labels": {"confidence_weights": True}, "model": {"coarse_prior": 0.0, "class_weight": None, "smooth_px": 1}},
+    "fraction layers: purity weights": {"labels": {"fractions": "reference", "confidence_weights": True}},
+    "fraction layers: confidence ≥ 0.3": {"labels": {"fractions": "reference", "min_confidence": 0.3}},
     "label cleaning": {"model": {"clean_labels": True}},
     "unweighted classes": {"model": {"class_weight": None}},
     "no coarse prior": {"model": {"coarse_prior": 0.0}},
@@ -231,6 +242,8 @@ def run_technique(s: dict, technique: dict, seed: int = 0) -> dict:
     r_extra: dict = {}
     labels_cfg = {"path": str(s["coarse_path"]), "legend": s["legend"], "target_legend": s["legend"], "block_m": 200,
                   "n_per_class": 1000, "min_per_class": 5, "seed": seed, **technique.get("labels", {})}
+    if labels_cfg.get("fractions") == "reference":
+        labels_cfg["fractions"] = s["fractions"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         feats = lcup.features(s["cube"], s["period"], features=s["features"]).persist()

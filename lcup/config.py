@@ -186,6 +186,11 @@ class LabelsConfig(_Section):
     confidence_weights: bool = Field(False, description="weight training samples by label confidence (worse or equal on "
                                      "every real development set, benchmarks/bench_quality.py)")
     others: list[OtherMapConfig] = Field(default_factory=list, description="other reference maps for the agreement term of the confidence")
+    fractions: dict[int, str] = Field(default_factory=dict, description="cover-fraction layers of the coarse product, "
+                                      "{target class code: raster path or URL of its cover in % (0–100; above: no data)}, "
+                                      "e.g. CGLS-LC100's Tree/Grass/Crops-CoverFraction layers or a tree-cover density: "
+                                      "the labelled class's fraction in its cell is the pixel's purity, a factor of the "
+                                      "label confidence (use with confidence_weights or min_confidence)")
 
     @model_validator(mode="after")
     def _one_source(self) -> "LabelsConfig":
@@ -404,10 +409,16 @@ class PipelineConfig(_Section):
             _check_local(lab.path, "labels.path")
         for i, o in enumerate(lab.others):
             _check_local(o.path, f"labels.others[{i}].path")
+        for code, path in lab.fractions.items():
+            _check_local(path, f"labels.fractions[{code}]")
         if self.truth is not None:
             _check_local(self.truth.path, "truth.path")
         try:
             target = get_legend(self.target_legend())
+            odd = sorted(int(c) for c in lab.fractions if int(c) not in target.codes)
+            if odd:
+                raise ValueError(f"labels.fractions names class(es) {odd} that the target legend {target.name!r} lacks; "
+                                 f"its codes: {list(target.codes)}")
             walks = [("labels", lab.legend, lab.crosswalk)] if self.labels is not None else []
             walks += [(f"labels.others[{i}]", o.legend, None) for i, o in enumerate(lab.others)]
             walks += [("truth", self.truth.legend, None)] if self.truth is not None else []
@@ -554,6 +565,9 @@ def load_config(source: str | Path | Mapping, *, base_dir: str | Path | None = N
     for o in (raw.get("labels") or {}).get("others") or []:
         if isinstance(o, dict) and isinstance(o.get("path"), str):
             o["path"] = _resolve(o["path"], base)
+    fr = (raw.get("labels") or {}).get("fractions")
+    if isinstance(fr, dict):
+        raw["labels"]["fractions"] = {k: _resolve(v, base) if isinstance(v, str) else v for k, v in fr.items()}
     for section, key in (("source", "catalog"), ("labels", "path"), ("truth", "path"), ("output", "dir"), ("model", "path")):
         sec = raw.get(section)
         if isinstance(sec, dict) and isinstance(sec.get(key), str):

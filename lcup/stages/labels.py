@@ -75,6 +75,8 @@ def labels(geobox, labels: LabelsConfig | Mapping | None = None, *, chunk_px: in
     others = [open_on_geobox(o.path, geobox, chunks=chunk_px).map_blocks(
         apply_crosswalk, to_internal(get_crosswalk(o.legend, target), target), dtype=np.uint8) for o in lc.others]
     conf = label_confidence(lab, cell_m / res, others=others)
+    if lc.fractions:  # purity: the labelled class's cover fraction in its coarse cell (CGLS-LC100 fraction layers...)
+        conf = conf * _purity(lab, lc.fractions, target, geobox, chunk_px)
     usable = da.where(conf < lc.min_confidence, np.uint8(0), eroded) if lc.min_confidence > 0 else eroded
     (stats,) = compute([label_statistics(lab, eroded, usable, conf)])
     to_code = compact(target)[1]
@@ -83,6 +85,24 @@ def labels(geobox, labels: LabelsConfig | Mapping | None = None, *, chunk_px: in
     dims = ("y", "x")
     return xr.Dataset({"label": (dims, lab), "usable": (dims, usable), "confidence": (dims, conf)},
                       coords=xr_coords(geobox, crs_coord_name="spatial_ref"), attrs={"figures": figures})
+
+
+def _purity(lab: da.Array, fractions: Mapping[int, str], target, geobox, chunk_px: int) -> da.Array:
+    """``(y, x)`` float32 0–1: the cover fraction (%) of each pixel's label class from its layer; 1 where the class
+    has no layer or the layer has no data (above 100 %)."""
+    from ..errors import ConfigError
+    from ..io.rasters import open_on_geobox
+
+    internal, to_code = compact(target)
+    index = {int(c): i for i, c in enumerate(to_code) if i} if internal is not target else {int(c): int(c) for c in target.codes}
+    purity = da.ones(lab.shape, chunks=lab.chunks, dtype=np.float32)
+    for code, path in fractions.items():
+        if int(code) not in index:
+            raise ConfigError(f"labels.fractions names class {code}, which the target legend {target.name!r} lacks; its "
+                              f"codes: {list(target.codes)}")
+        fr = open_on_geobox(path, geobox, chunks=chunk_px, nodata=255).rechunk(lab.chunks).astype(np.float32)
+        purity = da.where((lab == index[int(code)]) & (fr <= 100), fr / np.float32(100), purity)
+    return purity
 
 
 def sample(lab: xr.Dataset, labels: LabelsConfig | Mapping | None = None, *, cell_origin: tuple[int, int] = (0, 0),

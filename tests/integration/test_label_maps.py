@@ -134,3 +134,44 @@ def test_corrupt_label_map_fails_with_the_window(tmp_path):
     lazy = open_on_geobox(f, gb, chunks=256)
     with pytest.raises(ReadError, match=r"cut.tif for rows \d+:\d+, columns \d+:\d+"):
         lazy.compute(scheduler="threads")
+
+
+def test_fraction_layers_make_purity_a_factor_of_the_confidence(small_scene, tmp_path):
+    """A cover-fraction layer (CGLS-LC100 style, % per 100 m cell) for cropland: the label confidence of cropland
+    pixels is multiplied by their cell's fraction, other classes are untouched; bad inputs fail at validation."""
+    import lcup
+    from lcup.config import load_config
+    from tests.conftest import scene_pipeline
+
+    from odc.geo.geobox import GeoBox
+
+    sc = small_scene
+    truth_path = sc["dir"] / "truth_10m.tif"
+    with rasterio.open(truth_path) as src:
+        truth, prof = src.read(1), src.profile
+    h, w = truth.shape[0] // 10, truth.shape[1] // 10
+    share = np.round(100 * (truth[: h * 10, : w * 10].reshape(h, 10, w, 10) == 3).mean((1, 3))).astype(np.uint8)
+    share[0, 0] = 255  # no data there: purity 1
+    t = prof["transform"]
+    frac = tmp_path / "crops_fraction.tif"
+    with rasterio.open(frac, "w", driver="GTiff", width=w, height=h, count=1, dtype="uint8", crs=prof["crs"],
+                       transform=rasterio.Affine(t.a * 10, 0, t.c, 0, t.e * 10, t.f), nodata=255) as dst:
+        dst.write(share, 1)
+    gb = GeoBox(truth.shape, t, prof["crs"])
+    base = {"path": str(sc["dir"] / "coarse_cgls_100m.tif"), "legend": "cgls-lc100"}
+    plain = lcup.labels(gb, base, chunk_px=64)
+    withf = lcup.labels(gb, {**base, "fractions": {3: str(frac)}}, chunk_px=64)
+    lab = plain["label"].values
+    c0, c1 = plain["confidence"].values, withf["confidence"].values
+    purity = np.kron(share, np.ones((10, 10), np.uint8)).astype(np.float32) / 100
+    crops = (lab == 3) & (purity <= 1)
+    np.testing.assert_allclose(c1[crops], c0[crops] * purity[crops], rtol=1e-6)
+    np.testing.assert_array_equal(c1[lab != 3], c0[lab != 3])
+    np.testing.assert_array_equal(c1[:10, :10][lab[:10, :10] == 3], c0[:10, :10][lab[:10, :10] == 3])  # no data: 1
+    assert crops.sum() > 1000 and (purity[crops] < 1).any()
+
+    cfg = scene_pipeline(sc, tmp_path / "o")
+    with pytest.raises(Exception, match=r"labels.fractions names class\(es\) \[9\] that the target legend 'lcup7' lacks"):
+        load_config({**cfg, "labels": {**cfg["labels"], "fractions": {9: str(frac)}}})
+    with pytest.raises(Exception, match=r"labels.fractions\[3\] .*missing.tif does not exist"):
+        load_config({**cfg, "labels": {**cfg["labels"], "fractions": {3: str(tmp_path / "missing.tif")}}})
