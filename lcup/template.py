@@ -18,15 +18,17 @@ aoi:
   resolution: 10                # metres; the grid is the UTM zone of the centre on the data's own pixel grid
 year: 2024                      # set this (or start: / end:)
 clean:
-  mask: scl                     # scl | none (composites and pre-masked products)
+  mask: scl                     # scl | probability (set probability_asset: the items' cloud-probability asset, %) | none (composites)
   dilation_m: 20                # grow clouds and shadows by this many metres
 labels:
   path: coarse_map.tif          # set this: the coarse land-cover map (any GDAL raster or URL, any CRS)
   legend: cgls-lc100            # its legend: cgls-lc100 | esa-worldcover | corine | corine-grid | ecoclimap-sg | io-lulc | eolearn-lulc | lcup7 | a mapping
   target_legend: lcup7          # the output legend (built-in name or {name:, classes: {code: {name:, color:}}})
   # crosswalk: {50: 4}          # extends the built-in crosswalk: source code -> target code (0 drops a code)
+  # fractions: {1: tree_cover_fraction.tif}   # cover-fraction layers (%) of the coarse product: label purity
 model:
   n_estimators: 100
+  coarse_prior: 0.5             # the coarse map as a prior on the class probabilities (0: the model alone)
   # path: other-run/model.skops # apply a saved model instead of training (labels are then optional)
 # truth: {path: truth_10m.tif, legend: lcup7}   # optional 10 m reference to score against
 output:
