@@ -193,8 +193,12 @@ def _consistency(f: Mapping) -> str:
     rows = [[f"{code} {v['name']}", v["coarse_share"], v["map_share"]] for code, v in c["classes"].items()]
     gone = f.get("vanished_classes") or {}
     warn = (f"<p class=bad>Classes that lost most of their coarse area: {', '.join(map(str, gone))}</p>" if gone else "")
+    pr = f.get("coarse_prior")
+    prior = (f" The class probabilities were weighted by the coarse map's class shares over {pr['window_px']} px around "
+             f"each pixel, to the power {pr['strength']:g} (model.coarse_prior), which raises this agreement."
+             if pr else " The map is the model's alone (no coarse-map prior).")
     return (f"<h2>Upsampling consistency</h2><p>The 10 m map agrees with the coarse map on "
-            f"{100 * c['agreement']:.1f} % of the coarse map's labelled pixels.</p>{warn}"
+            f"{100 * c['agreement']:.1f} % of the coarse map's labelled pixels.{prior}</p>{warn}"
             + _table(["class", "share in the coarse map", "share in the 10 m map"], rows))
 
 
