@@ -194,6 +194,17 @@ def asset_keys(items: Sequence[pystac.Item], profile: ProviderProfile, bands: Se
     return keys
 
 
+def _projection_gap(items: Sequence[pystac.Item], keys: dict[str, str]) -> str:
+    """What to say when odc-stac refuses items whose assets mix grids with and without the projection extension."""
+    fields = ("proj:shape", "proj:transform")
+    gaps = sorted({(it.id, k) for it in items for k in keys.values() if k in it.assets
+                   and not all(f in it.assets[k].extra_fields or f in it.properties for f in fields)})
+    where = ", ".join(f"{k!r} of {i}" for i, k in gaps[:3]) + (f" and {len(gaps) - 3} more" if len(gaps) > 3 else "")
+    return (f"asset(s) {where or '(unknown)'} lack proj:shape/proj:transform while other assets of the items have them, "
+            "so their grid is unknown; add the projection fields to those assets (rio-stac writes them) or leave their "
+            "bands out of load.bands")
+
+
 def load_cube(
     items: Sequence[pystac.Item],
     profile: ProviderProfile,
@@ -229,17 +240,22 @@ def load_cube(
     cfg = {"*": {"assets": {"*": {"data_type": "uint16", "nodata": profile.nodata},
                              profile.asset_key(SCL): {"data_type": "uint8", "nodata": profile.mask_nodata}}}}
     res = {k: ("nearest" if b == SCL else resampling) for b, k in keys.items()}
-    ds = odc.stac.load(
-        items,
-        bands=list(keys.values()),
-        geobox=geobox,
-        chunks={"y": chunk_px[0], "x": chunk_px[1]} if isinstance(chunk_px, tuple) else {"x": chunk_px, "y": chunk_px},
-        groupby="solar_day",
-        resampling=res,
-        fail_on_error=fail_on_error,
-        stac_cfg=cfg,
-        patch_url=patch_url,
-    )
+    try:
+        ds = odc.stac.load(
+            items,
+            bands=list(keys.values()),
+            geobox=geobox,
+            chunks={"y": chunk_px[0], "x": chunk_px[1]} if isinstance(chunk_px, tuple) else {"x": chunk_px, "y": chunk_px},
+            groupby="solar_day",
+            resampling=res,
+            fail_on_error=fail_on_error,
+            stac_cfg=cfg,
+            patch_url=patch_url,
+        )
+    except ValueError as e:
+        if "projection extension" not in str(e):
+            raise
+        raise ProviderError(_projection_gap(items, keys)) from None
     ds = ds.rename({k: b for b, k in keys.items() if k != b})
     ds = ds.chunk({"time": -1})
     # Per-date scale/offset from each item's own metadata (odc-stac does not apply them).

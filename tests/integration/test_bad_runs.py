@@ -239,6 +239,19 @@ def test_source_without_scl(small_scene, tmp_path):
         d["assets"]["cloud"] = {**d["assets"]["nir08"], "href": d["assets"]["red"]["href"].replace("B04.tif", "CLD.tif"),
                                 "raster:bands": [{"nodata": 255, "data_type": "uint8", "unit": "%"}], "roles": ["data", "cloud"]}
         f.write_text(json.dumps(d))
+    # an asset without the projection fields its siblings have: one clear error, not odc-stac's ValueError
+    from lcup.errors import ProviderError
+
+    bare = tmp_path / "bare-scene"
+    shutil.copytree(scene, bare)
+    for f in bare.rglob("*.json"):
+        d = json.loads(f.read_text())
+        if d.get("type") == "Feature":
+            d["assets"]["cloud"] = {k: v for k, v in d["assets"]["cloud"].items() if not k.startswith("proj:")}
+            f.write_text(json.dumps(d))
+    with pytest.raises(ProviderError, match=r"asset\(s\) 'cloud' of S2X_DEMO_\d+.* lack proj:shape/proj:transform"):
+        run_pipeline(load_config(_small(dict(local, dir=bare, catalog=bare / "catalog.json"), tmp_path / "bare", **{
+            "clean.mask": "probability", "clean.probability_asset": "cloud"})), progress=False)
     with pytest.raises(MissingBandError, match=r"cloud-probability asset 'clouds' \(clean.probability_asset\) is in none "
                                               r"of the .* items; assets of the first item: \[.*'cloud'"):
         run_pipeline(load_config(_small(local, tmp_path / "bad", **{"clean.mask": "probability",
