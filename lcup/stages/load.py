@@ -30,7 +30,9 @@ def load(items: list, geobox, *, provider: str = "earth-search", load: LoadConfi
     geobox
         The output grid.
     provider
-        Layout profile of the items.
+        Layout profile of the items (a name or a :class:`~lcup.providers.ProviderProfile`); for
+        ``clean.mask: probability`` pass ``with_probability_mask(provider, asset)`` so that ``scl`` holds the
+        cloud-probability layer.
     load
         :class:`~lcup.config.LoadConfig` (or its keys): bands, chunk size, resampling.
     bands
@@ -103,9 +105,8 @@ def scene_filter(items: list, geobox, *, provider: str = "earth-search", clean: 
 
     Decided once for the area and handed to every tile, so neighbouring tiles interpolate from the same dates.
     The fraction is the share of pixels whose SCL is not in ``clean.invalid_scl`` (no dilation; with
-    ``clean.mask: probability`` whose cloud probability is at most ``clean.max_probability``, ``provider`` being
-    :func:`lcup.providers.with_probability_mask`'s profile; with ``clean.mask: none`` the share with data in the
-    first of ``bands``), counted on the
+    ``clean.mask: probability`` whose cloud probability, read from ``clean.probability_asset``, is at most
+    ``clean.max_probability``; with ``clean.mask: none`` the share with data in the first of ``bands``), counted on the
     grid coarsened to at most :data:`SCENE_FILTER_PX` pixels a side: one read of SCL whose cost does not grow
     with the area. ``compute(dask_array) -> numpy`` runs it (default: the current scheduler).
 
@@ -127,7 +128,11 @@ def scene_filter(items: list, geobox, *, provider: str = "earth-search", clean: 
     side = max(geobox.shape)
     gb = geobox if side <= SCENE_FILTER_PX else geobox.zoom_to((max(1, geobox.shape[0] * SCENE_FILTER_PX // side),
                                                                  max(1, geobox.shape[1] * SCENE_FILTER_PX // side)))
-    if cc.mask != "none":  # SCL, or the probability layer the provider profile reads in its place
+    if cc.mask == "probability":  # the probability layer is read in SCL's place
+        from ..providers import with_probability_mask
+
+        provider = with_probability_mask(provider, cc.probability_asset)
+    if cc.mask != "none":
         scl = load(items, gb, provider=provider, load={"chunk_px": chunk_px}, bands=[], on_error=on_error)["scl"]
         frac = valid_fraction(probability_mask(scl, cc.max_probability) if cc.mask == "probability"
                               else scl_valid_mask(scl, cc.invalid_scl))
