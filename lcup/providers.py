@@ -192,4 +192,6 @@ def with_probability_mask(profile: "str | ProviderProfile", asset_key: str) -> P
     import dataclasses
 
     p = get_profile(profile)
+    if p.asset_keys.get(SCL) == asset_key and p.mask_nodata == 255:  # already this layer's profile
+        return p
     return dataclasses.replace(p, name=f"{p.name}+{asset_key}", asset_keys={**p.asset_keys, SCL: asset_key}, mask_nodata=255)

@@ -178,17 +178,17 @@ def asset_keys(items: Sequence[pystac.Item], profile: ProviderProfile, bands: Se
     keys = {}
     for b in bands:
         key = profile.asset_key(b)
-        if not any(key in it.assets for it in items) and b == SCL and profile.mask_nodata == 255:
-            raise MissingBandError(
-                f"the cloud-probability asset {key!r} (clean.probability_asset) is in none of the {len(items)} items; "
-                f"assets of the first item: {sorted(items[0].assets)}; name the probability layer there, or set "
-                "clean.mask: scl (or none)")
         if not any(key in it.assets for it in items):
+            have = f"assets of the first item: {sorted(items[0].assets)}"
+            if b == SCL and profile.mask_nodata == 255:  # the mask slot reads a cloud-probability layer
+                raise MissingBandError(f"the cloud-probability asset {key!r} (clean.probability_asset) is in none of the "
+                                       f"{len(items)} items; {have}; name the probability layer there, or set clean.mask: "
+                                       "scl (or none)")
             raise MissingBandError(
-                f"band {b!r} (asset {key!r}) is in none of the {len(items)} items; assets of the first item: "
-                f"{sorted(items[0].assets)}; check the provider profile (source.provider) or "
+                f"band {b!r} (asset {key!r}) is in none of the {len(items)} items; {have}; check the provider profile "
+                "(source.provider) or "
                 + ("set clean.mask: none for sources without a scene classification, or clean.mask: probability with "
-                   "clean.probability_asset for a cloud-probability layer" if b == "scl" else f"drop {b!r} from load.bands")
+                   "clean.probability_asset for a cloud-probability layer" if b == SCL else f"drop {b!r} from load.bands")
             )
         keys[b] = key
     return keys

@@ -71,15 +71,9 @@ def fuse_block(pred: np.ndarray, prior: np.ndarray, classes, *, strength: float,
     >>> fuse_block(pred, prior, [0, 1], strength=1.0)[0, 0, 0]
     np.float32(0.0)
     """
-    from .model import classify
+    from .model import packed
 
     if strength == 0:
         return pred
-    prob = pred[2:]
-    ok = np.isfinite(prob[0])
-    post = fuse(prob, prior, strength)
-    out = np.full_like(pred, np.nan)
-    flat = post[:, ok].T.astype(np.float64)
-    out[0][ok], out[1][ok] = classify(flat, classes, confidence)
-    out[2:, ok] = flat.T
-    return out
+    ok = np.isfinite(pred[2])
+    return packed(fuse(pred[2:], prior, strength)[:, ok].T.astype(np.float64), ok, classes, confidence)

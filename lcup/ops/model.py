@@ -187,13 +187,18 @@ def predict_block(features: np.ndarray, model, *, confidence: str = "max") -> np
     h, w, f = features.shape
     X = features.reshape(-1, f)
     ok = np.isfinite(X).all(1)
-    k = len(model.classes_)
-    out = np.full((2 + k, h * w), np.nan, np.float32)
+    proba = predict_proba(model, X[ok]) if ok.any() else np.zeros((0, len(model.classes_)))
+    return packed(proba, ok, model.classes_, confidence).reshape(-1, h, w)
+
+
+def packed(proba: np.ndarray, ok: np.ndarray, classes, confidence: str = "max") -> np.ndarray:
+    """The ``(2 + class, *ok.shape)`` float32 layout of :func:`predict_block` from the ``(n, class)`` probabilities
+    of the ``n`` pixels where ``ok`` is True: class, confidence (:func:`classify`), probabilities; NaN elsewhere."""
+    out = np.full((2 + proba.shape[1], *ok.shape), np.nan, np.float32)
     if ok.any():
-        proba = predict_proba(model, X[ok])
-        out[0, ok], out[1, ok] = classify(proba, model.classes_, confidence)
+        out[0][ok], out[1][ok] = classify(proba, classes, confidence)
         out[2:, ok] = proba.T
-    return out.reshape(2 + k, h, w)
+    return out
 
 
 def classify(proba: np.ndarray, classes, confidence: str = "max") -> tuple[np.ndarray, np.ndarray]:
@@ -238,11 +243,7 @@ def smooth_block(pred: np.ndarray, classes, *, window: int = 3, confidence: str 
         for dx in range(2 * r + 1):
             tot += p[:, dy:dy + h, dx:dx + w]
             cnt += n[dy:dy + h, dx:dx + w]
-    out = np.full_like(pred, np.nan)
-    mean = (tot[:, ok] / cnt[ok]).T
-    out[0][ok], out[1][ok] = classify(mean, classes, confidence)
-    out[2:, ok] = mean.T
-    return out
+    return packed((tot[:, ok] / cnt[ok]).T, ok, classes, confidence)
 
 
 def confident_learning_filter(X: np.ndarray, y: np.ndarray, *, seed: int = 0, cv: int = 3, n_estimators: int = 50) -> tuple[np.ndarray, dict]:

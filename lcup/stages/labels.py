@@ -93,11 +93,10 @@ def _purity(lab: da.Array, fractions: Mapping[int, str], target, geobox, chunk_p
     from ..errors import ConfigError
     from ..io.rasters import open_on_geobox
 
-    internal, to_code = compact(target)
-    index = {int(c): i for i, c in enumerate(to_code) if i} if internal is not target else {int(c): int(c) for c in target.codes}
+    index = to_internal({int(c): int(c) for c in fractions}, target)  # legend code → the labels' class index
     purity = da.ones(lab.shape, chunks=lab.chunks, dtype=np.float32)
     for code, path in fractions.items():
-        if int(code) not in index:
+        if int(code) not in target.codes:
             raise ConfigError(f"labels.fractions names class {code}, which the target legend {target.name!r} lacks; its "
                               f"codes: {list(target.codes)}")
         fr = open_on_geobox(path, geobox, chunks=chunk_px, nodata=255).rechunk(lab.chunks).astype(np.float32)

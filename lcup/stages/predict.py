@@ -102,28 +102,22 @@ def coarse_prior_array(label: da.Array, classes, window_px: int) -> da.Array:
     --------
     >>> prior = coarse_prior_array(lab["label"].data, model.classes_, 30)  # doctest: +SKIP
     """
-    from dask.array.overlap import overlap
+    from dask.array.overlap import ensure_minimum_chunksize, overlap
 
     from ..ops.fusion import coarse_prior
 
     classes, w = [int(c) for c in classes], int(window_px)
     r = w // 2
+    # every chunk at least the halo deep (dask's rule); an axis shorter than the halo stays one chunk, with no halo
+    base = label.rechunk(tuple(ensure_minimum_chunksize(r, c) if r and sum(c) > r else (sum(c),) for c in label.chunks))
+    ry, rx = (r if len(c) > 1 else 0 for c in base.chunks)
 
     def block(b, block_info=None):
         (i, j), (ni, nj) = block_info[0]["chunk-location"], block_info[0]["num-chunks"]
         p = coarse_prior(b, classes, w, floor=None)  # the halo overlap() added: none at the array's own edges
-        return p[:, (r if i else 0):p.shape[1] - (r if i < ni - 1 else 0), (r if j else 0):p.shape[2] - (r if j < nj - 1 else 0)]
+        return p[:, (ry if i else 0):p.shape[1] - (ry if i < ni - 1 else 0), (rx if j else 0):p.shape[2] - (rx if j < nj - 1 else 0)]
 
-    def wide(chunks):  # every chunk at least the halo deep (a narrow last chunk joins its neighbour)
-        out = list(chunks)
-        while len(out) > 1 and min(out) < r:
-            k = out.index(min(out))
-            v = out.pop(k)
-            out[k - 1 if k else 0] += v
-        return tuple(out)
-
-    base = label.rechunk(tuple(wide(c) for c in label.chunks))
-    ext = overlap(base, depth={0: r, 1: r}, boundary="none") if r else base
+    ext = overlap(base, depth={0: ry, 1: rx}, boundary="none") if ry or rx else base
     prior = ext.map_blocks(block, new_axis=0, chunks=((len(classes),),) + base.chunks, dtype=np.float32)
     return prior if base.chunks == label.chunks else prior.rechunk(((len(classes),),) + label.chunks)
 

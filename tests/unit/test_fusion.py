@@ -18,11 +18,11 @@ def test_prior_shares_floor_and_no_data(coarse):
     p = coarse_prior(coarse, [1, 2, 3], 10, floor=0.05)
     assert p.shape == (3, *coarse.shape) and p.dtype == np.float32
     np.testing.assert_allclose(p.sum(0)[(coarse > 0)], 1, rtol=1e-6)
-    # in the middle of a cell the window holds that cell only: its class gets 1 - 2 × floor, the others the floor
-    y, x = 15, 15
+    # in the middle of a labelled cell the window holds that cell only: its class 1 - 2 × floor, the others the floor
+    cy, cx = np.argwhere(coarse[::10, ::10] > 0)[0]
+    y, x = 10 * cy + 5, 10 * cx + 5
     c = int(coarse[y, x])
-    if c:
-        assert p[c - 1, y, x] == pytest.approx(0.9) and sorted(p[:, y, x])[0] == pytest.approx(0.05)
+    assert p[c - 1, y, x] == pytest.approx(0.9) and sorted(p[:, y, x])[0] == pytest.approx(0.05)
     # a window with no labelled pixel: flat
     empty = np.zeros((20, 20), np.uint8)
     np.testing.assert_allclose(coarse_prior(empty, [1, 2, 3], 10), 1 / 3, rtol=1e-6)
@@ -43,6 +43,14 @@ def test_prior_does_not_depend_on_the_chunks(coarse, chunks):
     got = coarse_prior_array(da.from_array(coarse, chunks=chunks), [1, 2, 3], 30)
     assert got.chunks[1:] == da.from_array(coarse, chunks=chunks).chunks
     np.testing.assert_array_equal(got.compute(), ref)
+
+
+@pytest.mark.parametrize("shape, chunks", [((10, 40), (5, 20)), ((8, 8), (8, 8)), ((16, 200), (16, 64))])
+def test_prior_of_an_area_smaller_than_its_window(rng, shape, chunks):
+    """An AOI a few pixels across (smaller than the halo) is one chunk along that axis, without a halo."""
+    lab = rng.integers(0, 4, shape).astype(np.uint8)
+    got = coarse_prior_array(da.from_array(lab, chunks=chunks), [1, 2, 3], 30)
+    np.testing.assert_array_equal(got.compute(), coarse_prior(lab, [1, 2, 3], 30, floor=None))
 
 
 def test_fuse_lets_the_coarse_class_stand_where_the_model_is_unsure():
