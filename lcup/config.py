@@ -132,6 +132,19 @@ class FeaturesConfig(_Section):
     series: list[str] = Field(default_factory=lambda: ["ndvi", "mndwi", "ndbi"], description="variables whose smoothed series are features")
     series_every: int = Field(2, ge=1, description="keep every n-th grid step of the series")
     persist: Literal["auto", "always", "never"] = Field("auto", description="keep the feature cube in cluster memory between sampling and prediction")
+    neighbourhood_m: list[float] = Field(default_factory=list, description="spatial context: also the local mean (and/or "
+                                         "standard deviation) of every feature in windows of these sides, metres (e.g. "
+                                         "[30, 50]; rounded to an odd number of pixels); seamless across tiles. Off by "
+                                         "default: not better on every development set (benchmarks/bench_quality.py)")
+    neighbourhood_stats: list[Literal["mean", "std"]] = Field(default_factory=lambda: ["mean"],
+                                                              description="statistics of the neighbourhood windows")
+
+    @field_validator("neighbourhood_m")
+    @classmethod
+    def _positive_windows(cls, v):
+        if any(m <= 0 for m in v):
+            raise ValueError(f"neighbourhood_m {v}: window sides must be positive metres, e.g. [30, 50]")
+        return sorted(set(v))
 
     @field_validator("indices")
     @classmethod
@@ -232,6 +245,18 @@ class ModelConfig(_Section):
     coarse_prior_cells: int = Field(1, ge=1, le=15, description="side of the prior's window, in coarse cells (1: a "
                                     "cell-sized window centred on the pixel; 3: its neighbours too)")
     clean_labels: bool = Field(False, description="drop training samples flagged by confident learning (out-of-fold)")
+    refine_rounds: int = Field(0, ge=0, le=5, description="iterative label refinement (self-training with coarse-cell "
+                               "constraints): each round, forests that never saw a sample's block of 3 × 3 coarse cells "
+                               "relabel it to another class they give at least refine_threshold, if that class occurs in "
+                               "the coarse map within one cell; each round is reported. 0: off (it wins on the hard demo "
+                               "and Slovenia, loses on Flanders: benchmarks/bench_quality.py)")
+    refine_threshold: float = Field(0.6, gt=0.5, le=1, description="probability a sample needs to be relabelled")
+    segments: Literal["none", "slic", "felzenszwalb"] = Field(
+        "none", description="segment-based regularisation: superpixels of the features (scikit-image, three principal "
+        "components per chunk, cut with a halo so tiles stay seamless), the class probabilities averaged per segment, "
+        "after smoothing and before the coarse prior. none: off (not better on every development set)")
+    segment_px: int = Field(30, ge=4, le=10000, description="mean segment size, pixels")
+    segment_mix: float = Field(0.5, gt=0, le=1, description="weight of the segment mean against the pixel's own probabilities")
     permutation_importance: bool = Field(False, description="also compute permutation importance on the validation blocks")
 
 

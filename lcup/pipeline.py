@@ -25,14 +25,14 @@ from .legends import compact, get_legend
 from .ops.accuracy import report_from_confusion
 from .ops.temporal import regular_grid
 from .progress import ticking
-from .stages.features import feature_names, features
+from .stages.features import neighbourhood_halo_px, feature_names, features
 from .stages.labels import AUTO_SAMPLE_CHUNKS, label_halo_px, labels, sample
 from .stages.load import load, scene_filter
 from .stages.predict import coarse_prior_array, output_dataset, predict, probability_percent
 from .stages.score import (class_counts, class_profiles, consistency, consistency_figures, relabel, sample_area_estimates,
                            truth_confusions, vanished_classes)
 from .stages.search import check_items, grid, native_origin, search
-from .stages.train import train
+from .stages.train import refine, train
 from .units import metres_to_px, padded_chunks
 from .vocab import INDEX_BANDS
 
@@ -282,8 +282,11 @@ def find_items(cfg: PipelineConfig):
 
 
 def prediction_halo_px(cfg: PipelineConfig) -> int:
-    """Pixels of features computed beyond a tile's edge for the probability smoothing (``model.smooth_px``)."""
-    return cfg.model.smooth_px // 2
+    """Pixels of features computed beyond a tile's edge for the probability smoothing (``model.smooth_px``) and
+    the segments (``model.segments``)."""
+    from .ops.segments import segment_halo_px
+
+    return cfg.model.smooth_px // 2 + (segment_halo_px(cfg.model.segment_px) if cfg.model.segments != "none" else 0)
 
 
 def tile_features(cfg: PipelineConfig, tile_geobox, items, dates) -> xr.DataArray | None:
@@ -297,7 +300,8 @@ def tile_features(cfg: PipelineConfig, tile_geobox, items, dates) -> xr.DataArra
     from .io.stac import bbox_overlaps, lonlat_bbox
 
     ring = prediction_halo_px(cfg)
-    gb = tile_geobox.pad(ring) if ring else tile_geobox
+    nb = neighbourhood_halo_px(cfg.features, cfg.aoi.resolution)  # loaded beyond the ring, cropped after
+    gb = tile_geobox.pad(ring + nb) if ring + nb else tile_geobox
     halo = metres_to_px(cfg.clean.dilation_m, cfg.aoi.resolution) if cfg.clean.mask != "none" else 0
     lb = lonlat_bbox(gb.pad(halo) if halo else gb)
     mine = [it for it in items if it.bbox is None or bbox_overlaps(it.bbox, lb)]
@@ -305,10 +309,11 @@ def tile_features(cfg: PipelineConfig, tile_geobox, items, dates) -> xr.DataArra
         return None
     # as many chunks as the tile itself has, each a few pixels larger: the ring adds no sliver chunks to read
     c = cfg.load.chunk_px
-    chunks = tuple(padded_chunks(n, c, ring) for n in tile_geobox.shape) if ring else None
+    chunks = tuple(padded_chunks(n, c, ring + nb) for n in tile_geobox.shape) if ring + nb else None
     cube = load(mine, gb, provider=source_profile(cfg), load=cfg.load, on_error=cfg.source.on_error, halo=halo,
                 scl=cfg.clean.mask != "none", chunks=chunks)
-    return features(cube, cfg.period, clean=cfg.clean, features=cfg.features, dates=dates)
+    feats = features(cube, cfg.period, clean=cfg.clean, features=cfg.features, dates=dates)
+    return feats.isel(y=slice(nb, -nb), x=slice(nb, -nb)) if nb and feats is not None else feats
 
 
 def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> RunSummary:
@@ -399,8 +404,13 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
             summary.figures["model"] = {"resumed_from" if cfg.model.path is None else "applied": source}
             log.info("  using the saved model %s", source)
         else:
+            train_smp = smp
+            if cfg.model.refine_rounds:
+                with ticking(f"refining the training labels ({cfg.model.refine_rounds} rounds)", enabled=progress):
+                    train_smp, refinement = refine(X, smp, lab, model=cfg.model)
+                summary.figures["refinement"] = _refinement_figures(refinement, to_code)
             with ticking(f"training a {cfg.model.kind.replace('_', ' ')} on {len(smp.label):,} samples", enabled=progress):
-                model, figures = train(X, smp, names=names, legend=internal, model=cfg.model)
+                model, figures = train(X, train_smp, names=names, legend=internal, model=cfg.model)
             if "classes" in figures.get("validation", {}) and internal is not target:
                 figures["validation"] = relabel(figures["validation"], to_code)
             summary.figures.update(figures)
@@ -428,11 +438,13 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
                 return None if ft is None else predict(model_ref, ft, legend=target, output=cfg.output, classes=classes,
                                                        geobox=geobox[ys, xs], smooth_px=cfg.model.smooth_px, halo=ring,
                                                        chunk_px=cfg.load.chunk_px, prior=None if prior is None else prior[:, ys, xs],
-                                                       prior_strength=strength)
+                                                       prior_strength=strength, segments=cfg.model.segments,
+                                                       segment_px=cfg.model.segment_px, segment_mix=cfg.model.segment_mix)
         else:
             ds = predict(model_ref, feats, legend=target, output=cfg.output, classes=classes, geobox=geobox,
                          smooth_px=cfg.model.smooth_px, halo=ring, chunk_px=cfg.load.chunk_px, prior=prior,
-                         prior_strength=strength)
+                         prior_strength=strength, segments=cfg.model.segments,
+                         segment_px=cfg.model.segment_px, segment_mix=cfg.model.segment_mix)
             tile_data = None
         attrs = {"lcup_version": __version__, "legend": target.to_dict(), "items": [i.id for i in items],
                  "transform": list(geobox.transform)[:6], "crs": str(geobox.crs), "seed": cfg.model.seed,
@@ -650,6 +662,13 @@ def _gather_tiled(smp, tiles, features_of, client, n_features: int, chunk_px: in
                 X[sel] = v
             sels, lazies, n_chunks = [], [], 0
     return X
+
+
+def _refinement_figures(info: dict, to_code) -> dict:
+    """Label refinement figures with the legend's codes for the internal class indices."""
+    rounds = [{"relabelled": r["relabelled"], "to": {int(to_code[int(c)]): n for c, n in r["to"].items()}}
+              for r in info.get("rounds", [])]
+    return {**info, "rounds": rounds}
 
 
 def _sample_figures(smp, cfg: PipelineConfig) -> dict:

@@ -72,24 +72,68 @@ def temporal_features(
     return out.transpose("y", "x", "feature").assign_coords(feature=names).astype(np.float32).rename("features")
 
 
-def neighbourhood_features(feats: np.ndarray, sizes=(3, 5), stats=("mean", "std")) -> np.ndarray:
-    """Local statistics of every feature around each pixel: ``(y, x, feature)`` → ``(y, x, feature × (1 +
-    len(sizes) × len(stats)))``, the input first, then for each window side in ``sizes`` (pixels: 3 → 30 m at
-    10 m) its ``mean`` and/or ``std``. NaN pixels count as missing in the windows. One block; the pipeline would
-    give it a halo of ``max(sizes) // 2``.
-    """
-    from scipy import ndimage
+def neighbourhood_names(names: Sequence[str], sizes_m: Sequence[float], stats: Sequence[str]) -> list[str]:
+    """Names of :func:`neighbourhood_features`' outputs: ``{feature}_{stat}{side}m``, window by window."""
+    return [f"{n}_{k}{m:g}m" for m in sizes_m for k in _ordered(stats) for n in names]
 
-    x = feats.astype(np.float32)
+
+def _ordered(stats: Sequence[str]) -> list[str]:
+    return [k for k in ("mean", "std") if k in stats]
+
+
+def _box_sum(a: np.ndarray, side: int) -> np.ndarray:
+    """Sum of ``a`` ``(y, x, ...)`` over the ``side × side`` window centred on each pixel, zero beyond the edge."""
+    r = int(side) // 2
+    h, w = a.shape[:2]
+    p = np.pad(a, ((r, r), (r, r)) + ((0, 0),) * (a.ndim - 2))
+    col = np.zeros((h,) + p.shape[1:], a.dtype)
+    for d in range(2 * r + 1):
+        col += p[d:d + h]
+    out = np.zeros(a.shape, a.dtype)
+    for d in range(2 * r + 1):
+        out += col[:, d:d + w]
+    return out
+
+
+def neighbourhood_features(feats: np.ndarray, sizes: Sequence[int] = (3, 5), stats: Sequence[str] = ("mean", "std")) -> np.ndarray:
+    """Local statistics of every feature around each pixel (spatial context at 10 m).
+
+    Parameters
+    ----------
+    feats
+        ``(y, x, feature)`` float features; NaN pixels count as missing in the windows.
+    sizes
+        Window sides in pixels (3 → 30 m at 10 m).
+    stats
+        ``mean`` and/or ``std`` per window.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(y, x, feature × len(sizes) × len(stats))`` float32, window by window, statistic by statistic (names:
+        :func:`neighbourhood_names`); NaN where a window holds no valid pixel. At the array's edge the window
+        holds what is there: give a halo of ``max(sizes) // 2`` for seamless chunks.
+
+    Examples
+    --------
+    >>> f = np.arange(9, dtype=np.float32).reshape(3, 3, 1)
+    >>> float(neighbourhood_features(f, sizes=(3,), stats=("mean",))[1, 1, 0])
+    4.0
+    """
+    x = feats.astype(np.float64)
     ok = np.isfinite(x)
-    x0 = np.where(ok, x, 0)
-    out = [x]
+    x0 = np.where(ok, x, 0.0)
+    out = []
     for s in sizes:
-        n = ndimage.uniform_filter(ok.astype(np.float32), size=(s, s, 1), mode="nearest")
-        m = ndimage.uniform_filter(x0, size=(s, s, 1), mode="nearest") / np.maximum(n, 1e-6)
-        if "mean" in stats:
-            out.append(np.where(n > 0, m, np.nan))
-        if "std" in stats:
-            m2 = ndimage.uniform_filter(x0 * x0, size=(s, s, 1), mode="nearest") / np.maximum(n, 1e-6)
-            out.append(np.where(n > 0, np.sqrt(np.maximum(m2 - m * m, 0)), np.nan))
+        # sums of valid pixels in a fixed order per pixel (no running sums): the same bits however the array is cut
+        n = _box_sum(ok.astype(np.float64), s)
+        m = _box_sum(x0, s) / np.maximum(n, 1)
+        for k in _ordered(stats):
+            if k == "mean":
+                out.append(np.where(n > 0, m, np.nan))
+            else:
+                m2 = _box_sum(x0 * x0, s) / np.maximum(n, 1)
+                out.append(np.where(n > 0, np.sqrt(np.maximum(m2 - m * m, 0)), np.nan))
+    if not out:
+        return np.zeros(x.shape[:2] + (0,), np.float32)
     return np.concatenate(out, -1).astype(np.float32)

@@ -1,6 +1,6 @@
 """Segment-based regularisation of class probabilities: superpixels from the feature image, probabilities
-averaged per segment. Pure numpy / scikit-image (``pip install "lcup[bench]"``: measured in ``benchmarks/bench_quality.py``, not a
-pipeline default), on one block.
+averaged per segment. Pure numpy / scikit-image, on one block (``model.segments``; measured in
+``benchmarks/bench_quality.py``, not a pipeline default).
 
 Parcels, forest stands and water bodies are spectrally homogeneous regions; averaging the model's probabilities
 over a segment removes salt-and-pepper errors without blurring across region edges, as a fixed-window smoothing
@@ -62,3 +62,42 @@ def segment_mean(prob: np.ndarray, seg: np.ndarray, mix: float = 1.0) -> np.ndar
         out[c] = mix * mean + (1 - mix) * prob[c]
     out[:, ~ok.reshape(seg.shape)] = np.nan
     return out
+
+
+def segment_halo_px(region_px: int) -> int:
+    """The halo (px) a chunk is segmented with: about two segment diameters, at least 4."""
+    return max(4, int(np.ceil(2 * np.sqrt(region_px))))
+
+
+def segment_block(pred: np.ndarray, feats: np.ndarray, classes, *, region_px: int = 30, method: str = "slic",
+                  mix: float = 0.5, confidence: str = "max", crop: int = 0) -> np.ndarray:
+    """Segment-based regularisation of one block of :func:`lcup.ops.model.predict_block`'s output.
+
+    Parameters
+    ----------
+    pred
+        ``(2 + class, y, x)`` class, confidence and probabilities (NaN = no prediction).
+    feats
+        ``(y, x, feature)`` features of the same pixels, segmented on their first three principal components.
+    classes
+        The model's classes, in the order of the probabilities.
+    region_px, method, mix
+        Mean segment size (px), ``slic`` or ``felzenszwalb``, weight of the segment mean (:func:`segment_mean`).
+    crop
+        Pixels cropped from every side of the result (the halo the block was given).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(2 + class, y - 2 crop, x - 2 crop)`` float32, classified again.
+    """
+    from .model import packed
+
+    prob = pred[2:].astype(np.float32)
+    ok = np.isfinite(prob).all(0)
+    if ok.any():
+        seg = segments(feature_image(feats), region_px=region_px, method=method)
+        prob = segment_mean(prob, seg, mix)
+    out = packed(prob[:, ok].T, ok, classes, confidence)
+    return out[:, crop:out.shape[1] - crop, crop:out.shape[2] - crop]
+

@@ -20,9 +20,27 @@ def feature_names(bands: Sequence[str], period: tuple[dt.date, dt.date], *, clea
     from ..ops.temporal import regular_grid
 
     cc, fc = section(CleanConfig, clean), section(FeaturesConfig, features)
+    from ..ops.features import neighbourhood_names
+
     n_grid = len(regular_grid(*period, cc.step_days))
-    return names(list(bands) + list(fc.indices) + list(fc.custom_indices), fc.stats, fc.series,
+    base = names(list(bands) + list(fc.indices) + list(fc.custom_indices), fc.stats, fc.series,
                  range(0, n_grid, max(1, fc.series_every)))
+    return base + neighbourhood_names(base, fc.neighbourhood_m, fc.neighbourhood_stats)
+
+
+def neighbourhood_px(features: FeaturesConfig | Mapping | None, resolution_m: float) -> list[int]:
+    """The window sides of ``features.neighbourhood_m`` in pixels: odd, at least 3 (30 m → 3 px at 10 m)."""
+    fc = section(FeaturesConfig, features)
+    out = []
+    for m in fc.neighbourhood_m:
+        n = max(3, metres_to_px(m, resolution_m))
+        out.append(n + 1 - n % 2)
+    return out
+
+
+def neighbourhood_halo_px(features: FeaturesConfig | Mapping | None, resolution_m: float) -> int:
+    """Pixels a tile's cube must reach beyond the tile for seamless neighbourhood features (0 when off)."""
+    return max(neighbourhood_px(features, resolution_m), default=1) // 2
 
 
 def features(cube: xr.Dataset, period: tuple[dt.date, dt.date], *, clean: CleanConfig | Mapping | None = None,
@@ -88,4 +106,28 @@ def features(cube: xr.Dataset, period: tuple[dt.date, dt.date], *, clean: CleanC
     indices.update({name: formula_index(series, name, expr) for name, expr in fc.custom_indices.items()})
     series.update(indices)
     feats = temporal_features(series, stats=fc.stats, series_vars=fc.series, series_every=fc.series_every)
-    return feats.chunk({"feature": -1})
+    feats = feats.chunk({"feature": -1})
+    if fc.neighbourhood_m:
+        feats = with_neighbourhood(feats, fc.neighbourhood_m, fc.neighbourhood_stats, res)
+    return feats
+
+
+def with_neighbourhood(feats: xr.DataArray, sizes_m: Sequence[float], stats: Sequence[str], resolution_m: float) -> xr.DataArray:
+    """``feats`` ``(y, x, feature)`` followed by the local mean/std of every feature in windows of ``sizes_m``
+    metres (:func:`lcup.ops.features.neighbourhood_features`), chunk by chunk with a halo: the same values
+    however the array is chunked. Within ``max(window) // 2`` px of the array's edge the windows hold only what
+    is there; :func:`lcup.pipeline.tile_features` loads that much more around a tile and crops it."""
+    from ..ops.features import neighbourhood_features, neighbourhood_names
+    from ._halo import map_with_halo
+
+    px = neighbourhood_px({"neighbourhood_m": list(sizes_m)}, resolution_m)
+    names = list(feats.feature.values)
+    n_out = len(names) * (1 + len(px) * len([k for k in ("mean", "std") if k in stats]))
+
+    def block(b):
+        return np.concatenate([b, neighbourhood_features(b, px, stats)], -1)
+
+    data = map_with_halo(block, feats.data, max(px) // 2, out_chunks=feats.data.chunks[:2] + ((n_out,),), dtype=np.float32)
+    names += neighbourhood_names(names, sorted(sizes_m), stats)
+    return xr.DataArray(data, dims=feats.dims, coords={**{k: v for k, v in feats.coords.items() if k != "feature"},
+                                                       "feature": names}, name=feats.name, attrs=feats.attrs)

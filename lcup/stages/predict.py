@@ -21,7 +21,8 @@ def _predict_chunk(block: np.ndarray, model, confidence: str) -> np.ndarray:
 
 def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig | Mapping | None = None,
             classes: list | None = None, geobox=None, smooth_px: int = 3, halo: int = 0,
-            chunk_px: int | None = None, prior: da.Array | None = None, prior_strength: float = 0.0) -> xr.Dataset:
+            chunk_px: int | None = None, prior: da.Array | None = None, prior_strength: float = 0.0,
+            segments: str = "none", segment_px: int = 30, segment_mix: float = 0.5) -> xr.Dataset:
     """Lazy class, confidence and probabilities of ``feats`` under ``model``: one task per chunk.
 
     Parameters
@@ -43,8 +44,8 @@ def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig 
         Average the probabilities over this many pixels square, then classify again
         (:func:`lcup.ops.model.smooth_block`); 1 = off.
     halo
-        Pixels of ``feats`` beyond ``geobox`` on each side (at least ``smooth_px // 2`` for seamless tiles),
-        cropped from the result.
+        Pixels of ``feats`` beyond ``geobox`` on each side (at least ``smooth_px // 2``, plus
+        :func:`lcup.ops.segments.segment_halo_px` with ``segments``, for seamless tiles), cropped from the result.
     chunk_px
         Spatial chunks of the result (default: those of ``feats``), e.g. to match a Zarr store's.
     prior, prior_strength
@@ -52,6 +53,10 @@ def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig 
         (:func:`coarse_prior_array`), and its strength: after smoothing, the probabilities become the posterior
         ``p × prior ** prior_strength`` (:func:`lcup.ops.fusion.fuse`), so that where the model has little to say
         the coarse class stands. 0 or no ``prior``: the model alone.
+    segments, segment_px, segment_mix
+        Segment-based regularisation after smoothing (``slic`` or ``felzenszwalb``; ``none``: off): every chunk of
+        ``chunk_px`` on the output grid is segmented with a halo (:func:`lcup.ops.segments.segment_block`), so the
+        result depends on the chunk grid, never on how the area is cut into tiles of whole chunks.
 
     Returns
     -------
@@ -77,6 +82,9 @@ def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig 
         cls_idx = np.asarray(classes)
         pred = pred.map_overlap(smooth_block, depth={0: 0, 1: r, 2: r}, boundary="none", classes=cls_idx,
                                 window=int(smooth_px), confidence=oc.confidence, dtype=np.float32)
+    if segments != "none":
+        pred, halo = _segmented(pred, feats.data, halo, r, np.asarray(classes), segments=segments, segment_px=segment_px,
+                                segment_mix=segment_mix, confidence=oc.confidence, chunk_px=chunk_px or feats.data.chunks[0][0])
     if halo:
         pred = pred[:, halo:-halo, halo:-halo]
     if halo or chunk_px:
@@ -92,6 +100,46 @@ def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig 
     return output_dataset(pred, classes, feats.odc.geobox if geobox is None else geobox, legend, oc)
 
 
+def _segment_chunk(pred: np.ndarray, feats: np.ndarray, classes, **kw) -> np.ndarray:
+    from ..ops.segments import segment_block
+
+    return segment_block(pred, feats.transpose(1, 2, 0), classes, **kw)  # features (feature, y, x) → (y, x, feature)
+
+
+def _segmented(pred: da.Array, feats: da.Array, halo: int, r: int, classes: np.ndarray, *, segments: str, segment_px: int,
+               segment_mix: float, confidence: str, chunk_px: int) -> tuple[da.Array, int]:
+    """Segment-based regularisation of ``pred`` (with ``halo`` px around the output grid, smoothed with radius ``r``)
+    on the output grid's ``chunk_px`` chunks, each with the halo of :func:`lcup.ops.segments.segment_halo_px`.
+    Returns the result without halo, and 0."""
+    from dask.array.overlap import overlap
+
+    from ..ops.segments import segment_halo_px
+
+    h = segment_halo_px(segment_px)
+    if halo < r + h:
+        raise ValueError(f"segments need a halo of {r + h} px around the output grid (smoothing {r} + segments {h}), got {halo}")
+    cut = halo - h  # keep a ring of h px: the outer chunks' halo; the smoothing's own edge effects are cut away
+    pred = pred[:, cut:pred.shape[1] - cut, cut:pred.shape[2] - cut]
+    feats = feats[cut:feats.shape[0] - cut, cut:feats.shape[1] - cut]
+
+    def grid(n_ring: int) -> tuple[int, ...]:  # the output grid's chunks, the ring added to the first and last
+        n = n_ring - 2 * h
+        c = [chunk_px] * (n // chunk_px) + ([n % chunk_px] if n % chunk_px else [])
+        c[0] += h
+        c[-1] += h
+        return tuple(c)
+
+    ych, xch = grid(pred.shape[1]), grid(pred.shape[2])
+    p = overlap(pred.rechunk((pred.shape[0], ych, xch)), depth={0: 0, 1: h, 2: h}, boundary="none")
+    f = overlap(feats.transpose(2, 0, 1).rechunk((feats.shape[2], ych, xch)), depth={0: 0, 1: h, 2: h}, boundary="none")
+    out_chunks = ((pred.shape[0],), tuple(ch - 2 * h if len(ych) == 1 else ch - h * (k in (0, len(ych) - 1))
+                                          for k, ch in enumerate(ych)),
+                  tuple(ch - 2 * h if len(xch) == 1 else ch - h * (k in (0, len(xch) - 1)) for k, ch in enumerate(xch)))
+    out = da.map_blocks(_segment_chunk, p, f, classes, region_px=int(segment_px), method=segments, mix=float(segment_mix),
+                        confidence=confidence, crop=h, chunks=out_chunks, dtype=np.float32)
+    return out, 0
+
+
 def coarse_prior_array(label: da.Array, classes, window_px: int) -> da.Array:
     """Lazy ``(class, y, x)`` float32 prior from the coarse map on the output grid (``labels(...)["label"]``, class
     indices, 0 = no data): the share of each class in the ``window_px`` square around each pixel, floored
@@ -102,24 +150,13 @@ def coarse_prior_array(label: da.Array, classes, window_px: int) -> da.Array:
     --------
     >>> prior = coarse_prior_array(lab["label"].data, model.classes_, 30)  # doctest: +SKIP
     """
-    from dask.array.overlap import ensure_minimum_chunksize, overlap
-
     from ..ops.fusion import coarse_prior
+    from ._halo import map_with_halo
 
     classes, w = [int(c) for c in classes], int(window_px)
-    r = w // 2
-    # every chunk at least the halo deep (dask's rule); an axis shorter than the halo stays one chunk, with no halo
-    base = label.rechunk(tuple(ensure_minimum_chunksize(r, c) if r and sum(c) > r else (sum(c),) for c in label.chunks))
-    ry, rx = (r if len(c) > 1 else 0 for c in base.chunks)
-
-    def block(b, block_info=None):
-        (i, j), (ni, nj) = block_info[0]["chunk-location"], block_info[0]["num-chunks"]
-        p = coarse_prior(b, classes, w, floor=None)  # the halo overlap() added: none at the array's own edges
-        return p[:, (ry if i else 0):p.shape[1] - (ry if i < ni - 1 else 0), (rx if j else 0):p.shape[2] - (rx if j < nj - 1 else 0)]
-
-    ext = overlap(base, depth={0: ry, 1: rx}, boundary="none") if ry or rx else base
-    prior = ext.map_blocks(block, new_axis=0, chunks=((len(classes),),) + base.chunks, dtype=np.float32)
-    return prior if base.chunks == label.chunks else prior.rechunk(((len(classes),),) + label.chunks)
+    # the halo overlap() adds: none at the array's own edges, where the window holds what is there
+    return map_with_halo(lambda b: coarse_prior(b, classes, w, floor=None), label, w // 2, out_axes=(1, 2),
+                         out_chunks=((len(classes),),) + label.chunks, dtype=np.float32)
 
 
 def output_dataset(pred, classes: list, geobox, legend: Legend, output: OutputConfig | Mapping | None = None) -> xr.Dataset:

@@ -122,3 +122,68 @@ def roc_curves(label: np.ndarray, proba: np.ndarray, classes, max_points: int = 
             out[int(c)] = {"auc": float(roc_auc_score(y, proba[:, k])), "fpr": fpr[keep].round(4).tolist(),
                            "tpr": tpr[keep].round(4).tolist()}
     return out
+
+
+def refine(X: np.ndarray, sample, lab, *, model: ModelConfig | Mapping | None = None):
+    """Iterative label refinement with coarse-cell constraints (``model.refine_rounds``): the sample with some
+    training labels changed, and what changed round by round.
+
+    Only training samples move; the validation blocks keep the coarse labels (their scores stay comparable). A
+    sample may become a class the coarse map holds within one coarse cell of it (:func:`plausible_at`); the
+    cross-fitting groups are blocks of 3 × 3 coarse cells (:func:`lcup.ops.labels.refine_labels`).
+
+    Parameters
+    ----------
+    X
+        ``(sample, feature)`` features of ``sample``.
+    sample
+        :class:`lcup.ops.labels.Sample`.
+    lab
+        :func:`lcup.stages.labels.labels`' dataset (its ``label`` and ``figures["coarse_cell_px"]``).
+
+    Returns
+    -------
+    sample, info
+        A new :class:`~lcup.ops.labels.Sample` and ``{"rounds": [{"relabelled", "to"}, ...], "changed"}``.
+
+    Examples
+    --------
+    >>> smp2, info = lcup.stages.train.refine(X, smp, lab, model={"refine_rounds": 2})  # doctest: +SKIP
+    """
+    import dataclasses
+
+    from ..ops.labels import refine_labels
+
+    mc = section(ModelConfig, model)
+    if mc.refine_rounds == 0:
+        return sample, {"rounds": [], "changed": 0}
+    cell = max(1, int(round(lab.attrs["figures"]["coarse_cell_px"])))
+    tr = ~sample.validation
+    classes = np.unique(sample.label[tr])
+    plaus = plausible_at(lab["label"].data, sample.iy[tr], sample.ix[tr], classes, cell)
+    groups = (sample.iy[tr] // (3 * cell)) * 10_000_019 + sample.ix[tr] // (3 * cell)
+    new, info = refine_labels(X[tr], sample.label[tr], groups, plaus, rounds=mc.refine_rounds,
+                              threshold=mc.refine_threshold, seed=mc.seed)
+    for k, r in enumerate(info["rounds"], 1):
+        log.info("  label refinement round %d: %d training samples relabelled %s", k, r["relabelled"], r["to"])
+    label = sample.label.copy()
+    label[tr] = new
+    return dataclasses.replace(sample, label=label), info
+
+
+def plausible_at(label, iy: np.ndarray, ix: np.ndarray, classes, radius_px: int) -> np.ndarray:
+    """``(sample, class)`` bool: whether each class occurs in the lazy label map ``label`` ``(y, x)`` within
+    ``radius_px`` of each position (a square window), computed chunk by chunk with a halo; only the chunks
+    holding positions are read."""
+    from ..ops.labels import plausible_classes
+    from ._halo import map_with_halo
+
+    classes = np.asarray(classes)
+
+    def block(b):
+        yy, xx = np.mgrid[0:b.shape[0], 0:b.shape[1]]
+        return plausible_classes(b, yy.ravel(), xx.ravel(), classes, radius_px).reshape(b.shape + (len(classes),))
+
+    near = map_with_halo(block, label, int(radius_px), out_chunks=label.chunks + ((len(classes),),), dtype=bool)
+    return np.asarray(near.vindex[np.asarray(iy), np.asarray(ix)].compute())
+

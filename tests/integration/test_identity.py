@@ -116,3 +116,28 @@ def test_worker_killed_during_prediction_same_bytes(small_scene, tmp_path):
     a, b = _maps(tmp_path / "ref"), _maps(tmp_path / "cut")
     for v in a:
         np.testing.assert_array_equal(a[v], b[v])
+
+
+def test_spatial_context_options_byte_identical_over_tiles_and_paths(small_scene, tmp_path, two_worker_client):
+    """Neighbourhood features, segments (per output chunk, with a halo) and label refinement on: still one map
+    whatever the tiling, the path or the worker count; and each option changes the map."""
+    opts = {"features.neighbourhood_m": [30], "features.neighbourhood_stats": ["mean", "std"], "model.segments": "slic",
+            "model.segment_px": 20, "model.refine_rounds": 1}
+    runs = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for n_tiles, persist in ((1, "always"), (9, "never")):
+            out = tmp_path / f"{n_tiles}-{persist}"
+            s = run_pipeline(_cfg(small_scene, out, {1: 192, 4: 128, 9: 64}[n_tiles], persist, **opts),
+                             client=two_worker_client, progress=False)
+            runs[n_tiles] = (_maps(out), s)
+        plain = run_pipeline(_cfg(small_scene, tmp_path / "plain", 192, "always"), client=two_worker_client, progress=False)
+    ref, s1 = runs[1]
+    assert s1.figures["n_features"] == 3 * plain.figures["n_features"]  # the features, their mean and std at 30 m
+    assert len(s1.figures["refinement"]["rounds"]) == 1
+    assert (ref["class"] != _maps(tmp_path / "plain")["class"]).sum() > 100
+    for key, (maps, s) in runs.items():
+        assert s.figures["graph_per_tile"] == (key == 9)
+        for v in maps:
+            diff = (maps[v] != ref[v]).sum()
+            assert diff == 0, f"{key} tiles: {v} differs from the 1-tile run on {diff} values"
