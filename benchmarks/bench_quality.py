@@ -178,6 +178,9 @@ def load_set(name: str, tmp: Path) -> dict:
             "features": features}
 
 
+#: Chunks the segments are cut in (``load.chunk_px``'s default): every development set is smaller, one chunk.
+SEGMENT_CHUNK_PX = 512
+
 #: Techniques: label-stage and model settings over lcup's defaults.
 TECHNIQUES = {
     "defaults": {},
@@ -200,14 +203,14 @@ TECHNIQUES = {
     "coarse prior 0.5 over 3 × 3 cells": {"model": {"coarse_prior": 0.5, "coarse_prior_cells": 3}},
     "coarse prior 1 over 3 × 3 cells": {"model": {"coarse_prior": 1.0, "coarse_prior_cells": 3}},
     "learned prior": {"model": {"coarse_prior": 0.0}, "prior": "learned"},
-    "refine labels (2 rounds, 0.6)": {"refine": {"rounds": 2, "threshold": 0.6}},
-    "refine labels (1 round, 0.8)": {"refine": {"rounds": 1, "threshold": 0.8}},
-    "segments slic 30 px": {"segments": {"region_px": 30, "method": "slic"}},
-    "segments slic 80 px": {"segments": {"region_px": 80, "method": "slic"}},
-    "segments felzenszwalb 50": {"segments": {"region_px": 50, "method": "felzenszwalb"}},
-    "segments slic 30 px, half": {"segments": {"region_px": 30, "method": "slic", "mix": 0.5}},
-    "neighbourhood 30 m mean": {"neighbourhood": {"sizes": (3,), "stats": ("mean",)}},
-    "neighbourhood 30+50 m mean, std": {"neighbourhood": {"sizes": (3, 5), "stats": ("mean", "std")}},
+    "refine labels (2 rounds, 0.6)": {"model": {"refine_rounds": 2, "refine_threshold": 0.6}},
+    "refine labels (1 round, 0.8)": {"model": {"refine_rounds": 1, "refine_threshold": 0.8}},
+    "segments slic 30 px": {"model": {"segments": "slic", "segment_px": 30, "segment_mix": 1.0}},
+    "segments slic 80 px": {"model": {"segments": "slic", "segment_px": 80, "segment_mix": 1.0}},
+    "segments felzenszwalb 50": {"model": {"segments": "felzenszwalb", "segment_px": 50, "segment_mix": 1.0}},
+    "segments slic 30 px, half": {"model": {"segments": "slic", "segment_px": 30, "segment_mix": 0.5}},
+    "neighbourhood 30 m mean": {"features": {"neighbourhood_m": [30], "neighbourhood_stats": ["mean"]}},
+    "neighbourhood 30+50 m mean, std": {"features": {"neighbourhood_m": [30, 50], "neighbourhood_stats": ["mean", "std"]}},
     "lightgbm (defaults: 300 trees, 63 leaves)": {"model": {"kind": "lightgbm"}},
     "lightgbm 300 trees, 31 leaves": {"model": {"kind": "lightgbm", "params": {"num_leaves": 31}}},
     "cloud mask from the s2cloudless probability ≤ 40 % (Slovenia only)": {
@@ -259,17 +262,8 @@ def run_technique(s: dict, technique: dict, seed: int = 0) -> dict:
                 return None
             cube = cube.drop_vars("scl").rename(cloud_probability="scl")
         cube = cube.drop_vars("cloud_probability", errors="ignore")
-        feats = lcup.features(cube, s["period"], features=s["features"], clean=clean).persist()
-        if "neighbourhood" in technique:
-            from lcup.ops.features import neighbourhood_features
-
-            f = feats.transpose("y", "x", "feature")
-            arr = neighbourhood_features(f.values, **technique["neighbourhood"])
-            names = [f"{n}{sfx}" for sfx in [""] + [f"_{k}{w}" for w in technique["neighbourhood"].get("sizes", (3, 5))
-                                                     for k in technique["neighbourhood"].get("stats", ("mean", "std"))]
-                     for n in f.feature.values]
-            feats = xr.DataArray(arr, dims=("y", "x", "feature"), coords={"y": f.y, "x": f.x, "feature": names}).chunk(
-                {"y": 64, "x": 64, "feature": -1}).persist()
+        feats = lcup.features(cube, s["period"], features={**s["features"], **technique.get("features", {})},
+                              clean=clean).persist()
         coarse_lab = lab = lcup.labels(s["geobox"], labels_cfg, chunk_px=64)
         if technique.get("ceiling"):  # an upper bound: the same recipe trained on the reference itself
             ceil_cfg = {**labels_cfg, "path": str(s["truth_path"])}
@@ -277,42 +271,20 @@ def run_technique(s: dict, technique: dict, seed: int = 0) -> dict:
             lab.attrs["figures"]["coarse_cell_px"] = coarse_lab.attrs["figures"]["coarse_cell_px"]
         smp = lcup.sample(lab, labels_cfg)
         X = feats.data.vindex[smp.iy, smp.ix].compute()
-        if "refine" in technique:
-            import dataclasses
+        mc = ModelConfig.model_validate({"seed": seed, **technique.get("model", {})})
+        if mc.refine_rounds:  # the pipeline's stage: relabels training samples only
+            from lcup.stages.train import refine
 
-            from lcup.ops.labels import plausible_classes, refine_labels
-
-            cell = int(round(lab.attrs["figures"]["coarse_cell_px"]))
-            tr = ~smp.validation
-            classes = np.unique(smp.label[tr])
-            plaus = plausible_classes(lab["label"].values, smp.iy[tr], smp.ix[tr], classes, cell)
-            groups = (smp.iy[tr] // (3 * cell)) * 100_000 + smp.ix[tr] // (3 * cell)
-            new, info = refine_labels(X[tr], smp.label[tr], groups, plaus, seed=seed, **technique["refine"])
-            label = smp.label.copy()
-            label[tr] = new
-            smp = dataclasses.replace(smp, label=label)
-            r_extra["refined"] = info
+            smp, r_extra["refined"] = refine(X, smp, coarse_lab, model=mc)
         clf, figures = lcup.train(X, smp, names=list(feats.feature.values), legend=compact(legend)[0],
                                   model={"n_estimators": 100, "seed": seed, **technique.get("model", {})})
-        mc = ModelConfig.model_validate(technique.get("model", {}))
         window = max(1, int(round(mc.coarse_prior_cells * lab.attrs["figures"]["coarse_cell_px"])))
         prior = lcup.coarse_prior_array(coarse_lab["label"].data, list(clf.classes_), window)
         out = lcup.predict(clf, feats, legend=legend, geobox=s["geobox"], output={"dir": ".", "probabilities": "float16"},
-                           smooth_px=mc.smooth_px, prior=prior, prior_strength=mc.coarse_prior)
+                           smooth_px=mc.smooth_px, prior=prior, prior_strength=mc.coarse_prior, segments=mc.segments,
+                           segment_px=mc.segment_px, segment_mix=mc.segment_mix, chunk_px=SEGMENT_CHUNK_PX)
         pred = out["class"].values
         prob = out["probability"].values.astype(np.float32)
-        if "segments" in technique:
-            from lcup.legends import compact
-            from lcup.ops.segments import feature_image, segment_mean, segments
-
-            seg_cfg = dict(technique["segments"])
-            mix = seg_cfg.pop("mix", 1.0)
-            fimg = feature_image(feats.transpose("y", "x", "feature").values)
-            seg = segments(fimg, **seg_cfg)
-            prob = segment_mean(prob, seg, mix)
-            to_code = compact(legend)[1]
-            pred = np.where(pred > 0, to_code[np.asarray(clf.classes_)[np.nan_to_num(prob, nan=-1).argmax(0)]], 0)
-            r_extra["segments"] = int(seg.max())
         if "prior" in technique:
             from lcup.ops.fusion import coarse_prior, fuse
 

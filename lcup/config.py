@@ -473,6 +473,15 @@ class PipelineConfig(_Section):
         if stray:
             raise ValueError(f"features.series {stray} are neither loaded bands nor computed indices ({variables}); "
                              "add them to load.bands or features.indices, or drop them from features.series")
+        from .ops.segments import segment_halo_px
+        from .units import metres_to_px
+
+        nb = max((metres_to_px(m, self.aoi.resolution) for m in self.features.neighbourhood_m), default=0) // 2
+        seg = segment_halo_px(self.model.segment_px) if self.model.segments != "none" else 0
+        if nb + seg >= self.load.chunk_px / 2:
+            raise ValueError(f"features.neighbourhood_m {self.features.neighbourhood_m} and model.segment_px "
+                             f"{self.model.segment_px} need a halo of {nb + seg} px around every chunk, at least half a chunk "
+                             f"({self.load.chunk_px} px); use windows of a few tens of metres and segments of tens of pixels")
         r = lab.erosion_m / self.aoi.resolution
         if r >= self.load.chunk_px / 2:
             raise ValueError(f"labels.erosion_m {lab.erosion_m} m is {r:.0f} px at {self.aoi.resolution} m, at least half a "

@@ -70,7 +70,7 @@ def segment_halo_px(region_px: int) -> int:
 
 
 def segment_block(pred: np.ndarray, feats: np.ndarray, classes, *, region_px: int = 30, method: str = "slic",
-                  mix: float = 0.5, confidence: str = "max", crop: int = 0) -> np.ndarray:
+                  mix: float = 0.5, confidence: str = "max") -> np.ndarray:
     """Segment-based regularisation of one block of :func:`lcup.ops.model.predict_block`'s output.
 
     Parameters
@@ -83,13 +83,11 @@ def segment_block(pred: np.ndarray, feats: np.ndarray, classes, *, region_px: in
         The model's classes, in the order of the probabilities.
     region_px, method, mix
         Mean segment size (px), ``slic`` or ``felzenszwalb``, weight of the segment mean (:func:`segment_mean`).
-    crop
-        Pixels cropped from every side of the result (the halo the block was given).
 
     Returns
     -------
     numpy.ndarray
-        ``(2 + class, y - 2 crop, x - 2 crop)`` float32, classified again.
+        ``(2 + class, y, x)`` float32, classified again.
     """
     from .model import packed
 
@@ -98,6 +96,5 @@ def segment_block(pred: np.ndarray, feats: np.ndarray, classes, *, region_px: in
     if ok.any():
         seg = segments(feature_image(feats), region_px=region_px, method=method)
         prob = segment_mean(prob, seg, mix)
-    out = packed(prob[:, ok].T, ok, classes, confidence)
-    return out[:, crop:out.shape[1] - crop, crop:out.shape[2] - crop]
+    return packed(prob[:, ok].T, ok, classes, confidence)
 

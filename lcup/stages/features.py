@@ -121,6 +121,7 @@ def with_neighbourhood(feats: xr.DataArray, sizes_m: Sequence[float], stats: Seq
     from ._halo import map_with_halo
 
     px = neighbourhood_px({"neighbourhood_m": list(sizes_m)}, resolution_m)
+    feats = feats if feats.chunks is not None else feats.chunk({"feature": -1})
     names = list(feats.feature.values)
     n_out = len(names) * (1 + len(px) * len([k for k in ("mean", "std") if k in stats]))
 

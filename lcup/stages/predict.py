@@ -100,43 +100,44 @@ def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig 
     return output_dataset(pred, classes, feats.odc.geobox if geobox is None else geobox, legend, oc)
 
 
-def _segment_chunk(pred: np.ndarray, feats: np.ndarray, classes, **kw) -> np.ndarray:
+def _segment_chunk(pred: np.ndarray, feats: np.ndarray, classes, *, ring: int, halo: int, block_info=None, **kw) -> np.ndarray:
     from ..ops.segments import segment_block
 
-    return segment_block(pred, feats.transpose(1, 2, 0), classes, **kw)  # features (feature, y, x) → (y, x, feature)
+    out = segment_block(pred, feats.transpose(1, 2, 0), classes, **kw)  # features (feature, y, x) → (y, x, feature)
+    (_, i, j), (_, ni, nj) = block_info[0]["chunk-location"], block_info[0]["num-chunks"]
+    top, left = (halo if i else ring), (halo if j else ring)
+    bottom, right = (halo if i < ni - 1 else ring), (halo if j < nj - 1 else ring)
+    return out[:, top:out.shape[1] - bottom, left:out.shape[2] - right]
 
 
 def _segmented(pred: da.Array, feats: da.Array, halo: int, r: int, classes: np.ndarray, *, segments: str, segment_px: int,
                segment_mix: float, confidence: str, chunk_px: int) -> tuple[da.Array, int]:
     """Segment-based regularisation of ``pred`` (with ``halo`` px around the output grid, smoothed with radius ``r``)
-    on the output grid's ``chunk_px`` chunks, each with the halo of :func:`lcup.ops.segments.segment_halo_px`.
-    Returns the result without halo, and 0."""
+    on the output grid's ``chunk_px`` chunks, each with the halo of :func:`lcup.ops.segments.segment_halo_px` (at the
+    array's edge: what ``halo`` leaves after the smoothing's). Returns the result without halo, and 0."""
     from dask.array.overlap import overlap
 
     from ..ops.segments import segment_halo_px
 
     h = segment_halo_px(segment_px)
-    if halo < r + h:
-        raise ValueError(f"segments need a halo of {r + h} px around the output grid (smoothing {r} + segments {h}), got {halo}")
-    cut = halo - h  # keep a ring of h px: the outer chunks' halo; the smoothing's own edge effects are cut away
+    g = max(0, min(h, halo - r))  # the ring kept: the outer chunks' halo; the smoothing's own edge effects are cut away
+    cut = halo - g
     pred = pred[:, cut:pred.shape[1] - cut, cut:pred.shape[2] - cut]
     feats = feats[cut:feats.shape[0] - cut, cut:feats.shape[1] - cut]
 
-    def grid(n_ring: int) -> tuple[int, ...]:  # the output grid's chunks, the ring added to the first and last
-        n = n_ring - 2 * h
+    def grid(n_ring: int) -> tuple[tuple[int, ...], tuple[int, ...]]:  # the output grid's chunks, with and without the ring
+        n = n_ring - 2 * g
         c = [chunk_px] * (n // chunk_px) + ([n % chunk_px] if n % chunk_px else [])
-        c[0] += h
-        c[-1] += h
-        return tuple(c)
+        ringed = list(c)
+        ringed[0] += g
+        ringed[-1] += g
+        return tuple(ringed), tuple(c)
 
-    ych, xch = grid(pred.shape[1]), grid(pred.shape[2])
+    (ych, yout), (xch, xout) = grid(pred.shape[1]), grid(pred.shape[2])
     p = overlap(pred.rechunk((pred.shape[0], ych, xch)), depth={0: 0, 1: h, 2: h}, boundary="none")
     f = overlap(feats.transpose(2, 0, 1).rechunk((feats.shape[2], ych, xch)), depth={0: 0, 1: h, 2: h}, boundary="none")
-    out_chunks = ((pred.shape[0],), tuple(ch - 2 * h if len(ych) == 1 else ch - h * (k in (0, len(ych) - 1))
-                                          for k, ch in enumerate(ych)),
-                  tuple(ch - 2 * h if len(xch) == 1 else ch - h * (k in (0, len(xch) - 1)) for k, ch in enumerate(xch)))
-    out = da.map_blocks(_segment_chunk, p, f, classes, region_px=int(segment_px), method=segments, mix=float(segment_mix),
-                        confidence=confidence, crop=h, chunks=out_chunks, dtype=np.float32)
+    out = da.map_blocks(_segment_chunk, p, f, classes, ring=g, halo=h, region_px=int(segment_px), method=segments,
+                        mix=float(segment_mix), confidence=confidence, chunks=((pred.shape[0],), yout, xout), dtype=np.float32)
     return out, 0
 
 

@@ -129,6 +129,11 @@ BAD_INPUTS = [
     ({"cluster.kind": "gateway"}, r"gateway needs cluster.address"),
     ({"name": "../../etc/x"}, r"name '../../etc/x' must be"),
     ({"aoi.grid_crs": "EPSG:4326"}, r"grid_crs EPSG:4326 is geographic \(degrees\).*projected CRS"),
+    ({"features.neighbourhood_m": [30, -50]}, r"neighbourhood_m.*must be positive metres, e.g. \[30, 50\]"),
+    ({"features.neighbourhood_m": [20000]}, r"need a halo of 1000 px around every chunk.*few tens of metres"),
+    ({"features.neighbourhood_stats": ["median"]}, r"neighbourhood_stats"),
+    ({"model.segments": "watershed"}, r"model.segments.*'slic'"),
+    ({"model.refine_threshold": 0.3}, r"model.refine_threshold"),
 ]
 
 
