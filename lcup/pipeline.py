@@ -796,7 +796,10 @@ def plan(cfg: PipelineConfig) -> str:
         f"feature cube for the AOI: {geobox.shape[0] * geobox.shape[1] * n_feat * 4 / 1024**3:.2f} GiB "
         f"(features.persist: {cfg.features.persist}; kept in memory when under 30 % of the cluster's memory, "
         "otherwise each tile is loaded, featured, predicted and written from its own graph)",
-        f"prediction: class probabilities averaged over {cfg.model.smooth_px} × {cfg.model.smooth_px} px, then "
+        f"prediction: class probabilities averaged over {cfg.model.smooth_px} × {cfg.model.smooth_px} px, "
+        + (f"then over {cfg.model.segments} segments of ~{cfg.model.segment_px} px (mix {cfg.model.segment_mix:g}), "
+           if cfg.model.segments != "none" else "")
+        + "then "
         + (f"weighted by the coarse map's class shares over {cfg.model.coarse_prior_cells} coarse cell(s) around each "
            f"pixel, to the power {cfg.model.coarse_prior:g} (model.coarse_prior)"
            if cfg.labels is not None and cfg.model.coarse_prior > 0 else "the model alone (no coarse-map prior)"),
@@ -808,6 +811,15 @@ def plan(cfg: PipelineConfig) -> str:
             f"{AUTO_SAMPLE_CHUNKS} random chunks (all when there are fewer)"))
         + f"; tiles in flight on a cluster: {cfg.output.tiles_in_flight}",
     ]
+    extras = []
+    if cfg.features.neighbourhood_m:
+        extras.append(f"neighbourhood features: {'/'.join(cfg.features.neighbourhood_stats)} of every feature in "
+                      f"{', '.join(f'{m:g}' for m in cfg.features.neighbourhood_m)} m windows "
+                      f"(a {neighbourhood_halo_px(cfg.features, cfg.aoi.resolution)} px halo per tile)")
+    if cfg.model.refine_rounds and cfg.labels is not None:
+        extras.append(f"label refinement: {cfg.model.refine_rounds} round(s), relabelling training samples at "
+                      f"≥ {cfg.model.refine_threshold:g} probability to classes within one coarse cell")
+    lines[5:5] = extras
     return "\n".join(lines)
 
 

@@ -78,7 +78,7 @@ def _accuracy(f: Mapping) -> str:
     if not reports:
         return "<p class=note>No accuracy figures: the run had neither validation blocks nor a truth map.</p>"
     rows = [[t, r["n"] if "n" in r else "", r["overall_accuracy"], r["kappa"]] for t, r in reports]
-    out = _table(["against", "samples", "overall accuracy", "kappa"], rows)
+    out = _table(["against", "samples", "overall accuracy", "kappa"], rows) + _refinement(f)
     figs = []
     for t, r in reports:
         k = len(r["classes"])
@@ -99,6 +99,17 @@ def _accuracy(f: Mapping) -> str:
     ax.legend(fontsize=8, frameon=False)
     figs.append(_png(fig))
     return out + f"<div class=figs>{''.join(figs)}</div>"
+
+
+def _refinement(f: Mapping) -> str:
+    ref = f.get("refinement")
+    if not ref or not ref.get("rounds"):
+        return ""
+    rows = [[k, r["relabelled"], ", ".join(f"{n} to {c}" for c, n in r["to"].items()) or "none"]
+            for k, r in enumerate(ref["rounds"], 1)]
+    return ("<p>Label refinement (model.refine_rounds) changed the labels of " + str(ref.get("changed", 0)) +
+            " training samples before the model was trained; the validation blocks keep the coarse labels.</p>"
+            + _table(["round", "samples relabelled", "to class (code)"], rows))
 
 
 def _roc(f: Mapping, legend: Legend) -> str:

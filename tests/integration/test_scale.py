@@ -166,6 +166,13 @@ def test_plan_prints_tiles_and_memory(small_scene, tmp_path):
     assert "tiles: 4 of up to 128 × 128 px" in r.stdout and "memory per task" in r.stdout
     assert "labels: read chunk by chunk" in r.stdout and "800 training pixels per class" in r.stdout
     assert not (tmp_path / "o").exists()  # a dry run writes nothing
+    assert "segments" not in r.stdout and "neighbourhood" not in r.stdout and "refinement" not in r.stdout
+    yml = _yaml(small_scene, tmp_path / "o", tmp_path / "p2.yaml", **{
+        "features.neighbourhood_m": [30, 50], "model.segments": "slic", "model.refine_rounds": 2})
+    r = subprocess.run([sys.executable, "-m", "lcup.cli", "plan", str(yml)], capture_output=True, text=True, timeout=120)
+    assert "then over slic segments of ~30 px (mix 0.5)" in r.stdout
+    assert "neighbourhood features: mean of every feature in 30, 50 m windows (a 2 px halo per tile)" in r.stdout
+    assert "label refinement: 2 round(s)" in r.stdout
 
 
 def test_workers_are_tuned_for_prediction(local_client):
