@@ -215,14 +215,18 @@ def load_cube(
     resampling: str = "nearest",
     fail_on_error: bool = True,
     patch_url: Callable[[str], str] | None = None,
+    nested: bool = True,
 ) -> Cube:
     """Load ``bands`` (internal names, ``scl`` included) of ``items`` onto ``geobox`` with odc-stac.
 
     Same-day granules are mosaicked (``groupby="solar_day"``); the cube has time in one chunk and
     space split into ``chunk_px`` squares (or ``(rows, columns)`` rectangles). SCL is always resampled with
-    nearest neighbour.
+    nearest neighbour. ``nested``: read assets whose grid nests in ``geobox`` (20 m bands on a 10 m grid) at their own
+    resolution and repeat pixels instead of warping (:mod:`lcup.io.nested`; the same pixels, faster).
     """
     import odc.stac
+
+    from .nested import NestedRioDriver
 
     keys = asset_keys(items, profile, bands)
     if patch_url is None and profile.signed_urls:
@@ -251,6 +255,7 @@ def load_cube(
             fail_on_error=fail_on_error,
             stac_cfg=cfg,
             patch_url=patch_url,
+            driver=NestedRioDriver() if nested else None,
         )
     except ValueError as e:
         if "projection extension" not in str(e):
