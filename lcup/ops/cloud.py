@@ -54,13 +54,29 @@ def scl_valid_mask(
     xarray.DataArray
         ``(time, y, x)`` bool, True where the observation is clear.
     """
-    valid = ~scl.isin(list(invalid_classes))
+    valid = _not_in(scl, invalid_classes)
     grow = [c for c in invalid_classes if c in CLOUD_SHADOW_SCL]
     if dilation_px and dilation_px > 0 and grow:
         # only clouds and shadows are grown: no data (swath edge) and defective pixels stay as they are
-        valid = _grown(valid, ~scl.isin(grow), int(dilation_px))
+        valid = _grown(valid, _not_in(scl, grow), int(dilation_px))
     valid.name = "valid"
     return valid
+
+
+def _lut_not_in(a: np.ndarray, codes: tuple) -> np.ndarray:
+    if a.dtype == np.uint8:  # a 256-entry table: one gather per pixel (np.isin sorts and searches)
+        lut = np.ones(256, bool)
+        lut[[c for c in codes if 0 <= c < 256]] = False
+        return lut[a]
+    return ~np.isin(a, codes)
+
+
+def _not_in(scl: xr.DataArray, codes: Sequence[int]) -> xr.DataArray:
+    """``~scl.isin(codes)``, by table lookup for uint8 codes."""
+    codes = tuple(int(c) for c in codes)
+    if isinstance(scl.data, da.Array):
+        return scl.copy(data=scl.data.map_blocks(_lut_not_in, codes, dtype=bool))
+    return scl.copy(data=_lut_not_in(np.asarray(scl.values), codes))
 
 
 def _grown(valid: xr.DataArray, clear: xr.DataArray, r: int) -> xr.DataArray:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 import xarray as xr
 
 from ._kernels import STAT_CODES, series_stats
@@ -15,61 +14,101 @@ STATS = tuple(STAT_CODES)
 
 
 def feature_names(variables: Sequence[str], stats: Sequence[str], series_vars: Sequence[str], series_idx: Sequence[int]) -> list[str]:
-    """Names of the features :func:`temporal_features` makes, in order."""
+    """Names of the features :func:`chunk_features` makes, in order."""
     names = [f"{v}_{s}" for v in variables for s in stats]
     names += [f"{v}_t{i:02d}" for v in series_vars for i in series_idx]
     return names
 
 
-def temporal_features(
-    series: Mapping[str, xr.DataArray],
+def chunk_features(
+    dn: Mapping[str, np.ndarray],
+    valid: np.ndarray,
     *,
-    stats: Sequence[str] = ("mean", "std", "p10", "p50", "p90", "amplitude", "doy_max"),
-    series_vars: Sequence[str] = ("ndvi",),
+    t_obs: np.ndarray,
+    t_grid: np.ndarray,
+    doy: np.ndarray,
+    scale: Mapping[str, np.ndarray],
+    offset: Mapping[str, np.ndarray],
+    window: int = 5,
+    polyorder: int = 2,
+    max_gap: float = np.inf,
+    hold_ends: bool = True,
+    indices: Sequence[str] = (),
+    custom_indices: Mapping[str, str] | None = None,
+    stats: Sequence[str] = ("mean",),
+    series_vars: Sequence[str] = (),
     series_every: int = 1,
-) -> xr.DataArray:
-    """Summary statistics of every variable and selected series, as one feature array.
+) -> np.ndarray:
+    """Every feature of one spatial chunk in one pass: mask, scale, interpolate and smooth each band
+    (:func:`lcup.ops._kernels.fused_mask_interp_smooth`), indices, statistics and series, written straight into
+    the feature array (no per-variable intermediate arrays to concatenate).
 
     Parameters
     ----------
-    series
-        ``{name: (y, x, t)}`` smoothed reflectance bands and indices on one regular grid.
-    stats
-        Statistics per variable (see :data:`STATS`); ``doy_max`` is the day of year of the maximum.
-    series_vars
-        Variables whose smoothed series itself is a feature (every ``series_every``-th grid step).
+    dn
+        ``{band: (time, y, x)}`` DN (0 = no data) or float reflectance.
+    valid
+        ``(time, y, x)`` bool clear-observation mask.
+    t_obs, t_grid
+        Observation and grid times, days.
+    doy
+        Day of year of each grid step (``doy_max``).
+    scale, offset
+        ``{band: (time,)}`` DN → reflectance.
+    window, polyorder, max_gap, hold_ends
+        As :func:`lcup.ops.temporal.interpolate_smooth`.
+    indices, custom_indices, stats, series_vars, series_every
+        Index names (:func:`lcup.ops.indices.compute_indices`), custom index formulas, statistics per variable
+        (:data:`STATS`; ``doy_max`` is the day of year of the maximum), the variables whose smoothed series are
+        features themselves (every ``series_every``-th grid step).
 
     Returns
     -------
-    xarray.DataArray
-        ``(y, x, feature)`` float32 with a ``feature`` coordinate of names; NaN where a pixel has no
-        clear observation (or an unbridged gap).
+    numpy.ndarray
+        ``(y, x, feature)`` float32 in the order of :func:`feature_names` (bands, indices, custom indices).
     """
-    variables = list(series)
-    missing = [v for v in series_vars if v not in series]
-    if missing:
-        raise ValueError(f"series_vars {missing} are not among the computed variables {variables}")
-    bad = [s for s in stats if s not in STAT_CODES]
-    if bad:
-        raise ValueError(f"unknown statistics {bad}; available: {STATS}")
-    first = series[variables[0]]
-    doy = pd.DatetimeIndex(first["t"].values).dayofyear.to_numpy().astype(np.float64)
-    idx = list(range(0, first.sizes["t"], max(1, int(series_every))))
-    names = feature_names(variables, stats, series_vars, idx)
-    parts = []
-    if stats:
-        for v in variables:
-            parts.append(
-                xr.apply_ufunc(
-                    series_stats, series[v], kwargs={"stats": tuple(stats), "doy": doy},
-                    input_core_dims=[["t"]], output_core_dims=[["feature"]], dask="parallelized",
-                    output_dtypes=[np.float32], dask_gufunc_kwargs={"output_sizes": {"feature": len(stats)}},
-                )
-            )
-    for v in series_vars:
-        parts.append(series[v].isel(t=idx).rename(t="feature").drop_vars("feature", errors="ignore"))
-    out = xr.concat(parts, dim="feature", coords="minimal", compat="override", join="override")
-    return out.transpose("y", "x", "feature").assign_coords(feature=names).astype(np.float32).rename("features")
+    from ._kernels import _time_last, fused_mask_interp_smooth
+    from .indices import compute_indices, formula_index
+    from ..vocab import index_bands
+
+    custom_indices = dict(custom_indices or {})
+    bands = list(dn)
+    variables = bands + list(indices) + list(custom_indices)
+    step = max(1, int(series_every))
+    ns, nser = len(stats), len(range(0, len(t_grid), step))
+    ny, nx = valid.shape[1:]
+    out = np.empty((ny, nx, len(variables) * ns + len(series_vars) * nser), np.float32)
+    doy = np.asarray(doy, np.float64)
+    # the bands the indices read: their series are kept for them
+    need: set[str] = set()
+    for name in indices:
+        need.update(index_bands(name, dict.fromkeys(bands))[0])
+    if custom_indices:
+        from ..vocab import formula_bands
+
+        for expr in custom_indices.values():
+            need.update(formula_bands(expr))
+    m = _time_last(np.asarray(valid, np.bool_).transpose(1, 2, 0))  # (y, x, time), once for every band
+    kept: dict[str, xr.DataArray] = {}
+
+    def emit(k: int, name: str, series: np.ndarray) -> None:
+        if ns:
+            out[..., k * ns:(k + 1) * ns] = series_stats(series, tuple(stats), doy)
+        if name in series_vars:
+            j = len(variables) * ns + list(series_vars).index(name) * nser
+            out[..., j:j + nser] = series[..., ::step]  # a strided view: no gather
+
+    for k, b in enumerate(bands):
+        sm = fused_mask_interp_smooth(dn[b].transpose(1, 2, 0), m, t_obs, t_grid, scale=scale[b], offset=offset[b],
+                                      window=window, polyorder=polyorder, max_gap=max_gap, hold_ends=hold_ends)
+        emit(k, b, sm)
+        if b in need:
+            kept[b] = xr.DataArray(sm, dims=("y", "x", "t"))
+    made = compute_indices(kept, list(indices)) if indices else {}
+    made.update({name: formula_index(kept, name, expr) for name, expr in custom_indices.items()})
+    for k, name in enumerate(list(indices) + list(custom_indices), start=len(bands)):
+        emit(k, name, np.asarray(made.pop(name).values, np.float32))
+    return out
 
 
 def neighbourhood_names(names: Sequence[str], sizes_m: Sequence[float], stats: Sequence[str]) -> list[str]:

@@ -72,9 +72,7 @@ def features(cube: xr.Dataset, period: tuple[dt.date, dt.date], *, clean: CleanC
     >>> feats.sel(feature="ndvi_p90").plot()  # doctest: +SKIP
     """
     from ..ops.cloud import probability_mask, scl_valid_mask
-    from ..ops.features import temporal_features
-    from ..ops.indices import compute_indices, formula_index
-    from ..ops.temporal import interpolate_smooth, regular_grid
+    from ..ops.temporal import regular_grid
 
     cc, fc = section(CleanConfig, clean), section(FeaturesConfig, features)
     bands = [v for v in cube.data_vars if v != "scl"]
@@ -95,21 +93,53 @@ def features(cube: xr.Dataset, period: tuple[dt.date, dt.date], *, clean: CleanC
         valid = valid.isel(y=slice(h, -h), x=slice(h, -h)).chunk({"y": cube.chunks["y"], "x": cube.chunks["x"]})
         valid = valid.assign_coords(y=cube.y, x=cube.x)
     grid = regular_grid(period[0], period[1], cc.step_days)
-    series = {}
-    for b in bands:
-        series[b] = interpolate_smooth(
-            cube[b].isel(time=idx), valid, grid,
-            scale=cube[f"scale_{b}"].values[idx], offset=cube[f"offset_{b}"].values[idx],
-            window=cc.savgol_window, polyorder=cc.savgol_polyorder, max_gap_days=cc.max_gap_days, hold_ends=cc.hold_ends,
-        )
-    indices = compute_indices(series, fc.indices)
-    indices.update({name: formula_index(series, name, expr) for name, expr in fc.custom_indices.items()})
-    series.update(indices)
-    feats = temporal_features(series, stats=fc.stats, series_vars=fc.series, series_every=fc.series_every)
-    feats = feats.chunk({"feature": -1})
+    feats = _fused_features(cube, bands, idx, valid, grid, cc, fc)
     if fc.neighbourhood_m:
         feats = with_neighbourhood(feats, fc.neighbourhood_m, fc.neighbourhood_stats, res)
     return feats
+
+
+def _fused_features(cube: xr.Dataset, bands: list[str], idx: np.ndarray, valid: xr.DataArray, grid, cc: CleanConfig,
+                    fc: FeaturesConfig) -> xr.DataArray:
+    """One task per spatial chunk from the DN bands and the clear mask to the chunk's features
+    (:func:`lcup.ops.features.chunk_features`)."""
+    import dask.array as da
+    import pandas as pd
+
+    from ..ops.features import chunk_features, feature_names as names_of
+    from ..ops.temporal import _days
+
+    from ..ops.indices import compute_indices, formula_index
+
+    # what the tasks would find missing, found now: indices on one pixel of ones (MissingBandError names the band)
+    one = {b: xr.DataArray(np.ones((1, 1, 1), np.float32), dims=("y", "x", "t")) for b in bands}
+    compute_indices(one, fc.indices)
+    for name, expr in fc.custom_indices.items():
+        formula_index(one, name, expr)
+    variables = bands + list(fc.indices) + list(fc.custom_indices)
+    stray = [v for v in fc.series if v not in variables]
+    if stray:
+        raise ValueError(f"series_vars {stray} are not among the computed variables {variables}")
+    dn = [cube[b].isel(time=idx).chunk({"time": -1}).data for b in bands]
+    ok = valid.transpose("time", "y", "x").chunk({"time": -1}).data.rechunk(dn[0].chunks)
+    series_idx = range(0, len(grid), max(1, fc.series_every))
+    names = names_of(variables, fc.stats, fc.series, series_idx)
+    times = cube.time.values[idx]
+    kw = dict(t_obs=_days(times), t_grid=_days(grid), doy=pd.DatetimeIndex(grid).dayofyear.to_numpy(np.float64),
+              scale={b: np.asarray(cube[f"scale_{b}"].values[idx], np.float64) for b in bands},
+              offset={b: np.asarray(cube[f"offset_{b}"].values[idx], np.float64) for b in bands},
+              window=cc.savgol_window, polyorder=cc.savgol_polyorder,
+              max_gap=np.inf if cc.max_gap_days is None else float(cc.max_gap_days), hold_ends=cc.hold_ends,
+              indices=list(fc.indices), custom_indices=dict(fc.custom_indices), stats=list(fc.stats),
+              series_vars=list(fc.series), series_every=fc.series_every)
+
+    def block(*blocks):
+        return chunk_features(dict(zip(bands, blocks[:-1])), blocks[-1], **kw)
+
+    data = da.map_blocks(block, *dn, ok, drop_axis=0, new_axis=2, chunks=dn[0].chunks[1:] + ((len(names),),),
+                         dtype=np.float32, name="features")
+    coords = {k: v for k, v in cube[bands[0]].coords.items() if "time" not in v.dims}
+    return xr.DataArray(data, dims=("y", "x", "feature"), coords={**coords, "feature": names}, name="features")
 
 
 def with_neighbourhood(feats: xr.DataArray, sizes_m: Sequence[float], stats: Sequence[str], resolution_m: float) -> xr.DataArray:
