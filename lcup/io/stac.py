@@ -249,7 +249,8 @@ def load_cube(
             items,
             bands=list(keys.values()),
             geobox=geobox,
-            chunks={"y": chunk_px[0], "x": chunk_px[1]} if isinstance(chunk_px, tuple) else {"x": chunk_px, "y": chunk_px},
+            # every date of a chunk read by one task into one block: no per-date blocks to concatenate afterwards
+            chunks={"time": -1, **({"y": chunk_px[0], "x": chunk_px[1]} if isinstance(chunk_px, tuple) else {"x": chunk_px, "y": chunk_px})},
             groupby="solar_day",
             resampling=res,
             fail_on_error=fail_on_error,
