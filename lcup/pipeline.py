@@ -289,13 +289,14 @@ def prediction_halo_px(cfg: PipelineConfig) -> int:
     return cfg.model.smooth_px // 2 + (segment_halo_px(cfg.model.segment_px) if cfg.model.segments != "none" else 0)
 
 
-def tile_features(cfg: PipelineConfig, tile_geobox, items, dates) -> xr.DataArray | None:
+def tile_features(cfg: PipelineConfig, tile_geobox, items, dates, at=None) -> xr.DataArray | None:
     """Lazy features ``(y, x, feature)`` of one tile (or the whole AOI) and a ring of
     :func:`prediction_halo_px` pixels around it, from its own graph.
 
     Only the items meeting the tile and its halo are loaded; SCL is read with the halo the cloud-mask dilation
     needs; ``dates`` are the AOI's. The features equal those of the same pixels in any other tiling. None when
-    no item meets the tile or it has none of ``dates``.
+    no item meets the tile or it has none of ``dates``. ``at``: ``(rows, columns)`` of pixels of the tile ring
+    included (as in the returned array): only their features, ``(sample, feature)``.
     """
     from .io.stac import bbox_overlaps, lonlat_bbox
 
@@ -312,6 +313,9 @@ def tile_features(cfg: PipelineConfig, tile_geobox, items, dates) -> xr.DataArra
     chunks = tuple(padded_chunks(n, c, ring + nb) for n in tile_geobox.shape) if ring + nb else None
     cube = load(mine, gb, provider=source_profile(cfg), load=cfg.load, on_error=cfg.source.on_error, halo=halo,
                 scl=cfg.clean.mask != "none", chunks=chunks)
+    if at is not None:
+        return features(cube, cfg.period, clean=cfg.clean, features=cfg.features, dates=dates,
+                        at=(np.asarray(at[0]) + nb, np.asarray(at[1]) + nb))
     feats = features(cube, cfg.period, clean=cfg.clean, features=cfg.features, dates=dates)
     return feats.isel(y=slice(nb, -nb), x=slice(nb, -nb)) if nb and feats is not None else feats
 
@@ -369,8 +373,8 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
 
     ring = prediction_halo_px(cfg)  # features reach this far beyond each tile, for the probability smoothing
 
-    def features_of(tid, ys, xs):
-        return _checked_names(tile_features(cfg, geobox[ys, xs], items, dates), names)
+    def features_of(tid, ys, xs, at=None):
+        return _checked_names(tile_features(cfg, geobox[ys, xs], items, dates, at=at), names)
 
     with _stage(summary, "clean+features (graph)"):  # on the per-tile path this happens tile by tile, later
         if not tiled:
@@ -646,16 +650,18 @@ def _persist(feats: xr.DataArray, client, progress: bool) -> xr.DataArray:
 def _gather_tiled(smp, tiles, features_of, client, n_features: int, chunk_px: int, ring: int = 0,
                   progress: bool = False) -> np.ndarray:
     """The sample's features on the per-tile path: tiles are gathered together until their sampled chunks
-    give every worker thread one. Each tile's features reach ``ring`` px beyond it."""
+    give every worker thread one. Each tile's features reach ``ring`` px beyond it; only the sampled pixels'
+    features are computed (their chunks are read whole), so the tiles' prediction later repeats little."""
     X = np.full((len(smp.iy), n_features), np.nan, np.float32)
     sels, lazies, n_chunks = [], [], 0
     for k, (tid, ys, xs) in enumerate(tiles):
         sel = np.nonzero((smp.iy >= ys.start) & (smp.iy < ys.stop) & (smp.ix >= xs.start) & (smp.ix < xs.stop))[0]
-        ft = features_of(tid, ys, xs) if len(sel) else None
+        iy, ix = smp.iy[sel] - ys.start, smp.ix[sel] - xs.start
+        # only the sampled pixels' features: their chunks are read and masked, the per-pixel work is theirs alone
+        ft = features_of(tid, ys, xs, at=(iy + ring, ix + ring)) if len(sel) else None
         if ft is not None:
-            iy, ix = smp.iy[sel] - ys.start, smp.ix[sel] - xs.start
             sels.append(sel)
-            lazies.append(ft.data.vindex[iy + ring, ix + ring])
+            lazies.append(ft.data)
             n_chunks += _n_chunks(iy, ix, chunk_px)
         if lazies and (n_chunks >= _threads(client) or k == len(tiles) - 1):
             for sel, v in zip(sels, _compute(lazies, client, "sampled features", progress)):

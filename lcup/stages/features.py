@@ -44,7 +44,8 @@ def neighbourhood_halo_px(features: FeaturesConfig | Mapping | None, resolution_
 
 
 def features(cube: xr.Dataset, period: tuple[dt.date, dt.date], *, clean: CleanConfig | Mapping | None = None,
-             features: FeaturesConfig | Mapping | None = None, dates=None) -> xr.DataArray | None:
+             features: FeaturesConfig | Mapping | None = None, dates=None,
+             at: tuple[np.ndarray, np.ndarray] | None = None) -> xr.DataArray | None:
     """Mask clouds, interpolate onto a regular time grid, smooth, add indices and summarise: lazy features.
 
     Parameters
@@ -59,12 +60,16 @@ def features(cube: xr.Dataset, period: tuple[dt.date, dt.date], *, clean: CleanC
         :class:`~lcup.config.FeaturesConfig`: indices, statistics, series kept.
     dates
         The dates to use (:func:`lcup.stages.load.scene_filter`); None: every date of the cube.
+    at
+        ``(rows, columns)`` of pixels of the cube: only their features, ``(sample, feature)``. Each chunk holding
+        some is read and masked whole, but interpolated, smoothed and summarised only at them (the training
+        sample's features at a fraction of the chunks' cost); the values equal those of the whole cube's features.
 
     Returns
     -------
     xarray.DataArray or None
-        ``(y, x, feature)`` float32, chunked like the cube, NaN where a pixel has no clear observation; None if
-        the cube has none of ``dates``.
+        ``(y, x, feature)`` float32, chunked like the cube, NaN where a pixel has no clear observation (``at``:
+        ``(sample, feature)``); None if the cube has none of ``dates``.
 
     Examples
     --------
@@ -93,16 +98,23 @@ def features(cube: xr.Dataset, period: tuple[dt.date, dt.date], *, clean: CleanC
         valid = valid.isel(y=slice(h, -h), x=slice(h, -h)).chunk({"y": cube.chunks["y"], "x": cube.chunks["x"]})
         valid = valid.assign_coords(y=cube.y, x=cube.x)
     grid = regular_grid(period[0], period[1], cc.step_days)
+    if at is not None and not fc.neighbourhood_m:  # per-pixel features: only the pixels asked for
+        return _fused_features(cube, bands, idx, valid, grid, cc, fc, at=at)
     feats = _fused_features(cube, bands, idx, valid, grid, cc, fc)
     if fc.neighbourhood_m:
         feats = with_neighbourhood(feats, fc.neighbourhood_m, fc.neighbourhood_stats, res)
+    if at is not None:  # neighbourhood features need the windows around the pixels: whole chunks
+        iy, ix = (np.asarray(a) for a in at)
+        return xr.DataArray(feats.data.vindex[iy, ix], dims=("sample", "feature"), coords={"feature": feats.feature.values},
+                            name="features")
     return feats
 
 
 def _fused_features(cube: xr.Dataset, bands: list[str], idx: np.ndarray, valid: xr.DataArray, grid, cc: CleanConfig,
-                    fc: FeaturesConfig) -> xr.DataArray:
+                    fc: FeaturesConfig, at: tuple[np.ndarray, np.ndarray] | None = None) -> xr.DataArray:
     """One task per spatial chunk from the DN bands and the clear mask to the chunk's features
-    (:func:`lcup.ops.features.chunk_features`)."""
+    (:func:`lcup.ops.features.chunk_features`); with ``at``, one task per chunk holding some of those pixels,
+    computing theirs only."""
     import dask.array as da
     import pandas as pd
 
@@ -119,7 +131,8 @@ def _fused_features(cube: xr.Dataset, bands: list[str], idx: np.ndarray, valid: 
     variables = bands + list(fc.indices) + list(fc.custom_indices)
     stray = [v for v in fc.series if v not in variables]
     if stray:
-        raise ValueError(f"series_vars {stray} are not among the computed variables {variables}")
+        raise ValueError(f"features.series {stray} are not among the computed variables {variables}; add them to "
+                         "load.bands or features.indices, or drop them from features.series")
     dn = [cube[b].isel(time=idx).chunk({"time": -1}).data for b in bands]
     ok = valid.transpose("time", "y", "x").chunk({"time": -1}).data.rechunk(dn[0].chunks)
     series_idx = range(0, len(grid), max(1, fc.series_every))
@@ -136,10 +149,41 @@ def _fused_features(cube: xr.Dataset, bands: list[str], idx: np.ndarray, valid: 
     def block(*blocks):
         return chunk_features(dict(zip(bands, blocks[:-1])), blocks[-1], **kw)
 
+    if at is not None:
+        return _features_at(block, dn, ok, at, names)
+
     data = da.map_blocks(block, *dn, ok, drop_axis=0, new_axis=2, chunks=dn[0].chunks[1:] + ((len(names),),),
-                         dtype=np.float32, name="features")
+                         dtype=np.float32)  # a tokenised key: tiles in flight must never share one
     coords = {k: v for k, v in cube[bands[0]].coords.items() if "time" not in v.dims}
     return xr.DataArray(data, dims=("y", "x", "feature"), coords={**coords, "feature": names}, name="features")
+
+
+def _points_block(block, *blocks_and_positions):
+    *blocks, (ly, lx) = blocks_and_positions
+    # the pixels as a (time, 1, n) strip: every per-pixel kernel gives them what it gives them in the whole chunk
+    return block(*(b[:, ly, lx][:, None, :] for b in blocks))[0]
+
+
+def _features_at(block, dn: list, ok, at: tuple[np.ndarray, np.ndarray], names: list[str]) -> xr.DataArray:
+    """``(sample, feature)`` features of the pixels ``at`` (rows, columns of the cube), chunk by chunk."""
+    import dask
+    import dask.array as da
+
+    iy, ix = (np.asarray(a, np.int64) for a in at)
+    starts = [np.cumsum((0,) + c[:-1]) for c in ok.chunks[1:]]
+    ci, cj = np.searchsorted(starts[0], iy, side="right") - 1, np.searchsorted(starts[1], ix, side="right") - 1
+    blocks = [a.to_delayed() for a in dn] + [ok.to_delayed()]
+    order, parts = [], []
+    for i, j in sorted(set(zip(ci.tolist(), cj.tolist()))):
+        sel = np.nonzero((ci == i) & (cj == j))[0]
+        pos = (iy[sel] - starts[0][i], ix[sel] - starts[1][j])
+        task = dask.delayed(_points_block)(block, *(b[0, i, j] for b in blocks), pos)
+        parts.append(da.from_delayed(task, (len(sel), len(names)), dtype=np.float32))
+        order.append(sel)
+    data = da.concatenate(parts) if parts else da.zeros((0, len(names)), np.float32)
+    inverse = np.empty(len(iy), np.int64)
+    inverse[np.concatenate(order) if order else []] = np.arange(len(iy))
+    return xr.DataArray(data[inverse], dims=("sample", "feature"), coords={"feature": names}, name="features")
 
 
 def with_neighbourhood(feats: xr.DataArray, sizes_m: Sequence[float], stats: Sequence[str], resolution_m: float) -> xr.DataArray:

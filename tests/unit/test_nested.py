@@ -48,3 +48,22 @@ def test_nested_reads_equal_odc_stacs_warp(small_scene, offset_m):
     for v in bands:
         assert (a[v].values > 0).mean() > 0.8
         np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=v)
+
+
+@pytest.mark.parametrize("fc", [{}, {"neighbourhood_m": [30]}])
+def test_features_at_pixels_equal_the_whole_cubes(small_scene, rng, fc):
+    """The training sample's features computed at its pixels only (per-tile path) are those of the whole cube, bit
+    for bit; with neighbourhood features whole chunks are computed."""
+    import lcup
+    from lcup.stages.load import load
+
+    items = list(pystac.Catalog.from_file(str(small_scene["catalog"])).get_all_items())
+    x0, y0 = small_scene["spec"].origin
+    gb = GeoBox.from_bbox((x0, y0 - 1500, x0 + 1500, y0), "EPSG:32633", resolution=10)
+    cube = load(items, gb, load={"chunk_px": 64, "bands": ["green", "red", "nir", "swir16"]}, halo=2)
+    kw = dict(clean={"dilation_m": 20}, features={"indices": ["ndvi", "ndbi"], "series": ["ndvi", "red"], "series_every": 4, **fc})
+    whole = lcup.features(cube, ("2024-01-01", "2024-12-31"), **kw).values
+    iy, ix = rng.integers(0, 150, 300), rng.integers(0, 150, 300)
+    at = lcup.features(cube, ("2024-01-01", "2024-12-31"), at=(iy, ix), **kw)
+    assert at.dims == ("sample", "feature") and at.shape == (300, whole.shape[2])
+    np.testing.assert_array_equal(at.values, whole[iy, ix])
