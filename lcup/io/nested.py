@@ -22,7 +22,7 @@ from odc.loader._rio import RioDriver, RioReader, rio_env, rio_read
 _TOL = 1e-6
 
 
-def nesting(src_transform, src_shape: tuple[int, int], src_crs, dst_geobox) -> tuple[int, int, int] | None:
+def nesting(src_transform, src_crs, dst_geobox) -> tuple[int, int, int] | None:
     """``(k, row_offset, col_offset)`` when ``dst_geobox``'s pixels nest ``k × k`` in the source's (same CRS, no
     rotation, resolution ratio an integer ``k ≥ 1``, source origin on the fine pixel lattice), else None.
 
@@ -34,9 +34,9 @@ def nesting(src_transform, src_shape: tuple[int, int], src_crs, dst_geobox) -> t
     >>> from affine import Affine
     >>> from odc.geo.geobox import GeoBox
     >>> dst = GeoBox((4, 4), Affine(10, 0, 500010, 0, -10, 6000000), "EPSG:32633")
-    >>> nesting(Affine(20, 0, 500000, 0, -20, 6000000), (100, 100), "EPSG:32633", dst)
+    >>> nesting(Affine(20, 0, 500000, 0, -20, 6000000), "EPSG:32633", dst)
     (2, 0, 1)
-    >>> nesting(Affine(20, 0, 500005, 0, -20, 6000000), (100, 100), "EPSG:32633", dst) is None  # off the lattice
+    >>> nesting(Affine(20, 0, 500005, 0, -20, 6000000), "EPSG:32633", dst) is None  # off the lattice
     True
     """
     a, b, c, d, e, f = tuple(src_transform)[:6]
@@ -90,7 +90,7 @@ class NestedRioReader(RioReader):
         try:
             with rasterio.open(src.uri, "r", sharing=False) as rdr:
                 bidx = resolve_band_query(src, rdr.count, selection=selection)
-                nest = nesting(rdr.transform, rdr.shape, rdr.crs, dst_geobox) if isinstance(bidx, int) else None
+                nest = nesting(rdr.transform, rdr.crs, dst_geobox) if isinstance(bidx, int) else None
                 if nest is None:
                     return rio_read(src, cfg, dst_geobox, dst=dst, selection=selection)
                 src_nodata = resolve_src_nodata(rdr.nodatavals[bidx - 1], cfg)

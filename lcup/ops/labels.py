@@ -613,6 +613,16 @@ def stratified_sample_chunked(
                   value)
 
 
+def near_classes(label: np.ndarray, classes, radius_px: int) -> np.ndarray:
+    """``(y, x, class)`` bool: whether each class of ``classes`` occurs in ``label`` within ``radius_px`` of each
+    pixel (a square window; nothing beyond the array's edge)."""
+    from scipy import ndimage
+
+    size = 2 * int(radius_px) + 1
+    return np.stack([ndimage.maximum_filter((label == c).astype(np.uint8), size=size, mode="constant") > 0
+                     for c in classes], -1)
+
+
 def plausible_classes(label: np.ndarray, iy: np.ndarray, ix: np.ndarray, classes, radius_px: int) -> np.ndarray:
     """``(sample, class)`` bool: whether each class of ``classes`` occurs in the label map within ``radius_px`` of
     each sample (a square window): the classes a sample may be relabelled to (:func:`refine_labels`).
@@ -620,14 +630,7 @@ def plausible_classes(label: np.ndarray, iy: np.ndarray, ix: np.ndarray, classes
     ``label`` is the coarse map on the 10 m grid (class indices, 0 = no data), whole or a window holding every
     sample with its ``radius_px`` margin.
     """
-    from scipy import ndimage
-
-    out = np.zeros((len(iy), len(classes)), bool)
-    size = 2 * int(radius_px) + 1
-    for k, c in enumerate(classes):
-        near = ndimage.maximum_filter((label == c).astype(np.uint8), size=size, mode="constant")
-        out[:, k] = near[iy, ix] > 0
-    return out
+    return near_classes(label, classes, radius_px)[iy, ix]
 
 
 def refine_labels(X: np.ndarray, y: np.ndarray, groups: np.ndarray, plausible: np.ndarray, *, rounds: int = 2,

@@ -119,9 +119,8 @@ def _fused_features(cube: xr.Dataset, bands: list[str], idx: np.ndarray, valid: 
     import pandas as pd
 
     from ..ops.features import chunk_features, feature_names as names_of
-    from ..ops.temporal import _days
-
     from ..ops.indices import compute_indices, formula_index
+    from ..ops.temporal import _days
 
     # what the tasks would find missing, found now: indices on one pixel of ones (MissingBandError names the band)
     one = {b: xr.DataArray(np.ones((1, 1, 1), np.float32), dims=("y", "x", "t")) for b in bands}

@@ -83,8 +83,9 @@ def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig 
         pred = pred.map_overlap(smooth_block, depth={0: 0, 1: r, 2: r}, boundary="none", classes=cls_idx,
                                 window=int(smooth_px), confidence=oc.confidence, dtype=np.float32)
     if segments != "none":
-        pred, halo = _segmented(pred, feats.data, halo, r, np.asarray(classes), segments=segments, segment_px=segment_px,
-                                segment_mix=segment_mix, confidence=oc.confidence, chunk_px=chunk_px or feats.data.chunks[0][0])
+        pred = _segmented(pred, feats.data, halo, r, np.asarray(classes), segments=segments, segment_px=segment_px,
+                          segment_mix=segment_mix, confidence=oc.confidence, chunk_px=chunk_px or feats.data.chunks[0][0])
+        halo = 0  # consumed: the result is on the output grid
     if halo:
         pred = pred[:, halo:-halo, halo:-halo]
     if halo or chunk_px:
@@ -111,10 +112,10 @@ def _segment_chunk(pred: np.ndarray, feats: np.ndarray, classes, *, ring: int, h
 
 
 def _segmented(pred: da.Array, feats: da.Array, halo: int, r: int, classes: np.ndarray, *, segments: str, segment_px: int,
-               segment_mix: float, confidence: str, chunk_px: int) -> tuple[da.Array, int]:
+               segment_mix: float, confidence: str, chunk_px: int) -> da.Array:
     """Segment-based regularisation of ``pred`` (with ``halo`` px around the output grid, smoothed with radius ``r``)
     on the output grid's ``chunk_px`` chunks, each with the halo of :func:`lcup.ops.segments.segment_halo_px` (at the
-    array's edge: what ``halo`` leaves after the smoothing's). Returns the result without halo, and 0."""
+    array's edge: what ``halo`` leaves after the smoothing's). Returns the result on the output grid (no halo)."""
     from dask.array.overlap import overlap
 
     from ..ops.segments import segment_halo_px
@@ -138,7 +139,7 @@ def _segmented(pred: da.Array, feats: da.Array, halo: int, r: int, classes: np.n
     f = overlap(feats.transpose(2, 0, 1).rechunk((feats.shape[2], ych, xch)), depth={0: 0, 1: h, 2: h}, boundary="none")
     out = da.map_blocks(_segment_chunk, p, f, classes, ring=g, halo=h, region_px=int(segment_px), method=segments,
                         mix=float(segment_mix), confidence=confidence, chunks=((pred.shape[0],), yout, xout), dtype=np.float32)
-    return out, 0
+    return out
 
 
 def coarse_prior_array(label: da.Array, classes, window_px: int) -> da.Array:

@@ -175,15 +175,11 @@ def plausible_at(label, iy: np.ndarray, ix: np.ndarray, classes, radius_px: int)
     """``(sample, class)`` bool: whether each class occurs in the lazy label map ``label`` ``(y, x)`` within
     ``radius_px`` of each position (a square window), computed chunk by chunk with a halo; only the chunks
     holding positions are read."""
-    from ..ops.labels import plausible_classes
+    from ..ops.labels import near_classes
     from ._halo import map_with_halo
 
     classes = np.asarray(classes)
-
-    def block(b):
-        yy, xx = np.mgrid[0:b.shape[0], 0:b.shape[1]]
-        return plausible_classes(b, yy.ravel(), xx.ravel(), classes, radius_px).reshape(b.shape + (len(classes),))
-
-    near = map_with_halo(block, label, int(radius_px), out_chunks=label.chunks + ((len(classes),),), dtype=bool)
+    near = map_with_halo(lambda b: near_classes(b, classes, radius_px), label, int(radius_px),
+                         out_chunks=label.chunks + ((len(classes),),), dtype=bool)
     return np.asarray(near.vindex[np.asarray(iy), np.asarray(ix)].compute())
 
