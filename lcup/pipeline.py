@@ -27,7 +27,7 @@ from .ops.temporal import regular_grid
 from .progress import ticking
 from .stages.features import neighbourhood_halo_px, feature_names, features
 from .stages.labels import AUTO_SAMPLE_CHUNKS, label_halo_px, labels, sample
-from .stages.load import load, scene_filter
+from .stages.load import items_on, load, scene_filter
 from .stages.predict import coarse_prior_array, output_dataset, predict, probability_percent
 from .stages.score import (class_counts, class_profiles, consistency, consistency_figures, relabel, sample_area_estimates,
                            truth_confusions, vanished_classes)
@@ -305,7 +305,8 @@ def tile_features(cfg: PipelineConfig, tile_geobox, items, dates, at=None) -> xr
     gb = tile_geobox.pad(ring + nb) if ring + nb else tile_geobox
     halo = metres_to_px(cfg.clean.dilation_m, cfg.aoi.resolution) if cfg.clean.mask != "none" else 0
     lb = lonlat_bbox(gb.pad(halo) if halo else gb)
-    mine = [it for it in items if it.bbox is None or bbox_overlaps(it.bbox, lb)]
+    # the tile's items on the kept dates only: a dropped scene is never read
+    mine = [it for it in items_on(items, dates) if it.bbox is None or bbox_overlaps(it.bbox, lb)]
     if not mine:
         return None
     # as many chunks as the tile itself has, each a few pixels larger: the ring adds no sliver chunks to read

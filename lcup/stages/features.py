@@ -11,6 +11,7 @@ import xarray as xr
 from ..config import CleanConfig, FeaturesConfig
 from ..units import grid_step, metres_to_px
 from . import section
+from .load import on_dates
 
 
 def feature_names(bands: Sequence[str], period: tuple[dt.date, dt.date], *, clean: CleanConfig | Mapping | None = None,
@@ -82,9 +83,11 @@ def features(cube: xr.Dataset, period: tuple[dt.date, dt.date], *, clean: CleanC
     cc, fc = section(CleanConfig, clean), section(FeaturesConfig, features)
     bands = [v for v in cube.data_vars if v != "scl"]
     res = grid_step(cube)
-    idx = np.arange(cube.sizes["time"]) if dates is None else np.nonzero(np.isin(cube.time.values, dates))[0]
+    idx = np.arange(cube.sizes["time"]) if dates is None else np.nonzero(on_dates(cube.time.values, dates))[0]
     if len(idx) == 0:
         return None
+    if len(idx) == cube.sizes["time"]:  # every date kept (the pipeline loads only those): no copy of the cube
+        idx = slice(None)
     h = int(cube["scl"].attrs.get("halo_px", 0)) if "scl" in cube else 0
     if cc.mask == "none" or "scl" not in cube:  # only no-data values (0, NaN) are missing: the kernel skips them
         valid = xr.ones_like(cube[bands[0]].isel(time=idx), dtype=bool)

@@ -92,6 +92,42 @@ def load(items: list, geobox, *, provider: str = "earth-search", load: LoadConfi
     return ds.assign_coords(_time_coords(cube, bands))
 
 
+#: How far apart (hours) a cube's timestamp and a kept date may be and still be the same acquisition day: a day's
+#: granules are minutes apart (overlapping orbits at high latitude ~100 min), distinct days of Sentinel-2 ≥ ~22 h.
+SAME_DAY_H = 12
+
+
+def on_dates(times, dates) -> np.ndarray:
+    """``(time,)`` bool: which of ``times`` are acquisitions of ``dates`` (:func:`scene_filter`'s).
+
+    A day's timestamp is its first granule's, so a tile meeting only that day's later granule has a timestamp a
+    few minutes (or an orbit) later than the area's: times match within :data:`SAME_DAY_H` hours, not exactly.
+
+    Examples
+    --------
+    >>> on_dates(np.array(["2024-05-01T10:31", "2024-05-03T10:20"], "datetime64[ns]"),
+    ...          np.array(["2024-05-01T10:30"], "datetime64[ns]")).tolist()
+    [True, False]
+    """
+    t = np.asarray(times, "datetime64[ns]").astype(np.int64)
+    d = np.sort(np.asarray(dates, "datetime64[ns]").astype(np.int64))
+    if not len(d) or not len(t):
+        return np.zeros(len(t), bool)
+    i = np.clip(np.searchsorted(d, t), 1, len(d) - 1) if len(d) > 1 else np.zeros(len(t), np.int64)
+    near = np.minimum(np.abs(t - d[i]), np.abs(t - d[np.maximum(i - 1, 0)]))
+    return near <= SAME_DAY_H * 3_600_000_000_000
+
+
+def items_on(items: list, dates) -> list:
+    """The ``items`` acquired on ``dates`` (:func:`on_dates`): a cube of those reads no dropped scene."""
+    from ..io.stac import _item_time
+
+    if not items:
+        return []
+    t = np.array([np.datetime64(_item_time(it).replace(tzinfo=None), "ns") for it in items])
+    return [it for it, keep in zip(items, on_dates(t, dates)) if keep]
+
+
 def _time_coords(cube, bands) -> dict:
     """Per-date ``scale_<band>``, ``offset_<band>`` and ``items`` as coordinates along ``time``."""
     coords = {f"{k}_{b}": ("time", getattr(cube, k)[b]) for b in bands for k in ("scale", "offset")}
