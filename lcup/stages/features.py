@@ -118,9 +118,9 @@ def _fused_features(cube: xr.Dataset, bands: list[str], idx: np.ndarray, valid: 
     """One task per spatial chunk from the DN bands and the clear mask to the chunk's features
     (:func:`lcup.ops.features.chunk_features`); with ``at``, one task per chunk holding some of those pixels,
     computing theirs only."""
-    import dask.array as da
     import pandas as pd
 
+    from ..ops.blocks import map_blocks_across
     from ..ops.features import chunk_features, feature_names as names_of
     from ..ops.indices import compute_indices, formula_index
     from ..ops.temporal import _days
@@ -154,8 +154,8 @@ def _fused_features(cube: xr.Dataset, bands: list[str], idx: np.ndarray, valid: 
     if at is not None:
         return _features_at(block, dn, ok, at, names)
 
-    data = da.map_blocks(block, *dn, ok, drop_axis=0, new_axis=2, chunks=dn[0].chunks[1:] + ((len(names),),),
-                         dtype=np.float32)  # a tokenised key: tiles in flight must never share one
+    # the blocks themselves (no copy to concatenate time), under a tokenised key: tiles in flight never share one
+    data = map_blocks_across(block, *dn, ok, drop_axis=0, new_axis=2, new_size=len(names), dtype=np.float32)
     coords = {k: v for k, v in cube[bands[0]].coords.items() if "time" not in v.dims}
     return xr.DataArray(data, dims=("y", "x", "feature"), coords={**coords, "feature": names}, name="features")
 

@@ -10,6 +10,7 @@ import xarray as xr
 
 from ..config import OutputConfig
 from ..legends import Legend, compact
+from ..ops.blocks import map_blocks_across
 from . import section
 
 
@@ -73,8 +74,8 @@ def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig 
 
     oc = section(OutputConfig, output if output is not None else {"dir": "."})
     classes = list(model.classes_) if classes is None else list(classes)
-    pred = da.map_blocks(_predict_chunk, feats.data, model, oc.confidence, drop_axis=2, new_axis=0,
-                         chunks=((2 + len(classes),),) + feats.data.chunks[:2], dtype=np.float32)
+    pred = map_blocks_across(_predict_chunk, feats.data, drop_axis=2, new_axis=0, new_size=2 + len(classes),
+                             dtype=np.float32, model=model, confidence=oc.confidence)
     r = int(smooth_px) // 2
     if r:
         from ..ops.model import smooth_block
