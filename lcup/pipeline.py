@@ -459,7 +459,7 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
             ds, zarr_path, tile_px=tile_px, attrs=json.loads(json.dumps(attrs, default=_jsonable)),
             overwrite=cfg.output.overwrite, resume=cfg.output.resume,
             compute=lambda obj, label: _compute(obj, client, label, progress), tile_data=tile_data,
-            submit=client.compute if client is not None else None, in_flight=in_flight,
+            submit=_by_submission(client) if client is not None else None, in_flight=in_flight,
             on_done=lambda tid, n, total: log.info("  tile %s written (%d/%d)", tid, n, total),
             zarr_format=cfg.output.zarr_format,
         )
@@ -871,6 +871,15 @@ def _tiles_in_flight(cfg: PipelineConfig, client, tile_px: int) -> int:
         return 1
     chunks_per_tile = max(1, (tile_px // cfg.load.chunk_px) ** 2)
     return -(-_threads(client) // chunks_per_tile) + 1
+
+
+def _by_submission(client):
+    """``client.compute`` with falling priorities: the tiles in flight finish one after the other, oldest first,
+    rather than all at once, so the next tile starts while the others still keep the threads busy."""
+    import itertools
+
+    order = itertools.count()
+    return lambda obj: client.compute(obj, priority=-next(order))
 
 
 def _threads(client) -> int:

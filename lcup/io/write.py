@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from collections import deque
 from pathlib import Path
@@ -86,7 +87,7 @@ def write_tiles_zarr(ds, path: str | Path, *, tile_px: int, attrs: dict, overwri
     ``compute(delayed, label)`` computes one tile's write and blocks. With ``submit(delayed) -> future``
     (e.g. a distributed client's ``compute``) up to ``in_flight`` tiles are computed at once, so a cluster
     with more threads than a tile has chunks stays busy; each is recorded as done when its write has
-    finished (in submission order). Tiles write disjoint, chunk-aligned regions, so the bytes do not
+    finished (as they finish). Tiles write disjoint, chunk-aligned regions, so the bytes do not
     depend on the order. ``on_done(tile_id, n_done, n_tiles)`` is called after each tile.
 
     The template (metadata, coordinates, no data) is written first with ``compute=False``; then each
@@ -150,9 +151,19 @@ def write_tiles_zarr(ds, path: str | Path, *, tile_px: int, attrs: dict, overwri
             else:
                 compute(delayed, f"tile {tid} ({len(done) + 1}/{len(tiles)})")
         pending.append((tid, fut))
-        # record the oldest tiles once they are written (a tile without data, or computed here, is at once)
-        while pending and (len(pending) >= in_flight or pending[0][1] is None):
-            finish(*pending.popleft())
+        # a tile without data, or computed here, is recorded at once; with in_flight tiles pending, wait for
+        # whichever finishes first (not the oldest: a slow tile must not hold back the next submission)
+        for item in [p for p in pending if p[1] is None]:
+            pending.remove(item)
+            finish(*item)
+        while len(pending) >= in_flight:
+            ready = [p for p in pending if p[1].done()]
+            if not ready:
+                time.sleep(0.02)
+                continue
+            for item in ready:
+                pending.remove(item)
+                finish(*item)
     while pending:
         finish(*pending.popleft())
     with warnings.catch_warnings():  # zarr notes that consolidated metadata is not in the v3 spec: chosen (issue 14)
