@@ -15,6 +15,10 @@ shares; then lcup / notebook ratios (median and min–max over rounds) and the p
 
     python benchmarks/bench_e2e.py --sizes 1024 2048 --rounds 2 --json e2e.json   # ~40 min on 2 cores
     python benchmarks/bench_e2e.py --short --min-speedup 1.5                      # CI: 256 px, one round, ~1.5 min
+    python benchmarks/bench_e2e.py --sizes 1024 --routes lcup --per-tile          # the tile-year path, lcup alone
+
+The tile-year is projected twice: at the whole run's rate (start-up, search, training... included: pessimistic)
+and area-scaled (those fixed costs once, the stages that grow with the area scaled to 10980²).
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ def make_scene(size: int, folder: Path) -> dict:
     return {"dir": folder, "catalog": cat, "size": size, "dates": len(spec.dates), "origin": spec.origin}
 
 
-def lcup_pipeline(scene: dict, out: Path, chunk: int) -> Path:
+def lcup_pipeline(scene: dict, out: Path, chunk: int, per_tile: bool = False) -> Path:
     import yaml
 
     x0, y0 = scene["origin"]
@@ -74,19 +78,29 @@ def lcup_pipeline(scene: dict, out: Path, chunk: int) -> Path:
                       "n_per_class": 2000},
            "truth": {"path": str(scene["dir"] / "truth_10m.tif"), "legend": "lcup7"},
            "output": {"dir": str(out), "overwrite": True, "report": False}, "cluster": {"kind": "local", "dashboard": None}}
+    if per_tile:  # as on a tile-year: a graph per tile (four tiles), nothing persisted, the sample gathered tile by tile
+        cfg["output"]["tile_px"] = max(chunk, n // 2 // chunk * chunk)
+        cfg["features"] = {"persist": "never"}
     p = out.parent / f"{out.name}.yaml"
     p.write_text(yaml.safe_dump(cfg))
     return p
 
 
-def run_lcup(scene: dict, work: Path, chunk: int) -> dict:
+#: Stages whose time grows with the area; the others (start-up, search, scene filter on a capped grid, training on
+#: a sample of fixed size, scoring) are paid once per run.
+AREA_STAGES = ("clean+features (graph)", "labels", "predict+write")
+
+
+def run_lcup(scene: dict, work: Path, chunk: int, per_tile: bool = False) -> dict:
     out = work / f"lcup-{scene['size']}"
-    r = _run_measured([sys.executable, "-m", "lcup.cli", "run", str(lcup_pipeline(scene, out, chunk)), "-q"], cwd=work)
+    r = _run_measured([sys.executable, "-m", "lcup.cli", "run", str(lcup_pipeline(scene, out, chunk, per_tile)), "-q"],
+                      cwd=work)
     s = json.loads((out / "summary.json").read_text())
     t = s["timings"]
     stages = {k: v / t["total"] for k, v in t.items() if k != "total"}
+    area_s = sum(t.get(k, 0.0) for k in AREA_STAGES)
     r.update(oa=s["figures"]["truth"]["prediction_10m"]["overall_accuracy"], stages=stages,
-             dates=s["figures"]["dates_found"])
+             dates=s["figures"]["dates_found"], area_s=area_s, fixed_s=r["wall_s"] - area_s)
     return r
 
 
@@ -193,12 +207,18 @@ def main(argv=None) -> dict:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--chunk", type=int, default=512)
     p.add_argument("--short", action="store_true", help="CI: one 256 px scene, one round")
+    p.add_argument("--routes", nargs="+", default=["lcup", "notebook"], choices=["lcup", "notebook"],
+                   help="lcup alone for the tile-year projection at larger sizes (no ratios then)")
+    p.add_argument("--per-tile", action="store_true",
+                   help="lcup on the per-tile path as on a tile-year (four tiles, features not persisted)")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--min-speedup", type=float, help="exit 1 if lcup is less than this many times faster (wall and CPU) than "
                    "the notebook route, or less accurate, at any size: CI's regression check on ratios, never on seconds")
     p.add_argument("--work", help="folder for scenes and outputs (default: a temporary one)")
     p.add_argument("--notebook", nargs=2, metavar=("SCENE", "OUT"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.min_speedup is not None and len(a.routes) < 2:
+        p.error("--min-speedup compares both routes: leave --routes at its default")
     if a.notebook:
         notebook(Path(a.notebook[0]), Path(a.notebook[1]), a.chunk)
         return {}
@@ -211,11 +231,12 @@ def main(argv=None) -> dict:
         work.mkdir(parents=True, exist_ok=True)
         for size in a.sizes:
             scene = make_scene(size, work / f"scene-{size}")
-            runs: dict[str, list[dict]] = {"lcup": [], "notebook": []}
+            runs: dict[str, list[dict]] = {route: [] for route in a.routes}
             for r in range(a.rounds):  # interleaved, the order swapped every round
-                order = ("lcup", "notebook") if r % 2 == 0 else ("notebook", "lcup")
+                order = list(runs) if r % 2 == 0 else list(runs)[::-1]
                 for route in order:
-                    runs[route].append((run_lcup if route == "lcup" else run_notebook)(scene, work, a.chunk))
+                    runs[route].append(run_lcup(scene, work, a.chunk, a.per_tile) if route == "lcup"
+                                       else run_notebook(scene, work, a.chunk))
                     print(f"  {size}² round {r + 1} {route}: {runs[route][-1]['wall_s']:.1f} s wall, "
                           f"{runs[route][-1]['cpu_s']:.1f} CPU-s, OA {runs[route][-1]['oa']:.3f}", flush=True)
             px_t = size * size * scene["dates"] * len(BANDS)
@@ -226,17 +247,30 @@ def main(argv=None) -> dict:
                               "px_t_per_s_per_core": spread([px_t / x["wall_s"] / n_cores for x in rs]),
                               "oa": rs[-1]["oa"], "stages": rs[-1]["stages"]}
             row["peak_rss_mb_largest_process"] = max(x["peak_rss_mb_max_so_far"] for rs in runs.values() for x in rs)
-            row["speedup_wall"] = spread([n["wall_s"] / lc["wall_s"] for lc, n in zip(runs["lcup"], runs["notebook"])])
-            row["cpu_ratio"] = spread([n["cpu_s"] / lc["cpu_s"] for lc, n in zip(runs["lcup"], runs["notebook"])])
-            rate = row["lcup"]["px_t_per_s_per_core"]["median"]
-            row["projected_tile_year_h_on_2_cores"] = TILE_YEAR_PX_T / (rate * 2) / 3600
             results["sizes"][size] = row
-            print(f"{size}²: lcup {row['lcup']['wall_s']['median']:.1f} s ({rate / 1e6:.2f} M px·t/s/core, "
-                  f"{row['lcup']['cores_used']['median']:.2f} cores, OA {row['lcup']['oa']:.3f}) | notebook "
-                  f"{row['notebook']['wall_s']['median']:.1f} s ({row['notebook']['cores_used']['median']:.2f} cores, "
-                  f"OA {row['notebook']['oa']:.3f}) | speed-up {row['speedup_wall']['median']:.2f}× "
-                  f"({row['speedup_wall']['min']:.2f}–{row['speedup_wall']['max']:.2f}), CPU {row['cpu_ratio']['median']:.2f}× less "
-                  f"| tile-year ≈ {row['projected_tile_year_h_on_2_cores']:.1f} h on 2 cores", flush=True)
+            line = f"{size}²"
+            if "lcup" in runs:
+                rate = row["lcup"]["px_t_per_s_per_core"]["median"]
+                # whole run at this rate (fixed costs included: pessimistic) and, closer to a tile-year, the fixed
+                # costs once plus the stages that grow with the area scaled to it
+                row["projected_tile_year_h_on_2_cores"] = TILE_YEAR_PX_T / (rate * 2) / 3600
+                area = spread([x["area_s"] for x in runs["lcup"]])["median"]
+                fixed = spread([x["fixed_s"] for x in runs["lcup"]])["median"]
+                row["lcup"].update(area_stages_s=area, fixed_s=fixed)
+                row["projected_tile_year_h_area_scaled"] = (fixed + area * TILE_YEAR_PX_T / px_t * n_cores / 2) / 3600
+                line += (f": lcup {row['lcup']['wall_s']['median']:.1f} s ({rate / 1e6:.2f} M px·t/s/core, "
+                         f"{row['lcup']['cores_used']['median']:.2f} cores, OA {row['lcup']['oa']:.3f}; area stages "
+                         f"{area:.1f} s, fixed {fixed:.1f} s) | tile-year ≈ {row['projected_tile_year_h_on_2_cores']:.1f} h "
+                         f"at the whole run's rate, {row['projected_tile_year_h_area_scaled']:.2f} h area-scaled, on 2 cores")
+            if "notebook" in runs:
+                line += (f" | notebook {row['notebook']['wall_s']['median']:.1f} s "
+                         f"({row['notebook']['cores_used']['median']:.2f} cores, OA {row['notebook']['oa']:.3f})")
+            if len(runs) == 2:
+                row["speedup_wall"] = spread([n["wall_s"] / lc["wall_s"] for lc, n in zip(runs["lcup"], runs["notebook"])])
+                row["cpu_ratio"] = spread([n["cpu_s"] / lc["cpu_s"] for lc, n in zip(runs["lcup"], runs["notebook"])])
+                line += (f" | speed-up {row['speedup_wall']['median']:.2f}× ({row['speedup_wall']['min']:.2f}–"
+                         f"{row['speedup_wall']['max']:.2f}), CPU {row['cpu_ratio']['median']:.2f}× less")
+            print(line, flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))
     if a.min_speedup is not None:

@@ -67,3 +67,25 @@ def test_features_at_pixels_equal_the_whole_cubes(small_scene, rng, fc):
     at = lcup.features(cube, ("2024-01-01", "2024-12-31"), at=(iy, ix), **kw)
     assert at.dims == ("sample", "feature") and at.shape == (300, whole.shape[2])
     np.testing.assert_array_equal(at.values, whole[iy, ix])
+
+
+def test_inlined_sources_one_task_per_chunk_same_values(small_scene):
+    """odc-stac's per-asset open tasks inlined: one task per band-chunk (plus odc-stac's shared configuration),
+    the same pixels as odc-stac's own graph, on a distributed-style run and the threaded scheduler."""
+    import odc.stac
+
+    from lcup.io.nested import NestedRioDriver
+    from lcup.io.stac import inline_sources
+
+    items = list(pystac.Catalog.from_file(str(small_scene["catalog"])).get_all_items())[:8]
+    x0, y0 = small_scene["spec"].origin
+    gb = GeoBox.from_bbox((x0, y0 - 1000, x0 + 1000, y0), "EPSG:32633", resolution=10)
+    ds = odc.stac.load(items, bands=["red", "swir16"], geobox=gb, chunks={"time": -1, "x": 40, "y": 40},
+                       groupby="solar_day", driver=NestedRioDriver())
+    for v in ("red", "swir16"):
+        arr = ds[v].data
+        inl = inline_sources(arr)
+        n_chunks = np.prod(arr.numblocks)
+        assert len(arr.__dask_graph__()) > n_chunks + len(items)  # an open task per asset
+        assert len(inl.__dask_graph__()) <= n_chunks + 2 and inl.name == arr.name and inl.chunks == arr.chunks
+        np.testing.assert_array_equal(inl.compute(scheduler="threads"), arr.compute(scheduler="sync"))
