@@ -43,6 +43,9 @@ def map_blocks_across(func: Callable, *arrays: da.Array, drop_axis: int, new_axi
     import functools
     import string
 
+    from dask.base import tokenize
+    from dask.utils import funcname
+
     n = arrays[0].ndim
     if any(len(a.chunks[drop_axis]) != 1 for a in arrays):
         raise ValueError(f"map_blocks_across needs one chunk along axis {drop_axis}; rechunk it first")
@@ -50,9 +53,6 @@ def map_blocks_across(func: Callable, *arrays: da.Array, drop_axis: int, new_axi
     out = [c for i, c in enumerate(ind) if i != drop_axis]
     out.insert(new_axis, "z")
     pairs = [p for a in arrays for p in (a, ind)]
-    from dask.base import tokenize
-    from dask.utils import funcname
-
     name = f"{funcname(func)}-{tokenize(func, *arrays, drop_axis, new_axis, new_size, dtype, kwargs)}"
     return da.blockwise(functools.partial(_first_of_lists, func), "".join(out), *pairs, new_axes={"z": new_size},
                         concatenate=False, dtype=dtype, meta=np.empty((0,) * n, dtype), name=name, **kwargs)
