@@ -57,15 +57,20 @@ def _run_measured(cmd: list[str], cwd: Path) -> dict:
             "stdout": p.stdout}
 
 
-def make_scene(size: int, folder: Path) -> dict:
+def make_scene(size: int, folder: Path, blocksize: int = 1024) -> dict:
+    """The generated scene of ``size``² px (reused when ``folder`` holds one of the same size and block layout)."""
     from lcup.synthetic import SceneSpec, write_demo
 
-    spec = SceneSpec(size=(size, size))
-    cat = write_demo(folder, spec, overwrite=True, progress=False)
+    spec = SceneSpec(size=(size, size), blocksize=blocksize)
+    stamp, want = folder / "scene.json", json.dumps({"size": size, "blocksize": blocksize})
+    cat = folder / "catalog.json"
+    if not (cat.exists() and stamp.exists() and stamp.read_text() == want):
+        cat = write_demo(folder, spec, overwrite=True, progress=False)
+        stamp.write_text(want)
     return {"dir": folder, "catalog": cat, "size": size, "dates": len(spec.dates), "origin": spec.origin}
 
 
-def lcup_pipeline(scene: dict, out: Path, chunk: int, per_tile: bool = False) -> Path:
+def lcup_pipeline(scene: dict, out: Path, chunk: int, per_tile: bool = False, sets: list | None = None) -> Path:
     import yaml
 
     x0, y0 = scene["origin"]
@@ -81,6 +86,13 @@ def lcup_pipeline(scene: dict, out: Path, chunk: int, per_tile: bool = False) ->
     if per_tile:  # as on a tile-year: a graph per tile (four tiles), nothing persisted, the sample gathered tile by tile
         cfg["output"]["tile_px"] = max(chunk, n // 2 // chunk * chunk)
         cfg["features"] = {"persist": "never"}
+    for kv in sets or []:  # --set section.key=value (YAML value)
+        key, _, value = kv.partition("=")
+        *path, last = key.split(".")
+        node = cfg
+        for k in path:
+            node = node.setdefault(k, {})
+        node[last] = yaml.safe_load(value)
     p = out.parent / f"{out.name}.yaml"
     p.write_text(yaml.safe_dump(cfg))
     return p
@@ -91,9 +103,9 @@ def lcup_pipeline(scene: dict, out: Path, chunk: int, per_tile: bool = False) ->
 AREA_STAGES = ("clean+features (graph)", "labels", "predict+write")
 
 
-def run_lcup(scene: dict, work: Path, chunk: int, per_tile: bool = False) -> dict:
+def run_lcup(scene: dict, work: Path, chunk: int, per_tile: bool = False, sets: list | None = None) -> dict:
     out = work / f"lcup-{scene['size']}"
-    r = _run_measured([sys.executable, "-m", "lcup.cli", "run", str(lcup_pipeline(scene, out, chunk, per_tile)), "-q"],
+    r = _run_measured([sys.executable, "-m", "lcup.cli", "run", str(lcup_pipeline(scene, out, chunk, per_tile, sets)), "-q"],
                       cwd=work)
     s = json.loads((out / "summary.json").read_text())
     t = s["timings"]
@@ -211,6 +223,10 @@ def main(argv=None) -> dict:
                    help="lcup alone for the tile-year projection at larger sizes (no ratios then)")
     p.add_argument("--per-tile", action="store_true",
                    help="lcup on the per-tile path as on a tile-year (four tiles, features not persisted)")
+    p.add_argument("--blocksize", type=int, default=1024,
+                   help="COG block side of the generated scenes (1024: Earth Search's Sentinel-2 layout)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="a pipeline setting of the lcup route, e.g. load.block_cache_mb=0 (repeatable)")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--min-speedup", type=float, help="exit 1 if lcup is less than this many times faster (wall and CPU) than "
                    "the notebook route, or less accurate, at any size: CI's regression check on ratios, never on seconds")
@@ -230,12 +246,12 @@ def main(argv=None) -> dict:
         work = Path(a.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
         for size in a.sizes:
-            scene = make_scene(size, work / f"scene-{size}")
+            scene = make_scene(size, work / f"scene-{size}", a.blocksize)
             runs: dict[str, list[dict]] = {route: [] for route in a.routes}
             for r in range(a.rounds):  # interleaved, the order swapped every round
                 order = list(runs) if r % 2 == 0 else list(runs)[::-1]
                 for route in order:
-                    runs[route].append(run_lcup(scene, work, a.chunk, a.per_tile) if route == "lcup"
+                    runs[route].append(run_lcup(scene, work, a.chunk, a.per_tile, a.sets) if route == "lcup"
                                        else run_notebook(scene, work, a.chunk))
                     print(f"  {size}² round {r + 1} {route}: {runs[route][-1]['wall_s']:.1f} s wall, "
                           f"{runs[route][-1]['cpu_s']:.1f} CPU-s, OA {runs[route][-1]['oa']:.3f}", flush=True)

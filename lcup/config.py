@@ -87,6 +87,17 @@ class LoadConfig(_Section):
     bands: list[str] = Field(default_factory=lambda: list(REFLECTANCE_BANDS), description="reflectance bands to load")
     chunk_px: int = Field(512, ge=64, le=4096, description="spatial chunk side, pixels")
     resampling: Literal["nearest", "bilinear", "cubic", "average"] = "nearest"
+    block_cache_mb: float | Literal["auto"] = Field(
+        "auto", description="decoded COG blocks kept per worker process, MiB, so that the chunks sharing a block decode "
+        "it once (Sentinel-2's COGs have 1024 px blocks: a 512 px chunk is a quarter of a 10 m block and a sixteenth "
+        "of a 20 m one); auto: an eighth of the worker's memory, at most 4096; 0: none kept")
+
+    @field_validator("block_cache_mb")
+    @classmethod
+    def _cache_size(cls, v):
+        if v != "auto" and not 0 <= float(v) < float("inf"):
+            raise ValueError(f"block_cache_mb is a size in MiB (0 or more) or auto, got {v!r}")
+        return v
 
     @field_validator("bands")
     @classmethod

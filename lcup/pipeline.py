@@ -184,6 +184,21 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
             if clear is not None:
                 raise clear from None
             raise
+        finally:
+            _drop_decoded_blocks(client)
+
+
+def _drop_decoded_blocks(client) -> None:
+    """Free the run's decoded COG blocks (:data:`lcup.io.nested.BLOCKS`) here and in the workers of a cluster the run
+    was given (a cluster it started is closed with them)."""
+    from .io.nested import BLOCKS, clear_blocks
+
+    BLOCKS.clear()
+    if client is not None:
+        try:
+            client.run(clear_blocks)
+        except Exception:  # noqa: BLE001 - a worker gone or a closed client: nothing left to free there
+            pass
 
 
 def _versions() -> dict:
@@ -346,7 +361,8 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
 
     with _stage(summary, "scene filter"):
         dates, info = scene_filter(items, geobox, provider=source_profile(cfg), clean=cfg.clean, chunk_px=cfg.load.chunk_px,
-                                   on_error=cfg.source.on_error, compute=compute("scene filter"), bands=cfg.load.bands)
+                                   on_error=cfg.source.on_error, compute=compute("scene filter"), bands=cfg.load.bands,
+                                   block_cache_mb=cfg.load.block_cache_mb)
         summary.figures.update(info)
 
     digest = run_digest(cfg, items, dates)

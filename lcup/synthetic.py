@@ -81,6 +81,9 @@ class SceneSpec:
         harvests, mixed pixels at 10 m (each pixel's reflectance blends 40 % of its 3 × 3 neighbourhood), and a
         coarse map with the errors of real products: cells misregistered by half a cell (edges shifted 50 m at
         100 m) and grassland written as cropland over about a third of the scene, besides ``label_noise``.
+    blocksize
+        Side of the COGs' internal blocks, pixels of each asset's own grid (at most the power of two holding the image): 1024 as in
+        Earth Search's Sentinel-2 COGs, so that reading costs here what it costs on real data.
     """
 
     size: tuple[int, int] = (1024, 1024)
@@ -95,6 +98,7 @@ class SceneSpec:
     mean_cloud_cover: float = 0.4
     years: int = 1
     difficulty: str = "easy"
+    blocksize: int = 1024
 
     def __post_init__(self):
         if self.difficulty not in ("easy", "hard"):
@@ -531,12 +535,12 @@ def write_demo(out_dir: str | Path, spec: SceneSpec | None = None, *, overwrite:
             ).astype(np.uint16)
             tr = (float(res), 0.0, x0, 0.0, -float(res), y0)
             path = folder / f"{BANDS[band][0]}.tif"
-            futures.append(pool.submit(write_cog_array, path, arr, tr, spec.crs_epsg, 0))
+            futures.append(pool.submit(write_cog_array, path, arr, tr, spec.crs_epsg, 0, blocksize=spec.blocksize))
             assets[band] = (path, arr.shape, tr, res)
         scl20 = scl[::2, ::2].copy()
         tr20 = (20.0, 0.0, x0, 0.0, -20.0, y0)
         path = folder / "SCL.tif"
-        futures.append(pool.submit(write_cog_array, path, scl20, tr20, spec.crs_epsg, 0))
+        futures.append(pool.submit(write_cog_array, path, scl20, tr20, spec.crs_epsg, 0, blocksize=spec.blocksize))
         assets["scl"] = (path, scl20.shape, tr20, 20)
         valid = np.isin(scl, (4, 5, 6)).mean()
         records.append({"id": stem, "datetime": d, "assets": assets, "cloud_cover": float(100 * (1 - valid))})

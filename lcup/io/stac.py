@@ -216,13 +216,15 @@ def load_cube(
     fail_on_error: bool = True,
     patch_url: Callable[[str], str] | None = None,
     nested: bool = True,
+    block_cache_mb: float | str = 0,
 ) -> Cube:
     """Load ``bands`` (internal names, ``scl`` included) of ``items`` onto ``geobox`` with odc-stac.
 
     Same-day granules are mosaicked (``groupby="solar_day"``); the cube has time in one chunk and
     space split into ``chunk_px`` squares (or ``(rows, columns)`` rectangles). SCL is always resampled with
     nearest neighbour. ``nested``: read assets whose grid nests in ``geobox`` (20 m bands on a 10 m grid) at their own
-    resolution and repeat pixels instead of warping (:mod:`lcup.io.nested`; the same pixels, faster).
+    resolution and repeat pixels instead of warping (:mod:`lcup.io.nested`; the same pixels, faster), keeping up to
+    ``block_cache_mb`` MiB (``"auto"``: :func:`lcup.io.nested.auto_cache_bytes`) of decoded COG blocks per process so that chunks sharing a block decode it once.
     """
     import odc.stac
 
@@ -256,7 +258,7 @@ def load_cube(
             fail_on_error=fail_on_error,
             stac_cfg=cfg,
             patch_url=patch_url,
-            driver=NestedRioDriver() if nested else None,
+            driver=NestedRioDriver(block_cache_mb) if nested else None,
         )
     except ValueError as e:
         if "projection extension" not in str(e):

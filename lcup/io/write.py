@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from ..legends import Legend
 
 
-def _profile(arr: np.ndarray, transform, epsg_or_crs, nodata) -> dict:
+def _profile(arr: np.ndarray, transform, epsg_or_crs, nodata, blocksize: int = 256) -> dict:
     crs = f"EPSG:{epsg_or_crs}" if isinstance(epsg_or_crs, int) else epsg_or_crs
     return {
         "driver": "COG",
@@ -30,7 +30,8 @@ def _profile(arr: np.ndarray, transform, epsg_or_crs, nodata) -> dict:
         "nodata": nodata,
         "compress": "DEFLATE",
         "predictor": 2 if arr.dtype.kind in "ui" else 3,
-        "blocksize": 256,
+        # no larger than the power of two that holds the image (GDAL's blocks are multiples of 16 px)
+        "blocksize": int(min(blocksize, max(16, 1 << (max(arr.shape[-2:]) - 1).bit_length()))),
         "overview_resampling": "nearest",
     }
 
@@ -42,14 +43,16 @@ def write_cog_array(
     crs: int | str,
     nodata: float | int | None = 0,
     legend: "Legend | None" = None,
+    blocksize: int = 256,
 ) -> Path:
-    """Write an in-memory ``(y, x)`` or ``(band, y, x)`` array as a Cloud-Optimized GeoTIFF.
+    """Write an in-memory ``(y, x)`` or ``(band, y, x)`` array as a Cloud-Optimized GeoTIFF with ``blocksize`` px
+    internal blocks (at most the power of two holding the image).
 
     For categorical maps give ``legend``: it embeds a colour table and class names (GDAL metadata
     ``CLASS_<code>=<name>``), and overviews use nearest resampling.
     """
     path = Path(path)
-    prof = _profile(arr, transform, crs, nodata)
+    prof = _profile(arr, transform, crs, nodata, blocksize)
     with rasterio.open(path, "w", **prof) as dst:
         dst.write(arr if arr.ndim == 3 else arr[None])
         if legend is not None and arr.dtype == np.uint8:

@@ -68,7 +68,8 @@ def load(items: list, geobox, *, provider: str = "earth-search", load: LoadConfi
     # odc-stac captures these GDAL settings into the graph and restores them in every task: workers need no setup
     odc.stac.configure_rio(cloud_defaults=True, **GDAL_HTTP_ENV)
     profile = get_profile(provider)
-    kw = dict(chunk_px=tuple(chunks) if chunks else lc.chunk_px, resampling=lc.resampling, fail_on_error=on_error == "fail")
+    kw = dict(chunk_px=tuple(chunks) if chunks else lc.chunk_px, resampling=lc.resampling, fail_on_error=on_error == "fail",
+              block_cache_mb=lc.block_cache_mb)
     if not scl:
         cube = load_cube(items, profile, bands, geobox, **kw)
         return cube.data[bands].assign_coords(_time_coords(cube, bands))
@@ -136,7 +137,8 @@ def _time_coords(cube, bands) -> dict:
 
 
 def scene_filter(items: list, geobox, *, provider: str = "earth-search", clean: CleanConfig | Mapping | None = None,
-                 chunk_px: int = 512, on_error: str = "fail", compute=None, bands: Sequence[str] = ("red",)) -> tuple[np.ndarray, dict]:
+                 chunk_px: int = 512, on_error: str = "fail", compute=None, bands: Sequence[str] = ("red",),
+                 block_cache_mb: float | str = "auto") -> tuple[np.ndarray, dict]:
     """The dates kept for the whole area: those whose clear fraction reaches ``clean.min_valid_fraction``.
 
     Decided once for the area and handed to every tile, so neighbouring tiles interpolate from the same dates.
@@ -144,7 +146,8 @@ def scene_filter(items: list, geobox, *, provider: str = "earth-search", clean: 
     ``clean.mask: probability`` whose cloud probability, read from ``clean.probability_asset``, is at most
     ``clean.max_probability``; with ``clean.mask: none`` the share with data in the first of ``bands``), counted on the
     grid coarsened to at most :data:`SCENE_FILTER_PX` pixels a side: one read of SCL whose cost does not grow
-    with the area. ``compute(dask_array) -> numpy`` runs it (default: the current scheduler).
+    with the area. ``compute(dask_array) -> numpy`` runs it (default: the current scheduler); ``block_cache_mb`` as
+    ``load.block_cache_mb``.
 
     Returns
     -------
@@ -169,12 +172,14 @@ def scene_filter(items: list, geobox, *, provider: str = "earth-search", clean: 
 
         provider = with_probability_mask(provider, cc.probability_asset)
     if cc.mask != "none":
-        scl = load(items, gb, provider=provider, load={"chunk_px": chunk_px}, bands=[], on_error=on_error)["scl"]
+        scl = load(items, gb, provider=provider, load={"chunk_px": chunk_px, "block_cache_mb": block_cache_mb}, bands=[],
+                   on_error=on_error)["scl"]
         frac = valid_fraction(probability_mask(scl, cc.max_probability) if cc.mask == "probability"
                               else scl_valid_mask(scl, cc.invalid_scl))
     else:  # no mask: the share of pixels with data, in the first band
         first = list(bands)[0]
-        dn = load(items, gb, provider=provider, load={"chunk_px": chunk_px}, bands=[first], on_error=on_error, scl=False)[first]
+        dn = load(items, gb, provider=provider, load={"chunk_px": chunk_px, "block_cache_mb": block_cache_mb},
+                  bands=[first], on_error=on_error, scl=False)[first]
         frac = valid_fraction((dn != 0) & dn.notnull())
     frac = frac.copy(data=compute(frac.data) if compute else frac.data.compute())
     keep = keep_dates(frac.values, cc.min_valid_fraction)
