@@ -228,7 +228,8 @@ def read_nested(open_file: Callable[[], Any], meta: _Meta, fkey: tuple, bidx: in
     if dst_nodata is not None and not same_nodata(src_nodata, dst_nodata):
         pix = pix.astype(out_dtype, copy=True)
         np.copyto(pix, dst_nodata, where=nodata_mask(src[dy:dy + r1 - r0, dx:dx + c1 - c0], src_nodata))
-    return roi, np.array(pix, dtype=out_dtype, order="C")  # a copy: never a view of a cached block
+    # ``src`` is this read's own array (cached blocks are copied out of): odc-stac pastes from the view
+    return roi, pix.astype(out_dtype, copy=False)
 
 
 def _from_blocks(open_file, meta: _Meta, fkey: tuple, bidx: int, rows: tuple[int, int], cols: tuple[int, int],
