@@ -189,16 +189,33 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
 
 
 def _drop_decoded_blocks(client) -> None:
-    """Free the run's decoded COG blocks (:data:`lcup.io.nested.BLOCKS`) here and in the workers of a cluster the run
-    was given (a cluster it started is closed with them)."""
-    from .io.nested import BLOCKS, clear_blocks
+    """Free the decoded COG blocks (:data:`lcup.io.nested.BLOCKS`) and their counts here and in the workers of
+    ``client`` (a cluster a run started is closed with them)."""
+    from .io.nested import clear_blocks
 
-    BLOCKS.clear()
+    clear_blocks()
     if client is not None:
         try:
             client.run(clear_blocks)
         except Exception:  # noqa: BLE001 - a worker gone or a closed client: nothing left to free there
             pass
+
+
+def _block_cache_figures(client) -> dict:
+    """The run's decoded-block cache over this process and the workers: blocks served again (``hits``) and decoded
+    (``misses``), the share served again, the size allowed and the most held by one process (MiB)."""
+    from .io.nested import cache_stats
+
+    stats = [cache_stats()]
+    if client is not None:
+        try:
+            stats += list(client.run(cache_stats).values())
+        except Exception:  # noqa: BLE001 - figures only
+            pass
+    hits, misses = sum(s["hits"] for s in stats), sum(s["misses"] for s in stats)
+    return {"hits": hits, "misses": misses, "hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
+            "size_mb": round(max(s["max_bytes"] for s in stats) / 2**20, 1),
+            "peak_mb": round(max(s["peak_bytes"] for s in stats) / 2**20, 1)}
 
 
 def _versions() -> dict:
@@ -267,6 +284,7 @@ def _run_on(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) ->
         quiet_workers(client)
         if cfg.cluster.tune_malloc:
             tune_workers(client)
+    _drop_decoded_blocks(client)  # a given cluster's workers may hold another run's blocks: counts start here
     with warnings.catch_warnings():
         quiet_spurious_warnings()  # here too: the threaded scheduler (cluster.kind: none) runs tasks in this process
         return _run(cfg, client, progress, summary)
@@ -525,6 +543,12 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
                 log.info("  coarse map OA %.3f (kappa %.3f) | gain %+.1f points", coarse_rep["overall_accuracy"],
                          coarse_rep["kappa"], summary.figures["truth"]["oa_gain_points"])
 
+    bc = summary.figures["block_cache"] = _block_cache_figures(client)
+    if bc["hit_rate"] is not None:
+        log.info("  decoded COG blocks: %d read, %.0f %% of block reads served again (at most %.0f of %.0f MiB held)%s",
+                 bc["misses"], 100 * bc["hit_rate"], bc["peak_mb"], bc["size_mb"],
+                 "; a larger load.block_cache_mb or a smaller output.tile_px would decode less"
+                 if bc["peak_mb"] >= 0.99 * bc["size_mb"] and bc["hit_rate"] < 0.5 else "")
     summary.timings["total"] = round(time.perf_counter() - t_start, 3)
     summary.outputs["summary"] = str(out / "summary.json")
     if cfg.output.stac_item:

@@ -65,10 +65,13 @@ def nesting(src_transform, src_crs, dst_geobox) -> tuple[int, int, int] | None:
 
 
 class BlockCache:
-    """Decoded blocks shared by threads, least recently used dropped first once ``max_bytes`` is exceeded.
+    """Decoded blocks shared by threads, bounded in bytes: once full, a block picked at random makes room.
 
-    :meth:`fetch` returns the blocks asked for, decoding only those no thread holds or is decoding: a block
-    another thread is decoding is waited for, not decoded twice. Blocks are read-only arrays.
+    A chunk's reads cycle through the blocks of its tile (every band, every date), chunk after chunk: when those
+    are more than fit, least-recently-used eviction drops each block just before it is asked for again and serves
+    none (measured: 11 % of reads with a cache three quarters of the loop), while random eviction keeps a share of
+    the loop and degrades gradually. :meth:`fetch` returns the blocks asked for, decoding only those no thread
+    holds or is decoding: a block another thread is decoding is waited for, not decoded twice. Blocks are read-only.
 
     Examples
     --------
@@ -82,36 +85,55 @@ class BlockCache:
     """
 
     def __init__(self, max_bytes: int = 0) -> None:
+        import random
+
         self.max_bytes = int(max_bytes)
-        self._data: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+        self._data: dict[Hashable, np.ndarray] = {}
+        self._keys: list[Hashable] = []  # for picking one at random
+        self._where: dict[Hashable, int] = {}
         self._pending: dict[Hashable, threading.Event] = {}
         self._lock = threading.Lock()
-        self.nbytes = 0
+        self._rng = random.Random(0)
+        self.nbytes = self.peak_bytes = 0
         self.hits = self.misses = 0
 
     def resize(self, max_bytes: int) -> None:
-        """Hold at most ``max_bytes`` from now on (dropping the oldest blocks now if over)."""
+        """Hold at most ``max_bytes`` from now on (dropping blocks now if over)."""
         with self._lock:
             self.max_bytes = int(max_bytes)
             self._evict()
 
     def clear(self) -> None:
+        """Drop every block and start the counts (hits, misses, peak) again."""
         with self._lock:
             self._data.clear()
-            self.nbytes = 0
+            self._keys.clear()
+            self._where.clear()
+            self.nbytes = self.peak_bytes = self.hits = self.misses = 0
+
+    def _drop(self, key: Hashable) -> None:
+        i = self._where.pop(key)
+        last = self._keys.pop()
+        if last != key:  # the last key takes the dropped one's place
+            self._keys[i] = last
+            self._where[last] = i
+        self.nbytes -= self._data.pop(key).nbytes
 
     def _evict(self) -> None:
-        while self._data and self.nbytes > self.max_bytes:
-            _, a = self._data.popitem(last=False)
-            self.nbytes -= a.nbytes
+        while self._keys and self.nbytes > self.max_bytes:
+            self._drop(self._keys[self._rng.randrange(len(self._keys))])
 
     def _store(self, key: Hashable, a: np.ndarray) -> None:
         if a.nbytes > self.max_bytes:
             return
-        old = self._data.pop(key, None)
-        self.nbytes += a.nbytes - (old.nbytes if old is not None else 0)
+        if key in self._data:
+            self._drop(key)
+        self._where[key] = len(self._keys)
+        self._keys.append(key)
         self._data[key] = a
+        self.nbytes += a.nbytes
         self._evict()
+        self.peak_bytes = max(self.peak_bytes, self.nbytes)
 
     def fetch(self, keys: Sequence[Hashable], read: Callable[[list], list]) -> list[np.ndarray]:
         """The arrays of ``keys``; ``read(missing_keys) -> arrays`` decodes those not held (in one call)."""
@@ -121,7 +143,6 @@ class BlockCache:
             for k in dict.fromkeys(keys):
                 a = self._data.get(k)
                 if a is not None:
-                    self._data.move_to_end(k)
                     out[k] = a
                     self.hits += 1
                 elif k in self._pending:
@@ -158,8 +179,15 @@ BLOCKS = BlockCache(0)
 
 
 def clear_blocks() -> None:
-    """Drop the process's decoded blocks (a run's end; ``client.run(clear_blocks)`` on a cluster's workers)."""
+    """Drop the process's decoded blocks, their counts and size (the next read sets it again; on a cluster's
+    workers: ``client.run(clear_blocks)``)."""
     BLOCKS.clear()
+    BLOCKS.resize(0)
+
+
+def cache_stats() -> dict:
+    """This process's :data:`BLOCKS`: ``hits``, ``misses`` (blocks decoded), ``peak_bytes`` held, ``max_bytes``."""
+    return {"hits": BLOCKS.hits, "misses": BLOCKS.misses, "peak_bytes": BLOCKS.peak_bytes, "max_bytes": BLOCKS.max_bytes}
 
 
 class _Meta(NamedTuple):
@@ -331,4 +359,4 @@ class NestedRioDriver(RioDriver):
         return r
 
 
-__all__ = ["BLOCKS", "BlockCache", "clear_blocks", "NestedRioDriver", "auto_cache_bytes", "nesting", "read_nested"]
+__all__ = ["BLOCKS", "BlockCache", "cache_stats", "clear_blocks", "NestedRioDriver", "auto_cache_bytes", "nesting", "read_nested"]
