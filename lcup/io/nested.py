@@ -10,8 +10,8 @@ pixels are the same (tested against odc-stac); the warp's cost is gone.
 A COG is decoded a whole internal block at a time, and Sentinel-2's blocks are larger than a chunk: Earth Search's
 are 1024 × 1024 pixels, 10 km at 10 m and 20 km at 20 m, so a 512 px chunk decoded a 10 m block 4 times over and a
 20 m block 16 times over (~7× the decode a band needs, measured ~8× the plain-rasterio floor). The reader keeps the
-blocks it decodes in a :class:`BlockCache` shared by the process's threads (bounded in bytes, least recently used
-out first): the chunks that share a block decode it once.
+blocks it decodes in a :class:`BlockCache` shared by the process's threads (bounded in bytes, a block picked at
+random makes room once full): the chunks that share a block decode it once.
 """
 
 from __future__ import annotations
