@@ -162,5 +162,17 @@ def cluster_client(cfg: ClusterConfig | None = None) -> Iterator["object | None"
             finally:
                 client.close()
                 cluster.shutdown()
+                _forget_loop(cluster.gateway)
         finally:
             gateway.close()  # explicitly: Gateway.__del__ fails when the loop is already gone
+            _forget_loop(gateway)
+
+
+def _forget_loop(gateway) -> None:
+    """Make a closed ``dask_gateway.Gateway``'s ``__del__`` a no-op: it closes again, and raises once the loop is gone
+    (an unraisable RuntimeError at garbage collection, which can land inside other C code: CPython 3.11 then fails
+    an unrelated ``compile`` with "AST constructor recursion depth mismatch")."""
+    try:
+        del gateway._loop_runner
+    except AttributeError:
+        pass

@@ -82,7 +82,10 @@ def test_pipeline_on_dask_gateway(small_scene, tmp_path, gateway, monkeypatch):
     try:
         assert gw.list_clusters() == []
     finally:
+        from lcup.cluster import _forget_loop
+
         gw.close()
+        _forget_loop(gw)
 
 
 def test_gateway_refuses_bad_password(small_scene, tmp_path, gateway, monkeypatch):
