@@ -73,6 +73,7 @@ def main(argv=None) -> dict:
     import pystac
     from odc.geo.geobox import GeoBox
 
+    from lcup.io.nested import clear_blocks
     from lcup.io.stac import load_cube
     from lcup.providers import get_profile
     from lcup.synthetic import SceneSpec, write_demo
@@ -89,6 +90,7 @@ def main(argv=None) -> dict:
     px_t = a.size * a.size * len(items) * len(BANDS)
 
     def lcup_read(nested: bool):
+        clear_blocks()  # every round decodes: blocks held from the last round would make it a cache read
         with dask.config.set(scheduler="threads", num_workers=2):
             return load_cube(items, prof, BANDS, gb, chunk_px=a.chunk, nested=nested, block_cache_mb=a.cache_mb if nested else 0).data.compute()
 

@@ -25,7 +25,7 @@ import numpy as np
 import rasterio
 from odc.loader._reader import (nodata_mask, resolve_band_query, resolve_dst_dtype, resolve_dst_nodata, resolve_src_nodata,
                                 same_nodata)
-from odc.loader._rio import RioDriver, RioReader, rio_env, rio_read
+from odc.loader._rio import RioDriver, RioReader, rio_read
 
 #: Largest accepted deviation from an integer (ratio of resolutions, offset in fine pixels).
 _TOL = 1e-6
@@ -52,7 +52,7 @@ def nesting(src_transform, src_crs, dst_geobox) -> tuple[int, int, int] | None:
     A, B, C, D, E, F = tuple(dst_geobox.transform)[:6]
     if b or d or B or D or dst_geobox.crs is None or src_crs is None:
         return None
-    if not dst_geobox.crs == src_crs:
+    if not _same_crs(dst_geobox.crs, src_crs):
         return None
     kx, ky = a / A, e / E
     k = round(kx)
@@ -62,6 +62,20 @@ def nesting(src_transform, src_crs, dst_geobox) -> tuple[int, int, int] | None:
     if abs(ox - round(ox)) > _TOL or abs(oy - round(oy)) > _TOL:
         return None
     return k, int(round(oy)), int(round(ox))
+
+
+#: CRS comparisons made, by the objects' ids (each entry holds its objects, so the ids stay theirs).
+_CRS_EQ: dict[tuple[int, int], tuple[Any, Any, bool]] = {}
+
+
+def _same_crs(a, b) -> bool:
+    """``a == b``, remembered for these two objects (pyproj's comparison: ~30–100 µs, asked once per read)."""
+    hit = _CRS_EQ.get((id(a), id(b)))
+    if hit is None:
+        if len(_CRS_EQ) > 256:
+            _CRS_EQ.clear()
+        hit = _CRS_EQ[(id(a), id(b))] = (a, b, bool(a == b))
+    return hit[2]
 
 
 class BlockCache:
@@ -221,7 +235,10 @@ def _file_key(uri: str) -> tuple:
 
 
 def _meta_of(rdr) -> _Meta:
-    return _Meta(rdr.height, rdr.width, rdr.count, rdr.transform, rdr.crs, list(rdr.block_shapes), tuple(rdr.nodatavals),
+    from odc.geo import CRS
+
+    # odc-geo's CRS: compared with the output grid's in ~1 µs (rasterio's against odc-geo's: ~30 µs, per read)
+    return _Meta(rdr.height, rdr.width, rdr.count, rdr.transform, CRS(rdr.crs) if rdr.crs else None, list(rdr.block_shapes), tuple(rdr.nodatavals),
                  tuple(rdr.dtypes))
 
 
@@ -233,6 +250,7 @@ def read_nested(open_file: Callable[[], Any], meta: _Meta, fkey: tuple, bidx: in
 
     With ``cache`` (and ``max_bytes`` > 0), the source's internal blocks covering the window are taken from it or
     decoded into it (``open_file()`` opens the file only when some are missing); else the window is read directly.
+    The pixels may be a read-only view of a cached block (odc-stac only copies them into its own array).
     """
     H, W = meta.height, meta.width
     h, w = shape
@@ -242,44 +260,100 @@ def read_nested(open_file: Callable[[], Any], meta: _Meta, fkey: tuple, bidx: in
     roi = (slice(r0, max(r0, r1)), slice(c0, max(c0, c1)))
     if r1 <= r0 or c1 <= c0:
         return roi, np.empty((max(0, r1 - r0), max(0, c1 - c0)), out_dtype)
-    sr0, sr1 = (r0 + oy) // k, (r1 - 1 + oy) // k + 1
-    sc0, sc1 = (c0 + ox) // k, (c1 - 1 + ox) // k + 1
+    rows = ((r0 + oy) // k, (r1 - 1 + oy) // k + 1)
+    cols = ((c0 + ox) // k, (c1 - 1 + ox) // k + 1)
     if cache is not None and cache.max_bytes > 0:
-        src = _from_blocks(open_file, meta, fkey, bidx, (sr0, sr1), (sc0, sc1), cache)
+        parts = _blocks(open_file, meta, fkey, bidx, rows, cols, cache)
     else:
         with open_file() as rdr:
-            src = rdr.read(bidx, window=((sr0, sr1), (sc0, sc1)))
-    if k > 1:
-        src = np.repeat(np.repeat(src, k, axis=0), k, axis=1)
-    dy, dx = (r0 + oy) - sr0 * k, (c0 + ox) - sc0 * k
+            parts = [(rows[0], cols[0], rdr.read(bidx, window=(rows, cols)))]
+    src = _repeated(parts, rows, cols, k)
+    dy, dx = (r0 + oy) - rows[0] * k, (c0 + ox) - cols[0] * k
     pix = src[dy:dy + r1 - r0, dx:dx + c1 - c0]
     if dst_nodata is not None and not same_nodata(src_nodata, dst_nodata):
         pix = pix.astype(out_dtype, copy=True)
         np.copyto(pix, dst_nodata, where=nodata_mask(src[dy:dy + r1 - r0, dx:dx + c1 - c0], src_nodata))
-    # ``src`` is this read's own array (cached blocks are copied out of): odc-stac pastes from the view
     return roi, pix.astype(out_dtype, copy=False)
 
 
-def _from_blocks(open_file, meta: _Meta, fkey: tuple, bidx: int, rows: tuple[int, int], cols: tuple[int, int],
-                 cache: BlockCache) -> np.ndarray:
-    """Source rows ``rows`` and columns ``cols`` (half-open) of band ``bidx``, assembled from whole blocks."""
+def _blocks(open_file, meta: _Meta, fkey: tuple, bidx: int, rows: tuple[int, int], cols: tuple[int, int],
+            cache: BlockCache) -> list[tuple[int, int, np.ndarray]]:
+    """The whole blocks of band ``bidx`` that cover source ``rows`` and ``cols`` (half-open): ``(first row, first
+    column, pixels)`` each, from ``cache`` or decoded into it."""
     bh, bw = meta.block_shapes[bidx - 1]
     blocks = [(i, j) for i in range(rows[0] // bh, (rows[1] - 1) // bh + 1) for j in range(cols[0] // bw, (cols[1] - 1) // bw + 1)]
 
-    def window(i, j):
-        return (i * bh, min(meta.height, (i + 1) * bh)), (j * bw, min(meta.width, (j + 1) * bw))
-
     def read(keys):
         with open_file() as rdr:
-            return [rdr.read(bidx, window=window(*key[-2:])) for key in keys]
+            return [rdr.read(bidx, window=((i * bh, min(meta.height, (i + 1) * bh)), (j * bw, min(meta.width, (j + 1) * bw))))
+                    for *_, i, j in keys]
 
     arrays = cache.fetch([fkey + (bidx, i, j) for i, j in blocks], read)
-    out = np.empty((rows[1] - rows[0], cols[1] - cols[0]), arrays[0].dtype)
-    for (i, j), a in zip(blocks, arrays):
-        (y0, y1), (x0, x1) = window(i, j)
-        ya, yb, xa, xb = max(y0, rows[0]), min(y1, rows[1]), max(x0, cols[0]), min(x1, cols[1])
-        out[ya - rows[0]:yb - rows[0], xa - cols[0]:xb - cols[0]] = a[ya - y0:yb - y0, xa - x0:xb - x0]
-    return out
+    return [(i * bh, j * bw, a) for (i, j), a in zip(blocks, arrays)]
+
+
+def _repeated(parts: list[tuple[int, int, np.ndarray]], rows: tuple[int, int], cols: tuple[int, int], k: int) -> np.ndarray:
+    """Source ``rows`` × ``cols`` (half-open) assembled from ``parts`` (``(first row, first column, pixels)``, which
+    cover them), every pixel repeated ``k × k`` (:func:`repeat_pixels`); a view of the one part when it holds the
+    window and ``k`` is 1.
+
+    Examples
+    --------
+    >>> a = np.arange(6, dtype=np.uint16).reshape(2, 3)
+    >>> _repeated([(0, 0, a)], (1, 2), (1, 3), 2).tolist()
+    [[4, 4, 5, 5], [4, 4, 5, 5]]
+    """
+    (y0, y1), (x0, x1) = rows, cols
+    if len(parts) == 1:
+        py, px, a = parts[0]
+        src = a[y0 - py:y1 - py, x0 - px:x1 - px]
+    else:
+        src = np.empty((y1 - y0, x1 - x0), parts[0][2].dtype)
+        for py, px, a in parts:
+            ya, yb = max(py, y0), min(py + a.shape[0], y1)
+            xa, xb = max(px, x0), min(px + a.shape[1], x1)
+            if ya < yb and xa < xb:
+                src[ya - y0:yb - y0, xa - x0:xb - x0] = a[ya - py:yb - py, xa - px:xb - px]
+    return repeat_pixels(src, k) if k > 1 else src
+
+
+def repeat_pixels(a: np.ndarray, k: int) -> np.ndarray:
+    """``a`` ``(y, x)`` with every pixel repeated ``k × k`` (``numpy.repeat`` along both axes, 5–10× faster for
+    ``k = 2``: a 20 m band on the 10 m grid).
+
+    Columns are doubled by widening each pixel's bits to twice the size and multiplying by ``2**bits + 1`` (both
+    halves then hold the pixel, whatever the byte order); rows by copying whole rows.
+
+    Examples
+    --------
+    >>> repeat_pixels(np.array([[1, 2], [3, 4]], np.int16), 2).tolist()
+    [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
+    """
+    n, m = a.shape
+    if k == 2 and a.itemsize in (1, 2, 4):
+        bits = 8 * a.itemsize
+        wide = np.dtype(f"u{2 * a.itemsize}")
+        cols = (a.view(f"u{a.itemsize}").astype(wide) * wide.type((1 << bits) + 1)).view(a.dtype)
+    else:
+        cols = np.broadcast_to(a[:, :, None], (n, m, k)).reshape(n, m * k)
+    return np.repeat(cols, k, axis=0)
+
+
+def fuse_nodata_0(dst: np.ndarray, src: np.ndarray) -> None:
+    """odc-stac's default fuser for bands whose no-data value is 0 (copy ``src`` where ``dst`` is 0), with a plain
+    copy where ``dst`` holds no data yet (a date's first granule: ~25 µs to check a 512² window, against ~270 µs
+    for the masked copy). For ``odc.stac.load(fuse_func={band: "lcup.io.nested.fuse_nodata_0"})``.
+
+    Examples
+    --------
+    >>> dst = np.array([0, 0, 5], np.uint16)
+    >>> fuse_nodata_0(dst, np.array([1, 0, 2], np.uint16)); dst.tolist()
+    [1, 0, 5]
+    """
+    if dst.size and dst.max() == 0 and dst.min() == 0:
+        np.copyto(dst, src)
+    else:
+        np.copyto(dst, src, where=nodata_mask(dst, 0))
 
 
 #: Ceiling of the automatic block cache, bytes.
@@ -316,7 +390,7 @@ class NestedRioReader(RioReader):
             BLOCKS.resize(self.cache_bytes)
         fkey = _file_key(src.uri)
 
-        def open_file():
+        def open_file():  # within the GDAL settings odc-stac's task has entered (a nested rasterio Env per file: ~0.3 ms)
             return rasterio.open(src.uri, "r", sharing=False)
 
         try:
@@ -336,9 +410,8 @@ class NestedRioReader(RioReader):
             src_nodata = resolve_src_nodata(meta.nodatavals[bidx - 1], cfg)
             out_dtype = resolve_dst_dtype(meta.dtypes[bidx - 1], cfg)
             dst_nodata = resolve_dst_nodata(out_dtype, cfg, src_nodata)
-            with rio_env(VSI_CACHE=False):
-                return read_nested(open_file, meta, fkey, bidx, *nest, dst_geobox.shape, out_dtype, src_nodata, dst_nodata,
-                                   cache=BLOCKS)
+            return read_nested(open_file, meta, fkey, bidx, *nest, dst_geobox.shape, out_dtype, src_nodata, dst_nodata,
+                               cache=BLOCKS)
         except rasterio.errors.RasterioError:
             # the general reader raises or logs and skips as fail_on_error says, with odc-stac's own messages
             return rio_read(src, cfg, dst_geobox, dst=dst, selection=selection)
@@ -359,4 +432,4 @@ class NestedRioDriver(RioDriver):
         return r
 
 
-__all__ = ["BLOCKS", "BlockCache", "cache_stats", "clear_blocks", "NestedRioDriver", "auto_cache_bytes", "nesting", "read_nested"]
+__all__ = ["BLOCKS", "BlockCache", "cache_stats", "clear_blocks", "fuse_nodata_0", "NestedRioDriver", "auto_cache_bytes", "nesting", "read_nested", "repeat_pixels"]

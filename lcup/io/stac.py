@@ -246,6 +246,9 @@ def load_cube(
     cfg = {"*": {"assets": {"*": {"data_type": "uint16", "nodata": profile.nodata},
                              profile.asset_key(SCL): {"data_type": "uint8", "nodata": profile.mask_nodata}}}}
     res = {k: ("nearest" if b == SCL else resampling) for b, k in keys.items()}
+    # the same mosaic as odc-stac's default (first granule with data wins), a plain copy for a date's first granule
+    fuse = {k: "lcup.io.nested.fuse_nodata_0" for b, k in keys.items() if nested and
+            (profile.mask_nodata if b == SCL else profile.nodata) == 0}
     try:
         ds = odc.stac.load(
             items,
@@ -259,6 +262,7 @@ def load_cube(
             stac_cfg=cfg,
             patch_url=patch_url,
             driver=NestedRioDriver(block_cache_mb) if nested else None,
+            fuse_func=fuse or None,
         )
     except ValueError as e:
         if "projection extension" not in str(e):
