@@ -40,7 +40,7 @@ class SourceConfig(_Section):
     collection: str | None = Field(None, description="collection id; default: the provider's")
     max_cloud_cover: float | None = Field(None, ge=0, le=100, description="skip items above this eo:cloud_cover, %")
     on_error: Literal["fail", "skip"] = Field("fail", description="unreadable assets: stop with an error naming them, or skip them and report them in the summary")
-    check_assets: bool = Field(True, description="probe every asset (header + last block) before loading, so bad files are found before the heavy work")
+    check_assets: bool = Field(True, description="probe every asset before loading (its header, and that its last full-resolution block is all there: told from the file's length where known, else by reading the block), so bad files are found before the heavy work")
     page_size: int = Field(100, ge=1, le=10000, description="items per page of a STAC API search")
 
     @field_validator("provider")

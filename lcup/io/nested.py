@@ -193,10 +193,13 @@ BLOCKS = BlockCache(0)
 
 
 def clear_blocks() -> None:
-    """Drop the process's decoded blocks, their counts and size (the next read sets it again; on a cluster's
-    workers: ``client.run(clear_blocks)``)."""
+    """Drop the process's decoded blocks, their counts and size (the next read sets it again), and the files' headers
+    held (on a cluster's workers: ``client.run(clear_blocks)``)."""
     BLOCKS.clear()
     BLOCKS.resize(0)
+    with _META_LOCK:
+        _META.clear()
+    _CRS_EQ.clear()
 
 
 def cache_stats() -> dict:

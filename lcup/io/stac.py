@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -332,10 +333,12 @@ GDAL_HTTP_ENV = {
 
 
 def _check_one(href: str) -> str | None:
-    """Open an asset and read its last full-resolution block; return an error message or None.
+    """Open an asset and check that its last full-resolution block is all there; return an error message or None.
 
-    In a COG the full-resolution tiles come last, so reading the last block proves the file is
-    complete (a truncated download fails here) at the cost of one small range request.
+    In a COG the full-resolution blocks come last, so the end of the last block proves the file complete (a
+    truncated download fails here). Where GDAL gives that block's byte range (a tiled GeoTIFF) and the file's
+    length is known without GDAL (a local file; over HTTP, one range request for the block's last byte), only the
+    header is read: no block is downloaded or decoded. Otherwise the last block is read and decoded.
     """
     import rasterio
     from rasterio.windows import Window
@@ -344,12 +347,46 @@ def _check_one(href: str) -> str | None:
         with rasterio.Env(**GDAL_HTTP_ENV):
             with rasterio.open(href) as src:
                 bh, bw = src.block_shapes[0]
-                row = (src.height - 1) // bh * bh
-                col = (src.width - 1) // bw * bw
-                src.read(1, window=Window(col, row, min(bw, src.width - col), min(bh, src.height - row)))
-        return None
+                yb, xb = (src.height - 1) // bh, (src.width - 1) // bw
+                end = _block_end(src, xb, yb)
+                verdict = _has_bytes(href, end) if end else None
+                if verdict is None:
+                    src.read(1, window=Window(xb * bw, yb * bh, src.width - xb * bw, src.height - yb * bh))
+                return verdict or None
     except Exception as e:  # noqa: BLE001 - any failure to read is reported, whatever its type
         return f"{type(e).__name__}: {e}"
+
+
+def _block_end(src, xb: int, yb: int) -> int | None:
+    """Byte offset just past block ``(xb, yb)`` of band 1 (GDAL's TIFF metadata), or None if GDAL does not say."""
+    try:
+        off = src.get_tag_item(f"BLOCK_OFFSET_{xb}_{yb}", "TIFF", bidx=1)
+        size = src.get_tag_item(f"BLOCK_SIZE_{xb}_{yb}", "TIFF", bidx=1)
+        return int(off) + int(size) if off and size and int(off) > 0 else None
+    except Exception:  # noqa: BLE001 - no byte range known: the caller decodes the block instead
+        return None
+
+
+def _has_bytes(href: str, end: int) -> str | None:
+    """``""`` when the file at ``href`` holds ``end`` bytes, an error message when it holds fewer, None when that
+    cannot be told without GDAL (another scheme, or a server that ignores ranges: the caller decodes the block)."""
+    path = href[7:] if href.startswith("file://") else href
+    if "://" not in path and not path.startswith("/vsi"):
+        n = os.path.getsize(path)
+    elif path.startswith(("http://", "https://")):
+        import requests
+
+        with requests.get(path, headers={"Range": f"bytes={end - 1}-{end - 1}"}, stream=True, timeout=60) as r:
+            if r.status_code == 206:
+                return ""
+            if r.status_code == 416:
+                return f"truncated: its last block ends at byte {end}, past the end of the file"
+            if r.status_code != 200:
+                return f"HTTP {r.status_code} reading byte {end - 1}"
+        return None  # a server that ignores ranges: GDAL reads the block as any reader would
+    else:
+        return None
+    return "" if n >= end else f"truncated: {n} bytes, its last block ends at byte {end}"
 
 
 def check_assets(

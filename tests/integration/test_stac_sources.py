@@ -129,6 +129,8 @@ def test_failed_reads_are_skipped_and_reported(served, tmp_path):
         [(items[0].id, "red"), (items[1].id, "nir"), (items[2].id, "swir16")]
     )
     assert len(kept) == len(items)
+    # the truncation told from the header and one range request for a byte (no block downloaded)
+    assert "truncated" in next(s["error"] for s in skipped if s["band"] == "nir")
     cube = load_cube(kept, lay["profile"], ["red", "nir", "scl"], _grid(lay), chunk_px=32, fail_on_error=False)
     red = cube.reflectance("red").compute().values
     assert np.isnan(red[0]).all() and np.isfinite(red[1]).mean() > 0.9  # skipped asset = no data that date

@@ -171,3 +171,4 @@ def test_same_day_granules_mosaic_as_odc_stac(small_scene, tmp_path):
         day = ours[b].values[0]
         assert ((first_only == 0) & (day > 0)).sum() > 1000  # the second granule filled in
         np.testing.assert_array_equal(day[first_only > 0], first_only[first_only > 0])  # the first wins where it has data
+
