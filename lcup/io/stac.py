@@ -369,21 +369,24 @@ def _block_end(src, xb: int, yb: int) -> int | None:
 
 def _has_bytes(href: str, end: int) -> str | None:
     """``""`` when the file at ``href`` holds ``end`` bytes, an error message when it holds fewer, None when that
-    cannot be told without GDAL (another scheme, or a server that ignores ranges: the caller decodes the block)."""
+    cannot be told without GDAL (another scheme, a server that ignores ranges or wants GDAL's credentials: the
+    caller decodes the block)."""
     path = href[7:] if href.startswith("file://") else href
     if "://" not in path and not path.startswith("/vsi"):
         n = os.path.getsize(path)
     elif path.startswith(("http://", "https://")):
         import requests
 
-        with requests.get(path, headers={"Range": f"bytes={end - 1}-{end - 1}"}, stream=True, timeout=60) as r:
-            if r.status_code == 206:
-                return ""
-            if r.status_code == 416:
-                return f"truncated: its last block ends at byte {end}, past the end of the file"
-            if r.status_code != 200:
-                return f"HTTP {r.status_code} reading byte {end - 1}"
-        return None  # a server that ignores ranges: GDAL reads the block as any reader would
+        try:
+            with requests.get(path, headers={"Range": f"bytes={end - 1}-{end - 1}"}, stream=True, timeout=60) as r:
+                status = r.status_code
+        except requests.RequestException:
+            return None
+        if status == 416:
+            return f"truncated: its last block ends at byte {end}, past the end of the file"
+        # 206: the byte is there; anything else (a server ignoring ranges, credentials only GDAL sends...): GDAL
+        # reads the block as the load will
+        return "" if status == 206 else None
     else:
         return None
     return "" if n >= end else f"truncated: {n} bytes, its last block ends at byte {end}"
