@@ -90,9 +90,9 @@ class LoadConfig(_Section):
     block_cache_mb: float | Literal["auto"] = Field(
         "auto", description="decoded COG blocks kept per worker process, MiB, so that the chunks sharing a block decode "
         "it once (Sentinel-2's COGs have 1024 px blocks: a 512 px chunk is a quarter of a 10 m block and a sixteenth "
-        "of a 20 m one); it should hold a tile's blocks (~1.8 GB for 2048 px tiles, up to ~4.5 GB when they straddle the "
-        "blocks; the run's summary reports the share of reads it served); auto: an eighth of the worker's memory, at "
-        "most 4096; 0: none kept")
+        "of a 20 m one); it should hold the blocks of the tiles a worker computes at once (~1.8 GB per 2048 px tile on the "
+        "blocks' lattice, up to ~4.5 GB when it straddles it; the run's summary reports the share of reads it served); "
+        "auto: a quarter of the worker's memory, at most 8192; 0: none kept")
 
     @field_validator("block_cache_mb")
     @classmethod

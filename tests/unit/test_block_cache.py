@@ -140,7 +140,7 @@ def _held():
 
 def test_pipeline_on_a_cluster_shares_blocks_same_map_and_frees_them(small_scene, tmp_path, local_client):
     """A run on a real distributed cluster whose 64 px chunks share the scene's 256 px blocks: blocks decoded once
-    and served again (the automatic size: an eighth of each worker's 3 GiB), counted in the summary, the
+    and served again (the automatic size: a quarter of each worker's 3 GiB), counted in the summary, the
     byte-identical map of a run with no cache, and nothing left held by the workers afterwards."""
     from lcup.config import load_config
     from lcup.pipeline import run_pipeline
@@ -156,7 +156,7 @@ def test_pipeline_on_a_cluster_shares_blocks_same_map_and_frees_them(small_scene
         s = run_pipeline(cfg, client=local_client, progress=False)
         bc = s.figures["block_cache"]
         if mb == "auto":
-            assert bc["hits"] > bc["misses"] > 0 and bc["size_mb"] == 384 and 0 < bc["peak_mb"] <= 384
+            assert bc["hits"] > bc["misses"] > 0 and bc["size_mb"] == 768 and 0 < bc["peak_mb"] <= 768
         else:
             assert bc["hits"] == bc["misses"] == bc["peak_mb"] == 0
         assert all(v == 0 for v in local_client.run(_held).values())  # freed at the end of the run
