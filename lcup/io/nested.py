@@ -3,7 +3,7 @@
 Sentinel-2's 20 m and 60 m bands (and SCL) sit on grids that nest in the 10 m grid: each coarse pixel is exactly
 ``k × k`` fine pixels. odc-stac reads them through ``rasterio.warp.reproject``, which resamples every output pixel;
 with nearest resampling on nested grids that is an exact pixel repeat. :class:`NestedRioDriver` reads the covering
-window at the asset's own resolution and repeats its pixels (``numpy.repeat``), and hands every other case (other
+window at the asset's own resolution and repeats its pixels (:func:`repeat_pixels`), and hands every other case (other
 CRS, rotation, non-integer ratios or offsets, other resampling, multi-band reads) to odc-stac's own reader. The
 pixels are the same (tested against odc-stac); the warp's cost is gone.
 
