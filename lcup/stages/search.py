@@ -76,7 +76,7 @@ def search(catalog: str, geobox, start: dt.date | str, end: dt.date | str, *, pr
 
 def check_items(items: list, *, provider: str = "earth-search", bands: Sequence[str] = (), on_error: str = "fail",
                 scl: bool = True):
-    """Probe every asset (header and last block); returns ``(kept items, skipped assets)``.
+    """Probe every asset (its header, and that its last block's bytes are all there); returns ``(kept items, skipped assets)``.
 
     With ``on_error="fail"`` an unreadable asset is a :class:`~lcup.errors.ReadError` naming all of them;
     with ``"skip"`` they are left out (read as no data) and listed, with a
