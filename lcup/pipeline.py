@@ -11,7 +11,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import dask
 import dask.array as da
@@ -24,7 +24,7 @@ from .errors import EmptyClassWarning, LowCoverageWarning, NoValidDataError
 from .legends import compact, get_legend
 from .ops.accuracy import report_from_confusion
 from .ops.temporal import regular_grid
-from .progress import ticking
+from .progress import bar, ticking
 from .stages.features import neighbourhood_halo_px, feature_names, features
 from .stages.labels import AUTO_SAMPLE_CHUNKS, label_halo_px, labels, sample
 from .stages.load import items_on, load, scene_filter
@@ -79,13 +79,32 @@ def _jsonable(o):
     return str(o)
 
 
+def _tree_cpu_s() -> float:
+    """CPU seconds (user + system) of this process and its descendants, living or reaped: a LocalCluster's
+    workers and nannies are child processes, so the stages' cores used are measured on this machine."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:  # ended between the listing and the reading
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
 @contextmanager
 def _stage(summary: RunSummary, name: str):
     log.info("▶ %s", name)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _tree_cpu_s()
     yield
-    summary.timings[name] = round(time.perf_counter() - t0, 3)
-    log.info("✔ %s (%.1f s)", name, summary.timings[name])
+    wall, cpu = time.perf_counter() - t0, _tree_cpu_s() - c0
+    summary.timings[name] = round(wall, 3)
+    cores = summary.figures.setdefault("cores_used", {})
+    cores[name] = round(cpu / wall, 2) if wall > 0 else None
+    log.info("✔ %s (%.1f s, %.2f cores on this machine)", name, wall, cores[name] or 0.0)
 
 
 def _compute(obj, client, label: str, progress: bool):
@@ -203,7 +222,8 @@ def _drop_decoded_blocks(client) -> None:
 
 def _block_cache_figures(client) -> dict:
     """The run's decoded-block cache over this process and the workers: blocks served again (``hits``) and decoded
-    (``misses``), the share served again, the size allowed and the most held by one process (MiB)."""
+    (``misses``), the share served again, the size allowed and the most held by one process (MiB), and the reads
+    that waited for a block another thread was decoding (``waits``, their thread-seconds ``wait_s``)."""
     from .io.nested import cache_stats
 
     stats = [cache_stats()]
@@ -215,7 +235,8 @@ def _block_cache_figures(client) -> dict:
     hits, misses = sum(s["hits"] for s in stats), sum(s["misses"] for s in stats)
     return {"hits": hits, "misses": misses, "hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
             "size_mb": round(max(s["max_bytes"] for s in stats) / 2**20, 1),
-            "peak_mb": round(max(s["peak_bytes"] for s in stats) / 2**20, 1)}
+            "peak_mb": round(max(s["peak_bytes"] for s in stats) / 2**20, 1),
+            "waits": sum(s["waits"] for s in stats), "wait_s": round(sum(s["wait_s"] for s in stats), 1)}
 
 
 def _versions() -> dict:
@@ -362,7 +383,7 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
 
     out = Path(cfg.output.dir)
     zarr_path, cog_path = out / "landcover.zarr", out / "landcover_class.tif"
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), _tree_cpu_s()
     target = get_legend(cfg.target_legend())
     internal, to_code = compact(target)  # labels, samples and the model use internal (uint8) indices
 
@@ -433,7 +454,8 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
             elif not tiled:
                 X = _compute(feats.data.vindex[smp.iy + ring, smp.ix + ring], client, "sampled features", progress)
             else:
-                X = _gather_tiled(smp, tiles, features_of, client, len(names), cfg.load.chunk_px, ring, progress)
+                X = _gather_tiled(smp, tiles, features_of, client, len(names), cfg.load.chunk_px, ring, progress,
+                                  in_flight=_tiles_in_flight(cfg, client, tile_px))
             summary.figures["samples"] = _sample_figures(smp, cfg)
 
     with _stage(summary, "train"):
@@ -550,6 +572,7 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
                  "; a larger load.block_cache_mb or a smaller output.tile_px would decode less"
                  if bc["peak_mb"] >= 0.99 * bc["size_mb"] and bc["hit_rate"] < 0.5 else "")
     summary.timings["total"] = round(time.perf_counter() - t_start, 3)
+    summary.figures.setdefault("cores_used", {})["total"] = round((_tree_cpu_s() - cpu_start) / summary.timings["total"], 2)
     summary.outputs["summary"] = str(out / "summary.json")
     if cfg.output.stac_item:
         from .io.write import write_output_item
@@ -689,26 +712,65 @@ def _persist(feats: xr.DataArray, client, progress: bool) -> xr.DataArray:
 
 
 def _gather_tiled(smp, tiles, features_of, client, n_features: int, chunk_px: int, ring: int = 0,
-                  progress: bool = False) -> np.ndarray:
-    """The sample's features on the per-tile path: tiles are gathered together until their sampled chunks
-    give every worker thread one. Each tile's features reach ``ring`` px beyond it; only the sampled pixels'
-    features are computed (their chunks are read whole), so the tiles' prediction later repeats little."""
+                  progress: bool = False, in_flight: int = 1) -> np.ndarray:
+    """The sample's features on the per-tile path. Each tile's features reach ``ring`` px beyond it; only the
+    sampled pixels' features are computed (their chunks are read whole), so the tiles' prediction later repeats
+    little. On a cluster, tiles are submitted one after the other, oldest first, with ``in_flight`` tiles'
+    sampled chunks (at least one per worker thread) pending at any time: no thread waits for a tile's last chunk.
+    Without one, tiles are gathered together until their sampled chunks give every thread one."""
     X = np.full((len(smp.iy), n_features), np.nan, np.float32)
+    in_tile = [np.nonzero((smp.iy >= ys.start) & (smp.iy < ys.stop) & (smp.ix >= xs.start) & (smp.ix < xs.stop))[0]
+               for _, ys, xs in tiles]
+    n_sampled = sum(len(sel) > 0 for sel in in_tile)
     sels, lazies, n_chunks = [], [], 0
-    for k, (tid, ys, xs) in enumerate(tiles):
-        sel = np.nonzero((smp.iy >= ys.start) & (smp.iy < ys.stop) & (smp.ix >= xs.start) & (smp.ix < xs.stop))[0]
+    pending: dict = {}  # future → (rows of X, its sampled chunks)
+    submit = _by_submission(client) if client is not None else None
+    t0, count = time.perf_counter(), [0, time.perf_counter()]
+
+    def tile_done():  # a bar on a terminal, a line every PROGRESS_EVERY_S s off one
+        count[0] += 1
+        if progress:
+            bar(count[0], n_sampled, "sampled features (tiles)")
+        elif time.perf_counter() - count[1] >= PROGRESS_EVERY_S or count[0] == n_sampled:
+            count[1] = time.perf_counter()
+            log.info("  sampled features: %.0f s, %d of %d tiles", count[1] - t0, count[0], n_sampled)
+
+    for (tid, ys, xs), sel in zip(tiles, in_tile):
         iy, ix = smp.iy[sel] - ys.start, smp.ix[sel] - xs.start
         # only the sampled pixels' features: their chunks are read and masked, the per-pixel work is theirs alone
         ft = features_of(tid, ys, xs, at=(iy + ring, ix + ring)) if len(sel) else None
-        if ft is not None:
-            sels.append(sel)
-            lazies.append(ft.data)
-            n_chunks += _n_chunks(iy, ix, chunk_px)
-        if lazies and (n_chunks >= _threads(client) or k == len(tiles) - 1):
-            for sel, v in zip(sels, _compute(lazies, client, "sampled features", progress)):
-                X[sel] = v
+        if ft is None:
+            continue
+        if submit is not None:
+            pending[submit(ft.data)] = (sel, _n_chunks(iy, ix, chunk_px))
+            while len(pending) >= in_flight and sum(c for _, c in pending.values()) >= _threads(client):
+                _take_first_done(pending, X, tile_done)
+            continue
+        sels.append(sel)
+        lazies.append(ft.data)
+        n_chunks += _n_chunks(iy, ix, chunk_px)
+        if n_chunks >= _threads(client):
+            for sel_, v in zip(sels, _compute(lazies, client, "sampled features", progress)):
+                X[sel_] = v
             sels, lazies, n_chunks = [], [], 0
+    while pending:
+        _take_first_done(pending, X, tile_done)
+    if lazies:
+        for sel_, v in zip(sels, _compute(lazies, client, "sampled features", progress)):
+            X[sel_] = v
     return X
+
+
+def _take_first_done(pending: dict, X: np.ndarray, on_done: Callable[[], None]) -> None:
+    """Wait for the first of the ``pending`` futures to finish; its features into their rows of ``X``."""
+    from distributed import wait
+
+    done, _ = wait(list(pending), return_when="FIRST_COMPLETED")
+    for fut in done:
+        sel, _ = pending.pop(fut)
+        X[sel] = fut.result()
+        fut.release()
+        on_done()
 
 
 def _refinement_figures(info: dict, to_code) -> dict:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import OrderedDict
 from typing import Any, Callable, Hashable, NamedTuple, Sequence
 
@@ -109,7 +110,8 @@ class BlockCache:
         self._lock = threading.Lock()
         self._rng = random.Random(0)
         self.nbytes = self.peak_bytes = 0
-        self.hits = self.misses = 0
+        self.hits = self.misses = self.waits = 0
+        self.wait_s = 0.0
 
     def resize(self, max_bytes: int) -> None:
         """Hold at most ``max_bytes`` from now on (dropping blocks now if over)."""
@@ -123,7 +125,8 @@ class BlockCache:
             self._data.clear()
             self._keys.clear()
             self._where.clear()
-            self.nbytes = self.peak_bytes = self.hits = self.misses = 0
+            self.nbytes = self.peak_bytes = self.hits = self.misses = self.waits = 0
+            self.wait_s = 0.0
 
     def _drop(self, key: Hashable) -> None:
         i = self._where.pop(key)
@@ -178,8 +181,11 @@ class BlockCache:
                 for k in mine:
                     self._pending.pop(k).set()
         for k, ev in others:
+            t0 = time.perf_counter()
             ev.wait()
             with self._lock:
+                self.waits += 1
+                self.wait_s += time.perf_counter() - t0
                 a = self._data.get(k)
             if a is None:  # its reader failed, or it was dropped already: decode it here (not kept)
                 a = read([k])[0]
@@ -204,7 +210,8 @@ def clear_blocks() -> None:
 
 def cache_stats() -> dict:
     """This process's :data:`BLOCKS`: ``hits``, ``misses`` (blocks decoded), ``peak_bytes`` held, ``max_bytes``."""
-    return {"hits": BLOCKS.hits, "misses": BLOCKS.misses, "peak_bytes": BLOCKS.peak_bytes, "max_bytes": BLOCKS.max_bytes}
+    return {"hits": BLOCKS.hits, "misses": BLOCKS.misses, "peak_bytes": BLOCKS.peak_bytes, "max_bytes": BLOCKS.max_bytes,
+            "waits": BLOCKS.waits, "wait_s": BLOCKS.wait_s}
 
 
 class _Meta(NamedTuple):

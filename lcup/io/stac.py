@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -379,11 +380,12 @@ def _has_bytes(href: str, end: int) -> str | None:
 
         try:
             with requests.get(path, headers={"Range": f"bytes={end - 1}-{end - 1}"}, stream=True, timeout=60) as r:
-                status = r.status_code
+                status, length = r.status_code, re.fullmatch(r"bytes \*/(\d+)", r.headers.get("Content-Range", "").strip())
         except requests.RequestException:
             return None
-        if status == 416:
-            return f"truncated: its last block ends at byte {end}, past the end of the file"
+        if status == 416:  # truncated only when the server says how long the file is (RFC 9110: "bytes */length")
+            n = int(length.group(1)) if length else None
+            return None if n is None or n >= end else f"truncated: {n} bytes, its last block ends at byte {end}"
         # 206: the byte is there; anything else (a server ignoring ranges, credentials only GDAL sends...): GDAL
         # reads the block as the load will
         return "" if status == 206 else None

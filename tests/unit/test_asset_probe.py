@@ -21,7 +21,40 @@ def test_asset_probe_reads_no_block_of_a_local_cog(tmp_path, monkeypatch):
     cut = tmp_path / "cut.tif"
     cut.write_bytes(path.read_bytes()[:-100])
     assert "truncated" in _check_one(str(cut)) and not reads
-    plain = tmp_path / "plain.tif"  # a striped GeoTIFF: its last strip
-    with rasterio.open(plain, "w", driver="GTiff", width=50, height=50, count=1, dtype="uint16") as dst:
+    plain = tmp_path / "plain.tif"  # a striped GeoTIFF: GDAL gives its last strip's byte range too
+    with rasterio.open(plain, "w", driver="GTiff", width=50, height=50, count=1, dtype="uint16",
+                       crs="EPSG:32633", transform=rasterio.Affine(20, 0, 500000, 0, -20, 6000000)) as dst:
         dst.write(np.ones((1, 50, 50), np.uint16))
-    assert _check_one(str(plain)) is None
+    assert _check_one(str(plain)) is None and not reads
+    cut.write_bytes(plain.read_bytes()[:-10])
+    assert "truncated" in _check_one(str(cut)) and not reads
+
+
+def test_http_416_is_truncated_only_when_the_server_gives_the_length(tmp_path):
+    """A 416 answer with ``Content-Range: bytes */N`` and N short of the last block: truncated; N long enough, or
+    no length given (a server refusing ranges for another reason): undecided, GDAL reads the block instead."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from lcup.io.stac import _has_bytes
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(416)
+            if self.path != "/no-length":
+                self.send_header("Content-Range", "bytes */1000")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{srv.server_address[1]}"
+        assert _has_bytes(f"{base}/a.tif", 2000) == "truncated: 1000 bytes, its last block ends at byte 2000"
+        assert _has_bytes(f"{base}/a.tif", 1000) is None  # the server's length covers the block: not a truncation
+        assert _has_bytes(f"{base}/no-length", 2000) is None
+    finally:
+        srv.shutdown()

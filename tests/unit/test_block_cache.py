@@ -2,6 +2,7 @@
 window directly, each block decoded once however many chunks or threads ask for it, bounded in bytes, and never
 stale when a local file is rewritten in place."""
 
+import os
 import threading
 import time
 
@@ -85,6 +86,8 @@ def test_threads_wait_for_a_block_being_decoded():
     for t in threads:
         t.join()
     assert out == [[1, 2, 3], [1, 2, 3]] and sorted(decoded) == [1, 2, 3]
+    # the second thread's blocks were being decoded (50 ms): counted as waits with their time, not as hits
+    assert cache.misses == 3 and cache.waits + cache.hits == 3 and cache.waits >= 1 and cache.wait_s >= 0.01
 
 
 def test_bounded_in_bytes_and_a_loop_larger_than_the_cache_is_still_served():
@@ -155,6 +158,9 @@ def test_pipeline_on_a_cluster_shares_blocks_same_map_and_frees_them(small_scene
                                                                             "model.n_estimators": 10}))
         s = run_pipeline(cfg, client=local_client, progress=False)
         bc = s.figures["block_cache"]
+        cores = s.figures["cores_used"]  # per stage and overall, CPU of this process and the cluster's / wall
+        assert set(cores) == {*s.timings} and 0 < cores["total"] <= (os.cpu_count() or 1) + 0.2 and cores["predict+write"] > 0
+        assert bc["waits"] >= 0 and bc["wait_s"] >= 0
         if mb == "auto":
             assert bc["hits"] > bc["misses"] > 0 and bc["size_mb"] == 768 and 0 < bc["peak_mb"] <= 768
         else:
