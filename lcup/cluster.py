@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-from contextlib import contextmanager
+from concurrent.futures import Future, wait
+from contextlib import ExitStack, contextmanager
 from typing import Iterator
 
 from distributed.diagnostics.plugin import WorkerPlugin
@@ -166,6 +167,43 @@ def cluster_client(cfg: ClusterConfig | None = None) -> Iterator["object | None"
         finally:
             gateway.close()  # explicitly: Gateway.__del__ fails when the loop is already gone
             _forget_loop(gateway)
+
+
+def _warm_up() -> None:
+    """Import what a worker's tasks run (numpy, xarray, odc-stac, rasterio, scikit-learn, lcup's kernels) now."""
+    import lcup.pipeline  # noqa: F401 - the stages import the rest
+    import lcup.stages.predict  # noqa: F401
+    from lcup.ops import _kernels  # noqa: F401
+
+
+@contextmanager
+def starting_cluster(cfg: ClusterConfig) -> Iterator[Future]:
+    """:func:`cluster_client` started in a thread, its workers warmed up (:func:`_warm_up`): yields a ``Future``
+    of the client, so the caller works (searches a catalog, probes assets) while worker processes start. On exit
+    the cluster is closed, waited for first if it is still starting; a failure to start is raised by the
+    future's ``result()``, where the caller first needs the client.
+
+    Examples
+    --------
+    >>> with starting_cluster(ClusterConfig(kind="none")) as fut:
+    ...     print(fut.result())
+    None
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ExitStack() as stack, ThreadPoolExecutor(1, thread_name_prefix="lcup-cluster") as pool:
+
+        def start():
+            client = stack.enter_context(cluster_client(cfg))
+            if client is not None:
+                client.run(_warm_up)
+            return client
+
+        fut = pool.submit(start)
+        try:
+            yield fut
+        finally:
+            wait([fut])  # then the stack closes what it started, here
 
 
 def _forget_loop(gateway) -> None:

@@ -186,9 +186,10 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
     with output_lock(out):
         try:
             if client is None and cfg.cluster.kind != "none":
-                from .cluster import cluster_client
+                from .cluster import starting_cluster
 
-                with cluster_client(cfg.cluster) as c:
+                # the cluster starts (processes spawned, lcup imported in the workers) while this process searches
+                with starting_cluster(cfg.cluster) as c:
                     return _run_on(cfg, c, progress, summary)
             return _run_on(cfg, client, progress, summary)
         except BaseException as e:
@@ -297,8 +298,24 @@ def _remove_empty_files(out: Path) -> None:
 
 
 def _run_on(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> RunSummary:
-    from .cluster import quiet_spurious_warnings, quiet_workers, tune_workers
+    """:func:`_run` with this process's warnings quieted; ``client``: a Client, None, or a ``Future`` of one (a
+    cluster still starting: waited for after the search, the first stage that needs it)."""
+    from .cluster import quiet_spurious_warnings
 
+    with warnings.catch_warnings():
+        quiet_spurious_warnings()  # here too: the threaded scheduler (cluster.kind: none) runs tasks in this process
+        return _run(cfg, client, progress, summary)
+
+
+def _ready(cfg: PipelineConfig, client, summary: RunSummary):
+    """The run's client (waited for if still starting), set up for the run: figures, quiet and tuned workers,
+    no blocks left from another run."""
+    from concurrent.futures import Future
+
+    from .cluster import quiet_workers, tune_workers
+
+    if isinstance(client, Future):
+        client = client.result()
     if client is not None:
         summary.figures["cluster"] = {"workers": len(client.nthreads()), "threads": _threads(client),
                                       "memory_bytes": _cluster_memory(client)}
@@ -306,9 +323,7 @@ def _run_on(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) ->
         if cfg.cluster.tune_malloc:
             tune_workers(client)
     _drop_decoded_blocks(client)  # a given cluster's workers may hold another run's blocks: counts start here
-    with warnings.catch_warnings():
-        quiet_spurious_warnings()  # here too: the threaded scheduler (cluster.kind: none) runs tasks in this process
-        return _run(cfg, client, progress, summary)
+    return client
 
 
 def source_profile(cfg: PipelineConfig):
@@ -397,6 +412,8 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
         if cfg.source.check_assets:
             items, summary.figures["skipped_assets"] = check_items(items, provider=source_profile(cfg), bands=cfg.load.bands,
                                                                    on_error=cfg.source.on_error, scl=cfg.clean.mask != "none")
+    with _stage(summary, "cluster"):  # started beside the search: what is left of its start-up
+        client = _ready(cfg, client, summary)
 
     with _stage(summary, "scene filter"):
         dates, info = scene_filter(items, geobox, provider=source_profile(cfg), clean=cfg.clean, chunk_px=cfg.load.chunk_px,
