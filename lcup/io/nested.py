@@ -206,6 +206,7 @@ def clear_blocks() -> None:
     with _META_LOCK:
         _META.clear()
     _CRS_EQ.clear()
+    _CRS_BY_WKT.clear()
 
 
 def cache_stats() -> dict:
@@ -244,11 +245,24 @@ def _file_key(uri: str) -> tuple:
     return (uri,)
 
 
+#: One odc-geo CRS object per CRS (by WKT) over the files read, so :func:`_same_crs` remembers one comparison for
+#: all the files of a zone (a CRS object per file made it compare again at every read of a new file).
+_CRS_BY_WKT: dict[str, Any] = {}
+
+
 def _meta_of(rdr) -> _Meta:
     from odc.geo import CRS
 
-    # odc-geo's CRS: compared with the output grid's in ~1 µs (rasterio's against odc-geo's: ~30 µs, per read)
-    return _Meta(rdr.height, rdr.width, rdr.count, rdr.transform, CRS(rdr.crs) if rdr.crs else None, list(rdr.block_shapes), tuple(rdr.nodatavals),
+    crs = None
+    if rdr.crs:
+        wkt = rdr.crs.to_wkt()
+        crs = _CRS_BY_WKT.get(wkt)
+        if crs is None:
+            if len(_CRS_BY_WKT) > 64:
+                _CRS_BY_WKT.clear()
+            # odc-geo's CRS: compared with the output grid's in ~1 µs (rasterio's against odc-geo's: ~30 µs, per read)
+            crs = _CRS_BY_WKT[wkt] = CRS(rdr.crs)
+    return _Meta(rdr.height, rdr.width, rdr.count, rdr.transform, crs, list(rdr.block_shapes), tuple(rdr.nodatavals),
                  tuple(rdr.dtypes))
 
 

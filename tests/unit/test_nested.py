@@ -48,6 +48,11 @@ def test_nested_reads_equal_odc_stacs_warp(small_scene, offset_m):
     for v in bands:
         assert (a[v].values > 0).mean() > 0.8
         np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=v)
+    # the 30 files of one zone share one CRS object, so the CRS comparison is made once, not once per file
+    from lcup.io.nested import _CRS_EQ, _META
+
+    metas = [m for m in list(_META.values()) if m.crs is not None]
+    assert len(metas) >= 30 and len({id(m.crs) for m in metas}) == 1 and len(_CRS_EQ) <= 3
 
 
 @pytest.mark.parametrize("fc", [{}, {"neighbourhood_m": [30]}])
