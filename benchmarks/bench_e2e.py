@@ -10,7 +10,7 @@ static STAC catalog) and are scored against its 10 m truth.
 Each route runs in its own process (``lcup run`` and ``bench_e2e.py --notebook``), in turn, round after round;
 measured per run: wall time, CPU seconds of the process tree, cores used (CPU / wall), peak RSS of the largest
 process, pixel-timesteps (pixels × dates × bands) per second per core, OA against the truth, and the stage
-shares; then lcup / notebook ratios (median and min–max over rounds) and the projected Sentinel-2 tile-year
+shares (and lcup's cores used per stage, from its summary); then lcup / notebook ratios (median and min–max over rounds) and the projected Sentinel-2 tile-year
 (10980² px, 73 dates, 10 bands) on 2 cores at lcup's rate.
 
     python benchmarks/bench_e2e.py --sizes 1024 2048 --rounds 2 --json e2e.json   # ~40 min on 2 cores
@@ -112,6 +112,7 @@ def run_lcup(scene: dict, work: Path, chunk: int, per_tile: bool = False, sets: 
     stages = {k: v / t["total"] for k, v in t.items() if k != "total"}
     area_s = sum(t.get(k, 0.0) for k in AREA_STAGES)
     r.update(oa=s["figures"]["truth"]["prediction_10m"]["overall_accuracy"], stages=stages,
+             stage_cores=s["figures"].get("cores_used", {}),
              dates=s["figures"]["dates_found"], area_s=area_s, fixed_s=r["wall_s"] - area_s)
     return r
 
@@ -261,7 +262,8 @@ def main(argv=None) -> dict:
                 row[route] = {"wall_s": spread([x["wall_s"] for x in rs]), "cpu_s": spread([x["cpu_s"] for x in rs]),
                               "cores_used": spread([x["cores_used"] for x in rs]),
                               "px_t_per_s_per_core": spread([px_t / x["wall_s"] / n_cores for x in rs]),
-                              "oa": rs[-1]["oa"], "stages": rs[-1]["stages"]}
+                              "oa": rs[-1]["oa"], "stages": rs[-1]["stages"],
+                              **({"stage_cores": rs[-1]["stage_cores"]} if "stage_cores" in rs[-1] else {})}
             row["peak_rss_mb_largest_process"] = max(x["peak_rss_mb_max_so_far"] for rs in runs.values() for x in rs)
             results["sizes"][size] = row
             line = f"{size}²"

@@ -217,9 +217,10 @@ def _timings(summary: Mapping) -> str:
     t = summary.get("timings") or {}
     if not t:
         return ""
-    rows = [[k, v, v / t["total"] if t.get("total") else ""] for k, v in t.items() if k != "total"]
-    rows.append(["total", t.get("total", ""), 1.0])
-    return "<h2>Timings</h2>" + _table(["stage", "seconds", "share"], rows)
+    cores = (summary.get("figures") or {}).get("cores_used") or {}  # CPU of the run's processes / wall, per stage
+    rows = [[k, v, v / t["total"] if t.get("total") else "", cores.get(k)] for k, v in t.items() if k != "total"]
+    rows.append(["total", t.get("total", ""), 1.0, cores.get("total")])
+    return "<h2>Timings</h2>" + _table(["stage", "seconds", "share", "cores used"], rows)
 
 
 def _change(change: Mapping | None) -> str:

@@ -17,12 +17,14 @@ def test_report_with_undefined_figures(tmp_path):
               "user_accuracy": None, "user_accuracy_ci": None, "producer_accuracy": 1.0, "producer_accuracy_ci": 0.0}}}
     summary = {"name": "t", "status": "done", "timings": {"train": 1.0, "total": 2.0},
                "figures": {"truth": {"prediction_10m": rep}, "area": area, "predicted_class_px": {"1": 5},
+                           "cores_used": {"train": 1.84, "total": 1.5},
                            "refinement": {"rounds": [{"relabelled": 40, "to": {"2": 40}}, {"relabelled": 0, "to": {}}],
                                           "changed": 40}}}
     p = write_report(tmp_path / "report.html", summary, get_legend("lcup7"), class_map=np.ones((8, 8), np.uint8), pixel_ha=0.01)
     html = p.read_text()
     assert "<td>–</td>" in html and "– ± –" in html and html.count("<img") == 3  # map, confusion matrix, F1
     assert "changed the labels of 40 training samples" in html and "<td>40 to 2</td>" in html and "<td>none</td>" in html
+    assert "<th>cores used</th>" in html and "<td>train</td><td>1.000</td><td>0.500</td><td>1.840</td>" in html
 
 
 def test_change_only_report_has_no_empty_sections(tmp_path):
