@@ -18,7 +18,8 @@ shares (and lcup's cores used per stage, from its summary); then lcup / notebook
     python benchmarks/bench_e2e.py --sizes 1024 --routes lcup --per-tile          # the tile-year path, lcup alone
 
 The tile-year is projected twice: at the whole run's rate (start-up, search, training... included: pessimistic)
-and area-scaled (those fixed costs once, the stages that grow with the area scaled to 10980²).
+and area-scaled (those fixed costs once, the stages that grow with the area scaled to 10980²). Cores used are given
+for the whole process and for the stages that grow with the area (from the run's ``summary.json``).
 """
 
 from __future__ import annotations
@@ -111,8 +112,13 @@ def run_lcup(scene: dict, work: Path, chunk: int, per_tile: bool = False, sets: 
     t = s["timings"]
     stages = {k: v / t["total"] for k, v in t.items() if k != "total"}
     area_s = sum(t.get(k, 0.0) for k in AREA_STAGES)
+    cores = s["figures"].get("cores_used", {})
+    # cores used over the stages that grow with the area: what a tile-year is made of (the fixed ~1-core phases
+    # — start-up, search, training's set-up, scoring — weigh less the larger the area)
+    area_cores = (sum(t[k] * cores[k] for k in AREA_STAGES if k in t and cores.get(k) is not None) / area_s
+                  if area_s and all(cores.get(k) is not None for k in AREA_STAGES if k in t) else None)
     r.update(oa=s["figures"]["truth"]["prediction_10m"]["overall_accuracy"], stages=stages,
-             stage_cores=s["figures"].get("cores_used", {}),
+             stage_cores=cores, area_cores_used=area_cores,
              dates=s["figures"]["dates_found"], area_s=area_s, fixed_s=r["wall_s"] - area_s)
     return r
 
@@ -275,10 +281,14 @@ def main(argv=None) -> dict:
                 area = spread([x["area_s"] for x in runs["lcup"]])["median"]
                 fixed = spread([x["fixed_s"] for x in runs["lcup"]])["median"]
                 row["lcup"].update(area_stages_s=area, fixed_s=fixed)
+                ac = [x["area_cores_used"] for x in runs["lcup"] if x.get("area_cores_used") is not None]
+                if ac:
+                    row["lcup"]["area_cores_used"] = spread(ac)
                 row["projected_tile_year_h_area_scaled"] = (fixed + area * TILE_YEAR_PX_T / px_t * n_cores / 2) / 3600
                 line += (f": lcup {row['lcup']['wall_s']['median']:.1f} s ({rate / 1e6:.2f} M px·t/s/core, "
                          f"{row['lcup']['cores_used']['median']:.2f} cores, OA {row['lcup']['oa']:.3f}; area stages "
-                         f"{area:.1f} s, fixed {fixed:.1f} s) | tile-year ≈ {row['projected_tile_year_h_on_2_cores']:.1f} h "
+                         f"{area:.1f} s at {row['lcup'].get('area_cores_used', {}).get('median', float('nan')):.2f} cores, "
+                         f"fixed {fixed:.1f} s) | tile-year ≈ {row['projected_tile_year_h_on_2_cores']:.1f} h "
                          f"at the whole run's rate, {row['projected_tile_year_h_area_scaled']:.2f} h area-scaled, on 2 cores")
             if "notebook" in runs:
                 line += (f" | notebook {row['notebook']['wall_s']['median']:.1f} s "
