@@ -115,8 +115,9 @@ def run_lcup(scene: dict, work: Path, chunk: int, per_tile: bool = False, sets: 
     cores = s["figures"].get("cores_used", {})
     # cores used over the stages that grow with the area: what a tile-year is made of (the fixed ~1-core phases
     # — start-up, search, training's set-up, scoring — weigh less the larger the area)
-    area_cores = (sum(t[k] * cores[k] for k in AREA_STAGES if k in t and cores.get(k) is not None) / area_s
-                  if area_s and all(cores.get(k) is not None for k in AREA_STAGES if k in t) else None)
+    ran = [k for k in AREA_STAGES if k in t]
+    area_cores = (sum(t[k] * cores[k] for k in ran) / area_s
+                  if area_s and all(cores.get(k) is not None for k in ran) else None)
     r.update(oa=s["figures"]["truth"]["prediction_10m"]["overall_accuracy"], stages=stages,
              stage_cores=cores, area_cores_used=area_cores,
              dates=s["figures"]["dates_found"], area_s=area_s, fixed_s=r["wall_s"] - area_s)

@@ -752,6 +752,10 @@ def _gather_tiled(smp, tiles, features_of, client, n_features: int, chunk_px: in
             count[1] = time.perf_counter()
             log.info("  sampled features: %.0f s, %d of %d tiles", count[1] - t0, count[0], n_sampled)
 
+    def flush(sels, lazies):  # without a cluster: a batch computed together, its features into their rows
+        for sel_, v in zip(sels, _compute(lazies, client, "sampled features", progress) if lazies else []):
+            X[sel_] = v
+
     for (tid, ys, xs), sel in zip(tiles, in_tile):
         iy, ix = smp.iy[sel] - ys.start, smp.ix[sel] - xs.start
         # only the sampled pixels' features: their chunks are read and masked, the per-pixel work is theirs alone
@@ -767,14 +771,11 @@ def _gather_tiled(smp, tiles, features_of, client, n_features: int, chunk_px: in
         lazies.append(ft.data)
         n_chunks += _n_chunks(iy, ix, chunk_px)
         if n_chunks >= _threads(client):
-            for sel_, v in zip(sels, _compute(lazies, client, "sampled features", progress)):
-                X[sel_] = v
+            flush(sels, lazies)
             sels, lazies, n_chunks = [], [], 0
     while pending:
         _take_first_done(pending, X, tile_done)
-    if lazies:
-        for sel_, v in zip(sels, _compute(lazies, client, "sampled features", progress)):
-            X[sel_] = v
+    flush(sels, lazies)
     return X
 
 
