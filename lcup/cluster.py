@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import time
+import uuid
+import warnings
 from concurrent.futures import Future, wait
 from contextlib import ExitStack, contextmanager
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
+import dask
+import distributed
+import numpy as np
+import xarray as xr
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from .config import ClusterConfig
@@ -169,16 +178,19 @@ def cluster_client(cfg: ClusterConfig | None = None) -> Iterator["object | None"
             _forget_loop(gateway)
 
 
-def _warm_up() -> None:
-    """Import what a worker's tasks run (numpy, xarray, odc-stac, rasterio, scikit-learn, lcup's kernels) now."""
-    import lcup.pipeline  # noqa: F401 - the stages import the rest
-    import lcup.stages.predict  # noqa: F401
-    from lcup.ops import _kernels  # noqa: F401
+def _warm_up(modules: tuple[str, ...]) -> None:
+    """Import ``modules`` (what a worker's tasks run: numpy, xarray, odc-stac, rasterio, scikit-learn, lcup's
+    kernels, through the modules that import them) now."""
+    import importlib
+
+    for name in modules:
+        importlib.import_module(name)
 
 
 @contextmanager
-def starting_cluster(cfg: ClusterConfig) -> Iterator[Future]:
-    """:func:`cluster_client` started in a thread, its workers warmed up (:func:`_warm_up`): yields a ``Future``
+def starting_cluster(cfg: ClusterConfig, warm: tuple[str, ...] = ()) -> Iterator[Future]:
+    """:func:`cluster_client` started in a thread, its workers warmed up by importing the modules ``warm`` names
+    (the caller's: the cluster knows nothing of the pipeline): yields a ``Future``
     of the client, so the caller works (searches a catalog, probes assets) while worker processes start. On exit
     the cluster is closed, waited for first if it is still starting; a failure to start is raised by the
     future's ``result()``, where the caller first needs the client.
@@ -195,8 +207,8 @@ def starting_cluster(cfg: ClusterConfig) -> Iterator[Future]:
 
         def start():
             client = stack.enter_context(cluster_client(cfg))
-            if client is not None:
-                client.run(_warm_up)
+            if client is not None and warm:
+                client.run(_warm_up, tuple(warm))
             return client
 
         fut = pool.submit(start)
@@ -214,3 +226,143 @@ def _forget_loop(gateway) -> None:
         del gateway._loop_runner
     except AttributeError:
         pass
+
+
+#: Seconds between progress lines when not on a terminal (batch jobs, CI, nohup).
+PROGRESS_EVERY_S = 30.0
+
+
+def _task_states(dask_scheduler=None) -> dict:
+    counts: dict = {}
+    for ts in dask_scheduler.tasks.values():
+        counts[ts.state] = counts.get(ts.state, 0) + 1
+    return counts
+
+
+@dataclass(frozen=True)
+class Runner:
+    """Where a run's graphs are computed: ``client`` (a ``distributed.Client``, or None for the threaded
+    scheduler in this process), with progress bars on a terminal (``progress``) or a log line every
+    :data:`PROGRESS_EVERY_S` seconds off one.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> int(Runner(None).compute(da.ones(4, chunks=2).sum(), "sum"))
+    4
+    """
+
+    client: Any = None
+    progress: bool = False
+
+    @property
+    def threads(self) -> int:
+        """Worker threads of the cluster (1 for the threaded scheduler, which spreads a task's chunks itself)."""
+        return sum(self.client.nthreads().values()) if self.client is not None else 1
+
+    @property
+    def memory(self) -> float:
+        """The cluster's memory limit in bytes (0 without a cluster or without limits)."""
+        if self.client is None:
+            return 0.0
+        try:
+            info = self.client.scheduler_info()["workers"]
+            return float(sum(w.get("memory_limit", 0) or 0 for w in info.values()))
+        except Exception:  # noqa: BLE001 - a scheduler without memory limits: do not persist
+            return 0.0
+
+    def compute(self, obj, label: str, progress: bool | None = None):
+        """``obj`` (a dask collection, or a list of them) computed, with progress as set (``progress`` overrides)."""
+        if self.client is None:
+            return dask.compute(obj)[0] if not isinstance(obj, (list, tuple)) else dask.compute(*obj)
+        fut = self.client.compute(obj)
+        if self.progress if progress is None else progress:
+            from distributed import progress as dprogress
+
+            log.info("  computing %s", label)
+            dprogress(fut, notebook=False)
+            print(flush=True)
+        else:
+            self.heartbeat(fut, label)
+        return self.client.gather(fut)
+
+    def heartbeat(self, fut, label: str) -> None:
+        """Wait for ``fut`` (a future or a list of them), logging elapsed time and the cluster's task counts every
+        :data:`PROGRESS_EVERY_S` seconds, so a long stage is never silent in a batch log."""
+        futs = fut if isinstance(fut, (list, tuple)) else [fut]
+        t0 = time.perf_counter()
+        while True:
+            try:
+                distributed.wait(futs, timeout=PROGRESS_EVERY_S)
+                return
+            except TimeoutError:
+                st = self.client.run_on_scheduler(_task_states)
+                done = st.get("memory", 0) + st.get("released", 0) + st.get("forgotten", 0)
+                todo = sum(st.get(k, 0) for k in ("waiting", "processing", "queued", "no-worker"))
+                log.info("  %s: %.0f s, %d tasks done, %d to go (%.0f %%)", label, time.perf_counter() - t0, done, todo,
+                         100 * done / max(1, done + todo))
+
+    def persist(self, arr: xr.DataArray, label: str) -> xr.DataArray:
+        """``arr`` kept in the cluster's memory, under a key of this call's own.
+
+        The same graph persisted by an earlier run in this client may still be being released by the scheduler;
+        a shared key would then be lost under us. Persisted on the run's client, not the default scheduler.
+        """
+        arr = arr.copy(data=arr.data.map_blocks(np.asarray, dtype=arr.dtype, name=f"lcup-{label}-{uuid.uuid4().hex}"))
+        arr = self.client.persist(arr)
+        if self.progress:
+            distributed.progress(arr.data, notebook=False)
+            print(flush=True)
+            distributed.wait(arr.data)
+        else:
+            self.heartbeat(distributed.futures_of(arr), label)
+        return arr
+
+    def submitter(self) -> Callable | None:
+        """``client.compute`` with falling priorities (None without a cluster): the tiles in flight finish one after
+        the other, oldest first, rather than all at once, so the next tile starts while the others keep the
+        threads busy."""
+        if self.client is None:
+            return None
+        order = itertools.count()
+        return lambda obj: self.client.compute(obj, priority=-next(order))
+
+    def share(self, obj):
+        """``obj`` (a model) as the tasks receive it: on a cluster, a persisted task that holds it.
+
+        Unlike ``client.scatter`` (data the scheduler cannot rebuild), a persisted task can be recomputed
+        from its spec when the workers holding it die, so a killed worker (or all of them) does not fail
+        the run. It is replicated to every worker once, never embedded in each task.
+        """
+        if self.client is None:
+            return obj
+        with warnings.catch_warnings():  # sent once, on purpose: not the "large graph" distributed warns of
+            warnings.filterwarnings("ignore", message="Sending large graph")
+            (fut,) = distributed.futures_of(self.client.persist(dask.delayed(obj, pure=False, traverse=False)))
+        self.client.replicate([fut])
+        return fut
+
+    def run_everywhere(self, func: Callable) -> list:
+        """``func()`` here and in every worker: the results, this process's first (a worker gone or a closed
+        client leaves only this process's)."""
+        out = [func()]
+        if self.client is not None:
+            try:
+                out += list(self.client.run(func).values())
+            except Exception:  # noqa: BLE001 - a worker gone or a closed client
+                pass
+        return out
+
+    def describe(self) -> dict:
+        """Workers, threads and memory (bytes) of the cluster, for the run's summary."""
+        return {"workers": len(self.client.nthreads()), "threads": self.threads, "memory_bytes": self.memory}
+
+
+def take_first_done(pending: dict, on_result: Callable[[Any, Any], None]) -> None:
+    """Wait for the first of the ``pending`` futures (``{future: key}``) to finish; ``on_result(key, result)`` for
+    each finished, which is released."""
+    done, _ = distributed.wait(list(pending), return_when="FIRST_COMPLETED")
+    for fut in done:
+        key = pending.pop(fut)
+        on_result(key, fut.result())
+        fut.release()

@@ -85,3 +85,35 @@ class EmptyClassWarning(LcupWarning):
 
 class SkippedAssetWarning(LcupWarning):
     """An asset failed to read and was skipped under the ``on_error: skip`` policy."""
+
+
+def clear_error(e: BaseException, out) -> "LcupError | None":
+    """An :class:`LcupError` for a failure from inside a library that a user can act on, or None.
+
+    Disk full and read-only file systems become a :class:`WriteError` naming ``out`` (the output folder); a
+    raster that fails to decode while the cube is computed (corrupt inside, past the pre-flight probe) a
+    :class:`ReadError`.
+
+    Examples
+    --------
+    >>> import errno
+    >>> type(clear_error(OSError(errno.ENOSPC, "No space left on device"), "out")).__name__
+    'WriteError'
+    """
+    import errno
+
+    if isinstance(e, LcupError) or not isinstance(e, Exception):
+        return None
+    chain, cur = [], e
+    while cur is not None and len(chain) < 10:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    for x in chain:
+        if isinstance(x, OSError) and x.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            return WriteError(f"cannot write the outputs into {out}: {x.strerror or x}; free some space or choose "
+                              "another output.dir (CLI: --output DIR), then run again with --resume")
+    text = " ".join(f"{type(x).__module__}.{type(x).__name__}: {x}" for x in chain).lower()
+    if "rasterio" in text or "cple_" in text or "tiffread" in text:
+        return ReadError(f"a raster could not be read while computing: {chain[0]}; if a source file is damaged, set "
+                         "source.on_error: skip to treat unreadable assets as missing, or fix the file")
+    return None

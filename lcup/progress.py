@@ -1,7 +1,7 @@
 """Feedback for long steps on a terminal: a bar when the amount of work is known, a ticking clock when not.
 
 Off a terminal (batch jobs, CI, nohup) both are silent: the pipeline logs progress lines instead
-(:data:`lcup.pipeline.PROGRESS_EVERY_S`).
+(:data:`lcup.cluster.PROGRESS_EVERY_S`).
 """
 
 from __future__ import annotations

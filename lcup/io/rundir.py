@@ -1,14 +1,28 @@
-"""The output folder of a run: checked before any work, locked while a run writes into it."""
+"""The output folder of a run: checked before any work, locked while a run writes into it, and the run's record
+(``summary.json``: figures, timings and cores used per stage, parameters)."""
 
 from __future__ import annotations
 
+import fcntl
+import json
+import logging
 import os
 import socket
+import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
+import numpy as np
+import psutil
+
+from .. import __version__
 from ..errors import ConfigError, OutputExistsError
+from ..redact import redact
+
+log = logging.getLogger("lcup")
 
 LOCK_NAME = ".lcup.lock"
 
@@ -57,8 +71,6 @@ def output_lock(out: Path) -> Iterator[Path]:
     OutputExistsError
         If another run holds the lock.
     """
-    import fcntl
-
     path = Path(out) / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -79,3 +91,101 @@ def output_lock(out: Path) -> Iterator[Path]:
         except OSError:
             pass
         os.close(fd)
+
+
+def remove_empty_files(out: Path) -> None:
+    """A failed run leaves no 0-byte file behind in ``out`` (a write interrupted by a full disk)."""
+    for p in Path(out).rglob("*"):
+        try:
+            if p.is_file() and p.stat().st_size == 0 and p.name != LOCK_NAME:
+                p.unlink()
+        except OSError:
+            pass
+
+
+@dataclass
+class RunSummary:
+    """What a run did: figures, timings per stage (s), parameters. Saved as ``summary.json``."""
+
+    name: str
+    timings: dict[str, float] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    status: str = "running"
+    error: str | None = None
+
+    def to_json(self) -> str:
+        """Strict JSON (NaN and inf as null), credentials masked."""
+        return json.dumps(_finite(redact(json.loads(json.dumps(self.__dict__, default=jsonable)))), indent=2, allow_nan=False)
+
+    def save(self, out: Path) -> Path:
+        """Write ``summary.json`` into ``out``; returns its path."""
+        path = Path(out) / "summary.json"
+        path.write_text(self.to_json())
+        return path
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time the block as stage ``name``: its wall time (s) into ``timings`` and its cores used on this machine
+        (:func:`tree_cpu_s` over wall time) into ``figures["cores_used"]``, each logged."""
+        log.info("▶ %s", name)
+        t0, c0 = time.perf_counter(), tree_cpu_s()
+        yield
+        wall, cpu = time.perf_counter() - t0, tree_cpu_s() - c0
+        self.timings[name] = round(wall, 3)
+        cores = self.figures.setdefault("cores_used", {})
+        cores[name] = round(cpu / wall, 2) if wall > 0 else None
+        log.info("✔ %s (%.1f s, %.2f cores on this machine)", name, wall, cores[name] or 0.0)
+
+
+def _finite(obj):
+    """``obj`` with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def jsonable(o):
+    """``o`` as JSON can hold it (``json.dumps(..., default=jsonable)``): numpy scalars and arrays as numbers and
+    lists, anything else as its string."""
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def tree_cpu_s() -> float:
+    """CPU seconds (user + system) of this process and its descendants, living or reaped: a LocalCluster's
+    workers and nannies are child processes, so the stages' cores used are measured on this machine."""
+    me = psutil.Process()
+    total = 0.0
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:  # ended between the listing and the reading
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def versions() -> dict:
+    """The versions that decide a run's result and speed, for the run record."""
+    import rasterio
+
+    out = {"lcup": __version__}
+    for pkg in ("dask", "distributed", "xarray", "odc-stac", "odc-geo", "numba", "numpy", "scikit-learn", "rasterio", "zarr"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    out["GDAL"] = rasterio.__gdal_version__
+    return out

@@ -68,7 +68,7 @@ def tile_slices(shape: tuple[int, int], tile_px: int) -> list[tuple[str, slice, 
             for ty in range(-(-h // tile_px)) for tx in range(-(-w // tile_px))]
 
 
-def _cf_axes(ds):
+def cf_axes(ds):
     """``ds`` with CF attributes on its projected x/y coordinates (standard_name, axis, long_name; no _FillValue)."""
     ds = ds.copy()
     for dim, axis in (("x", "X"), ("y", "Y")):
@@ -120,7 +120,7 @@ def write_tiles_zarr(ds, path: str | Path, *, tile_px: int, attrs: dict, overwri
     else:
         if path.exists() and not overwrite:
             raise OutputExistsError(f"{path} exists; set output.overwrite or output.resume")
-        ds = _cf_axes(ds)
+        ds = cf_axes(ds)
         ds.to_zarr(path, mode="w", compute=False, encoding=encoding, consolidated=False, zarr_format=zarr_format)
         group = zarr.open_group(str(path), mode="r+")
         group.attrs.update({**attrs, "lcup_grid": {"shape": list(ds["class"].shape), "transform": attrs.get("transform"),

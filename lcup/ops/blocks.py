@@ -56,3 +56,14 @@ def map_blocks_across(func: Callable, *arrays: da.Array, drop_axis: int, new_axi
     name = f"{funcname(func)}-{tokenize(func, *arrays, drop_axis, new_axis, new_size, dtype, kwargs)}"
     return da.blockwise(functools.partial(_first_of_lists, func), "".join(out), *pairs, new_axes={"z": new_size},
                         concatenate=False, dtype=dtype, meta=np.empty((0,) * n, dtype), name=name, **kwargs)
+
+
+def chunks_touched(iy: np.ndarray, ix: np.ndarray, chunk_px: int) -> int:
+    """How many ``chunk_px`` square chunks the pixels ``(iy, ix)`` fall in.
+
+    Examples
+    --------
+    >>> chunks_touched(np.array([0, 1, 600]), np.array([0, 5, 0]), 512)
+    2
+    """
+    return len(set(zip((np.asarray(iy) // chunk_px).tolist(), (np.asarray(ix) // chunk_px).tolist())))

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .labels import _box_count
+from .labels import box_count
 
 
 def default_floor(n_classes: int) -> float:
@@ -30,7 +30,7 @@ def default_floor(n_classes: int) -> float:
 def coarse_prior(labels: np.ndarray, classes: Sequence[int], window_px: int, floor: float | None = 0.05) -> np.ndarray:
     """``(class, y, x)`` float32 prior from a ``(y, x)`` coarse class map (0 = no data: a flat prior there).
 
-    The window is placed as :func:`lcup.ops.labels._box_count` places it; with a halo of ``window_px // 2`` the
+    The window is placed as :func:`lcup.ops.labels.box_count` places it; with a halo of ``window_px // 2`` the
     result does not depend on how the map was cut into chunks. ``floor`` None: :func:`default_floor`.
 
     Examples
@@ -42,8 +42,8 @@ def coarse_prior(labels: np.ndarray, classes: Sequence[int], window_px: int, flo
     labels = np.asarray(labels)
     floor = default_floor(len(classes)) if floor is None else floor
     w = int(window_px)
-    known = _box_count(labels > 0, w).astype(np.float32)
-    shares = np.stack([_box_count(labels == c, w).astype(np.float32) for c in classes])
+    known = box_count(labels > 0, w).astype(np.float32)
+    shares = np.stack([box_count(labels == c, w).astype(np.float32) for c in classes])
     with np.errstate(invalid="ignore", divide="ignore"):
         shares = np.where(known > 0, shares / np.maximum(known, 1), 1.0 / len(classes))
     prior = floor + (1 - floor * len(classes)) * shares if floor * len(classes) < 1 else np.full_like(shares, 1 / len(classes))

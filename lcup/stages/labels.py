@@ -10,6 +10,9 @@ import numpy as np
 import xarray as xr
 
 from ..config import LabelsConfig
+from ..io.rasters import cell_origin_px
+from ..ops.blocks import chunks_touched
+from ..ops.sampling import min_train_validation_distance
 from ..legends import apply_crosswalk, compact, get_crosswalk, get_legend, to_internal
 from ..units import grid_step, metres_to_px
 from . import section
@@ -115,19 +118,39 @@ def sample(lab: xr.Dataset, labels: LabelsConfig | Mapping | None = None, *, cel
 
     Returns
     -------
-    lcup.ops.labels.Sample
+    lcup.ops.sampling.Sample
         Positions, labels (class indices), validation flags and weights.
     """
-    from ..ops.labels import stratified_sample_chunked
+    from ..ops.sampling import stratified_sample
 
     lc = section(LabelsConfig, labels)
     usable = lab["usable"].data
     res = grid_step(lab)
     sc = lc.sample_chunks
-    return stratified_sample_chunked(
+    return stratified_sample(
         usable, lc.n_per_class, lc.seed, min_per_class=lc.min_per_class, block_px=max(1, metres_to_px(lc.block_m, res)),
         validation_fraction=lc.validation_fraction, small_class_policy=lc.small_class_policy,
         max_chunks=sc if isinstance(sc, int) else (AUTO_SAMPLE_CHUNKS if sc == "auto" else None),
         values=lab["confidence"].data if lc.confidence_weights else None, compute=compute,
         cell_px=lab.attrs["figures"]["coarse_cell_px"], cell_origin=cell_origin, buffer_px=label_halo_px(lc, res),
     )
+
+
+def sample_figures(smp, *, chunk_px: int, resolution_m: float) -> dict:
+    """Figures of a sample (:func:`sample`) for the run's summary: training and validation counts (in total and per
+    class index), the ``chunk_px`` chunks it falls in, and the smallest distance between a training and a
+    validation pixel (m)."""
+    def per_class(sel):
+        return {int(c): int(n) for c, n in zip(*np.unique(smp.label[sel], return_counts=True))}
+
+    dmin = min_train_validation_distance(smp)
+    return {"train": int((~smp.validation).sum()), "validation": int(smp.validation.sum()),
+            "chunks": chunks_touched(smp.iy, smp.ix, chunk_px),
+            "min_train_validation_distance_m": dmin * resolution_m if np.isfinite(dmin) else None,
+            "train_per_class": per_class(~smp.validation), "validation_per_class": per_class(smp.validation)}
+
+
+def cell_origin(labels: LabelsConfig, geobox) -> tuple[int, int]:
+    """Where the coarse map's cell edges fall on ``geobox``, ``(row, column)`` in output pixels, for the validation
+    blocks (:func:`sample`); (0, 0) for a map from a STAC collection, in another CRS or rotated."""
+    return cell_origin_px(labels.path, geobox) if labels.path else (0, 0)

@@ -8,7 +8,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
+from ..cluster import Runner
 from ..config import CleanConfig, LoadConfig
+from ..io.nested import cache_stats, clear_blocks
 from ..errors import LowCoverageWarning, NoValidDataError
 from ..providers import SCL, get_profile
 from ..units import padded_chunks
@@ -194,3 +196,21 @@ def scene_filter(items: list, geobox, *, provider: str = "earth-search", clean: 
         raise NoValidDataError(f"no date has a clear fraction of at least {cc.min_valid_fraction} (best "
                                f"{frac.values.max():.3f}); lower clean.min_valid_fraction or widen the period")
     return frac.time.values[keep], info
+
+
+def drop_decoded_blocks(runner: Runner) -> None:
+    """Free the decoded COG blocks (:data:`lcup.io.nested.BLOCKS`) and their counts here and in the runner's
+    workers (a cluster a run started is closed with them)."""
+    runner.run_everywhere(clear_blocks)
+
+
+def block_cache_figures(runner: Runner) -> dict:
+    """The run's decoded-block cache over this process and the workers: blocks served again (``hits``) and decoded
+    (``misses``), the share served again, the size allowed and the most held by one process (MiB), and the reads
+    that waited for a block another thread was decoding (``waits``, their thread-seconds ``wait_s``)."""
+    stats = runner.run_everywhere(cache_stats)
+    hits, misses = sum(s["hits"] for s in stats), sum(s["misses"] for s in stats)
+    return {"hits": hits, "misses": misses, "hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
+            "size_mb": round(max(s["max_bytes"] for s in stats) / 2**20, 1),
+            "peak_mb": round(max(s["peak_bytes"] for s in stats) / 2**20, 1),
+            "waits": sum(s["waits"] for s in stats), "wait_s": round(sum(s["wait_s"] for s in stats), 1)}

@@ -1,13 +1,25 @@
-"""Stage: figures about the map: class areas, classes lost, accuracy against a 10 m truth."""
+"""Stage: figures about the map: class areas, classes lost, agreement with the coarse map, accuracy against a
+10 m truth (:func:`score_run` for a run's written map)."""
 
 from __future__ import annotations
 
+import logging
+import warnings
 from typing import Mapping
 
 import dask.array as da
 import numpy as np
+import xarray as xr
 
+from ..cluster import Runner
+from ..errors import EmptyClassWarning, LowCoverageWarning
+from ..io.rasters import open_on_geobox
 from ..legends import Legend, apply_crosswalk, compact, get_crosswalk
+from ..ops.accuracy import confusion_blocks, report_from_confusion
+from ..ops.area import stratified_estimates
+from .plan import RunPlan
+
+log = logging.getLogger("lcup")
 
 
 def relabel(report: dict, to_code: np.ndarray) -> dict:
@@ -47,8 +59,6 @@ def truth_confusions(truth_path: str, truth_legend, geobox, cls: da.Array, coars
     ``cls`` is in legend codes; ``coarse`` in class indices (:func:`lcup.stages.labels.labels`). Returns two
     ``dask.delayed`` counts for :func:`lcup.ops.accuracy.report_from_confusion`.
     """
-    from ..io.rasters import open_on_geobox
-    from ..ops.accuracy import confusion_blocks
 
     to_code = compact(legend)[1]
     truth = open_on_geobox(truth_path, geobox, chunks=chunk_px).map_blocks(
@@ -62,7 +72,6 @@ def consistency(cls: da.Array, coarse: da.Array, legend: Legend):
 
     The one figure a run has without a reference: compute it and pass it to :func:`consistency_figures`.
     """
-    from ..ops.accuracy import confusion_blocks
 
     to_code = compact(legend)[1]
     return confusion_blocks(coarse.map_blocks(lambda b: to_code[b], dtype=to_code.dtype), cls, legend.codes)
@@ -98,7 +107,6 @@ def sample_area_estimates(report: Mapping, *, pixel_ha: float, n_per_class: int 
         ``n_per_class``, ``overall_accuracy`` (± ``_ci``), ``classes``: ``{code: {name, map_ha, area_ha, area_ci_ha,
         census_ha, covered, user_accuracy, producer_accuracy (± _ci)}}``.
     """
-    from ..ops.area import stratified_estimates
 
     codes = list(report["classes"])
     k = len(codes)
@@ -146,3 +154,66 @@ def class_profiles(X: np.ndarray, label: np.ndarray, names: list[str], to_code: 
                                                     "p75": q[2].round(4).tolist()}
         out[var] = prof
     return out
+
+
+def score_run(plan: RunPlan, result: xr.Dataset, lab: xr.Dataset | None, runner: Runner,
+              label_figures: Mapping | None = None) -> dict:
+    """The run's figures about its written map ``result``: pixels per class, no data and classes lost (warned),
+    agreement with the coarse labels ``lab``, and with ``truth`` set the accuracy of the map and of the coarse map
+    against the 10 m truth with area estimates. Chunk by chunk: the whole map is read only against a truth.
+
+    ``label_figures``: the labels' figures (:func:`lcup.stages.labels.labels`), for the classes lost.
+    """
+    cfg, target, figures = plan.cfg, plan.target, {}
+    counts = runner.compute(class_counts(result["class"].data, target), "class counts", progress=False)
+    figures["predicted_class_px"] = {int(c): int(n) for c, n in enumerate(counts) if n}
+    figures.update(_gaps(counts, plan, label_figures, figures["predicted_class_px"]))
+    if lab is not None:  # the upsampling consistency: the one figure a run without a reference has
+        cons = consistency_figures(runner.compute(consistency(result["class"].data, lab["label"].data, target),
+                                                  "consistency", progress=False), target)
+        figures["consistency"] = cons
+        log.info("  the 10 m map agrees with the coarse map on %.1f %% of its labelled pixels", 100 * (cons["agreement"] or 0))
+    if cfg.truth is not None:
+        figures.update(_truth_figures(plan, result, lab, runner))
+    return figures
+
+
+def _truth_figures(plan: RunPlan, result: xr.Dataset, lab: xr.Dataset | None, runner: Runner) -> dict:
+    """Accuracy of the map (and of the coarse map) against ``truth``, and area estimates from a sample of it."""
+    cfg, target = plan.cfg, plan.target
+    coarse = lab["label"].data if lab is not None else da.zeros_like(result["class"].data, dtype=np.uint8)
+    cm_pred, cm_coarse = runner.compute(list(truth_confusions(cfg.truth.path, cfg.truth.legend, plan.geobox, result["class"].data,
+                                                              coarse, target, chunk_px=cfg.load.chunk_px)),
+                                        "accuracy against the truth", progress=False)
+    pred_rep = report_from_confusion(cm_pred, target.codes, target.names())
+    truth = {"prediction_10m": pred_rep}
+    log.info("  against the 10 m truth: prediction OA %.3f (kappa %.3f)", pred_rep["overall_accuracy"], pred_rep["kappa"])
+    area = sample_area_estimates(pred_rep, pixel_ha=plan.pixel_ha, seed=cfg.model.seed, n_per_class=cfg.truth.area_sample_per_class)
+    if lab is not None:
+        coarse_rep = report_from_confusion(cm_coarse, target.codes, target.names())
+        truth.update(coarse_map_upsampled=coarse_rep, oa_gain_points=100 * (pred_rep["overall_accuracy"] - coarse_rep["overall_accuracy"]))
+        log.info("  coarse map OA %.3f (kappa %.3f) | gain %+.1f points", coarse_rep["overall_accuracy"],
+                 coarse_rep["kappa"], truth["oa_gain_points"])
+    return {"truth": truth, "area": area}
+
+
+def _gaps(counts: np.ndarray, plan: RunPlan, label_figures: Mapping | None, map_px: dict) -> dict:
+    """Warn about pixels without a prediction and about coarse classes (nearly) missing from the map; their figures."""
+    n_px = plan.geobox.shape[0] * plan.geobox.shape[1]
+    n_nodata = int(counts[0])
+    figures: dict = {"nodata_px": n_nodata}
+    if n_nodata > 0.01 * n_px:
+        warnings.warn(f"{n_nodata} of {n_px} pixels ({100 * n_nodata / n_px:.1f} %) have no prediction: no clear, finite "
+                      "observation (NaN, inf and nodata values count as missing) on the kept dates, or outside the imagery; "
+                      "widen the period or lower clean.min_valid_fraction", LowCoverageWarning, stacklevel=4)
+    if label_figures is None:
+        return figures
+    lost = vanished_classes(label_figures["class_px"], map_px)
+    if lost:
+        figures["vanished_classes"] = lost
+        names = plan.target.names()
+        warnings.warn("classes of the coarse map nearly missing from the 10 m map: " + "; ".join(
+            f"{c} {names.get(int(c), '')!r}: {v['map_px']} px against {v['coarse_px']} px in the coarse map" for c, v in lost.items())
+            + "; check their training samples (summary.json: samples, labels) or raise labels.n_per_class",
+            EmptyClassWarning, stacklevel=4)
+    return figures

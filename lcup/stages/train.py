@@ -9,9 +9,15 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..config import ModelConfig
-from ..errors import EmptyClassWarning
+from ..errors import EmptyClassWarning, ModelError
+from ..io.models import load_model, save_model
 from ..legends import Legend
+from ..ops.temporal import regular_grid
+from ..progress import ticking
+from ..vocab import INDEX_BANDS
 from . import section
+from .plan import RunPlan, check_resume
+from .score import class_profiles, relabel
 
 log = logging.getLogger("lcup")
 
@@ -24,7 +30,7 @@ def train(X: np.ndarray, sample, *, names: Sequence[str], legend: Legend, model:
     X
         ``(sample, feature)`` float32 features of ``sample`` (rows with NaN are left out).
     sample
-        :class:`lcup.ops.labels.Sample` (:func:`lcup.stages.labels.sample`); its ``value`` weights the samples.
+        :class:`lcup.ops.sampling.Sample` (:func:`lcup.stages.labels.sample`); its ``value`` weights the samples.
     names
         Feature names, for the importance figures.
     legend
@@ -130,21 +136,21 @@ def refine(X: np.ndarray, sample, lab, *, model: ModelConfig | Mapping | None = 
 
     Only training samples move; the validation blocks keep the coarse labels (their scores stay comparable). A
     sample may become a class the coarse map holds within one coarse cell of it (:func:`plausible_at`); the
-    cross-fitting groups are blocks of 3 × 3 coarse cells (:func:`lcup.ops.labels.refine_labels`).
+    cross-fitting groups are blocks of 3 × 3 coarse cells (:func:`lcup.ops.refine.refine_labels`).
 
     Parameters
     ----------
     X
         ``(sample, feature)`` features of ``sample``.
     sample
-        :class:`lcup.ops.labels.Sample`.
+        :class:`lcup.ops.sampling.Sample`.
     lab
         :func:`lcup.stages.labels.labels`' dataset (its ``label`` and ``figures["coarse_cell_px"]``).
 
     Returns
     -------
     sample, info
-        A new :class:`~lcup.ops.labels.Sample` and ``{"rounds": [{"relabelled", "to"}, ...], "changed"}``.
+        A new :class:`~lcup.ops.sampling.Sample` and ``{"rounds": [{"relabelled", "to"}, ...], "changed"}``.
 
     Examples
     --------
@@ -152,7 +158,7 @@ def refine(X: np.ndarray, sample, lab, *, model: ModelConfig | Mapping | None = 
     """
     import dataclasses
 
-    from ..ops.labels import refine_labels
+    from ..ops.refine import refine_labels
 
     mc = section(ModelConfig, model)
     if mc.refine_rounds == 0:
@@ -175,7 +181,7 @@ def plausible_at(label, iy: np.ndarray, ix: np.ndarray, classes, radius_px: int)
     """``(sample, class)`` bool: whether each class occurs in the lazy label map ``label`` ``(y, x)`` within
     ``radius_px`` of each position (a square window), computed chunk by chunk with a halo; only the chunks
     holding positions are read."""
-    from ..ops.labels import near_classes
+    from ..ops.refine import near_classes
     from ._halo import map_with_halo
 
     classes = np.asarray(classes)
@@ -183,3 +189,57 @@ def plausible_at(label, iy: np.ndarray, ix: np.ndarray, classes, radius_px: int)
                          out_chunks=label.chunks + ((len(classes),),), dtype=bool)
     return np.asarray(near.vindex[np.asarray(iy), np.asarray(ix)].compute())
 
+
+
+def saved_model(plan: RunPlan) -> tuple[object | None, str | None]:
+    """The model a run uses without training, and where it comes from: ``model.path`` (train once, apply
+    anywhere; checked against this run's features and resolution), or on ``--resume`` the run's own
+    ``model.skops`` (the store's digest checked first). ``(None, None)`` when the run trains.
+
+    Raises
+    ------
+    OutputExistsError
+        If the store to resume was written with other settings or data.
+    ModelError
+        If ``model.path`` does not fit this run.
+    """
+    cfg = plan.cfg
+    model, source = None, None
+    if cfg.output.resume and plan.zarr_path.exists():
+        check_resume(plan.zarr_path, plan.digest)
+        if (plan.out / "model.skops").exists():
+            model, _ = load_model(plan.out / "model.skops")
+            source = str(plan.out / "model.skops")
+    if cfg.model.path is not None:
+        model, meta = load_model(cfg.model.path, expected_features=list(plan.names))
+        res = meta.get("resolution")
+        if res is not None and abs(float(res) - cfg.aoi.resolution) > 1e-9:
+            raise ModelError(f"model {cfg.model.path} was trained at {res} m, this grid is {cfg.aoi.resolution} m; set "
+                             f"aoi.resolution: {res} or train a model at {cfg.aoi.resolution} m")
+        source = cfg.model.path
+    return model, source
+
+
+def fit(plan: RunPlan, X: np.ndarray, smp, lab, *, progress: bool = False) -> tuple[object, dict]:
+    """The run's model, trained on the sample ``smp`` (features ``X``) after the optional label refinement, and
+    saved as ``model.skops`` in the output folder; returns ``(model, figures)``: the training and validation
+    figures (legend codes), the refinement's and the classes' profiles through the year."""
+    cfg, figures = plan.cfg, {}
+    train_smp = smp
+    if cfg.model.refine_rounds:
+        with ticking(f"refining the training labels ({cfg.model.refine_rounds} rounds)", enabled=progress):
+            train_smp, refinement = refine(X, smp, lab, model=cfg.model)
+        rounds = [{"relabelled": r["relabelled"], "to": {int(plan.to_code[int(c)]): n for c, n in r["to"].items()}}
+                  for r in refinement.get("rounds", [])]
+        figures["refinement"] = {**refinement, "rounds": rounds}
+    with ticking(f"training a {cfg.model.kind.replace('_', ' ')} on {len(smp.label):,} samples", enabled=progress):
+        model, trained = train(X, train_smp, names=list(plan.names), legend=plan.internal, model=cfg.model)
+    if "classes" in trained.get("validation", {}) and plan.internal is not plan.target:
+        trained["validation"] = relabel(trained["validation"], plan.to_code)
+    figures.update(trained)
+    swir = [v for v in cfg.features.series if v != "ndvi" and any(b.startswith("swir") for b in INDEX_BANDS.get(v, ()))]
+    grid_dates = [str(d.date()) for d in regular_grid(cfg.period[0], cfg.period[1], cfg.clean.step_days)]
+    figures["profiles"] = class_profiles(X, smp.label, list(plan.names), plan.to_code, ["ndvi", *swir[:1]], grid_dates)
+    save_model(model, plan.out / "model.skops", feature_names=list(plan.names), legend=plan.target.to_dict(),
+               resolution=cfg.aoi.resolution, bands=list(cfg.load.bands), period=[str(d) for d in cfg.period])
+    return model, figures

@@ -15,7 +15,8 @@ def test_cluster_starts_beside_the_caller_warmed_up_and_closes():
     from lcup.config import ClusterConfig
 
     t0 = time.perf_counter()
-    with starting_cluster(ClusterConfig(kind="local", n_workers=1, threads_per_worker=1, dashboard=None)) as fut:
+    with starting_cluster(ClusterConfig(kind="local", n_workers=1, threads_per_worker=1, dashboard=None),
+                          warm=("lcup.pipeline",)) as fut:
         handed_over = time.perf_counter() - t0
         assert isinstance(fut, Future) and handed_over < 0.5  # not waiting for the cluster (~1.5 s to start)
         client = fut.result(timeout=120)

@@ -197,7 +197,7 @@ def test_label_stage_memory_is_bounded_by_the_chunk(tmp_path):
     from rasterio.transform import from_origin
 
     from lcup.config import load_config
-    from lcup.ops.labels import stratified_sample_chunked
+    from lcup.ops.sampling import stratified_sample
     from lcup.stages import labels as label_stage
 
     side, x0, y0 = 4096, 500000.0, 5100000.0
@@ -219,7 +219,7 @@ def test_label_stage_memory_is_bounded_by_the_chunk(tmp_path):
     try:
         lab = label_stage(gb, cfg.labels, chunk_px=cfg.load.chunk_px, compute=sync)
         usable, conf, info = lab["usable"].data, lab["confidence"].data, lab.attrs["figures"]
-        sample = stratified_sample_chunked(usable, 2000, 0, values=conf, compute=sync)  # weights in the same pass
+        sample = stratified_sample(usable, 2000, 0, values=conf, compute=sync)  # weights in the same pass
         w = sample.value
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -316,10 +316,11 @@ def test_progress_is_logged_off_a_terminal(small_scene, tmp_path, local_client, 
     import logging
     import warnings
 
+    import lcup.cluster
     import lcup.pipeline as pl
     from lcup.config import load_config
 
-    monkeypatch.setattr(pl, "PROGRESS_EVERY_S", 0.2)
+    monkeypatch.setattr(lcup.cluster, "PROGRESS_EVERY_S", 0.2)
     cfg = load_config(scene_pipeline(small_scene, tmp_path, **{"model.n_estimators": 10, "truth": None, "features.persist": "always"}))
     with warnings.catch_warnings(), caplog.at_level(logging.INFO, logger="lcup"):
         warnings.simplefilter("ignore")

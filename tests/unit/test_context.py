@@ -8,7 +8,8 @@ import xarray as xr
 
 from lcup.legends import get_legend
 from lcup.ops.features import neighbourhood_features, neighbourhood_names
-from lcup.ops.labels import Sample, plausible_classes
+from lcup.ops.refine import plausible_classes
+from lcup.ops.sampling import Sample
 from lcup.ops.segments import segment_block, segment_mean
 from lcup.stages.features import neighbourhood_px, with_neighbourhood
 

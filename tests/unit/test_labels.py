@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dask.array as da
 import numpy as np
 import pytest
 import xarray as xr
 
 from lcup.errors import EmptyClassWarning, LabelError
 from lcup.legends import CROSSWALKS, LEGENDS, apply_crosswalk, get_crosswalk
-from lcup.ops.labels import erode_classes, stratified_sample
+from lcup.ops.labels import erode_classes
+from lcup.ops.sampling import stratified_sample
 
 
 def _squares():
@@ -45,8 +47,8 @@ def test_stratified_sample_caps_blocks_and_seed(rng):
     lab = np.ones((300, 300), np.uint8)
     lab[:, 150:] = 2
     lab[:20, :20] = 3  # small class
-    s = stratified_sample(lab, 500, np.random.default_rng(3), min_per_class=10, block_px=50, validation_fraction=0.3)
-    s2 = stratified_sample(lab, 500, np.random.default_rng(3), min_per_class=10, block_px=50, validation_fraction=0.3)
+    s = stratified_sample(da.from_array(lab, chunks=120), 500, 3, min_per_class=10, block_px=50, validation_fraction=0.3)
+    s2 = stratified_sample(da.from_array(lab, chunks=120), 500, 3, min_per_class=10, block_px=50, validation_fraction=0.3)
     np.testing.assert_array_equal(s.iy, s2.iy)
     tr = ~s.validation
     for c in (1, 2):
@@ -63,15 +65,15 @@ def test_small_class_policies():
     lab[50:, :] = 2
     lab[0, 0:5] = 3
     with pytest.warns(EmptyClassWarning, match="class 3 has only 5"):
-        s = stratified_sample(lab, 100, np.random.default_rng(0), min_per_class=10, small_class_policy="drop")
+        s = stratified_sample(da.from_array(lab, chunks=40), 100, 0, min_per_class=10, small_class_policy="drop")
     assert 3 not in s.label
     with pytest.raises(LabelError, match="min_per_class"):
-        stratified_sample(lab, 100, np.random.default_rng(0), min_per_class=10, small_class_policy="error")
+        stratified_sample(da.from_array(lab, chunks=40), 100, 0, min_per_class=10, small_class_policy="error")
 
 
 def test_one_class_is_an_error():
     with pytest.raises(LabelError, match="at least two"):
-        stratified_sample(np.ones((50, 50), np.uint8), 10, np.random.default_rng(0))
+        stratified_sample(da.from_array(np.ones((50, 50), np.uint8), chunks=20), 10, 0)
 
 
 def test_crosswalks_cover_their_legends():
@@ -126,16 +128,14 @@ def test_corine_crosswalks():
 
 
 def test_chunked_sampler_quotas_blocks_and_seed():
-    import dask.array as da
-
-    from lcup.ops.labels import stratified_sample_chunked
+    from lcup.ops.sampling import stratified_sample
 
     lab = np.ones((300, 300), np.uint8)
     lab[:, 150:] = 2
     lab[:20, :20] = 3
     d = da.from_array(lab, chunks=70)
-    s = stratified_sample_chunked(d, 500, 3, min_per_class=10, block_px=50, validation_fraction=0.3)
-    s2 = stratified_sample_chunked(d, 500, 3, min_per_class=10, block_px=50, validation_fraction=0.3)
+    s = stratified_sample(d, 500, 3, min_per_class=10, block_px=50, validation_fraction=0.3)
+    s2 = stratified_sample(d, 500, 3, min_per_class=10, block_px=50, validation_fraction=0.3)
     np.testing.assert_array_equal(s.iy, s2.iy)
     assert (lab[s.iy, s.ix] == s.label).all()
     assert len(set(zip(s.iy.tolist(), s.ix.tolist()))) == len(s)  # without replacement
@@ -200,17 +200,15 @@ def test_homogeneity_counts_like_a_uniform_filter(rng):
 
 def test_sample_from_a_few_chunks_still_fills_every_class():
     """max_chunks: the sample comes from a few random chunks, plus those a rare class needs; quotas are still met."""
-    import dask.array as da
-
-    from lcup.ops.labels import stratified_sample_chunked
+    from lcup.ops.sampling import stratified_sample
 
     lab = np.ones((400, 400), np.uint8)
     lab[:, 200:] = 2
     lab[350:370, 10:30] = 3  # a rare class inside one chunk
     d = da.from_array(lab, chunks=50)  # 64 chunks
     kw = dict(min_per_class=10, block_px=20)
-    full = stratified_sample_chunked(d, 100, 0, **kw)
-    few = stratified_sample_chunked(d, 100, 0, max_chunks=4, **kw)
+    full = stratified_sample(d, 100, 0, **kw)
+    few = stratified_sample(d, 100, 0, max_chunks=4, **kw)
     used = set(zip((few.iy // 50).tolist(), (few.ix // 50).tolist()))
     assert len(used) <= 8, used
     assert (350 // 50, 10 // 50) in used
@@ -219,10 +217,10 @@ def test_sample_from_a_few_chunks_still_fills_every_class():
             assert ((few.label == c) & (few.validation == v)).sum() == ((full.label == c) & (full.validation == v)).sum()
     assert (lab[few.iy, few.ix] == few.label).all()
     vals = da.from_array(np.arange(lab.size, dtype=np.float32).reshape(lab.shape), chunks=50)
-    with_vals = stratified_sample_chunked(d, 100, 0, max_chunks=4, values=vals, **kw)
+    with_vals = stratified_sample(d, 100, 0, max_chunks=4, values=vals, **kw)
     np.testing.assert_array_equal(with_vals.iy, few.iy)  # same draw, plus the values read at it
     np.testing.assert_array_equal(with_vals.value, with_vals.iy * lab.shape[1] + with_vals.ix)
-    same = stratified_sample_chunked(d, 100, 0, max_chunks=64, **kw)  # as many as there are: the default draw
+    same = stratified_sample(d, 100, 0, max_chunks=64, **kw)  # as many as there are: the default draw
     np.testing.assert_array_equal(same.iy, full.iy)
     np.testing.assert_array_equal(same.ix, full.ix)
 
@@ -232,7 +230,7 @@ def test_block_split_leaves_a_buffer_and_whole_coarse_cells(rng):
     pixels to both sides, and no training pixel lies within 16 px of a validation pixel."""
     import dask.array as da
 
-    from lcup.ops.labels import make_block_split, min_train_validation_distance, stratified_sample_chunked
+    from lcup.ops.sampling import make_block_split, min_train_validation_distance, stratified_sample
 
     lab = np.zeros((300, 300), np.uint8)
     cy, cx = np.mgrid[0:300, 0:300]
@@ -244,12 +242,12 @@ def test_block_split_leaves_a_buffer_and_whole_coarse_cells(rng):
     cell = ((yy - 3) // 10) * 100 + (xx - 7) // 10
     both = set(cell[isval]) & set(cell[~isval])
     assert not both, f"{len(both)} coarse cells give pixels to both training and validation"
-    s = stratified_sample_chunked(da.from_array(lab, chunks=64), 3000, 1, block_px=45, validation_fraction=0.4,
+    s = stratified_sample(da.from_array(lab, chunks=64), 3000, 1, block_px=45, validation_fraction=0.4,
                                   cell_px=10, cell_origin=(3, 7), buffer_px=16)
     assert s.validation.any() and (~s.validation).any()
     assert min_train_validation_distance(s) >= 16
     # without the buffer, training pixels touch the validation blocks
-    s0 = stratified_sample_chunked(da.from_array(lab, chunks=64), 3000, 1, block_px=45, validation_fraction=0.4)
+    s0 = stratified_sample(da.from_array(lab, chunks=64), 3000, 1, block_px=45, validation_fraction=0.4)
     assert min_train_validation_distance(s0) < 3
 
 
@@ -257,7 +255,7 @@ def test_one_block_means_no_validation_and_class_lost_in_split_warns():
     import dask.array as da
 
     from lcup.errors import EmptyClassWarning
-    from lcup.ops.labels import stratified_sample_chunked, validation_blocks
+    from lcup.ops.sampling import stratified_sample, validation_blocks
 
     assert not validation_blocks(np.random.default_rng(0), (50, 50), 100, 0.3).any()
     lab = np.ones((200, 200), np.uint8)
@@ -267,12 +265,12 @@ def test_one_block_means_no_validation_and_class_lost_in_split_warns():
         held = validation_blocks(np.random.default_rng(seed), lab.shape, 100, 0.5)
         if held[0, 1] and not held[1, 1] and not held[:, 0].all():
             break  # the block holding class 3 is held out: no training pixel of class 3 is left
-    s = stratified_sample_chunked(da.from_array(lab, chunks=100), 100, seed, min_per_class=5, block_px=100,
+    s = stratified_sample(da.from_array(lab, chunks=100), 100, seed, min_per_class=5, block_px=100,
                                   validation_fraction=0.5)
     assert 3 in s.label[~s.validation]  # its block was given back to training: the class can be learnt
     lab[50, 50] = 4  # a class of one pixel: below min_per_class after the split, and said so
     with pytest.warns(EmptyClassWarning, match=r"class 4 has only [01] usable pixels in the training blocks"):
-        stratified_sample_chunked(da.from_array(lab, chunks=100), 100, seed, min_per_class=5, block_px=100,
+        stratified_sample(da.from_array(lab, chunks=100), 100, seed, min_per_class=5, block_px=100,
                                   validation_fraction=0.5)
 
 
@@ -287,7 +285,7 @@ def test_train_says_why_there_is_no_validation(rng):
     """One validation class (or none): no 'OA 1.000, kappa nan', but the reason and the fix."""
     from lcup.errors import EmptyClassWarning
     from lcup.legends import get_legend
-    from lcup.ops.labels import Sample
+    from lcup.ops.sampling import Sample
     from lcup.stages import train
 
     X = rng.normal(size=(200, 4)).astype(np.float32)
