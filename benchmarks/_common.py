@@ -14,7 +14,8 @@ from typing import Callable
 
 
 def interleave(routes: dict[str, Callable[[], object]], rounds: int = 3, warmup: bool = True) -> dict[str, list[float]]:
-    """Time every route once per round, in turn (A B C, A B C, ...): ``{name: [seconds per round]}``.
+    """Time every route once per round, in turn, the order reversed every other round (A B C, C B A, A B C, ...):
+    ``{name: [seconds per round]}``. No route always runs first (cold caches) or last (a warmed machine).
 
     With ``warmup``, each route runs once first, untimed (compilation, caches, imports).
     """
@@ -22,8 +23,9 @@ def interleave(routes: dict[str, Callable[[], object]], rounds: int = 3, warmup:
         for fn in routes.values():
             fn()
     times: dict[str, list[float]] = {k: [] for k in routes}
-    for _ in range(rounds):
-        for k, fn in routes.items():
+    for r in range(rounds):
+        order = list(routes.items()) if r % 2 == 0 else list(routes.items())[::-1]
+        for k, fn in order:
             t0 = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t0)

@@ -8,6 +8,9 @@
 * dask-ml ``ParallelPostFit(model).predict_proba`` on the same cube flattened to ``(pixel, feature)``
   (``pip install "lcup[bench]"``); it ships the model with the graph (dask-ml#842).
 
+Both routes ship the model inside the timer, every round: lcup's scatter to every worker is timed with its
+prediction, as dask-ml's graph carries the model in its timed submission.
+
 The Dask routes are compared on the same workers, interleaved (round after round, the order swapped every
 round), by the median of the per-round ratios with their min–max: once on workers tuned by
 :func:`lcup.cluster.tune_workers` (as ``lcup run`` does), once on distributed's defaults. A ratio between the two
@@ -98,8 +101,8 @@ def _predict(cube, ref, model, cfg):
 
 def _interleaved_rates(client, a, routes: dict) -> dict[str, list[float]]:
     """px/s/core of each route, round after round, the routes in turn (their order swapped every round), on the
-    same workers: ``routes[name](r)`` persists round r's inputs (fresh keys: nothing is reused) and returns the
-    lazy output to time."""
+    same workers: ``routes[name](r)`` persists round r's inputs (fresh keys: nothing is reused) and returns what
+    to time: a callable that ships the model and returns the lazy output."""
     from distributed import wait
 
     cores = sum(client.nthreads().values())
@@ -107,12 +110,12 @@ def _interleaved_rates(client, a, routes: dict) -> dict[str, list[float]]:
     names = list(routes)
     for r in range(a.repeat):
         for name in names if r % 2 == 0 else names[::-1]:
-            lazy = routes[name](r)
+            timed = routes[name](r)
             t0 = time.perf_counter()
-            out = lazy.persist()
+            out = timed().persist()
             wait(out)
             rates[name].append(a.side**2 / (time.perf_counter() - t0) / cores)
-            del out, lazy
+            del out, timed
     return rates
 
 
@@ -125,12 +128,17 @@ def _persisted(x):
 
 
 def _lcup_route(client, model, centres, a, cfg):
-    """lcup's prediction on a persisted cube (warm-up first, on other keys): the route for :func:`_interleaved_rates`."""
+    """lcup's prediction on a persisted cube (warm-up first, on other keys): the route for :func:`_interleaved_rates`.
+    The model is scattered inside the timed call, every round, as dask-ml's route ships it in its graph."""
     from distributed import wait
 
-    ref = client.scatter(model, broadcast=True)
-    wait(_predict(make_cube(centres, a.chunk, a.chunk, seed=99), ref, model, cfg).persist())
-    return lambda r: _predict(_persisted(make_cube(centres, a.side, a.chunk, seed=1 + r)), ref, model, cfg)
+    wait(_predict(make_cube(centres, a.chunk, a.chunk, seed=99), client.scatter(model, broadcast=True), model, cfg).persist())
+
+    def route(r):
+        cube = _persisted(make_cube(centres, a.side, a.chunk, seed=1 + r))
+        return lambda: _predict(cube, client.scatter(model, broadcast=True, hash=False), model, cfg)
+
+    return route
 
 
 def _workers_peak_rss(client) -> float:
@@ -170,7 +178,12 @@ def _ppf_route(client, model, centres, a):
         return make_cube(centres, side, a.chunk, seed=seed).data.reshape(-1, a.features).rechunk((a.chunk * a.chunk, -1))
 
     wait(ppf.predict_proba(flat(a.chunk, 98)).persist())
-    return lambda r: ppf.predict_proba(_persisted(flat(a.side, 1 + r)))
+
+    def route(r):
+        cube = _persisted(flat(a.side, 1 + r))
+        return lambda: ppf.predict_proba(cube)  # the model travels in the submitted graph
+
+    return route
 
 
 def main(argv=None):

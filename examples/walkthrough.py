@@ -79,18 +79,15 @@ print("written:", {k: str(v) for k, v in paths.items()})
 # ## Plot the map and the validation matrix in the legend's colours
 
 # %%
-try:
-    import matplotlib
+import matplotlib  # noqa: E402 - installed with lcup (the run's report draws with it)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
-    lcup.plot.class_map(coarse, legend, ax=axes[0], title="coarse map (labels)")
-    lcup.plot.class_map(out["class"].values, legend, ax=axes[1], title="lcup 10 m map")
-    lcup.plot.confusion_matrix(figures["validation"], ax=axes[2])
-    fig.tight_layout()
-    fig.savefig(OUT / "walkthrough.png", dpi=80)
-    print("figure:", OUT / "walkthrough.png")
-except ImportError:
-    print('matplotlib missing: pip install "lcup[plot]" for the figures')
+fig, axes = plt.subplots(1, 3, figsize=(17, 5))
+lcup.plot.class_map(coarse, legend, ax=axes[0], title="coarse map (labels)")
+lcup.plot.class_map(out["class"].values, legend, ax=axes[1], title="lcup 10 m map")
+lcup.plot.confusion_matrix(figures["validation"], ax=axes[2])
+fig.tight_layout()
+fig.savefig(OUT / "walkthrough.png", dpi=80)
+print("figure:", OUT / "walkthrough.png")

@@ -80,3 +80,8 @@ def __getattr__(name: str):
 
 
 __all__ = ["__version__", "LcupError", "PipelineConfig", "load_config", "run_pipeline", "write_demo", *STAGES, *ANALYSIS]
+
+
+def __dir__() -> list[str]:
+    """What ``import lcup`` offers, the stages and analyses imported on first use included (notebook completion)."""
+    return sorted({*globals(), *__all__, "plot", "stages"})

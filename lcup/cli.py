@@ -21,7 +21,6 @@ import time
 import warnings
 from pathlib import Path
 
-
 #: Exit codes: 0 done; 1 an lcup error (bad input, unreadable data: the message names the fix); 2 a usage error
 #: (argparse); 70 an unexpected error (a bug: -v shows the traceback); 130 interrupted (Ctrl-C).
 EXIT_LCUP_ERROR, EXIT_USAGE, EXIT_UNEXPECTED, EXIT_INTERRUPTED = 1, 2, 70, 130

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import logging
 import os
 import time
 import uuid
 import warnings
-from concurrent.futures import Future, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -17,7 +18,9 @@ import dask
 import distributed
 import numpy as np
 import xarray as xr
+from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
+from rasterio.errors import NotGeoreferencedWarning
 
 from .config import ClusterConfig
 from .errors import LcupError
@@ -43,7 +46,6 @@ def tune_malloc(mmap_threshold: int = 32 * 2**20, trim_threshold: int = 128 * 2*
     bool
         True when both settings were applied.
     """
-    import ctypes
     import ctypes.util
 
     try:
@@ -70,10 +72,6 @@ def quiet_spurious_warnings() -> None:
     odc-stac#145). Only that warning raised in ``rasterio.warp`` is ignored: opening a file that has
     no georeferencing still warns.
     """
-    import warnings
-
-    from rasterio.errors import NotGeoreferencedWarning
-
     warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module=r"rasterio\.warp")
 
 
@@ -107,7 +105,6 @@ def cluster_client(cfg: ClusterConfig | None = None) -> Iterator["object | None"
     if cfg.kind == "none":
         yield None
         return
-    from distributed import Client, LocalCluster
 
     if cfg.kind == "local":
         threads = cfg.threads_per_worker or max(1, (os.cpu_count() or 1) // cfg.n_workers)
@@ -181,8 +178,6 @@ def cluster_client(cfg: ClusterConfig | None = None) -> Iterator["object | None"
 def _warm_up(modules: tuple[str, ...]) -> None:
     """Import ``modules`` (what a worker's tasks run: numpy, xarray, odc-stac, rasterio, scikit-learn, lcup's
     kernels, through the modules that import them) now."""
-    import importlib
-
     for name in modules:
         importlib.import_module(name)
 
@@ -201,10 +196,7 @@ def starting_cluster(cfg: ClusterConfig, warm: tuple[str, ...] = ()) -> Iterator
     ...     print(fut.result())
     None
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     with ExitStack() as stack, ThreadPoolExecutor(1, thread_name_prefix="lcup-cluster") as pool:
-
         def start():
             client = stack.enter_context(cluster_client(cfg))
             if client is not None and warm:

@@ -28,6 +28,8 @@ def _only(values: list[str], allowed, what: str) -> list[str]:
 
 
 class _Section(BaseModel):
+    """A section of a pipeline file: unknown keys are refused, values are frozen once validated."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -84,6 +86,8 @@ class AOIConfig(_Section):
 
 
 class LoadConfig(_Section):
+    """How the Sentinel-2 cube is read: bands, chunk size, the decoded-block cache (``load:``)."""
+
     bands: list[str] = Field(default_factory=lambda: list(REFLECTANCE_BANDS), description="reflectance bands to load")
     chunk_px: int = Field(512, ge=64, le=4096, description="spatial chunk side, pixels")
     resampling: Literal["nearest", "bilinear", "cubic", "average"] = "nearest"
@@ -108,6 +112,8 @@ class LoadConfig(_Section):
 
 
 class CleanConfig(_Section):
+    """Cloud/shadow masking, the scene filter and the regular smoothed time series (``clean:``)."""
+
     mask: Literal["scl", "probability", "none"] = Field(
         "scl", description="cloud/shadow mask: scl (the Sen2Cor scene classification, needs an SCL asset), probability (a "
         "cloud-probability asset in percent, named by probability_asset: the L2A MSK_CLDPRB layer, s2cloudless...) or none "
@@ -138,6 +144,8 @@ class CleanConfig(_Section):
 
 
 class FeaturesConfig(_Section):
+    """Spectral indices, temporal statistics, smoothed series and neighbourhood features per pixel (``features:``)."""
+
     indices: list[str] = Field(default_factory=lambda: ["ndvi", "evi", "ndwi", "mndwi", "ndbi", "nbr", "savi"])
     stats: list[str] = Field(default_factory=lambda: ["mean", "std", "p10", "p50", "p90", "amplitude", "doy_max"])
     custom_indices: dict[str, str] = Field(default_factory=dict, description="more indices as formulas of band names, "
@@ -189,6 +197,8 @@ class OtherMapConfig(_Section):
 
 
 class LabelsConfig(_Section):
+    """The coarse map as training labels: source, legend, crosswalk, erosion, confidence, the sample (``labels:``)."""
+
     path: str | None = Field(None, description="coarse land-cover map: file path or URL (any GDAL raster, any CRS)")
     stac: LabelStacConfig | None = Field(None, description="or: read the map from a STAC collection")
     legend: str | dict = Field(description="legend of the map's codes: built-in name (e.g. cgls-lc100, esa-worldcover) "
@@ -209,8 +219,10 @@ class LabelsConfig(_Section):
         "fewer), on every path, so the sample never depends on the cluster")
     coarse_resolution_m: float | None = Field(None, gt=0, description="cell size of the coarse map, metres; default: read from the file")
     min_confidence: float = Field(0.0, ge=0, le=1, description="sample only pixels whose label confidence reaches this")
-    confidence_weights: bool = Field(False, description="weight training samples by label confidence (worse or equal on "
-                                     "every real development set, benchmarks/bench_quality.py)")
+    confidence_weights: bool = Field(False, description="weight training samples by label confidence (benchmarks/README.md, "
+                                     "quality table: above the defaults on 5 of the 7 development sets, below them on "
+                                     "Flanders B and on Slovenia over 5 months, where it is worse than the coarse map: "
+                                     "off by default)")
     others: list[OtherMapConfig] = Field(default_factory=list, description="other reference maps for the agreement term of the confidence")
     fractions: dict[int, str] = Field(default_factory=dict, description="cover-fraction layers of the coarse product, "
                                       "{target class code: raster path or URL of its cover in % (0–100; above: no data)}, "
@@ -226,6 +238,8 @@ class LabelsConfig(_Section):
 
 
 class TruthConfig(_Section):
+    """An optional 10 m reference map the finished map (and the coarse map) is scored against (``truth:``)."""
+
     path: str
     legend: str | dict = Field("lcup7", description="legend of the truth map: built-in name or mapping")
     area_sample_per_class: int = Field(100, ge=2, description="reference pixels drawn at random per mapped class from the "
@@ -233,6 +247,8 @@ class TruthConfig(_Section):
 
 
 class ModelConfig(_Section):
+    """The classifier and how its probabilities become the map: kind, parameters, smoothing, coarse-map prior (``model:``)."""
+
     path: str | None = Field(None, description="apply this saved model (model.skops of an earlier run) instead of training: "
                              "train once, map other areas or years; labels are then optional")
     kind: Literal["random_forest", "lightgbm"] = Field("random_forest", description="classifier; lightgbm needs pip install 'lcup[lightgbm]'")
@@ -274,6 +290,8 @@ class ModelConfig(_Section):
 
 
 class OutputConfig(_Section):
+    """Where and how the map is written: folder, tiles, Zarr/COG/STAC outputs, resume (``output:``)."""
+
     dir: str = Field(description="output folder")
     overwrite: bool = Field(False, description="replace existing outputs")
     resume: bool = Field(False, description="continue an interrupted run: tiles already in the Zarr store are skipped")
@@ -305,6 +323,8 @@ class OutputConfig(_Section):
 
 
 class ClusterConfig(_Section):
+    """The Dask cluster a run computes on: LocalCluster, a scheduler address or Dask Gateway (``cluster:``)."""
+
     kind: Literal["local", "address", "gateway", "none"] = "local"
     address: str | None = Field(None, description="scheduler address (kind: address) or gateway URL (kind: gateway)")
     n_workers: int = Field(1, ge=1)
@@ -546,7 +566,7 @@ def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     return cur if isinstance(cur, type) and issubclass(cur, BaseModel) else None
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
+def format_errors(err: ValidationError, source: str) -> str:
     lines = [f"invalid pipeline {source}:"]
     for e in err.errors():
         loc = tuple(p for p in e["loc"] if not isinstance(p, int))
@@ -624,4 +644,4 @@ def load_config(source: str | Path | Mapping, *, base_dir: str | Path | None = N
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_format_errors(e, name)) from None
+        raise ConfigError(format_errors(e, name)) from None

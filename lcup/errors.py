@@ -58,6 +58,10 @@ class OutputExistsError(LcupError, FileExistsError):
     """An output path exists and neither overwrite nor resume was asked."""
 
 
+class MissingDependencyError(LcupError, ImportError):
+    """An optional dependency a feature needs is not installed; the message names the extra to install."""
+
+
 class ReadError(LcupError, OSError):
     """An asset could not be read (missing, truncated, connection lost)."""
 

@@ -1,20 +1,16 @@
-"""Figures in the legend's own colours and names (``pip install "lcup[plot]"`` for matplotlib)."""
+"""Figures in the legend's own colours and names (matplotlib, installed with lcup: the run's report draws them)."""
 
 from __future__ import annotations
 
 from typing import Mapping
 
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.patches import Patch, PathPatch, Rectangle
+from matplotlib.path import Path as MPath
 
 from .legends import Legend
-
-
-def _plt():
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ImportError('lcup.plot needs matplotlib: pip install "lcup[plot]"') from None
-    return plt
 
 
 def class_map(cls, legend: Legend, *, ax=None, title: str | None = None, legend_loc: str = "center left"):
@@ -35,9 +31,6 @@ def class_map(cls, legend: Legend, *, ax=None, title: str | None = None, legend_
     --------
     >>> lcup.plot.class_map(out["class"], get_legend("lcup7"))  # doctest: +SKIP
     """
-    plt = _plt()
-    from matplotlib.colors import BoundaryNorm, ListedColormap
-    from matplotlib.patches import Patch
 
     a = np.asarray(cls)
     codes = [0, *legend.codes]
@@ -66,7 +59,6 @@ def confusion_matrix(report: Mapping, *, ax=None, normalise: bool = True, title:
     --------
     >>> lcup.plot.confusion_matrix(summary.figures["truth"]["prediction_10m"])  # doctest: +SKIP
     """
-    plt = _plt()
     cm = np.asarray(report["confusion_matrix"], float)
     shown = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalise else cm
     rows = [report["per_class"][c]["name"] if c in report["per_class"] else str(c) for c in report["classes"]]
@@ -98,9 +90,6 @@ def sankey(matrix, legend: Legend, *, labels: tuple[str, str] = ("before", "afte
     --------
     >>> lcup.plot.sankey(np.array(result["pairs"][0]["matrix_hectares"]), get_legend("esa-worldcover"))  # doctest: +SKIP
     """
-    plt = _plt()
-    from matplotlib.patches import PathPatch, Rectangle
-    from matplotlib.path import Path as MPath
 
     m = np.asarray(matrix, float)[1:, 1:]
     total = m.sum()

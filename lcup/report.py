@@ -14,9 +14,12 @@ import io
 from pathlib import Path
 from typing import Any, Mapping
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 from .legends import Legend
+from .plot import class_map as show
+from .plot import confusion_matrix
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
@@ -27,8 +30,6 @@ img{max-width:100%;height:auto}.note{color:#555;font-size:.9em}.bad{color:#b00}"
 
 def _png(fig) -> str:
     """``<img>`` with ``fig`` as an embedded PNG; the figure is closed."""
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
     plt.close(fig)
@@ -54,9 +55,6 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def _maps(class_map, coarse_map, legend: Legend, map_title: str = "10 m map") -> str:
-    from .plot import _plt, class_map as show
-
-    plt = _plt()
     panels = [(a, t) for a, t in ((class_map, map_title), (coarse_map, "coarse map (on the 10 m grid)")) if a is not None]
     if not panels:
         return ""
@@ -68,9 +66,6 @@ def _maps(class_map, coarse_map, legend: Legend, map_title: str = "10 m map") ->
 
 
 def _accuracy(f: Mapping) -> str:
-    from .plot import _plt, confusion_matrix
-
-    plt = _plt()
     reports = [(t, r) for t, r in (("validation blocks (coarse labels)", f.get("validation")),
                                    ("10 m map vs truth", f.get("truth", {}).get("prediction_10m")),
                                    ("coarse map vs truth", f.get("truth", {}).get("coarse_map_upsampled")))
@@ -116,9 +111,7 @@ def _roc(f: Mapping, legend: Legend) -> str:
     roc = f.get("validation", {}).get("roc")
     if not roc:
         return ""
-    from .plot import _plt
 
-    plt = _plt()
     names, cols = legend.names(), legend.colours()
     fig, ax = plt.subplots(figsize=(5, 4.5))
     for c, r in roc.items():
@@ -137,9 +130,7 @@ def _importance(f: Mapping) -> str:
     imp = f.get("feature_importance_top")
     if not imp:
         return ""
-    from .plot import _plt
 
-    plt = _plt()
     items = list(imp.items())[::-1]
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(items) + 1))
     ax.barh([k for k, _ in items], [v for _, v in items], color="#4a7bb7")
@@ -151,9 +142,7 @@ def _profiles(f: Mapping, legend: Legend) -> str:
     prof = f.get("profiles")
     if not prof:
         return ""
-    from .plot import _plt
 
-    plt = _plt()
     names, cols = legend.names(), legend.colours()
     figs = []
     for var, p in prof.items():

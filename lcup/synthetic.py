@@ -23,7 +23,9 @@ Search layout. Everything is deterministic for a given seed.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -32,7 +34,11 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from .errors import OutputExistsError
+from .io.stac_catalog import write_s2_catalog
+from .io.write import write_cog_array
 from .legends import CGLS_LC100, LCUP7
+from .progress import bar, on_tty
 from .providers import BANDS, REFLECTANCE_BANDS
 
 # Class codes of the LCUP7 legend.
@@ -430,8 +436,6 @@ def generate(spec: SceneSpec | None = None):
         ``("landscape", Landscape)`` at the start of each year, then ``(datetime, dn (band, y, x) uint16,
         scl (y, x) uint8)`` per date of that year.
     """
-    import dataclasses
-
     spec = spec or SceneSpec()
     rng = np.random.default_rng(spec.seed)
     land = make_landscape(spec, rng)
@@ -485,14 +489,6 @@ def write_demo(out_dir: str | Path, spec: SceneSpec | None = None, *, overwrite:
     >>> cat.name
     'catalog.json'
     """
-    import dataclasses
-    from concurrent.futures import ThreadPoolExecutor
-
-    from .errors import OutputExistsError
-    from .io.write import write_cog_array
-    from .progress import bar, on_tty
-    from .io.stac_catalog import write_s2_catalog
-
     spec = spec or SceneSpec()
     out = Path(out_dir).resolve()
     if (out / "catalog.json").exists() and not overwrite:

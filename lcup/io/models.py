@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+import skops.io as sio
+
+from .. import __version__
 from ..errors import ModelError
 
 #: Types beyond skops' own defaults that the models lcup writes need (scikit-learn forests, LightGBM);
@@ -21,10 +24,6 @@ TRUSTED_TYPES: frozenset[str] = frozenset({
 def save_model(model, path: str | Path, *, feature_names: Sequence[str], legend: dict, **extra) -> Path:
     """Write ``model`` to ``path`` (skops) and ``path.json`` with its metadata (``extra`` keys too, e.g. the
     grid resolution and bands it was trained on)."""
-    import skops.io as sio
-
-    from .. import __version__
-
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
     try:
@@ -47,8 +46,6 @@ def load_model(path: str | Path, *, expected_features: Sequence[str] | None = No
         If the file is missing or not a skops file, names a type outside :data:`TRUSTED_TYPES`, or the
         model was trained on other features than the cube it is applied to.
     """
-    import skops.io as sio
-
     path = Path(path)
     if not path.exists():
         raise ModelError(f"model file {path} does not exist; train a model first (lcup run) or fix the path")

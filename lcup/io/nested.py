@@ -17,6 +17,7 @@ random makes room once full): the chunks that share a block decode it once.
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from collections import OrderedDict
@@ -24,8 +25,15 @@ from typing import Any, Callable, Hashable, NamedTuple, Sequence
 
 import numpy as np
 import rasterio
-from odc.loader._reader import (nodata_mask, resolve_band_query, resolve_dst_dtype, resolve_dst_nodata, resolve_src_nodata,
-                                same_nodata)
+from odc.geo import CRS
+from odc.loader._reader import (
+    nodata_mask,
+    resolve_band_query,
+    resolve_dst_dtype,
+    resolve_dst_nodata,
+    resolve_src_nodata,
+    same_nodata,
+)
 from odc.loader._rio import RioDriver, RioReader, rio_read
 
 #: Largest accepted deviation from an integer (ratio of resolutions, offset in fine pixels).
@@ -100,8 +108,6 @@ class BlockCache:
     """
 
     def __init__(self, max_bytes: int = 0) -> None:
-        import random
-
         self.max_bytes = int(max_bytes)
         self._data: dict[Hashable, np.ndarray] = {}
         self._keys: list[Hashable] = []  # for picking one at random
@@ -251,8 +257,6 @@ _CRS_BY_WKT: dict[str, Any] = {}
 
 
 def _meta_of(rdr) -> _Meta:
-    from odc.geo import CRS
-
     crs = None
     if rdr.crs:
         wkt = rdr.crs.to_wkt()

@@ -18,8 +18,12 @@ from odc.geo.geobox import GeoBox
 from odc.geo.geom import box
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
+from rasterio.windows import from_bounds
 
 from ..errors import LabelError, ReadError
+from ..legends import LEGENDS, Legend
+from ..optional import require
+from .stac import lonlat_bbox, search_items
 
 #: GDAL settings for label maps read over HTTP: retries, and no directory listing of the URL's folder
 _REMOTE_ENV = {"GDAL_HTTP_MAX_RETRY": "3", "GDAL_HTTP_RETRY_DELAY": "0.5", "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
@@ -214,8 +218,6 @@ def open_stac_on_geobox(
     codes, item_ids
         Lazy ``(y, x)`` codes in the collection's legend, and the ids of the items used.
     """
-    from .stac import lonlat_bbox, search_items
-
     key = asset or LABEL_COLLECTIONS.get(collection, ("map", ""))[0]
     items = search_items(catalog, None, lonlat_bbox(geobox), start, end, collection=collection)
     items = sorted(items, key=lambda it: str(it.datetime or it.properties.get("start_datetime")), reverse=True)
@@ -225,9 +227,7 @@ def open_stac_on_geobox(
             raise LabelError(f"item {it.id} of {collection!r} has no asset {key!r} (it has {sorted(it.assets)}); set labels.stac.asset")
         href = it.assets[key].get_absolute_href() or it.assets[key].href
         if sign:
-            import planetary_computer
-
-            href = planetary_computer.sign(href)
+            href = require("planetary_computer", "signing Planetary Computer's hrefs").sign(href)
         try:
             with _env(href):
                 src = _open(href, geobox)
@@ -255,8 +255,6 @@ def read_stac_on_geobox(catalog: str, collection: str, geobox: GeoBox, **kw) -> 
 def _tag_legend(src):
     """The legend a class map carries: a built-in name in its ``LEGEND`` tag, else its ``CLASS_<code>`` tags (and
     colour table), as lcup writes them (change maps among them); None if it has neither."""
-    from ..legends import LEGENDS, Legend
-
     tags = src.tags()
     name = tags.get("LEGEND")
     if name in LEGENDS:
@@ -281,8 +279,6 @@ def map_geobox(path: str | Path, bbox: tuple[float, float, float, float] | None 
     ReadError, LabelError
         The file does not open, has no CRS, or ``bbox`` misses it.
     """
-    from rasterio.windows import from_bounds
-
     try:
         src = rasterio.open(str(path))
     except rasterio.errors.RasterioIOError as e:

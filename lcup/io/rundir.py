@@ -17,6 +17,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import psutil
+import rasterio
 
 from .. import __version__
 from ..errors import ConfigError, OutputExistsError
@@ -179,8 +180,6 @@ def tree_cpu_s() -> float:
 
 def versions() -> dict:
     """The versions that decide a run's result and speed, for the run record."""
-    import rasterio
-
     out = {"lcup": __version__}
     for pkg in ("dask", "distributed", "xarray", "odc-stac", "odc-geo", "numba", "numpy", "scikit-learn", "rasterio", "zarr"):
         try:

@@ -13,17 +13,25 @@ import logging
 import os
 import re
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import dask.array as da
 import numpy as np
+import odc.stac
 import pandas as pd
 import pystac
+import rasterio
 import xarray as xr
+from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox
+from odc.geo.geom import box
+from rasterio.windows import Window
 
 from ..errors import EmptySearchError, MissingBandError, ProviderError
-from ..providers import ProviderProfile, SCL
+from ..providers import SCL, ProviderProfile
+from .nested import NestedRioDriver
 
 log = logging.getLogger("lcup")
 
@@ -40,7 +48,7 @@ def _parse_dt(value) -> dt.datetime:
     return t.to_pydatetime()
 
 
-def _item_time(item: pystac.Item) -> dt.datetime:
+def item_time(item: pystac.Item) -> dt.datetime:
     t = item.datetime or _parse_dt(item.properties.get("start_datetime"))
     return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
 
@@ -85,7 +93,7 @@ def search_items(
                 continue
             if it.bbox is not None and not bbox_overlaps(it.bbox, bbox):
                 continue
-            if not (t0 <= _item_time(it) <= t1):
+            if not (t0 <= item_time(it) <= t1):
                 continue
             items.append(it)
         if candidates and coll not in collections_seen:
@@ -125,7 +133,7 @@ def search_items(
             + (f" with eo:cloud_cover <= {max_cloud_cover}" if max_cloud_cover is not None else "")
             + "; check the area (lon/lat order: [west, south, east, north]), the year and the collection"
         )
-    items.sort(key=_item_time)
+    items.sort(key=item_time)
     log.info("found %d items in %s", len(items), source)
     return items
 
@@ -228,10 +236,6 @@ def load_cube(
     resolution and repeat pixels instead of warping (:mod:`lcup.io.nested`; the same pixels, faster), keeping up to
     ``block_cache_mb`` MiB (``"auto"``: :func:`lcup.io.nested.auto_cache_bytes`) of decoded COG blocks per process so that chunks sharing a block decode it once.
     """
-    import odc.stac
-
-    from .nested import NestedRioDriver
-
     keys = asset_keys(items, profile, bands)
     if patch_url is None and profile.signed_urls:
         try:
@@ -278,7 +282,7 @@ def load_cube(
     lon = float(geobox.extent.to_crs("EPSG:4326").centroid.coords[0][0])
     by_day: dict[dt.date, list[pystac.Item]] = {}
     for it in items:
-        by_day.setdefault(_solar_day(_item_time(it), lon), []).append(it)
+        by_day.setdefault(_solar_day(item_time(it), lon), []).append(it)
     groups = []
     for t in pd.DatetimeIndex(ds.time.values):
         day = _solar_day(t.to_pydatetime().replace(tzinfo=dt.timezone.utc), lon)
@@ -306,8 +310,6 @@ def inline_sources(arr):
     that builds its readers itself (no I/O: the files are opened when read). The same values; the graph unchanged
     if dask's task objects are not what this expects.
     """
-    import dask.array as da
-
     try:
         from dask._task_spec import GraphNode, convert_legacy_graph
 
@@ -341,9 +343,6 @@ def _check_one(href: str) -> str | None:
     length is known without GDAL (a local file; over HTTP, one range request for the block's last byte), only the
     header is read: no block is downloaded or decoded. Otherwise the last block is read and decoded.
     """
-    import rasterio
-    from rasterio.windows import Window
-
     try:
         with rasterio.Env(**GDAL_HTTP_ENV):
             with rasterio.open(href) as src:
@@ -412,8 +411,6 @@ def check_assets(
         assets stay in their items: loaded with ``fail_on_error=False`` they become no data (DN 0)
         for that date, which the temporal kernel treats as a masked observation.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     jobs = []
     for it in items:
         for b in bands:
@@ -436,8 +433,6 @@ def check_assets(
 def native_origin(items: Sequence[pystac.Item], crs, resolution: float) -> tuple[float, float] | None:
     """A pixel corner ``(x, y)`` of the items' own grid in ``crs`` at ``resolution`` (from their assets'
     ``proj:transform``), or None when no asset is on such a grid."""
-    from odc.geo.crs import CRS
-
     want = CRS(str(crs))
     for it in items[:50]:
         code = it.properties.get("proj:code") or (f"EPSG:{it.properties['proj:epsg']}" if it.properties.get("proj:epsg") else None)
@@ -456,8 +451,6 @@ def geobox_for_aoi(bbox: Sequence[float], crs: str | None, resolution: float, bb
     """The output grid: ``bbox`` (in ``bbox_crs``) on ``crs`` at ``resolution`` m, pixel edges snapped to
     multiples of the resolution (the Sentinel-2 grid), or passing through ``origin`` (a pixel corner, e.g. of the
     items' own grid: :func:`native_origin`). ``crs=None`` picks the UTM zone of the centre."""
-    from odc.geo.geom import box
-
     g = box(*bbox, crs=bbox_crs)
     if crs is None or str(crs).lower() == "utm":
         lon, lat = g.to_crs("EPSG:4326").centroid.coords[0]

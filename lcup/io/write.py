@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import re
+import tempfile
 import time
 import warnings
 from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING
+from xml.sax.saxutils import escape
 
+import dask.array as da
 import numpy as np
+import pystac
 import rasterio
+import zarr
 from rasterio.transform import Affine
+from rio_cogeo.cogeo import cog_translate
+from rio_cogeo.profiles import cog_profiles
+
+from ..errors import OutputExistsError
 
 if TYPE_CHECKING:
     from ..legends import Legend
@@ -104,10 +115,6 @@ def write_tiles_zarr(ds, path: str | Path, *, tile_px: int, attrs: dict, overwri
     written, skipped
         Number of tiles written now and of tiles skipped as already done.
     """
-    import zarr
-
-    from ..errors import OutputExistsError
-
     path = Path(path)
     encoding = {v: {"chunks": tuple(c[0] for c in ds[v].chunks)} for v in ds.data_vars}
     for v in ds.data_vars:
@@ -192,12 +199,6 @@ def write_cog_from_dask(
     not be averaged), band descriptions (``band_names``); with ``legend``, an embedded colour table and class
     names, and the GIS sidecars of :func:`write_gis_sidecars`.
     """
-    import tempfile
-
-    import dask.array as da
-    from rio_cogeo.cogeo import cog_translate
-    from rio_cogeo.profiles import cog_profiles
-
     path = Path(path)
     data = arr.data if isinstance(arr.data, da.Array) else da.from_array(np.asarray(arr), chunks=1024)
     if data.ndim == 2:
@@ -245,18 +246,12 @@ def write_cog_from_dask(
 
 def _slug(name: str) -> str:
     """A class name as the classification extension wants it (``^[0-9A-Za-z-_]+$``): 'urban / built up' → 'urban-built-up'."""
-    import re
-
     return re.sub(r"[^0-9A-Za-z_]+", "-", name).strip("-") or "class"
 
 
 def _output_item(*, item_id: str, geobox, legend: "Legend", start, end, assets: dict[str, str],
                  properties: dict | None = None, asset_fields: dict | None = None):
     """A pystac Item for an output grid (AOI or tile), with projection and classification metadata."""
-    import datetime as dt
-
-    import pystac
-
     footprint = geobox.extent.to_crs("EPSG:4326")
     classes = [{"value": 0, "name": "no-data", "title": "no data", "nodata": True}]
     classes += [{"value": int(c), "name": _slug(n), "title": n, "color_hint": col.lstrip("#").upper()}
@@ -300,8 +295,6 @@ def write_output_item(out_dir: str | Path, *, item_id: str, geobox, legend: "Leg
     ``assets`` maps asset keys (``zarr``, ``cog``, ``model``, ``summary``) to paths inside ``out_dir``;
     ``derived_from`` are the hrefs of the source items (``derived_from`` links).
     """
-    import pystac
-
     out_dir = Path(out_dir)
     item = _output_item(item_id=item_id, geobox=geobox, legend=legend, start=start, end=end, assets=assets, properties=properties)
     for href in derived_from:
@@ -323,8 +316,6 @@ def write_tile_catalog(out_dir: str | Path, *, catalog_id: str, tiles: list[dict
     0 for a tile with no valid observation, written as nodata). Items are written under ``tiles/<tile>/``, with
     relative links, so the folder can move.
     """
-    import pystac
-
     out_dir = Path(out_dir)
     cat = pystac.Catalog(id=catalog_id, description=description or f"lcup output tiles ({len(tiles)})")
     for t in tiles:
@@ -347,8 +338,6 @@ def write_gis_sidecars(cog: str | Path, legend: "Legend") -> list[Path]:
     none); the ``.aux.xml`` colour table, which GDAL reads in its place, runs from 0 to the highest code only,
     with no data and codes outside the legend transparent.
     """
-    from xml.sax.saxutils import escape
-
     cog = Path(cog)
     names = legend.names()
     colours = legend.colours()

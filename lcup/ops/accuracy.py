@@ -6,6 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .blocks import sum_blocks
+
 
 def _confusion_full(reference: np.ndarray, predicted: np.ndarray, classes: Sequence[int]) -> np.ndarray:
     """``(n + 1, n + 1)`` counts (reference, predicted); the last column holds predictions outside ``classes``."""
@@ -33,8 +35,6 @@ def confusion_blocks(reference, predicted, classes: Sequence[int]):
 
     Returns a ``dask.delayed`` object: compute it (memory bounded by one chunk per task).
     """
-    from .blocks import sum_blocks
-
     return sum_blocks(_confusion_full, reference, predicted, classes=[int(c) for c in classes])
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import string
 from typing import Callable
 
 import dask
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
+from dask.utils import funcname
 
 
 def sum_blocks(func: Callable, *arrays: da.Array, **kwargs):
@@ -40,12 +44,6 @@ def map_blocks_across(func: Callable, *arrays: da.Array, drop_axis: int, new_axi
     >>> y.shape, y.chunks, float(y.sum().compute())
     ((1, 4, 4), ((1,), (2, 2), (2, 2)), 80.0)
     """
-    import functools
-    import string
-
-    from dask.base import tokenize
-    from dask.utils import funcname
-
     n = arrays[0].ndim
     if any(len(a.chunks[drop_axis]) != 1 for a in arrays):
         raise ValueError(f"map_blocks_across needs one chunk along axis {drop_axis}; rechunk it first")

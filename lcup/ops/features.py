@@ -7,7 +7,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from ._kernels import STAT_CODES, series_stats
+from ..vocab import index_bands
+from ._kernels import STAT_CODES, fused_mask_interp_smooth, series_stats, time_last
+from .indices import compute_indices, formula_index
 
 #: Summary statistics available per variable.
 STATS = tuple(STAT_CODES)
@@ -67,10 +69,6 @@ def chunk_features(
     numpy.ndarray
         ``(y, x, feature)`` float32 in the order of :func:`feature_names` (bands, indices, custom indices).
     """
-    from ._kernels import _time_last, fused_mask_interp_smooth
-    from .indices import compute_indices, formula_index
-    from ..vocab import index_bands
-
     custom_indices = dict(custom_indices or {})
     bands = list(dn)
     variables = bands + list(indices) + list(custom_indices)
@@ -88,7 +86,7 @@ def chunk_features(
 
         for expr in custom_indices.values():
             need.update(formula_bands(expr))
-    m = _time_last(np.asarray(valid, np.bool_).transpose(1, 2, 0))  # (y, x, time), once for every band
+    m = time_last(np.asarray(valid, np.bool_).transpose(1, 2, 0))  # (y, x, time), once for every band
     kept: dict[str, xr.DataArray] = {}
 
     def emit(k: int, name: str, series: np.ndarray) -> None:

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from .labels import box_count
+from .model import packed
 
 
 def default_floor(n_classes: int) -> float:
@@ -71,8 +72,6 @@ def fuse_block(pred: np.ndarray, prior: np.ndarray, classes, *, strength: float,
     >>> fuse_block(pred, prior, [0, 1], strength=1.0)[0, 0, 0]
     np.float32(0.0)
     """
-    from .model import packed
-
     if strength == 0:
         return pred
     ok = np.isfinite(pred[2])

@@ -7,11 +7,14 @@ seven one-line formulas. Inputs are reflectance (0–1) with lcup band names.
 
 from __future__ import annotations
 
+import ast
+import operator
 from typing import Callable, Mapping, Sequence
 
 import xarray as xr
 
-from ..vocab import INDEX_BANDS, index_bands
+from ..errors import MissingBandError
+from ..vocab import INDEX_BANDS, formula_bands, index_bands
 
 
 def _nd(a, b):
@@ -52,8 +55,6 @@ def compute_indices(bands: Mapping[str, xr.DataArray], names: Sequence[str]) -> 
     dict
         ``{index name: float32 DataArray}``, same dims as the bands.
     """
-    from ..errors import MissingBandError
-
     out = {}
     for name in names:
         try:
@@ -74,12 +75,6 @@ def formula_index(bands: Mapping[str, xr.DataArray], name: str, expr: str) -> xr
     --------
     >>> formula_index(bands, "ndvi_b8a", "(nir08 - red) / (nir08 + red)")  # doctest: +SKIP
     """
-    import ast
-    import operator
-
-    from ..errors import MissingBandError
-    from ..vocab import formula_bands
-
     missing = [b for b in formula_bands(expr) if b not in bands]
     if missing:
         raise MissingBandError(f"index {name!r} ({expr}) needs bands {missing}, which were not loaded; add them to load.bands")

@@ -5,15 +5,13 @@ The sample drawn from them is :mod:`lcup.ops.sampling`'s; their refinement :mod:
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass
-
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
 from scipy import ndimage
 
-from ..errors import EmptyClassWarning, LabelError
+from .blocks import sum_blocks
 from .cloud import disk
 
 
@@ -192,8 +190,4 @@ def label_statistics(labels: da.Array, eroded: da.Array, usable: da.Array, conf:
     labelled pixels) and ``class_px`` ``{code: pixels}`` of ``labels``; all ``(y, x)`` Dask arrays
     chunked alike (uint8 codes, float32 confidence). Counts are exact in float64 up to 2**53 pixels.
     """
-    import dask
-
-    from .blocks import sum_blocks
-
     return dask.delayed(_stats_summary)(sum_blocks(_stats_block, labels, eroded, usable, conf))

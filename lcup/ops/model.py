@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
 import warnings
 import weakref
-
 from typing import Any, Mapping
 
 import numba
 import numpy as np
 from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 
 def train_random_forest(
@@ -60,8 +61,6 @@ def check_params(kind: str, params: Mapping[str, Any]) -> None:
     ValueError
         Naming unknown keys (with close matches) or a value the estimator rejects.
     """
-    import difflib
-
     if not params:
         return
     if kind == "random_forest":
@@ -331,8 +330,6 @@ def confident_learning_filter(X: np.ndarray, y: np.ndarray, *, seed: int = 0, cv
     keep, info
         Boolean ``(sample,)`` mask of the samples to keep, and ``{"n_flagged", "per_class"}``.
     """
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-
     classes, yi = np.unique(y, return_inverse=True)
     counts = np.bincount(yi)
     folds = int(min(cv, counts.min())) if counts.min() >= 2 else 0

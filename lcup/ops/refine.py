@@ -12,7 +12,6 @@ from sklearn.model_selection import GroupKFold
 def near_classes(label: np.ndarray, classes, radius_px: int) -> np.ndarray:
     """``(y, x, class)`` bool: whether each class of ``classes`` occurs in ``label`` within ``radius_px`` of each
     pixel (a square window; nothing beyond the array's edge)."""
-    from scipy import ndimage
 
     size = 2 * int(radius_px) + 1
     return np.stack([ndimage.maximum_filter((label == c).astype(np.uint8), size=size, mode="constant") > 0
@@ -55,8 +54,6 @@ def refine_labels(X: np.ndarray, y: np.ndarray, groups: np.ndarray, plausible: n
     labels, info
         The refined labels and ``{"rounds": [{"relabelled": n, "to": {class: n}}, ...], "changed": n}``.
     """
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.model_selection import GroupKFold
 
     classes = np.unique(y)
     ok = np.isfinite(X).all(1)

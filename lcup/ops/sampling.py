@@ -179,7 +179,6 @@ def min_train_validation_distance(sample: "Sample") -> float:
     tr, va = ~sample.validation, sample.validation
     if not tr.any() or not va.any():
         return float("inf")
-    from scipy.spatial import cKDTree
 
     d, _ = cKDTree(np.stack([sample.iy[tr], sample.ix[tr]], 1)).query(np.stack([sample.iy[va], sample.ix[va]], 1), k=1)
     return float(d.min())
@@ -304,7 +303,6 @@ def stratified_sample(
     A class whose training pixels (after the split and the buffer) number fewer than ``min_per_class``
     meets ``small_class_policy`` there, so no class reaches the map without training data unnoticed.
     """
-    import dask
 
     compute = compute or (lambda objs: list(dask.compute(*objs)))
     rng = np.random.default_rng(seed)

@@ -10,6 +10,9 @@ does.
 from __future__ import annotations
 
 import numpy as np
+from skimage.segmentation import felzenszwalb, slic
+
+from .model import packed
 
 
 def feature_image(feats: np.ndarray, n_components: int = 3, max_samples: int = 20000, seed: int = 0) -> np.ndarray:
@@ -30,8 +33,6 @@ def feature_image(feats: np.ndarray, n_components: int = 3, max_samples: int = 2
 def segments(image: np.ndarray, *, region_px: int = 50, method: str = "slic") -> np.ndarray:
     """Superpixels of a ``(y, x, channel)`` image: ``(y, x)`` int labels from 1, about ``region_px`` pixels each
     (``slic``: SLICO, compactness adapted per segment; ``felzenszwalb``: graph-based, scale from ``region_px``)."""
-    from skimage.segmentation import felzenszwalb, slic
-
     h, w = image.shape[:2]
     if method == "slic":
         return slic(image, n_segments=max(1, h * w // region_px), slic_zero=True, channel_axis=-1, start_label=1,
@@ -89,8 +90,6 @@ def segment_block(pred: np.ndarray, feats: np.ndarray, classes, *, region_px: in
     numpy.ndarray
         ``(2 + class, y, x)`` float32, classified again.
     """
-    from .model import packed
-
     prob = pred[2:].astype(np.float32)
     ok = np.isfinite(prob).all(0)
     if ok.any():

@@ -16,7 +16,7 @@ def regular_grid(start, end, step_days: float) -> pd.DatetimeIndex:
     return pd.date_range(pd.Timestamp(start), pd.Timestamp(end), freq=pd.Timedelta(days=step_days))
 
 
-def _days(times) -> np.ndarray:
+def days_since_epoch(times) -> np.ndarray:
     t = pd.DatetimeIndex(np.asarray(times)).tz_localize(None) if getattr(times, "tz", None) else pd.DatetimeIndex(np.asarray(times))
     return ((t - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)).to_numpy(dtype=np.float64)
 
@@ -73,8 +73,8 @@ def interpolate_smooth(
                 f"'time' of {arr.name or 'the input'} is split into {len(arr.chunks[arr.get_axis_num('time')])} chunks; "
                 "the temporal kernel needs the whole series in one chunk: call .chunk(time=-1) first"
             )
-    t_obs = _days(values["time"].values)
-    t_grid = _days(grid)
+    t_obs = days_since_epoch(values["time"].values)
+    t_grid = days_since_epoch(grid)
     if np.any(np.diff(t_obs) < 0):
         raise ValueError("values must be sorted by time (call .sortby('time'))")
     gap = np.inf if max_gap_days is None else float(max_gap_days)

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
+
+from ..config import format_errors
+from ..errors import ConfigError
 
 S = TypeVar("S", bound=BaseModel)
 
@@ -19,15 +22,11 @@ def section(cls: type[S], value: S | Mapping[str, Any] | None) -> S:
     """A settings section from itself, a mapping of its keys, or None (its defaults); validated."""
     if isinstance(value, cls):
         return value
-    from ..config import _format_errors
-    from ..errors import ConfigError
-
-    from pydantic import ValidationError
 
     try:
         return cls.model_validate(dict(value or {}))
     except ValidationError as e:
-        raise ConfigError(_format_errors(e, cls.__name__).replace("(top level)", cls.__name__)) from None
+        raise ConfigError(format_errors(e, cls.__name__).replace("(top level)", cls.__name__)) from None
 
 
 from .features import feature_names, features  # noqa: E402

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 import dask.array as da
+from dask.array.overlap import ensure_minimum_chunksize, overlap
 
 
 def map_with_halo(fn: Callable, arr: da.Array, halo: int, *, axes: tuple[int, int] = (0, 1),
@@ -16,8 +17,6 @@ def map_with_halo(fn: Callable, arr: da.Array, halo: int, *, axes: tuple[int, in
     chunks (default ``arr``'s). Chunks smaller than the halo are merged first (dask's minimum-chunk rule); an
     axis shorter than the halo stays one chunk, with no halo; the result has ``arr``'s chunks again.
     """
-    from dask.array.overlap import ensure_minimum_chunksize, overlap
-
     out_axes = axes if out_axes is None else out_axes
     r = int(halo)
     chunks = list(arr.chunks)

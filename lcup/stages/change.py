@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Callable, Sequence
 
 import dask
+import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
+from ..errors import ConfigError, LabelError, OutputExistsError
+from ..io.rasters import map_geobox, open_on_geobox
+from ..io.write import write_cog_from_dask
 from ..legends import Legend, get_legend
 from ..ops.change import change_legend_table, change_map, change_summary, row_area_m2, temporal_consistency, transitions
+from ..plot import sankey
+from ..report import write_report
 
 #: Colour of "no change" in the change map.
 NO_CHANGE_COLOUR = "#d9d9d9"
 
 
 def _map_legend(legend, found: str | None, path) -> Legend:
-    from ..errors import LabelError
-
     if legend is not None:
         return get_legend(legend)
     if found is not None:
@@ -38,8 +43,6 @@ def open_maps(paths: Sequence[str | Path], *, legend=None, bbox=None, chunk_px: 
     maps, geobox, legend
         ``[(y, x) dask arrays]``, the common grid, the maps' :class:`~lcup.legends.Legend`.
     """
-    from ..io.rasters import map_geobox, open_on_geobox
-
     geobox, found = map_geobox(paths[0], bbox)
     leg = _map_legend(legend, found, paths[0])
     maps = [open_on_geobox(p, geobox, chunks=chunk_px, resampling="nearest") for p in paths]
@@ -80,9 +83,6 @@ def change(paths: Sequence[str | Path], out_dir: str | Path, *, labels: Sequence
     --------
     >>> lcup.change(["map2020.tif", "map2021.tif"], "change-out", labels=["2020", "2021"])  # doctest: +SKIP
     """
-    from ..errors import ConfigError, OutputExistsError
-    from ..io.write import write_cog_from_dask
-
     if len(paths) < 2:
         raise ConfigError("change needs two maps or more (oldest first)")
     labels = list(labels) if labels else [Path(str(p)).stem for p in paths]
@@ -127,36 +127,23 @@ def change(paths: Sequence[str | Path], out_dir: str | Path, *, labels: Sequence
     colours = dict(leg.classes)
     change_leg = Legend("change", {1: ("no change", NO_CHANGE_COLOUR),
                                    **{c: (f"{names[f]} → {names[t]}", colours[t][1]) for c, f, t in table}})
-    cog = out / f"change_{_safe(labels[0])}_{_safe(labels[-1])}.tif"
+    cog = out / f"change_{safe_label(labels[0])}_{safe_label(labels[-1])}.tif"
     cmap = change_map(maps[0], maps[-1], codes, table)
     write_cog_from_dask(xr.DataArray(cmap, dims=("y", "x")), cog, geobox, nodata=0, legend=change_leg)
     result["change_map"] = {"path": str(cog), "codes": {str(c): f"{names[f]} → {names[t]}" for c, f, t in table} | {"1": "no change"}}
-    try:
-        from ..plot import _plt, sankey
-
-        plt = _plt()
-        fig, ax = plt.subplots(figsize=(8, 6))
-        sankey(first_last[1] / 1e4, leg, labels=(labels[0], labels[-1]), ax=ax)
-        fig.savefig(out / "sankey.png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        result["sankey"] = str(out / "sankey.png")
-    except ImportError:
-        pass
+    fig, ax = plt.subplots(figsize=(8, 6))
+    sankey(first_last[1] / 1e4, leg, labels=(labels[0], labels[-1]), ax=ax)
+    fig.savefig(out / "sankey.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    result["sankey"] = str(out / "sankey.png")
     result["outputs"] = {"transitions": str(out / "transitions.csv"), "change_map": str(cog), "summary": str(out / "change.json")}
-    try:
-        from ..report import write_report
-
-        step = max(1, -(-max(geobox.shape) // 800))
-        looks = compute(maps[-1][::step, ::step])[0]
-        result["outputs"]["report"] = str(write_report(out / "report.html", {"name": f"change {labels[0]} → {labels[-1]}"}, leg,
-                                                       class_map=looks, change=result, map_title=labels[-1]))
-    except ImportError:  # no matplotlib: the tables and the change map are written all the same
-        pass
+    step = max(1, -(-max(geobox.shape) // 800))
+    looks = compute(maps[-1][::step, ::step])[0]
+    result["outputs"]["report"] = str(write_report(out / "report.html", {"name": f"change {labels[0]} → {labels[-1]}"}, leg,
+                                                   class_map=looks, change=result, map_title=labels[-1]))
     (out / "change.json").write_text(json.dumps(result, indent=1, allow_nan=False))
     return result
 
 
-def _safe(label: str) -> str:
-    import re
-
+def safe_label(label: str) -> str:
     return re.sub(r"[^0-9A-Za-z_.-]+", "-", str(label)).strip("-") or "map"

@@ -5,23 +5,30 @@ from __future__ import annotations
 import datetime as dt
 from typing import Mapping, Sequence
 
+import dask
+import dask.array as da
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from ..config import CleanConfig, FeaturesConfig
+from ..ops.blocks import map_blocks_across
+from ..ops.cloud import probability_mask, scl_valid_mask
+from ..ops.features import chunk_features, neighbourhood_features, neighbourhood_names
+from ..ops.features import feature_names as names
+from ..ops.features import feature_names as names_of
+from ..ops.indices import compute_indices, formula_index
+from ..ops.temporal import days_since_epoch, regular_grid
 from ..units import grid_step, metres_to_px
 from . import section
+from ._halo import map_with_halo
 from .load import on_dates
 
 
 def feature_names(bands: Sequence[str], period: tuple[dt.date, dt.date], *, clean: CleanConfig | Mapping | None = None,
                   features: FeaturesConfig | Mapping | None = None) -> list[str]:
     """The names of the features :func:`features` makes, in order, without building anything."""
-    from ..ops.features import feature_names as names
-    from ..ops.temporal import regular_grid
-
     cc, fc = section(CleanConfig, clean), section(FeaturesConfig, features)
-    from ..ops.features import neighbourhood_names
 
     n_grid = len(regular_grid(*period, cc.step_days))
     base = names(list(bands) + list(fc.indices) + list(fc.custom_indices), fc.stats, fc.series,
@@ -77,9 +84,6 @@ def features(cube: xr.Dataset, period: tuple[dt.date, dt.date], *, clean: CleanC
     >>> feats = lcup.features(cube, ("2024-01-01", "2024-12-31"), clean={"dilation_m": 20})  # doctest: +SKIP
     >>> feats.sel(feature="ndvi_p90").plot()  # doctest: +SKIP
     """
-    from ..ops.cloud import probability_mask, scl_valid_mask
-    from ..ops.temporal import regular_grid
-
     cc, fc = section(CleanConfig, clean), section(FeaturesConfig, features)
     bands = [v for v in cube.data_vars if v != "scl"]
     res = grid_step(cube)
@@ -118,13 +122,6 @@ def _fused_features(cube: xr.Dataset, bands: list[str], idx: np.ndarray, valid: 
     """One task per spatial chunk from the DN bands and the clear mask to the chunk's features
     (:func:`lcup.ops.features.chunk_features`); with ``at``, one task per chunk holding some of those pixels,
     computing theirs only."""
-    import pandas as pd
-
-    from ..ops.blocks import map_blocks_across
-    from ..ops.features import chunk_features, feature_names as names_of
-    from ..ops.indices import compute_indices, formula_index
-    from ..ops.temporal import _days
-
     # what the tasks would find missing, found now: indices on one pixel of ones (MissingBandError names the band)
     one = {b: xr.DataArray(np.ones((1, 1, 1), np.float32), dims=("y", "x", "t")) for b in bands}
     compute_indices(one, fc.indices)
@@ -140,7 +137,7 @@ def _fused_features(cube: xr.Dataset, bands: list[str], idx: np.ndarray, valid: 
     series_idx = range(0, len(grid), max(1, fc.series_every))
     names = names_of(variables, fc.stats, fc.series, series_idx)
     times = cube.time.values[idx]
-    kw = dict(t_obs=_days(times), t_grid=_days(grid), doy=pd.DatetimeIndex(grid).dayofyear.to_numpy(np.float64),
+    kw = dict(t_obs=days_since_epoch(times), t_grid=days_since_epoch(grid), doy=pd.DatetimeIndex(grid).dayofyear.to_numpy(np.float64),
               scale={b: np.asarray(cube[f"scale_{b}"].values[idx], np.float64) for b in bands},
               offset={b: np.asarray(cube[f"offset_{b}"].values[idx], np.float64) for b in bands},
               window=cc.savgol_window, polyorder=cc.savgol_polyorder,
@@ -168,9 +165,6 @@ def _points_block(block, *blocks_and_positions):
 
 def _features_at(block, dn: list, ok, at: tuple[np.ndarray, np.ndarray], names: list[str]) -> xr.DataArray:
     """``(sample, feature)`` features of the pixels ``at`` (rows, columns of the cube), chunk by chunk."""
-    import dask
-    import dask.array as da
-
     iy, ix = (np.asarray(a, np.int64) for a in at)
     starts = [np.cumsum((0,) + c[:-1]) for c in ok.chunks[1:]]
     ci, cj = np.searchsorted(starts[0], iy, side="right") - 1, np.searchsorted(starts[1], ix, side="right") - 1
@@ -193,9 +187,6 @@ def with_neighbourhood(feats: xr.DataArray, sizes_m: Sequence[float], stats: Seq
     metres (:func:`lcup.ops.features.neighbourhood_features`), chunk by chunk with a halo: the same values
     however the array is chunked. Within ``max(window) // 2`` px of the array's edge the windows hold only what
     is there; :func:`lcup.pipeline.tile_features` loads that much more around a tile and crops it."""
-    from ..ops.features import neighbourhood_features, neighbourhood_names
-    from ._halo import map_with_halo
-
     px = neighbourhood_px({"neighbourhood_m": list(sizes_m)}, resolution_m)
     feats = feats if feats.chunks is not None else feats.chunk({"feature": -1})
     names = list(feats.feature.values)

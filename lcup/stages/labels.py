@@ -8,12 +8,15 @@ import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
+from odc.geo.xr import xr_coords
 
 from ..config import LabelsConfig
-from ..io.rasters import cell_origin_px
-from ..ops.blocks import chunks_touched
-from ..ops.sampling import min_train_validation_distance
+from ..errors import ConfigError
+from ..io.rasters import cell_origin_px, open_on_geobox, open_stac_on_geobox, pixel_size_m
 from ..legends import apply_crosswalk, compact, get_crosswalk, get_legend, to_internal
+from ..ops.blocks import chunks_touched
+from ..ops.labels import confidence_halo_px, erode_classes, label_confidence, label_statistics
+from ..ops.sampling import min_train_validation_distance, stratified_sample
 from ..units import grid_step, metres_to_px
 from . import section
 
@@ -24,15 +27,11 @@ AUTO_SAMPLE_CHUNKS = 256
 
 def coarse_cell_m(labels: LabelsConfig, resolution: float) -> float:
     """Cell size of the label map, metres: as configured, else the file's; a STAC collection: ``resolution``."""
-    from ..io.rasters import pixel_size_m
-
     return labels.coarse_resolution_m or (pixel_size_m(labels.path) if labels.path else resolution)
 
 
 def label_halo_px(labels: LabelsConfig, resolution: float) -> int:
     """The halo (px) label confidence needs around a chunk; also the buffer around validation blocks."""
-    from ..ops.labels import confidence_halo_px
-
     return confidence_halo_px(coarse_cell_m(labels, resolution) / resolution)
 
 
@@ -56,11 +55,6 @@ def labels(geobox, labels: LabelsConfig | Mapping | None = None, *, chunk_px: in
     >>> lab = lcup.labels(gb, {"path": "cgls.tif", "legend": "cgls-lc100", "erosion_m": 20})  # doctest: +SKIP
     >>> lab["usable"].plot()  # doctest: +SKIP
     """
-    from odc.geo.xr import xr_coords
-
-    from ..io.rasters import open_on_geobox, open_stac_on_geobox
-    from ..ops.labels import erode_classes, label_confidence, label_statistics
-
     lc = section(LabelsConfig, labels)
     compute = compute or (lambda objs: list(dask.compute(*objs)))
     target = get_legend(lc.target_legend)
@@ -93,9 +87,6 @@ def labels(geobox, labels: LabelsConfig | Mapping | None = None, *, chunk_px: in
 def _purity(lab: da.Array, fractions: Mapping[int, str], target, geobox, chunk_px: int) -> da.Array:
     """``(y, x)`` float32 0–1: the cover fraction (%) of each pixel's label class from its layer; 1 where the class
     has no layer or the layer has no data (above 100 %)."""
-    from ..errors import ConfigError
-    from ..io.rasters import open_on_geobox
-
     index = to_internal({int(c): int(c) for c in fractions}, target)  # legend code → the labels' class index
     purity = da.ones(lab.shape, chunks=lab.chunks, dtype=np.float32)
     for code, path in fractions.items():
@@ -121,8 +112,6 @@ def sample(lab: xr.Dataset, labels: LabelsConfig | Mapping | None = None, *, cel
     lcup.ops.sampling.Sample
         Positions, labels (class indices), validation flags and weights.
     """
-    from ..ops.sampling import stratified_sample
-
     lc = section(LabelsConfig, labels)
     usable = lab["usable"].data
     res = grid_step(lab)

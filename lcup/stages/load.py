@@ -6,12 +6,15 @@ import warnings
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import odc.stac
 import xarray as xr
 
 from ..cluster import Runner
 from ..config import CleanConfig, LoadConfig
-from ..io.nested import cache_stats, clear_blocks
 from ..errors import LowCoverageWarning, NoValidDataError
+from ..io.nested import cache_stats, clear_blocks
+from ..io.stac import GDAL_HTTP_ENV, item_time, load_cube
+from ..ops.cloud import keep_dates, probability_mask, scl_valid_mask, valid_fraction
 from ..providers import SCL, get_profile
 from ..units import padded_chunks
 from . import section
@@ -61,10 +64,6 @@ def load(items: list, geobox, *, provider: str = "earth-search", load: LoadConfi
     >>> cube = lcup.load(items, gb, load={"bands": ["red", "nir"], "chunk_px": 256})  # doctest: +SKIP
     >>> reflectance = cube["nir"] * cube["scale_nir"] + cube["offset_nir"]  # doctest: +SKIP
     """
-    import odc.stac
-
-    from ..io.stac import GDAL_HTTP_ENV, load_cube
-
     lc = section(LoadConfig, load)
     bands = list(lc.bands) if bands is None else list(bands)
     # odc-stac captures these GDAL settings into the graph and restores them in every task: workers need no setup
@@ -123,11 +122,9 @@ def on_dates(times, dates) -> np.ndarray:
 
 def items_on(items: list, dates) -> list:
     """The ``items`` acquired on ``dates`` (:func:`on_dates`): a cube of those reads no dropped scene."""
-    from ..io.stac import _item_time
-
     if not items:
         return []
-    t = np.array([np.datetime64(_item_time(it).replace(tzinfo=None), "ns") for it in items])
+    t = np.array([np.datetime64(item_time(it).replace(tzinfo=None), "ns") for it in items])
     return [it for it, keep in zip(items, on_dates(t, dates)) if keep]
 
 
@@ -163,8 +160,6 @@ def scene_filter(items: list, geobox, *, provider: str = "earth-search", clean: 
     NoValidDataError
         If no date is clear enough.
     """
-    from ..ops.cloud import keep_dates, probability_mask, scl_valid_mask, valid_fraction
-
     cc = section(CleanConfig, clean)
     side = max(geobox.shape)
     gb = geobox if side <= SCENE_FILTER_PX else geobox.zoom_to((max(1, geobox.shape[0] * SCENE_FILTER_PX // side),

@@ -7,16 +7,20 @@ from typing import Mapping
 import dask.array as da
 import numpy as np
 import xarray as xr
+from dask.array.overlap import overlap
+from odc.geo.xr import xr_coords
 
 from ..config import OutputConfig
 from ..legends import Legend, compact
 from ..ops.blocks import map_blocks_across
+from ..ops.fusion import coarse_prior
+from ..ops.model import predict_block
+from ..ops.segments import segment_block, segment_halo_px
 from . import section
+from ._halo import map_with_halo
 
 
 def _predict_chunk(block: np.ndarray, model, confidence: str) -> np.ndarray:
-    from ..ops.model import predict_block
-
     return predict_block(block, model, confidence=confidence)
 
 
@@ -70,8 +74,6 @@ def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig 
     >>> out = lcup.predict(clf, feats, legend=get_legend("lcup7"))  # doctest: +SKIP
     >>> out["class"].plot()  # doctest: +SKIP
     """
-    import odc.geo.xr  # noqa: F401 - the .odc accessor
-
     oc = section(OutputConfig, output if output is not None else {"dir": "."})
     classes = list(model.classes_) if classes is None else list(classes)
     pred = map_blocks_across(_predict_chunk, feats.data, drop_axis=2, new_axis=0, new_size=2 + len(classes),
@@ -103,8 +105,6 @@ def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig 
 
 
 def _segment_chunk(pred: np.ndarray, feats: np.ndarray, classes, *, ring: int, halo: int, block_info=None, **kw) -> np.ndarray:
-    from ..ops.segments import segment_block
-
     out = segment_block(pred, feats.transpose(1, 2, 0), classes, **kw)  # features (feature, y, x) → (y, x, feature)
     (_, i, j), (_, ni, nj) = block_info[0]["chunk-location"], block_info[0]["num-chunks"]
     top, left = (halo if i else ring), (halo if j else ring)
@@ -117,10 +117,6 @@ def _segmented(pred: da.Array, feats: da.Array, halo: int, r: int, classes: np.n
     """Segment-based regularisation of ``pred`` (with ``halo`` px around the output grid, smoothed with radius ``r``)
     on the output grid's ``chunk_px`` chunks, each with the halo of :func:`lcup.ops.segments.segment_halo_px` (at the
     array's edge: what ``halo`` leaves after the smoothing's). Returns the result on the output grid (no halo)."""
-    from dask.array.overlap import overlap
-
-    from ..ops.segments import segment_halo_px
-
     h = segment_halo_px(segment_px)
     g = max(0, min(h, halo - r))  # the ring kept: the outer chunks' halo; the smoothing's own edge effects are cut away
     cut = halo - g
@@ -153,9 +149,6 @@ def coarse_prior_array(label: da.Array, classes, window_px: int) -> da.Array:
     --------
     >>> prior = coarse_prior_array(lab["label"].data, model.classes_, 30)  # doctest: +SKIP
     """
-    from ..ops.fusion import coarse_prior
-    from ._halo import map_with_halo
-
     classes, w = [int(c) for c in classes], int(window_px)
     # the halo overlap() adds: none at the array's own edges, where the window holds what is there
     return map_with_halo(lambda b: coarse_prior(b, classes, w, floor=None), label, w // 2, out_axes=(1, 2),
@@ -165,8 +158,6 @@ def coarse_prior_array(label: da.Array, classes, window_px: int) -> da.Array:
 def output_dataset(pred, classes: list, geobox, legend: Legend, output: OutputConfig | Mapping | None = None) -> xr.Dataset:
     """The output variables from ``pred`` ``(2 + class, y, x)`` float32 (class index, confidence, probabilities;
     NaN = no data), encoded for writing: class in legend codes, percentages as uint8, CF attributes."""
-    from odc.geo.xr import xr_coords
-
     oc = section(OutputConfig, output if output is not None else {"dir": "."})
     to_code = compact(legend)[1]
     cls = da.nan_to_num(pred[0]).astype(np.int64).map_blocks(lambda b: to_code[b], dtype=to_code.dtype)

@@ -10,10 +10,15 @@ from typing import Callable, Mapping, Sequence
 import dask
 import dask.array as da
 import numpy as np
+import pandas as pd
+import rasterio
 
+from ..errors import ConfigError, OutputExistsError, ReadError
+from ..legends import apply_crosswalk, get_crosswalk, get_legend
 from ..ops.area import allocate, sample_size, stratified_estimates
 from ..ops.change import code_index, row_area_m2
 from ..ops.zonal import zone_class_area
+from ..optional import require
 from .change import open_maps
 
 
@@ -66,9 +71,7 @@ def design(map_path: str | Path, output: str | Path, *, users_accuracy: float | 
     --------
     >>> lcup.design("out/landcover_class.tif", "points.gpkg", users_accuracy=0.85, target_se=0.01)  # doctest: +SKIP
     """
-    import geopandas as gpd
-
-    from ..errors import ConfigError, OutputExistsError
+    gpd = require("geopandas", "a reference sample's points")
 
     output = Path(output)
     if output.exists() and not overwrite:
@@ -123,10 +126,7 @@ def design(map_path: str | Path, output: str | Path, *, users_accuracy: float | 
 def read_points(path: str | Path, crs, *, points_crs: str | None = None):
     """A labelled point file (GeoPackage, GeoJSON, Shapefile, GeoParquet, or CSV with x/y or lon/lat columns) in
     ``crs``. A CSV's coordinates are in ``points_crs`` (default: EPSG:4326 for lon/lat, else the map's CRS)."""
-    import geopandas as gpd
-    import pandas as pd
-
-    from ..errors import ConfigError, ReadError
+    gpd = require("geopandas", "a reference sample's points")
 
     path = Path(path)
     try:
@@ -169,11 +169,6 @@ def area(map_path: str | Path, points: str | Path, *, class_column: str = "refer
     --------
     >>> lcup.area("out/landcover_class.tif", "points.gpkg", class_column="reference")  # doctest: +SKIP
     """
-    import rasterio
-
-    from ..errors import ConfigError
-    from ..legends import apply_crosswalk, get_crosswalk, get_legend
-
     compute = compute or dask.compute
     (cls,), geobox, leg = open_maps([map_path], legend=legend, chunk_px=chunk_px)
     codes, names = leg.codes, leg.names()

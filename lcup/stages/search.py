@@ -6,6 +6,9 @@ import datetime as dt
 import warnings
 from typing import Sequence
 
+from ..errors import ReadError, SkippedAssetWarning
+from ..io.stac import asset_keys, check_assets, geobox_for_aoi, lonlat_bbox, search_items
+from ..io.stac import native_origin as _native
 from ..providers import SCL, get_profile
 
 
@@ -20,8 +23,6 @@ def grid(bbox: Sequence[float], *, crs: str = "EPSG:4326", grid_crs: str | None 
     >>> str(gb.crs), abs(gb.resolution.x)
     ('EPSG:32633', 10.0)
     """
-    from ..io.stac import geobox_for_aoi
-
     return geobox_for_aoi(bbox, grid_crs, resolution, crs, origin=origin)
 
 
@@ -32,8 +33,6 @@ def native_origin(items: list, geobox) -> tuple[float, float] | None:
     not a multiple of the resolution (an EPSG:3035 product, say) is otherwise read half a pixel off, with a no-data
     row and column.
     """
-    from ..io.stac import native_origin as _native
-
     return _native(items, geobox.crs, abs(geobox.resolution.x))
 
 
@@ -65,8 +64,6 @@ def search(catalog: str, geobox, start: dt.date | str, end: dt.date | str, *, pr
     --------
     >>> items = search("demo-data/catalog.json", gb, "2024-01-01", "2024-12-31")  # doctest: +SKIP
     """
-    from ..io.stac import asset_keys, lonlat_bbox, search_items
-
     profile = get_profile(provider)
     items = search_items(catalog, profile, lonlat_bbox(geobox), f"{start}T00:00:00Z", f"{end}T23:59:59Z",
                          collection=collection, max_cloud_cover=max_cloud_cover, limit=page_size)
@@ -82,9 +79,6 @@ def check_items(items: list, *, provider: str = "earth-search", bands: Sequence[
     with ``"skip"`` they are left out (read as no data) and listed, with a
     :class:`~lcup.errors.SkippedAssetWarning`.
     """
-    from ..errors import ReadError, SkippedAssetWarning
-    from ..io.stac import check_assets
-
     kept, skipped = check_assets(items, get_profile(provider), list(bands) + ([SCL] if scl else []))
     if skipped:
         listing = "; ".join(f"{s['item']}/{s['band']} ({s['href']}): {s['error'][:120]}" for s in skipped[:10])

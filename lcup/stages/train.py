@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from typing import Mapping, Sequence
 
 import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from ..config import ModelConfig
 from ..errors import EmptyClassWarning, ModelError
 from ..io.models import load_model, save_model
 from ..legends import Legend
+from ..ops.accuracy import accuracy_report
+from ..ops.model import confident_learning_filter, train_model
+from ..ops.refine import near_classes, refine_labels
 from ..ops.temporal import regular_grid
 from ..progress import ticking
 from ..vocab import INDEX_BANDS
 from . import section
+from ._halo import map_with_halo
 from .plan import RunPlan, check_resume
 from .score import class_profiles, relabel
 
@@ -50,9 +56,6 @@ def train(X: np.ndarray, sample, *, names: Sequence[str], legend: Legend, model:
     --------
     >>> clf, figures = lcup.train(X, s, names=names, legend=get_legend("lcup7"), model={"n_estimators": 200})  # doctest: +SKIP
     """
-    from ..ops.accuracy import accuracy_report
-    from ..ops.model import confident_learning_filter, train_model
-
     mc = section(ModelConfig, model)
     figures: dict = {}
     tr = ~sample.validation
@@ -117,8 +120,6 @@ def roc_curves(label: np.ndarray, proba: np.ndarray, classes, max_points: int = 
     >>> r[1]["auc"], r[2]["auc"]
     (1.0, 1.0)
     """
-    from sklearn.metrics import roc_auc_score, roc_curve
-
     out = {}
     for k, c in enumerate(classes):
         y = label == c
@@ -156,10 +157,6 @@ def refine(X: np.ndarray, sample, lab, *, model: ModelConfig | Mapping | None = 
     --------
     >>> smp2, info = lcup.stages.train.refine(X, smp, lab, model={"refine_rounds": 2})  # doctest: +SKIP
     """
-    import dataclasses
-
-    from ..ops.refine import refine_labels
-
     mc = section(ModelConfig, model)
     if mc.refine_rounds == 0:
         return sample, {"rounds": [], "changed": 0}
@@ -181,9 +178,6 @@ def plausible_at(label, iy: np.ndarray, ix: np.ndarray, classes, radius_px: int)
     """``(sample, class)`` bool: whether each class occurs in the lazy label map ``label`` ``(y, x)`` within
     ``radius_px`` of each position (a square window), computed chunk by chunk with a halo; only the chunks
     holding positions are read."""
-    from ..ops.refine import near_classes
-    from ._halo import map_with_halo
-
     classes = np.asarray(classes)
     near = map_with_halo(lambda b: near_classes(b, classes, radius_px), label, int(radius_px),
                          out_chunks=label.chunks + ((len(classes),),), dtype=bool)

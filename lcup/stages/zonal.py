@@ -9,18 +9,20 @@ from typing import Callable, Sequence
 import dask
 import dask.array as da
 import numpy as np
+import pandas as pd
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.features import rasterize
+from shapely import box as sbox
+from shapely import from_wkb, intersects
 
+from ..errors import ConfigError, OutputExistsError, ReadError
 from ..ops.change import row_area_m2
 from ..ops.zonal import zone_class_area
-from .change import _safe, open_maps
+from ..optional import require
+from .change import open_maps, safe_label
 
 
 def _rasterise_block(shapes, geobox, block_info=None):
-    from rasterio.errors import NotGeoreferencedWarning
-    from rasterio.features import rasterize
-    from shapely import box as sbox
-    from shapely import from_wkb, intersects
-
     (y0, y1), (x0, x1) = block_info[None]["array-location"]
     gb = geobox[y0:y1, x0:x1]
     geoms = from_wkb([s for s, _ in shapes])
@@ -43,10 +45,7 @@ def zone_raster(shapes: list[tuple[bytes, int]], geobox, chunks) -> da.Array:
 
 def read_zones(path: str | Path, by: str, crs):
     """A zone layer (GeoPackage, GeoJSON, Shapefile, GeoParquet ...) in ``crs``, with its ``by`` column checked."""
-    import geopandas as gpd
-
-    from ..errors import ConfigError, ReadError
-
+    gpd = require("geopandas", "reading zones")
     path = Path(path)
     try:
         gdf = gpd.read_parquet(path) if path.suffix == ".parquet" else gpd.read_file(path)
@@ -83,10 +82,6 @@ def zonal(paths: Sequence[str | Path], zones: str | Path, output: str | Path, *,
     --------
     >>> lcup.zonal(["map2020.tif", "map2021.tif"], "municipalities.gpkg", "zonal.gpkg", by="name")  # doctest: +SKIP
     """
-    import pandas as pd
-
-    from ..errors import ConfigError, OutputExistsError
-
     output = Path(output)
     if output.suffix not in (".gpkg", ".parquet", ".csv"):
         raise ConfigError(f"zonal output {output}: use a .gpkg, .parquet or .csv name")
@@ -123,12 +118,12 @@ def zonal(paths: Sequence[str | Path], zones: str | Path, output: str | Path, *,
             ha = r[1][1:] / 1e4
             mapped = np.maximum(ha[:, 1:].sum(1), 1e-12)
             for k, code in enumerate(leg.codes, start=1):
-                wide[f"{_safe(lab)}_{_safe(names[code])}_ha"] = ha[:, k]
-                wide[f"{_safe(lab)}_{_safe(names[code])}_share"] = ha[:, k] / mapped
+                wide[f"{safe_label(lab)}_{safe_label(names[code])}_ha"] = ha[:, k]
+                wide[f"{safe_label(lab)}_{safe_label(names[code])}_share"] = ha[:, k] / mapped
         if len(maps) > 1:
             first, last = results[0][1][1:] / 1e4, results[-1][1][1:] / 1e4
             for k, code in enumerate(leg.codes, start=1):
-                wide[f"{_safe(labels[0])}_{_safe(labels[-1])}_{_safe(names[code])}_change_ha"] = last[:, k] - first[:, k]
+                wide[f"{safe_label(labels[0])}_{safe_label(labels[-1])}_{safe_label(names[code])}_change_ha"] = last[:, k] - first[:, k]
         if output.exists():
             output.unlink()
         if output.suffix == ".parquet":

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from lcup.config import load_config
-from lcup.errors import ConfigError, ReadError, WriteError
+from lcup.errors import ConfigError, LcupWarning, ReadError, WriteError
 from lcup.pipeline import run_pipeline
 from tests.conftest import scene_pipeline
 
@@ -48,7 +48,7 @@ def test_disk_full_is_a_clear_error_without_empty_files(small_scene, tmp_path):
     with tmpfs(tmp_path / "full", "300k") as out:
         cfg = load_config(_small(small_scene, out / "run"))
         with warnings.catch_warnings(), pytest.raises(WriteError, match=r"cannot write the outputs into .*free some space"):
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore", LcupWarning)
             run_pipeline(cfg, progress=False)
         files = [p for p in (out / "run").rglob("*") if p.is_file()]
         assert files and not [p for p in files if p.stat().st_size == 0], [str(p) for p in files if p.stat().st_size == 0]
@@ -75,7 +75,7 @@ def test_cog_corrupt_inside_is_skipped_or_named(small_scene, tmp_path):
     victim.write_bytes(bytes(data))
     local = dict(small_scene, dir=scene, catalog=scene / "catalog.json")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", LcupWarning)
         s = run_pipeline(load_config(_small(local, tmp_path / "skip", **{"source.on_error": "skip"})), progress=False)
         assert s.status == "done"
         with pytest.raises(ReadError, match=r"could not be read while computing.*source.on_error: skip"):
@@ -117,7 +117,7 @@ def test_legend_with_codes_above_255_is_written_as_uint16(small_scene, tmp_path)
         "labels.target_legend": corine, "labels.crosswalk": cw,
         "truth": {"path": str(small_scene["dir"] / "truth_10m.tif"), "legend": "lcup7"}})
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", LcupWarning)
         ref = run_pipeline(load_config(_small(small_scene, tmp_path / "ref", **{
             "truth": {"path": str(small_scene["dir"] / "truth_10m.tif"), "legend": "lcup7"}})), progress=False)
         # the truth is in lcup7: crosswalk it into the same CORINE codes through a custom truth legend
@@ -153,7 +153,7 @@ def test_resume_refuses_other_settings_and_reuses_the_model(small_scene, tmp_pat
 
     out = tmp_path / "o"
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", LcupWarning)
         first = run_pipeline(load_config(_small(small_scene, out)), progress=False)
         before = xr.open_zarr(out / "landcover.zarr", consolidated=False, mask_and_scale=False)["class"].values
         for change, key in (({"model.n_estimators": 11}, "model"), ({"labels.crosswalk": {30: 3}}, "labels")):
@@ -180,7 +180,7 @@ def test_train_once_apply_to_another_area_and_refuse_a_mismatch(small_scene, tmp
     del east["labels"]
     model = tmp_path / "west" / "model.skops"
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", LcupWarning)
         run_pipeline(load_config(west), progress=False)
         y = tmp_path / "east.yaml"
         y.write_text(yaml.safe_dump(east))
@@ -214,7 +214,7 @@ def test_source_without_scl(small_scene, tmp_path):
     with pytest.raises(MissingBandError, match=r"band 'scl' .* is in none of the .* set clean.mask: none"):
         run_pipeline(load_config(_small(local, tmp_path / "scl")), progress=False)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", LcupWarning)
         s = run_pipeline(load_config(_small(local, tmp_path / "none", **{
             "clean.mask": "none", "truth": {"path": str(scene / "truth_10m.tif"), "legend": "lcup7"}})), progress=False)
     assert s.status == "done" and s.figures["dates_kept"] == s.figures["dates_found"]  # every date has data
@@ -254,10 +254,10 @@ def test_source_without_scl(small_scene, tmp_path):
                                               r"of the .* items; assets of the first item: \[.*'cloud'"):
         run_pipeline(load_config(_small(local, tmp_path / "bad", **{"clean.mask": "probability",
                                                                      "clean.probability_asset": "clouds"})), progress=False)
-    with pytest.raises(Exception, match="needs clean.probability_asset"):
+    with pytest.raises(ConfigError, match="needs clean.probability_asset"):
         load_config(_small(local, tmp_path / "bad", **{"clean.mask": "probability"}))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", LcupWarning)
         p = run_pipeline(load_config(_small(local, tmp_path / "prob", **{
             "clean.mask": "probability", "clean.probability_asset": "cloud",
             "truth": {"path": str(scene / "truth_10m.tif"), "legend": "lcup7"}})), progress=False)
@@ -282,7 +282,7 @@ def test_output_grid_is_the_datas_own(tmp_path):
     base = {"aoi.bbox": [x0, y0 - 960, x0 + 960, y0], "aoi.crs": "EPSG:32633", "load.chunk_px": 64, "labels.n_per_class": 200,
             "labels.block_m": 300, "labels.erosion_m": 0}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", LcupWarning)
         for align, want_x0, want_shape in (("native", x0, 96), ("resolution", x0 - 5, 97)):
             out = tmp_path / align
             run_pipeline(load_config(_small(scene, out, **base, **{"aoi.align": align})), progress=False)
@@ -302,7 +302,7 @@ def test_custom_index_in_a_run(small_scene, tmp_path):
     cfg = load_config(_small(small_scene, tmp_path / "o", **{"features.custom_indices": {"sr": "nir / (red + 0.01)"},
                                                              "features.series": ["sr"]}))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", LcupWarning)
         s = run_pipeline(cfg, progress=False)
     names = json.loads((tmp_path / "o" / "model.skops.json").read_text())["feature_names"]
     assert {"sr_mean", "sr_p90", "sr_t00"} <= set(names) and s.figures["n_features"] == len(names)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lcup.errors import LcupError
+from lcup.errors import LcupError, LcupWarning
 from tests.conftest import scene_pipeline
 from tests.integration.servers import free_port, wait_until_up
 
@@ -70,7 +70,7 @@ def test_pipeline_on_dask_gateway(small_scene, tmp_path, gateway, monkeypatch):
     import warnings
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", LcupWarning)
         summary = run_pipeline(cfg, progress=False)
     assert summary.figures["truth"]["oa_gain_points"] > 5
     assert (tmp_path / "out" / "landcover_class.tif").exists()

@@ -13,7 +13,7 @@ import pytest
 import rasterio
 from rasterio.windows import from_bounds
 
-from lcup.errors import LabelError
+from lcup.errors import ConfigError, LabelError
 from lcup.io.rasters import read_on_geobox, read_stac_on_geobox
 from lcup.io.stac import geobox_for_aoi
 from lcup.legends import apply_crosswalk, get_crosswalk
@@ -139,11 +139,11 @@ def test_corrupt_label_map_fails_with_the_window(tmp_path):
 def test_fraction_layers_make_purity_a_factor_of_the_confidence(small_scene, tmp_path):
     """A cover-fraction layer (CGLS-LC100 style, % per 100 m cell) for cropland: the label confidence of cropland
     pixels is multiplied by their cell's fraction, other classes are untouched; bad inputs fail at validation."""
+    from odc.geo.geobox import GeoBox
+
     import lcup
     from lcup.config import load_config
     from tests.conftest import scene_pipeline
-
-    from odc.geo.geobox import GeoBox
 
     sc = small_scene
     truth_path = sc["dir"] / "truth_10m.tif"
@@ -171,7 +171,7 @@ def test_fraction_layers_make_purity_a_factor_of_the_confidence(small_scene, tmp
     assert crops.sum() > 1000 and (purity[crops] < 1).any()
 
     cfg = scene_pipeline(sc, tmp_path / "o")
-    with pytest.raises(Exception, match=r"labels.fractions names class\(es\) \[9\] that the target legend 'lcup7' lacks"):
+    with pytest.raises(ConfigError, match=r"labels.fractions names class\(es\) \[9\] that the target legend 'lcup7' lacks"):
         load_config({**cfg, "labels": {**cfg["labels"], "fractions": {9: str(frac)}}})
-    with pytest.raises(Exception, match=r"labels.fractions\[3\] .*missing.tif does not exist"):
+    with pytest.raises(ConfigError, match=r"labels.fractions\[3\] .*missing.tif does not exist"):
         load_config({**cfg, "labels": {**cfg["labels"], "fractions": {3: str(tmp_path / "missing.tif")}}})

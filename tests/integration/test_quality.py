@@ -1,5 +1,8 @@
-"""The default configuration beats the coarse map on real data (and on lcup's hard synthetic scene), by the margins
-measured (benchmarks/bench_quality.py).
+"""The default configuration never does worse than the coarse map on real data (and on lcup's hard synthetic scene),
+and removes at least a quarter of its disagreement on average over these sets: the claims the README makes.
+
+These are regression guards on sets the defaults were chosen on (benchmarks/bench_quality.py), not a measure of how
+lcup does on a scene it has not seen.
 
 Sets (../shared/data): the eo-learn Slovenia patch (real Sentinel-2 NDVI and cloud masks, 10 m land-use reference;
 eo-learn, MIT) and two WorldCereal Flanders patches (real L2A with SCL, Flemish parcel register; WorldCereal, MIT /
@@ -19,11 +22,13 @@ from tests.conftest import shared_data
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.shared
 
-#: (set, least OA of the 10 m map, least disagreement cut): measured 0.894 / +21 %, 0.887 / +24 %, 0.922 / +40 %
-#: with the defaults (benchmarks/README.md); the floors leave room for library versions, not for a technique that
-#: stops working. What the prior is for is tested on a weaker view of Slovenia below.
-EXPECTED = [("slovenia", 0.885, 0.14), ("flanders-a", 0.878, 0.18), ("flanders-b", 0.910, 0.30),
-            ("demo-hard", 0.770, 0.25)]  # lcup's hard scene: systematic coarse errors; measured 0.786 / +32 %
+#: The sets the defaults are checked on (measured cuts +21 %, +24 %, +40 % and +32 % on the hard demo:
+#: benchmarks/README.md). What the prior is for is tested on a weaker view of Slovenia below.
+SETS = ["slovenia", "flanders-a", "flanders-b", "demo-hard"]
+
+#: The README's claim: the 10 m map removes at least this share of the coarse map's disagreement, on average over
+#: :data:`SETS`, and is never worse than the coarse map on any of them.
+MEAN_CUT = 0.25
 
 
 def _bench():
@@ -33,15 +38,26 @@ def _bench():
     return mod
 
 
-@pytest.mark.parametrize("name, min_oa, min_cut", EXPECTED, ids=[e[0] for e in EXPECTED])
-def test_defaults_beat_the_coarse_map_on_real_data(name, min_oa, min_cut, tmp_path):
-    if name != "demo-hard":
-        shared_data("eolearn-slovenia" if name == "slovenia" else "worldcereal-flanders-lpis")
+@pytest.fixture(scope="module")
+def defaults_on_the_sets(tmp_path_factory) -> dict:
+    """The defaults' result on each of :data:`SETS`, run once for the tests below."""
+    shared_data("eolearn-slovenia")
+    shared_data("worldcereal-flanders-lpis")
     pytest.importorskip("h5netcdf")
     bench = _bench()
-    r = bench.run_technique(bench.load_set(name, tmp_path), bench.TECHNIQUES["defaults"])
-    assert r["oa"] > r["coarse_oa"], r
-    assert r["oa"] >= min_oa and r["disagreement_cut"] >= min_cut, r
+    return {name: bench.run_technique(bench.load_set(name, tmp_path_factory.mktemp(name)), bench.TECHNIQUES["defaults"])
+            for name in SETS}
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_defaults_are_never_worse_than_the_coarse_map(name, defaults_on_the_sets):
+    r = defaults_on_the_sets[name]
+    assert r["oa"] > r["coarse_oa"] and r["disagreement_cut"] > 0, r
+
+
+def test_defaults_remove_a_quarter_of_the_coarse_maps_disagreement_on_average(defaults_on_the_sets):
+    cuts = {k: r["disagreement_cut"] for k, r in defaults_on_the_sets.items()}
+    assert sum(cuts.values()) / len(cuts) >= MEAN_CUT, cuts
 
 
 def test_the_coarse_prior_keeps_a_weak_model_from_doing_worse_than_the_coarse_map(tmp_path):
@@ -52,5 +68,5 @@ def test_the_coarse_prior_keeps_a_weak_model_from_doing_worse_than_the_coarse_ma
     s = bench.load_set("slovenia-5mo", tmp_path)
     plain = bench.run_technique(s, bench.TECHNIQUES["no coarse prior"])
     fused = bench.run_technique(s, bench.TECHNIQUES["defaults"])
-    assert plain["disagreement_cut"] < -0.3, plain  # the situation the prior is for
-    assert fused["oa"] > fused["coarse_oa"] and fused["disagreement_cut"] >= 0.05, fused
+    assert plain["oa"] < plain["coarse_oa"], plain  # the situation the prior is for: the model alone is worse
+    assert fused["oa"] > fused["coarse_oa"], fused  # with the prior: never worse than the coarse map

@@ -15,6 +15,7 @@ import pytest
 import xarray as xr
 import yaml
 
+from lcup.errors import LcupWarning
 from tests.conftest import scene_pipeline
 from tests.integration.servers import extension_errors
 
@@ -128,9 +129,9 @@ def test_tile_without_data_is_written_as_nodata(small_scene, tmp_path):
 
 def test_worker_killed_mid_run_is_recovered(small_scene, tmp_path):
     """Kill a worker process of a real LocalCluster while it computes features: Dask reruns its tasks."""
-    from distributed import Client, LocalCluster
-
     import warnings
+
+    from distributed import Client, LocalCluster
 
     from lcup.config import load_config
     from lcup.pipeline import find_items
@@ -141,7 +142,7 @@ def test_worker_killed_mid_run_is_recovered(small_scene, tmp_path):
     cube = load(items, geobox, load=cfg.load)
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", LcupWarning)
         feats = features(cube, cfg.period, clean=cfg.clean, features=cfg.features)
         expected = feats.compute(scheduler="threads").values
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None, memory_limit="3GiB") as cluster, Client(cluster) as client:
@@ -323,7 +324,7 @@ def test_progress_is_logged_off_a_terminal(small_scene, tmp_path, local_client, 
     monkeypatch.setattr(lcup.cluster, "PROGRESS_EVERY_S", 0.2)
     cfg = load_config(scene_pipeline(small_scene, tmp_path, **{"model.n_estimators": 10, "truth": None, "features.persist": "always"}))
     with warnings.catch_warnings(), caplog.at_level(logging.INFO, logger="lcup"):
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", LcupWarning)
         pl.run_pipeline(cfg, client=local_client, progress=False)
     beats = [r.getMessage() for r in caplog.records if "tasks done" in r.getMessage()]
     assert beats and "features:" in " ".join(beats), caplog.text[-2000:]

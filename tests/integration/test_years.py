@@ -10,6 +10,7 @@ import pytest
 import rasterio
 
 from lcup.config import load_config
+from lcup.errors import ConfigError, LcupWarning
 from lcup.pipeline import run_pipeline
 from tests.conftest import demo_scene, scene_pipeline
 
@@ -23,7 +24,7 @@ def two_years(tmp_path_factory):
 def test_years_map_each_year_and_their_change(two_years, tmp_path):
     cfg = load_config(scene_pipeline(two_years, tmp_path / "o", year=None, years=[2024, 2025], **{"model.n_estimators": 60}))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", LcupWarning)
         s = run_pipeline(cfg, progress=False)
     out = tmp_path / "o"
     y1 = json.loads((out / "2024" / "summary.json").read_text())
@@ -62,14 +63,14 @@ def test_years_map_each_year_and_their_change(two_years, tmp_path):
     p["reference"] = [1 if x == y else code_of.get(f"{names[x]} → {names[y]}", 200 + 10 * x + y) for x, y in zip(a, b)]
     p.to_file(tmp_path / "labelled.gpkg")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # transitions the map missed: reported as classes it never shows
+        warnings.simplefilter("ignore", LcupWarning)  # transitions the map missed: reported as classes it never shows
         est = area(chg, tmp_path / "labelled.gpkg")
     stable_ha = ((truths[0] == truths[1]) & (cm > 0)).sum() * 0.01
     assert abs(est["classes"][1]["area_ha"] - stable_ha) <= max(est["classes"][1]["area_ci_ha"], 0.01 * stable_ha)
 
 
 def test_years_exclude_year():
-    with pytest.raises(Exception, match="`years` or `year`"):
+    with pytest.raises(ConfigError, match="`years` or `year`"):
         load_config({"aoi": {"bbox": [0, 0, 1, 1]}, "year": 2024, "years": [2024, 2025], "output": {"dir": "x"}})
-    with pytest.raises(Exception, match="two or more different"):
+    with pytest.raises(ConfigError, match="two or more different"):
         load_config({"aoi": {"bbox": [0, 0, 1, 1]}, "years": [2024], "output": {"dir": "x"}})
