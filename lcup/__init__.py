@@ -5,15 +5,19 @@ Importing lcup never starts a cluster nor imports the CLI.
 
 from __future__ import annotations
 
+import importlib
+import logging
+import os
+from pathlib import Path
+
+from .redact import RedactingFilter
+
 __version__ = "0.1.0"
 
 
 def _numba_cache_outside_the_package() -> None:
     """Compiled-kernel caches go to the user's cache folder, never into ``site-packages/lcup``: a cache folder
     left there by a regular install shadows a later editable install (``pip install -e``)."""
-    import os
-    from pathlib import Path
-
     if "NUMBA_CACHE_DIR" not in os.environ:
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
         os.environ["NUMBA_CACHE_DIR"] = str(base / "lcup" / "numba")
@@ -26,10 +30,6 @@ from .errors import LcupError  # noqa: E402
 
 
 def _install_log_redaction() -> None:
-    import logging
-
-    from .redact import RedactingFilter
-
     lg = logging.getLogger("lcup")
     if not any(isinstance(f, RedactingFilter) for f in lg.filters):
         lg.addFilter(RedactingFilter())
@@ -40,7 +40,7 @@ _install_log_redaction()
 
 def run_pipeline(cfg, **kwargs):
     """Run a pipeline (a :class:`PipelineConfig` or a path to a YAML file); see :func:`lcup.pipeline.run_pipeline`."""
-    from .pipeline import run_pipeline as _run
+    from .pipeline import run_pipeline as _run  # deferred: import lcup stays light
 
     if not isinstance(cfg, PipelineConfig):
         cfg = load_config(cfg)
@@ -49,7 +49,7 @@ def run_pipeline(cfg, **kwargs):
 
 def write_demo(out_dir, spec=None, **kwargs):
     """Generate the synthetic demo scene; see :func:`lcup.synthetic.write_demo`."""
-    from .synthetic import write_demo as _w
+    from .synthetic import write_demo as _w  # deferred: import lcup stays light
 
     return _w(out_dir, spec, **kwargs)
 
@@ -68,8 +68,6 @@ ANALYSIS = {"change": "lcup.stages.change", "zonal": "lcup.stages.zonal", "desig
 
 
 def __getattr__(name: str):
-    import importlib
-
     if name in STAGES:
         return getattr(importlib.import_module("lcup.stages"), name)
     if name in ANALYSIS:

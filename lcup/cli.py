@@ -15,11 +15,21 @@ Every subcommand takes -v, -q and --set KEY=VALUE (any pipeline key); exit codes
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
 import warnings
 from pathlib import Path
+
+import yaml
+
+from . import __version__
+from .config import load_config
+from .errors import ConfigError, LcupError, LcupWarning, OutputExistsError
+from .progress import on_tty
+from .redact import redact_text
+from .template import TEMPLATE, schema
 
 #: Exit codes: 0 done; 1 an lcup error (bad input, unreadable data: the message names the fix); 2 a usage error
 #: (argparse); 70 an unexpected error (a bug: -v shows the traceback); 130 interrupted (Ctrl-C).
@@ -27,7 +37,10 @@ EXIT_LCUP_ERROR, EXIT_USAGE, EXIT_UNEXPECTED, EXIT_INTERRUPTED = 1, 2, 70, 130
 
 
 def _demo(args) -> int:
-    from .synthetic import SceneSpec, write_demo
+    from .synthetic import (  # deferred: each subcommand imports what it runs (lcup --version and validate stay fast)
+        SceneSpec,
+        write_demo,
+    )
 
     spec = SceneSpec(size=(args.size, args.size), year=args.year, seed=args.seed, years=args.years, difficulty=args.difficulty)
     t0 = time.perf_counter()
@@ -40,8 +53,7 @@ def _demo(args) -> int:
 
 
 def _run(args) -> int:
-    from .config import load_config
-    from .pipeline import run_pipeline
+    from .pipeline import run_pipeline  # deferred: each subcommand imports what it runs
 
     overrides = {}
     if args.overwrite:
@@ -88,14 +100,12 @@ def _run(args) -> int:
 
 def _dask_compute(quiet: bool):
     """``compute(*lazy)`` on the threaded scheduler, with dask's bar on a terminal."""
-    import dask
-
-    from .progress import on_tty
+    import dask  # deferred: each subcommand imports what it runs
 
     def compute(*lazy):
         if quiet or not on_tty():
             return dask.compute(*lazy)
-        from dask.diagnostics import ProgressBar
+        from dask.diagnostics import ProgressBar  # deferred: each subcommand imports what it runs
 
         with ProgressBar():
             return dask.compute(*lazy)
@@ -104,7 +114,7 @@ def _dask_compute(quiet: bool):
 
 
 def _change(args) -> int:
-    from .stages.change import change
+    from .stages.change import change  # deferred: each subcommand imports what it runs
 
     r = change(args.maps, args.output, labels=args.labels, legend=args.legend, bbox=args.bbox, chunk_px=args.chunk_px,
                compute=_dask_compute(getattr(args, "quiet", False)), overwrite=args.overwrite)
@@ -120,7 +130,7 @@ def _change(args) -> int:
 
 
 def _zonal(args) -> int:
-    from .stages.zonal import zonal
+    from .stages.zonal import zonal  # deferred: each subcommand imports what it runs
 
     t = zonal(args.maps, args.zones, args.output, by=args.by, labels=args.labels, legend=args.legend, bbox=args.bbox,
               chunk_px=args.chunk_px, compute=_dask_compute(getattr(args, "quiet", False)), overwrite=args.overwrite)
@@ -130,7 +140,7 @@ def _zonal(args) -> int:
 
 
 def _design(args) -> int:
-    from .stages.reference import design
+    from .stages.reference import design  # deferred: each subcommand imports what it runs
 
     r = design(args.map, args.output, users_accuracy=args.users_accuracy, target_se=args.target_se, n=args.n,
                min_per_class=args.min_per_class, legend=args.legend, bbox=args.bbox, seed=args.seed, chunk_px=args.chunk_px,
@@ -141,7 +151,7 @@ def _design(args) -> int:
 
 
 def _area(args) -> int:
-    from .stages.reference import area
+    from .stages.reference import area  # deferred: each subcommand imports what it runs
 
     r = area(args.map, args.points, class_column=args.class_column, legend=args.legend, reference_legend=args.reference_legend,
              output=args.output, points_crs=args.points_crs, chunk_px=args.chunk_px,
@@ -159,10 +169,6 @@ def _area(args) -> int:
 
 def _parse_sets(pairs) -> dict:
     """``--set key=value`` pairs as config overrides; values are read as YAML (numbers, lists, true/false)."""
-    import yaml
-
-    from .errors import ConfigError
-
     out = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
@@ -173,11 +179,6 @@ def _parse_sets(pairs) -> dict:
 
 
 def _init(args) -> int:
-    from pathlib import Path
-
-    from .errors import OutputExistsError
-    from .template import TEMPLATE
-
     p = Path(args.path)
     if p.exists() and not args.overwrite:
         raise OutputExistsError(f"{p} exists; choose another name or pass --overwrite")
@@ -187,25 +188,18 @@ def _init(args) -> int:
 
 
 def _schema(args) -> int:
-    import json
-
-    from .template import schema
-
     print(json.dumps(schema(), indent=1))
     return 0
 
 
 def _plan(args) -> int:
-    from .config import load_config
-    from .pipeline import plan
+    from .pipeline import plan  # deferred: each subcommand imports what it runs
 
     print(plan(load_config(args.pipeline, overrides=_parse_sets(args.set))))
     return 0
 
 
 def _validate(args) -> int:
-    from .config import load_config
-
     cfg = load_config(args.pipeline, overrides=_parse_sets(args.set))
     print(f"{args.pipeline}: valid pipeline {cfg.name!r}")
     return 0
@@ -213,7 +207,6 @@ def _validate(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lcup", description="Coarse land cover to 10 m with Sentinel-2 time series")
-    from . import __version__
 
     parser.add_argument("--version", action="version", version=f"lcup {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -306,8 +299,6 @@ def main(argv: list[str] | None = None) -> int:
     lg = logging.getLogger("lcup")
     lg.addHandler(handler)
     lg.setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    from .errors import LcupError, LcupWarning
-    from .redact import redact_text
 
     _plain = warnings.showwarning
 

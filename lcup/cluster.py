@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes.util
+import getpass
 import importlib
 import itertools
 import logging
@@ -46,8 +48,6 @@ def tune_malloc(mmap_threshold: int = 32 * 2**20, trim_threshold: int = 128 * 2*
     bool
         True when both settings were applied.
     """
-    import ctypes.util
-
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(libc.mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)))
@@ -135,14 +135,12 @@ def cluster_client(cfg: ClusterConfig | None = None) -> Iterator["object | None"
             client.close()
     elif cfg.kind == "gateway":
         try:
-            from dask_gateway import Gateway
+            from dask_gateway import Gateway  # optional: lcup[gateway]
         except ImportError as e:
             raise LcupError("cluster.kind is 'gateway' but dask-gateway is not installed: pip install 'lcup[gateway]'") from e
         auth = None
         if cfg.gateway_auth == "basic":
-            import getpass
-
-            from dask_gateway.auth import BasicAuth
+            from dask_gateway.auth import BasicAuth  # optional: lcup[gateway]
 
             auth = BasicAuth(username=os.environ.get("DASK_GATEWAY_USER", getpass.getuser()),
                              password=os.environ.get("DASK_GATEWAY_PASSWORD"))
@@ -269,10 +267,8 @@ class Runner:
             return dask.compute(obj)[0] if not isinstance(obj, (list, tuple)) else dask.compute(*obj)
         fut = self.client.compute(obj)
         if self.progress if progress is None else progress:
-            from distributed import progress as dprogress
-
             log.info("  computing %s", label)
-            dprogress(fut, notebook=False)
+            distributed.progress(fut, notebook=False)
             print(flush=True)
         else:
             self.heartbeat(fut, label)

@@ -8,14 +8,19 @@ key, the section and the valid keys. Relative paths are resolved against the pip
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
+import json
+import re
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, LcupError
+from .legends import get_crosswalk, get_legend
 from .providers import BANDS, PROFILES, REFLECTANCE_BANDS
+from .units import metres_to_px, segment_halo_px
 from .vocab import DEFAULT_INVALID_SCL, INDEX_BANDS, STAT_NAMES, formula_bands, index_bands
 
 
@@ -340,7 +345,7 @@ class ClusterConfig(_Section):
     @field_validator("memory_limit")
     @classmethod
     def _memory(cls, v: str) -> str:
-        from dask.utils import parse_bytes
+        from dask.utils import parse_bytes  # deferred: load_config (lcup validate) stays light
 
         if str(v).lower() == "auto":
             return v
@@ -354,8 +359,6 @@ class ClusterConfig(_Section):
 
     @model_validator(mode="after")
     def _address(self) -> "ClusterConfig":
-        import re
-
         if self.kind == "address":
             if not self.address or not re.fullmatch(r"(?:(?:tcp|tls|ucx|ws|wss|inproc)://)?[\w.\-\[\]:]+:\d{1,5}/?", self.address):
                 raise ValueError(f"cluster.address {self.address!r} is not a scheduler address; use e.g. tcp://10.0.0.5:8786")
@@ -368,8 +371,8 @@ class ClusterConfig(_Section):
 def _check_crs(value: str | None, key: str) -> None:
     if value is None:
         return
-    from rasterio.crs import CRS
-    from rasterio.errors import CRSError
+    from rasterio.crs import CRS  # deferred: load_config (lcup validate) stays light
+    from rasterio.errors import CRSError  # deferred: load_config (lcup validate) stays light
 
     try:
         CRS.from_user_input(value)
@@ -407,8 +410,6 @@ class PipelineConfig(_Section):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str) -> str:
-        import re
-
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", v) or ".." in v:
             raise ValueError(f"name {v!r} must be 1-100 letters, digits, '.', '_' or '-' (no '/', no '..'), "
                              "since it names output files and STAC ids; e.g. name: my-area-2024")
@@ -431,13 +432,10 @@ class PipelineConfig(_Section):
     @model_validator(mode="after")
     def _check_references(self) -> "PipelineConfig":
         """What can be known without a pixel: CRSs, files, legends, crosswalks, indices, model parameters."""
-        from .errors import LcupError
-        from .legends import get_crosswalk, get_legend
-
         _check_crs(self.aoi.crs, "aoi.crs")
         _check_crs(self.aoi.grid_crs, "aoi.grid_crs")
         if self.aoi.grid_crs is not None and str(self.aoi.grid_crs).lower() != "utm":
-            from rasterio.crs import CRS
+            from rasterio.crs import CRS  # deferred: load_config (lcup validate) stays light
 
             if CRS.from_user_input(self.aoi.grid_crs).is_geographic:
                 raise ValueError(f"aoi.grid_crs {self.aoi.grid_crs} is geographic (degrees), but lcup's grid, erosion, blocks "
@@ -445,14 +443,11 @@ class PipelineConfig(_Section):
                                  "the AOI, or e.g. EPSG:3035)")
         cat = self.source.catalog
         if PROFILES[self.source.provider].signed_urls and "planetarycomputer.microsoft.com" in cat:
-            import importlib.util
-
             if importlib.util.find_spec("planetary_computer") is None:
                 raise ValueError(f"provider {self.source.provider!r} signs its hrefs with the planetary-computer package, "
                                  'which is not installed: pip install "lcup[pc]"')
         if "://" not in cat and cat.endswith(".json"):
             _check_local(cat, "source.catalog")
-            import json
 
             try:
                 json.loads(Path(cat).read_text())
@@ -506,9 +501,6 @@ class PipelineConfig(_Section):
         if stray:
             raise ValueError(f"features.series {stray} are neither loaded bands nor computed indices ({variables}); "
                              "add them to load.bands or features.indices, or drop them from features.series")
-        from .ops.segments import segment_halo_px
-        from .units import metres_to_px
-
         nb = max((metres_to_px(m, self.aoi.resolution) for m in self.features.neighbourhood_m), default=0) // 2
         seg = segment_halo_px(self.model.segment_px) if self.model.segments != "none" else 0
         if nb + seg >= self.load.chunk_px / 2:
@@ -520,7 +512,7 @@ class PipelineConfig(_Section):
             raise ValueError(f"labels.erosion_m {lab.erosion_m} m is {r:.0f} px at {self.aoi.resolution} m, at least half a "
                              f"chunk ({self.load.chunk_px} px): nothing would be left to sample; use a few tens of metres")
         if self.model.params:
-            from .ops.model import check_params
+            from .ops.model import check_params  # deferred: load_config loads scikit-learn only when model.params are set
 
             check_params(self.model.kind, self.model.params)
         return self
@@ -528,8 +520,6 @@ class PipelineConfig(_Section):
     def target_legend(self):
         """The output legend: ``labels.target_legend``, or the saved model's (``model.path``)."""
         if self.model.path is not None:
-            import json
-
             meta = Path(self.model.path).with_suffix(Path(self.model.path).suffix + ".json")
             if meta.exists():
                 return json.loads(meta.read_text())["legend"]

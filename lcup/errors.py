@@ -5,13 +5,15 @@ Every error says what happened, the offending value and how to fix it.
 
 from __future__ import annotations
 
+import errno
+
+from .redact import redact_text
+
 
 class LcupError(Exception):
     """Base class of every error lcup raises on purpose. Its text never shows a credential."""
 
     def __str__(self) -> str:
-        from .redact import redact_text
-
         return redact_text(self.args[0] if len(self.args) == 1 and isinstance(self.args[0], str) else super().__str__())
 
 
@@ -74,8 +76,6 @@ class LcupWarning(UserWarning):
     """Base class of lcup's warnings. Its text never shows a credential."""
 
     def __str__(self) -> str:
-        from .redact import redact_text
-
         return redact_text(super().__str__())
 
 
@@ -104,8 +104,6 @@ def clear_error(e: BaseException, out) -> "LcupError | None":
     >>> type(clear_error(OSError(errno.ENOSPC, "No space left on device"), "out")).__name__
     'WriteError'
     """
-    import errno
-
     if isinstance(e, LcupError) or not isinstance(e, Exception):
         return None
     chain, cur = [], e

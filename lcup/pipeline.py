@@ -11,14 +11,12 @@ import time
 import warnings
 from concurrent.futures import Future
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import xarray as xr
 
 from .cluster import Runner, cluster_client, quiet_spurious_warnings, quiet_workers, starting_cluster, tune_workers
-from .config import PipelineConfig
-from .errors import clear_error
-from .io.rundir import RunSummary, output_lock, prepare_output_dir, remove_empty_files, tree_cpu_s, versions
-from .redact import redact
+from .io.rundir import RunSummary, output_lock, prepare_output_dir, tree_cpu_s
 from .report import write_report
 from .stages.change import change
 from .stages.labels import cell_origin, labels, sample, sample_figures
@@ -29,6 +27,9 @@ from .stages.search import check_items
 from .stages.tiles import aoi_features, sample_features
 from .stages.train import fit, saved_model
 from .stages.write import predict_and_write, write_stac
+
+if TYPE_CHECKING:
+    from .config import PipelineConfig
 
 __all__ = ["run_pipeline", "run_years", "plan", "find_items"]
 
@@ -64,9 +65,7 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
     out = Path(cfg.output.dir)
     prepare_output_dir(out, overwrite=cfg.output.overwrite, resume=cfg.output.resume,
                        outputs=("landcover.zarr", "landcover_class.tif"))
-    summary = RunSummary(cfg.name, parameters=redact(json.loads(cfg.model_dump_json())))
-    summary.figures["versions"] = versions()
-    runner = Runner(client, progress)
+    summary, runner = RunSummary.of(cfg), Runner(client, progress)
     with output_lock(out):
         try:
             if client is None and cfg.cluster.kind != "none":
@@ -75,14 +74,7 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
                     return _run_quietly(cfg, c, progress, summary)
             return _run_quietly(cfg, client, progress, summary)
         except BaseException as e:
-            summary.status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-            clear = clear_error(e, out)
-            summary.error = f"{type(clear or e).__name__}: {clear or e}"
-            remove_empty_files(out)
-            try:
-                summary.save(out)
-            except OSError:  # e.g. the disk is full: the error itself matters more
-                remove_empty_files(out)
+            clear = summary.failed(e, out)
             if clear is not None:
                 raise clear from None
             raise

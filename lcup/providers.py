@@ -23,6 +23,7 @@ Facts relied on (cited so the next reader can check them):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -189,8 +190,6 @@ def with_probability_mask(profile: "str | ProviderProfile", asset_key: str) -> P
     >>> with_probability_mask("earth-search", "cloud").asset_key(SCL)
     'cloud'
     """
-    import dataclasses
-
     p = get_profile(profile)
     if p.asset_keys.get(SCL) == asset_key and p.mask_nodata == 255:  # already this layer's profile
         return p

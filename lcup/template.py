@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .config import PipelineConfig
+
 TEMPLATE = """\
 # An lcup pipeline. Every key below shows its default unless marked "set this"; delete what you keep as is.
 # Check it with `lcup validate FILE`, see the work with `lcup plan FILE`, run it with `lcup run FILE`.
@@ -41,8 +43,6 @@ cluster:
 
 def schema() -> dict:
     """The JSON schema of a pipeline file (from the typed settings)."""
-    from .config import PipelineConfig
-
     s = PipelineConfig.model_json_schema()
     s["title"] = "lcup pipeline"
     return s

@@ -37,3 +37,15 @@ def grid_step(ds) -> float:
     """Pixel size of a ``(…, y, x)`` xarray object from its coordinates (x, or y when x has one pixel)."""
     d = ds.x if ds.sizes["x"] > 1 else ds.y
     return abs(float(d[1] - d[0]))
+
+
+def segment_halo_px(region_px: int) -> int:
+    """The halo (px) a chunk is segmented with (:func:`lcup.ops.segments.segment_block`): about two segment
+    diameters, at least 4.
+
+    Examples
+    --------
+    >>> segment_halo_px(30)
+    11
+    """
+    return max(4, int(math.ceil(2 * math.sqrt(region_px))))

@@ -6,6 +6,8 @@ them, so ``import lcup`` stays light (no numba, dask.array or scipy).
 
 from __future__ import annotations
 
+import ast
+
 #: SCL classes treated as invalid by default: no data, saturated/defective, cloud shadow,
 #: cloud medium and high probability, thin cirrus. Snow (11) is kept valid unless asked.
 DEFAULT_INVALID_SCL: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
@@ -53,8 +55,6 @@ def formula_bands(expr: str) -> list[str]:
     >>> formula_bands("(nir08 - red) / (nir08 + red + 0.5)")
     ['nir08', 'red']
     """
-    import ast
-
     try:
         tree = ast.parse(expr, mode="eval")
     except SyntaxError as e:

@@ -23,7 +23,9 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable, Hashable, NamedTuple, Sequence
 
+import distributed
 import numpy as np
+import psutil
 import rasterio
 from odc.geo import CRS
 from odc.loader._reader import (
@@ -400,14 +402,10 @@ def auto_cache_bytes() -> int:
     limit, below distributed's spill threshold."""
     limit = 0
     try:
-        from distributed import get_worker
-
-        limit = int(get_worker().memory_manager.memory_limit or 0)
-    except (ImportError, ValueError, AttributeError):  # not in a worker
+        limit = int(distributed.get_worker().memory_manager.memory_limit or 0)
+    except (ValueError, AttributeError):  # not in a worker
         pass
     if not limit:
-        import psutil
-
         limit = psutil.virtual_memory().total
     return int(min(AUTO_CACHE_MAX, limit // 4))
 

@@ -20,7 +20,7 @@ import psutil
 import rasterio
 
 from .. import __version__
-from ..errors import ConfigError, OutputExistsError
+from ..errors import ConfigError, LcupError, OutputExistsError, clear_error
 from ..redact import redact
 
 log = logging.getLogger("lcup")
@@ -116,6 +116,28 @@ class RunSummary:
 
     status: str = "running"
     error: str | None = None
+
+    @classmethod
+    def of(cls, cfg) -> "RunSummary":
+        """A new summary of the run of ``cfg`` (a :class:`~lcup.config.PipelineConfig`): its parameters with
+        credentials masked, and the versions that decide the result."""
+        summary = cls(cfg.name, parameters=redact(json.loads(cfg.model_dump_json())))
+        summary.figures["versions"] = versions()
+        return summary
+
+    def failed(self, e: BaseException, out: Path) -> LcupError | None:
+        """Record the failure ``e`` of the run writing into ``out`` (status ``failed``, or ``interrupted`` for Ctrl-C)
+        and save the summary, leaving no 0-byte file behind; returns lcup's clear error for ``e`` when it came from
+        inside a library (:func:`~lcup.errors.clear_error`), to raise in its place."""
+        self.status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        clear = clear_error(e, out)
+        self.error = f"{type(clear or e).__name__}: {clear or e}"
+        remove_empty_files(out)
+        try:
+            self.save(out)
+        except OSError:  # e.g. the disk is full: the error itself matters more
+            remove_empty_files(out)
+        return clear
 
     def to_json(self) -> str:
         """Strict JSON (NaN and inf as null), credentials masked."""

@@ -23,10 +23,13 @@ import odc.stac
 import pandas as pd
 import pystac
 import rasterio
+import requests
 import xarray as xr
+from odc.geo import xy_
 from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import box
+from pystac_client import Client
 from rasterio.windows import Window
 
 from ..errors import EmptySearchError, MissingBandError, ProviderError
@@ -102,8 +105,6 @@ def search_items(
                 "set source.collection in the pipeline file"
             )
     else:
-        from pystac_client import Client
-
         try:
             client = Client.open(str(source))
         except Exception as e:  # noqa: BLE001 - network, HTTP and JSON errors alike
@@ -165,7 +166,7 @@ class Cube:
     items: list[list[str]]
     geobox: GeoBox
     skipped: list[dict] = field(default_factory=list)
-    #: ``(time, y, x)`` SCL, on ``geobox`` padded by ``halo`` px (set by :func:`lcup.pipeline.open_cube`)
+    #: ``(time, y, x)`` SCL, on ``geobox`` padded by ``halo`` px (set by :func:`lcup.stages.load.load`)
     scl: xr.DataArray | None = None
     halo: int = 0
 
@@ -239,7 +240,7 @@ def load_cube(
     keys = asset_keys(items, profile, bands)
     if patch_url is None and profile.signed_urls:
         try:
-            import planetary_computer
+            import planetary_computer  # optional: lcup[pc]
 
             patch_url = planetary_computer.sign
         except ImportError:
@@ -311,7 +312,10 @@ def inline_sources(arr):
     if dask's task objects are not what this expects.
     """
     try:
-        from dask._task_spec import GraphNode, convert_legacy_graph
+        from dask._task_spec import (  # dask's private task spec: guarded, the graph is left as it is without it
+            GraphNode,
+            convert_legacy_graph,
+        )
 
         dsk = convert_legacy_graph(dict(arr.__dask_graph__()))
         opens = {k: t for k, t in dsk.items() if isinstance(k, tuple) and str(k[0]).startswith("open-")}
@@ -375,8 +379,6 @@ def _has_bytes(href: str, end: int) -> str | None:
     if "://" not in path and not path.startswith("/vsi"):
         n = os.path.getsize(path)
     elif path.startswith(("http://", "https://")):
-        import requests
-
         try:
             with requests.get(path, headers={"Range": f"bytes={end - 1}-{end - 1}"}, stream=True, timeout=60) as r:
                 status, length = r.status_code, re.fullmatch(r"bytes \*/(\d+)", r.headers.get("Content-Range", "").strip())
@@ -459,8 +461,6 @@ def geobox_for_aoi(bbox: Sequence[float], crs: str | None, resolution: float, bb
     gp = g.to_crs(crs)
     anchor = "edge"
     if origin is not None:
-        from odc.geo import xy_
-
         anchor = xy_((origin[0] / resolution) % 1.0, (origin[1] / resolution) % 1.0)
     return GeoBox.from_bbox(gp.boundingbox, crs=crs, resolution=resolution, anchor=anchor)
 

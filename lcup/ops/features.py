@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from ..vocab import index_bands
+from ..vocab import formula_bands, index_bands
 from ._kernels import STAT_CODES, fused_mask_interp_smooth, series_stats, time_last
 from .indices import compute_indices, formula_index
 
@@ -82,8 +82,6 @@ def chunk_features(
     for name in indices:
         need.update(index_bands(name, dict.fromkeys(bands))[0])
     if custom_indices:
-        from ..vocab import formula_bands
-
         for expr in custom_indices.values():
             need.update(formula_bands(expr))
     m = time_last(np.asarray(valid, np.bool_).transpose(1, 2, 0))  # (y, x, time), once for every band

@@ -64,14 +64,12 @@ def check_params(kind: str, params: Mapping[str, Any]) -> None:
     if not params:
         return
     if kind == "random_forest":
-        from sklearn.ensemble import RandomForestClassifier
-
         est = RandomForestClassifier()
         known = set(est.get_params())
     else:
         try:
-            from lightgbm import LGBMClassifier
-            from lightgbm.basic import _ConfigAliases
+            from lightgbm import LGBMClassifier  # optional: lcup[lightgbm]
+            from lightgbm.basic import _ConfigAliases  # optional: lcup[lightgbm]
         except ImportError:
             raise ValueError("model.kind lightgbm needs LightGBM: pip install 'lcup[lightgbm]'") from None
         est = LGBMClassifier()
@@ -110,7 +108,7 @@ def train_model(
     if kind != "lightgbm":
         raise ValueError(f"model kind must be 'random_forest' or 'lightgbm', not {kind!r}")
     try:
-        from lightgbm import LGBMClassifier
+        from lightgbm import LGBMClassifier  # optional: lcup[lightgbm]
     except ImportError as e:
         raise ImportError("model.kind 'lightgbm' needs LightGBM: pip install 'lcup[lightgbm]'") from e
     ok = np.isfinite(X).all(1)

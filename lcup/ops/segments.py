@@ -65,11 +65,6 @@ def segment_mean(prob: np.ndarray, seg: np.ndarray, mix: float = 1.0) -> np.ndar
     return out
 
 
-def segment_halo_px(region_px: int) -> int:
-    """The halo (px) a chunk is segmented with: about two segment diameters, at least 4."""
-    return max(4, int(np.ceil(2 * np.sqrt(region_px))))
-
-
 def segment_block(pred: np.ndarray, feats: np.ndarray, classes, *, region_px: int = 30, method: str = "slic",
                   mix: float = 0.5, confidence: str = "max") -> np.ndarray:
     """Segment-based regularisation of one block of :func:`lcup.ops.model.predict_block`'s output.

@@ -38,5 +38,5 @@ from .search import check_items, grid, native_origin, search  # noqa: E402
 from .train import train  # noqa: E402
 from .write import write  # noqa: E402
 
-__all__ = ["check_items", "native_origin", "feature_names", "features", "grid", "labels", "load", "predict", "sample", "scene_filter",
+__all__ = ["check_items", "coarse_prior_array", "native_origin", "feature_names", "features", "grid", "labels", "load", "predict", "sample", "scene_filter",
            "search", "section", "train", "vanished_classes", "write"]

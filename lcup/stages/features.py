@@ -186,7 +186,7 @@ def with_neighbourhood(feats: xr.DataArray, sizes_m: Sequence[float], stats: Seq
     """``feats`` ``(y, x, feature)`` followed by the local mean/std of every feature in windows of ``sizes_m``
     metres (:func:`lcup.ops.features.neighbourhood_features`), chunk by chunk with a halo: the same values
     however the array is chunked. Within ``max(window) // 2`` px of the array's edge the windows hold only what
-    is there; :func:`lcup.pipeline.tile_features` loads that much more around a tile and crops it."""
+    is there; :func:`lcup.stages.tiles.tile_features` loads that much more around a tile and crops it."""
     px = neighbourhood_px({"neighbourhood_m": list(sizes_m)}, resolution_m)
     feats = feats if feats.chunks is not None else feats.chunk({"feature": -1})
     names = list(feats.feature.values)

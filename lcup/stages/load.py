@@ -15,7 +15,7 @@ from ..errors import LowCoverageWarning, NoValidDataError
 from ..io.nested import cache_stats, clear_blocks
 from ..io.stac import GDAL_HTTP_ENV, item_time, load_cube
 from ..ops.cloud import keep_dates, probability_mask, scl_valid_mask, valid_fraction
-from ..providers import SCL, get_profile
+from ..providers import SCL, get_profile, with_probability_mask
 from ..units import padded_chunks
 from . import section
 
@@ -165,8 +165,6 @@ def scene_filter(items: list, geobox, *, provider: str = "earth-search", clean: 
     gb = geobox if side <= SCENE_FILTER_PX else geobox.zoom_to((max(1, geobox.shape[0] * SCENE_FILTER_PX // side),
                                                                  max(1, geobox.shape[1] * SCENE_FILTER_PX // side)))
     if cc.mask == "probability":  # the probability layer is read in SCL's place
-        from ..providers import with_probability_mask
-
         provider = with_probability_mask(provider, cc.probability_asset)
     if cc.mask != "none":
         scl = load(items, gb, provider=provider, load={"chunk_px": chunk_px, "block_cache_mb": block_cache_mb}, bands=[],

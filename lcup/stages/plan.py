@@ -20,10 +20,9 @@ from ..config import PipelineConfig
 from ..errors import OutputExistsError
 from ..io.write import tile_slices
 from ..legends import Legend, compact, get_legend
-from ..ops.segments import segment_halo_px
 from ..ops.temporal import regular_grid
 from ..providers import ProviderProfile, get_profile, with_probability_mask
-from ..units import metres_to_px
+from ..units import metres_to_px, segment_halo_px
 from .features import feature_names, neighbourhood_halo_px
 from .labels import AUTO_SAMPLE_CHUNKS, label_halo_px
 from .search import grid, native_origin, search

@@ -13,9 +13,10 @@ from odc.geo.xr import xr_coords
 from ..config import OutputConfig
 from ..legends import Legend, compact
 from ..ops.blocks import map_blocks_across
-from ..ops.fusion import coarse_prior
-from ..ops.model import predict_block
-from ..ops.segments import segment_block, segment_halo_px
+from ..ops.fusion import coarse_prior, fuse_block
+from ..ops.model import predict_block, smooth_block
+from ..ops.segments import segment_block
+from ..units import segment_halo_px
 from . import section
 from ._halo import map_with_halo
 
@@ -50,7 +51,7 @@ def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig 
         (:func:`lcup.ops.model.smooth_block`); 1 = off.
     halo
         Pixels of ``feats`` beyond ``geobox`` on each side (at least ``smooth_px // 2``, plus
-        :func:`lcup.ops.segments.segment_halo_px` with ``segments``, for seamless tiles), cropped from the result.
+        :func:`lcup.units.segment_halo_px` with ``segments``, for seamless tiles), cropped from the result.
     chunk_px
         Spatial chunks of the result (default: those of ``feats``), e.g. to match a Zarr store's.
     prior, prior_strength
@@ -80,8 +81,6 @@ def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig 
                              dtype=np.float32, model=model, confidence=oc.confidence)
     r = int(smooth_px) // 2
     if r:
-        from ..ops.model import smooth_block
-
         cls_idx = np.asarray(classes)
         pred = pred.map_overlap(smooth_block, depth={0: 0, 1: r, 2: r}, boundary="none", classes=cls_idx,
                                 window=int(smooth_px), confidence=oc.confidence, dtype=np.float32)
@@ -95,8 +94,6 @@ def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig 
         chunks = feats.data.chunks
         pred = pred.rechunk({1: chunk_px or chunks[0][0], 2: chunk_px or chunks[1][0]})
     if prior is not None and prior_strength > 0:
-        from ..ops.fusion import fuse_block
-
         if prior.shape != (len(classes),) + pred.shape[1:]:
             raise ValueError(f"prior has shape {prior.shape}, the prediction needs {(len(classes),) + pred.shape[1:]} (class, y, x)")
         pred = da.map_blocks(fuse_block, pred, prior.rechunk(((len(classes),),) + pred.chunks[1:]), np.asarray(classes),
@@ -115,7 +112,7 @@ def _segment_chunk(pred: np.ndarray, feats: np.ndarray, classes, *, ring: int, h
 def _segmented(pred: da.Array, feats: da.Array, halo: int, r: int, classes: np.ndarray, *, segments: str, segment_px: int,
                segment_mix: float, confidence: str, chunk_px: int) -> da.Array:
     """Segment-based regularisation of ``pred`` (with ``halo`` px around the output grid, smoothed with radius ``r``)
-    on the output grid's ``chunk_px`` chunks, each with the halo of :func:`lcup.ops.segments.segment_halo_px` (at the
+    on the output grid's ``chunk_px`` chunks, each with the halo of :func:`lcup.units.segment_halo_px` (at the
     array's edge: what ``halo`` leaves after the smoothing's). Returns the result on the output grid (no halo)."""
     h = segment_halo_px(segment_px)
     g = max(0, min(h, halo - r))  # the ring kept: the outer chunks' halo; the smoothing's own edge effects are cut away

@@ -4,6 +4,7 @@ intervals from a labelled sample (Olofsson et al. 2014)."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 import rasterio
 
-from ..errors import ConfigError, OutputExistsError, ReadError
+from ..errors import ConfigError, LcupWarning, OutputExistsError, ReadError
 from ..legends import apply_crosswalk, get_crosswalk, get_legend
 from ..ops.area import allocate, sample_size, stratified_estimates
 from ..ops.change import code_index, row_area_m2
@@ -183,10 +184,6 @@ def area(map_path: str | Path, points: str | Path, *, class_column: str = "refer
         ref_codes = apply_crosswalk(ref_codes, get_crosswalk(get_legend(reference_legend), leg), nodata=0).astype(np.int64)
     unknown = sorted(set(ref_codes[ok].tolist()) - set(codes) - {0})
     if unknown:  # classes the map never shows (e.g. a transition a change map missed): strata of no mapped area
-        import warnings
-
-        from ..errors import LcupWarning
-
         warnings.warn(f"reference classes {unknown} are not in the map's legend {leg.name} ({codes}): estimated as classes "
                       "the map never shows (from its omission errors); if they are another legend's codes, give "
                       "reference_legend (CLI: --reference-legend) to crosswalk them", LcupWarning, stacklevel=2)
@@ -217,8 +214,6 @@ def area(map_path: str | Path, points: str | Path, *, class_column: str = "refer
         output = Path(output)
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(res, indent=1, allow_nan=True).replace("NaN", "null"))
-        import pandas as pd
-
         pd.DataFrame([{"class_code": c, **v} for c, v in res["classes"].items()]).to_csv(output.with_suffix(".csv"), index=False)
     return res
 

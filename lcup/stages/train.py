@@ -8,6 +8,7 @@ import warnings
 from typing import Mapping, Sequence
 
 import numpy as np
+from sklearn.inspection import permutation_importance
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from ..config import ModelConfig
@@ -97,8 +98,6 @@ def train(X: np.ndarray, sample, *, names: Sequence[str], legend: Legend, model:
         if ok.any():
             figures["validation"]["roc"] = roc_curves(sample.label[sample.validation][ok], clf.predict_proba(Xv[ok]), clf.classes_)
         if mc.permutation_importance and ok.sum() > 10:
-            from sklearn.inspection import permutation_importance
-
             n = min(2000, int(ok.sum()))
             pi = permutation_importance(clf, Xv[ok][:n], sample.label[sample.validation][ok][:n], n_repeats=3,
                                         random_state=mc.seed, n_jobs=1)
