@@ -92,11 +92,14 @@ def _grid(side: int):
 
 
 def _predict(cube, ref, model, cfg):
-    """lcup's lazy outputs for ``cube`` on a square 10 m grid of its size."""
+    """lcup's lazy outputs for ``cube`` on a square 10 m grid of its size: the forest's class, confidence and
+    probabilities per pixel, with the 3 × 3 smoothing off (``smooth_px=1``) so that it does the work
+    ``ParallelPostFit.predict_proba`` does."""
     from lcup.legends import LCUP7
     from lcup.stages import predict
 
-    return predict(ref, cube, legend=LCUP7, output=cfg.output, classes=list(model.classes_), geobox=_grid(cube.sizes["y"]))
+    return predict(ref, cube, legend=LCUP7, output=cfg.output, classes=list(model.classes_), geobox=_grid(cube.sizes["y"]),
+                   smooth_px=1)
 
 
 def _interleaved_rates(client, a, routes: dict) -> dict[str, list[float]]:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import difflib
 import warnings
-import weakref
 from typing import Any, Mapping
 
-import numba
 import numpy as np
-from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 
@@ -123,116 +121,6 @@ def train_model(
     return model, {"n_train": int(ok.sum()), "n_dropped_nan": int((~ok).sum())}
 
 
-@numba.njit(nogil=True, cache=True)
-def _leaf(nodes, thr, base, X, i):  # pragma: no cover - compiled
-    node = base
-    while nodes[node, 0] != -1:
-        node = base + (nodes[node, 0] if X[i, nodes[node, 2]] <= thr[node] else nodes[node, 1])
-    return node
-
-
-@numba.njit(nogil=True, cache=True)
-def _forest_sum(X, offsets, nodes, thr, values, out, block):  # pragma: no cover - compiled
-    """``out[i] += values[leaf of X[i] in tree t]`` for every tree in order: a block of samples at a time through each
-    tree, four samples walked together (their node loads overlap: the walk is bound by memory latency)."""
-    n, k = X.shape[0], out.shape[1]
-    for s in range(0, n, block):
-        e = min(n, s + block)
-        for t in range(offsets.shape[0] - 1):
-            base = offsets[t]
-            i = s
-            while i + 4 <= e:
-                a0 = base
-                a1 = base
-                a2 = base
-                a3 = base
-                moving = True
-                while moving:
-                    moving = False
-                    if nodes[a0, 0] != -1:
-                        a0 = base + (nodes[a0, 0] if X[i, nodes[a0, 2]] <= thr[a0] else nodes[a0, 1])
-                        moving = True
-                    if nodes[a1, 0] != -1:
-                        a1 = base + (nodes[a1, 0] if X[i + 1, nodes[a1, 2]] <= thr[a1] else nodes[a1, 1])
-                        moving = True
-                    if nodes[a2, 0] != -1:
-                        a2 = base + (nodes[a2, 0] if X[i + 2, nodes[a2, 2]] <= thr[a2] else nodes[a2, 1])
-                        moving = True
-                    if nodes[a3, 0] != -1:
-                        a3 = base + (nodes[a3, 0] if X[i + 3, nodes[a3, 2]] <= thr[a3] else nodes[a3, 1])
-                        moving = True
-                for c in range(k):
-                    out[i, c] += values[a0, c]
-                    out[i + 1, c] += values[a1, c]
-                    out[i + 2, c] += values[a2, c]
-                    out[i + 3, c] += values[a3, c]
-                i += 4
-            while i < e:
-                leaf = _leaf(nodes, thr, base, X, i)
-                for c in range(k):
-                    out[i, c] += values[leaf, c]
-                i += 1
-
-
-def _float32_at_most(thr: np.ndarray) -> np.ndarray:
-    """The largest float32 ≤ each float64 threshold: for float32 ``x``, ``x <= t32`` exactly when ``x <= thr``."""
-    t32 = thr.astype(np.float32)
-    over = t32.astype(np.float64) > thr
-    t32[over] = np.nextafter(t32[over], np.float32(-np.inf))
-    return t32
-
-
-def _packed_forest(model):
-    """The forest's trees in flat arrays, built once per fitted model: ``(offsets, nodes (left, right, feature),
-    float32 thresholds, leaf class fractions)``; children are relative to their tree's first node."""
-    packed = _PACKED.get(model)
-    if packed is not None and packed[0] is model.estimators_[0]:
-        return packed[1]
-    k = len(model.classes_)
-    trees = [est.tree_ for est in model.estimators_]
-    offsets = np.concatenate([[0], np.cumsum([t.node_count for t in trees])]).astype(np.int64)
-    nodes = np.concatenate([np.stack([t.children_left, t.children_right, t.feature], 1) for t in trees]).astype(np.int32)
-    thr = _float32_at_most(np.concatenate([t.threshold for t in trees]))
-    values = np.ascontiguousarray(np.concatenate([t.value[:, 0, :k] for t in trees]), np.float64)
-    out = (offsets, np.ascontiguousarray(nodes), thr, values)
-    _PACKED[model] = (model.estimators_[0], out)  # beside the model, never pickled or saved with it
-    return out
-
-
-#: Packed trees per fitted forest in this process (:func:`_packed_forest`), dropped with the model.
-_PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def predict_proba(model, X: np.ndarray) -> np.ndarray:
-    """``model.predict_proba(X)``, faster for scikit-learn forests and equal to it bit for bit.
-
-    For a fitted single-output ``RandomForestClassifier`` / ``ExtraTreesClassifier``, the trees are walked by a
-    compiled loop over flat node arrays (float32 thresholds rounded down, so every comparison is scikit-learn's),
-    four samples at a time, and each tree's leaf class fractions are added in tree order, then divided by the
-    number of trees: scikit-learn's leaves and arithmetic in scikit-learn's order, without its per-tree
-    ``(sample, class)`` temporaries (measured here: ~1.3× scikit-learn's ``tree_.apply`` route on a 100-tree
-    forest). Any other model goes through its own ``predict_proba``.
-
-    Parameters
-    ----------
-    X
-        ``(sample, feature)``, finite.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(sample, class)`` float64, classes in ``model.classes_`` order.
-    """
-    if not (isinstance(model, (RandomForestClassifier, ExtraTreesClassifier)) and getattr(model, "n_outputs_", 1) == 1):
-        return model.predict_proba(X)
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    out = np.zeros((len(X), len(model.classes_)), np.float64)
-    if len(X):
-        _forest_sum(X, *_packed_forest(model), out, 1024)
-        out /= len(model.estimators_)
-    return out
-
-
 def predict_block(features: np.ndarray, model, *, confidence: str = "max") -> np.ndarray:
     """Predict one block: class, confidence and per-class probabilities.
 
@@ -256,7 +144,7 @@ def predict_block(features: np.ndarray, model, *, confidence: str = "max") -> np
     h, w, f = features.shape
     X = features.reshape(-1, f)
     ok = np.isfinite(X).all(1)
-    proba = predict_proba(model, X[ok]) if ok.any() else np.zeros((0, len(model.classes_)))
+    proba = model.predict_proba(X[ok]) if ok.any() else np.zeros((0, len(model.classes_)))
     return packed(proba, ok, model.classes_, confidence).reshape(-1, h, w)
 
 

@@ -50,38 +50,6 @@ def test_both_model_kinds_behind_one_interface(kind, tmp_path, rng):
     np.testing.assert_array_equal(m2.predict(X[5:]), model.predict(X[5:]))
 
 
-@pytest.mark.parametrize("forest", ["random_forest", "extra_trees_weighted"])
-def test_fast_forest_proba_equals_sklearn_bit_for_bit(forest, rng):
-    """lcup's forest inference adds the same leaf fractions in the same order: identical float64 results."""
-    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
-
-    from lcup.ops.model import predict_proba
-
-    X = rng.normal(size=(3000, 8)).astype(np.float32)
-    y = np.digitize(X[:, 0] + 0.5 * X[:, 1] ** 2, [-1, 0, 1, 2]) * 10 + 10  # 5 classes, uneven, codes 10..50
-    if forest == "random_forest":
-        model = RandomForestClassifier(n_estimators=25, max_depth=12, random_state=0).fit(X, y)
-    else:
-        model = ExtraTreesClassifier(n_estimators=25, class_weight="balanced", min_samples_leaf=3, random_state=0).fit(
-            X, y, sample_weight=rng.uniform(0.2, 1.0, len(y)))
-    Xt = rng.normal(size=(5000, 8)).astype(np.float32)
-    Xt[:50] = X[:50]  # exactly on training values: thresholds sit between them
-    # and on the thresholds themselves, and one float32 step either side (the float32 copy of a float64 threshold
-    # must split them as scikit-learn does); a count that is not a multiple of the four samples walked together
-    thr = np.concatenate([e.tree_.threshold[e.tree_.children_left != -1] for e in model.estimators_])
-    t32 = thr.astype(np.float32)[:1000]
-    on = np.concatenate([t32, np.nextafter(t32, np.float32(np.inf)), np.nextafter(t32, np.float32(-np.inf))])
-    n_on = len(on) // 8
-    Xt[50:50 + n_on] = on[: n_on * 8].reshape(n_on, 8)
-    Xt = Xt[:4999]
-    got = predict_proba(model, Xt)
-    assert got.dtype == np.float64 and got.shape == (4999, 5)
-    np.testing.assert_array_equal(got, model.predict_proba(Xt))
-    assert predict_proba(model, Xt[:0]).shape == (0, 5)
-    model.fit(X[::2], y[::2])  # refitted: its new trees, not the packed copy of the old ones
-    np.testing.assert_array_equal(predict_proba(model, Xt), model.predict_proba(Xt))
-
-
 def test_crafted_model_file_is_refused_naming_the_type(tmp_path, rng):
     """A skops file naming a callable lcup never writes (here ``builtins.eval`` inside a transformer)
     would run code if every type it names were trusted: lcup refuses it and names the type."""
