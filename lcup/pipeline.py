@@ -37,7 +37,7 @@ log = logging.getLogger("lcup")
 
 #: The modules a run's workers import while the run searches: what their tasks run (numpy, xarray, odc-stac,
 #: rasterio, scikit-learn and lcup's kernels, through the stages).
-WORKER_MODULES = ("lcup.pipeline", "lcup.stages.predict", "lcup.ops._kernels")
+WORKER_MODULES = ("lcup.stages.tiles", "lcup.stages.predict", "lcup.ops._kernels")
 
 
 def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> RunSummary:

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-import skops.io as sio
 
 from .. import __version__
 from ..errors import ModelError
@@ -24,6 +23,8 @@ TRUSTED_TYPES: frozenset[str] = frozenset({
 def save_model(model, path: str | Path, *, feature_names: Sequence[str], legend: dict, **extra) -> Path:
     """Write ``model`` to ``path`` (skops) and ``path.json`` with its metadata (``extra`` keys too, e.g. the
     grid resolution and bands it was trained on)."""
+    import skops.io as sio  # deferred: skops imports scikit-learn's array-API shims (all of torch when installed, ~1.5 s)
+
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
     try:
@@ -46,6 +47,8 @@ def load_model(path: str | Path, *, expected_features: Sequence[str] | None = No
         If the file is missing or not a skops file, names a type outside :data:`TRUSTED_TYPES`, or the
         model was trained on other features than the cube it is applied to.
     """
+    import skops.io as sio  # deferred: skops imports scikit-learn's array-API shims (all of torch when installed, ~1.5 s)
+
     path = Path(path)
     if not path.exists():
         raise ModelError(f"model file {path} does not exist; train a model first (lcup run) or fix the path")
