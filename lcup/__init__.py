@@ -57,6 +57,7 @@ def write_demo(out_dir, spec=None, **kwargs):
 #: The stages, for notebooks: ``lcup.search(...)``, ``lcup.load(...)`` ... (imported on first use, so that
 #: ``import lcup`` stays light).
 STAGES = ("grid", "search", "load", "scene_filter", "features", "feature_names", "labels", "sample", "train",
+          "windows_of", "train_network",
           "coarse_prior_array", "predict",
           "write")
 

@@ -15,13 +15,26 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError, LcupError
 from .legends import get_crosswalk, get_legend
 from .providers import BANDS, PROFILES, REFLECTANCE_BANDS
 from .units import metres_to_px, segment_halo_px
-from .vocab import DEFAULT_INVALID_SCL, INDEX_BANDS, STAT_NAMES, formula_bands, index_bands
+from .vocab import (
+    DEFAULT_INVALID_SCL,
+    INDEX_BANDS,
+    STAT_NAMES,
+    formula_bands,
+    index_bands,
+)
 
 
 def _only(values: list[str], allowed, what: str) -> list[str]:
@@ -256,7 +269,10 @@ class ModelConfig(_Section):
 
     path: str | None = Field(None, description="apply this saved model (model.skops of an earlier run) instead of training: "
                              "train once, map other areas or years; labels are then optional")
-    kind: Literal["random_forest", "lightgbm"] = Field("random_forest", description="classifier; lightgbm needs pip install 'lcup[lightgbm]'")
+    kind: Literal["random_forest", "lightgbm", "fcn"] = Field(
+        "random_forest", description="classifier: random_forest; lightgbm (pip install 'lcup[lightgbm]'); fcn, a fully "
+        "convolutional network over the feature cube that sees each pixel's neighbours (pip install 'lcup[deep]'; "
+        "lcup.ops.nn; not the default: benchmarks/README.md, quality table)")
     params: dict[str, Any] = Field(default_factory=dict, description="extra parameters passed to the classifier")
     n_estimators: int = Field(100, ge=1)
     max_depth: int | None = Field(None, ge=1)
@@ -292,6 +308,20 @@ class ModelConfig(_Section):
     segment_px: int = Field(30, ge=4, le=10000, description="mean segment size, pixels")
     segment_mix: float = Field(0.5, gt=0, le=1, description="weight of the segment mean against the pixel's own probabilities")
     permutation_importance: bool = Field(False, description="also compute permutation importance on the validation blocks")
+    nn_width: int = Field(32, ge=4, le=512, description="fcn: channels of the network's layers")
+    nn_dilations: list[int] = Field(default_factory=lambda: [1, 2, 4], description="fcn: dilations of its 3 × 3 layers; "
+                                    "a pixel's prediction reads sum(dilations) pixels each side")
+    nn_epochs: int = Field(60, ge=1, le=10000, description="fcn: most training epochs (full-window batches)")
+    nn_patience: int = Field(10, ge=1, description="fcn: stop when the validation blocks' loss has not improved for this "
+                             "many epochs (after 10); the best epoch is kept")
+    nn_aggregate_loss: float = Field(1.0, ge=0, description="fcn: weight of the coarse-cell aggregate loss (the mean "
+                                     "prediction over a coarse cell must give its label a high probability) beside the "
+                                     "pixel cross-entropy; 0: pixel loss only")
+    nn_windows: int = Field(16, ge=1, le=4096, description="fcn: most training windows (those holding the most sampled "
+                            "pixels)")
+    nn_window_px: int = Field(256, ge=32, le=4096, description="fcn: side of the training windows, pixels")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="fcn: where it trains; auto: a GPU when there is "
+                                                   "one. Prediction runs on the workers' CPUs, one thread per task")
 
 
 class OutputConfig(_Section):
@@ -345,7 +375,9 @@ class ClusterConfig(_Section):
     @field_validator("memory_limit")
     @classmethod
     def _memory(cls, v: str) -> str:
-        from dask.utils import parse_bytes  # deferred: load_config (lcup validate) stays light
+        from dask.utils import (
+            parse_bytes,  # deferred: load_config (lcup validate) stays light
+        )
 
         if str(v).lower() == "auto":
             return v
@@ -372,7 +404,9 @@ def _check_crs(value: str | None, key: str) -> None:
     if value is None:
         return
     from rasterio.crs import CRS  # deferred: load_config (lcup validate) stays light
-    from rasterio.errors import CRSError  # deferred: load_config (lcup validate) stays light
+    from rasterio.errors import (
+        CRSError,  # deferred: load_config (lcup validate) stays light
+    )
 
     try:
         CRS.from_user_input(value)
@@ -435,7 +469,9 @@ class PipelineConfig(_Section):
         _check_crs(self.aoi.crs, "aoi.crs")
         _check_crs(self.aoi.grid_crs, "aoi.grid_crs")
         if self.aoi.grid_crs is not None and str(self.aoi.grid_crs).lower() != "utm":
-            from rasterio.crs import CRS  # deferred: load_config (lcup validate) stays light
+            from rasterio.crs import (
+                CRS,  # deferred: load_config (lcup validate) stays light
+            )
 
             if CRS.from_user_input(self.aoi.grid_crs).is_geographic:
                 raise ValueError(f"aoi.grid_crs {self.aoi.grid_crs} is geographic (degrees), but lcup's grid, erosion, blocks "
@@ -511,8 +547,20 @@ class PipelineConfig(_Section):
         if r >= self.load.chunk_px / 2:
             raise ValueError(f"labels.erosion_m {lab.erosion_m} m is {r:.0f} px at {self.aoi.resolution} m, at least half a "
                              f"chunk ({self.load.chunk_px} px): nothing would be left to sample; use a few tens of metres")
-        if self.model.params:
-            from .ops.model import check_params  # deferred: load_config loads scikit-learn only when model.params are set
+        if self.model.kind == "fcn":
+            ctx = sum(self.model.nn_dilations)
+            if ctx + nb + seg >= self.load.chunk_px / 2:
+                raise ValueError(f"model.nn_dilations {self.model.nn_dilations} read {ctx} px around every pixel, which with "
+                                 f"the other halos is at least half a chunk ({self.load.chunk_px} px); use smaller "
+                                 "dilations or a larger load.chunk_px")
+            if self.model.params:
+                raise ValueError("model.params are passed to random_forest or lightgbm; model.kind fcn takes model.nn_* keys")
+            if importlib.util.find_spec("torch") is None:
+                raise ValueError("model.kind fcn needs PyTorch, which is not installed: pip install 'lcup[deep]'")
+        elif self.model.params:
+            from .ops.model import (
+                check_params,  # deferred: load_config loads scikit-learn only when model.params are set
+            )
 
             check_params(self.model.kind, self.model.params)
         return self

@@ -15,17 +15,32 @@ from typing import TYPE_CHECKING
 
 import xarray as xr
 
-from .cluster import Runner, cluster_client, quiet_spurious_warnings, quiet_workers, starting_cluster, tune_workers
+from .cluster import (
+    Runner,
+    cluster_client,
+    quiet_spurious_warnings,
+    quiet_workers,
+    starting_cluster,
+    tune_workers,
+)
 from .io.rundir import RunSummary, output_lock, prepare_output_dir, tree_cpu_s
 from .report import write_report
 from .stages.change import change
 from .stages.labels import cell_origin, labels, sample, sample_figures
 from .stages.load import block_cache_figures, drop_decoded_blocks, scene_filter
-from .stages.plan import RunPlan, dates_of, describe, find_items, make_plan, source_profile, tiles_in_flight
+from .stages.plan import (
+    RunPlan,
+    dates_of,
+    describe,
+    find_items,
+    make_plan,
+    source_profile,
+    tiles_in_flight,
+)
 from .stages.score import score_run
 from .stages.search import check_items
-from .stages.tiles import aoi_features, sample_features
-from .stages.train import fit, saved_model
+from .stages.tiles import aoi_features, sample_features, training_windows
+from .stages.train import fit, model_file, saved_model
 from .stages.write import predict_and_write, write_stac
 
 if TYPE_CHECKING:
@@ -129,10 +144,10 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
     model, model_source = saved_model(plan)
     with summary.stage("clean+features (graph)"):  # on the per-tile path this happens tile by tile, later
         feats = aoi_features(plan, runner)
-    lab, smp, X = _sample(plan, feats, runner, summary, need_features=model is None)
+    lab, smp, X, windows = _sample(plan, feats, runner, summary, need_features=model is None)
     with summary.stage("train"):
         if model is None:
-            model, figures = fit(plan, X, smp, lab, progress=progress)
+            model, figures = fit(plan, X, smp, lab, windows=windows, progress=progress)
             summary.figures.update(figures)
         else:
             summary.figures["model"] = {"resumed_from" if cfg.model.path is None else "applied": model_source}
@@ -152,10 +167,11 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
 
 def _sample(plan: RunPlan, feats, runner: Runner, summary: RunSummary, need_features: bool):
     """The coarse labels on the grid, the training sample drawn from them and its features (when a model is to be
-    trained): ``(lab, smp, X)``, all None without labels (``model.path`` alone)."""
+    trained): ``(lab, smp, X, windows)`` (the network's training windows with ``model.kind: fcn``), all None without
+    labels (``model.path`` alone)."""
     cfg = plan.cfg
     if cfg.labels is None:
-        return None, None, None
+        return None, None, None, None
     with summary.stage("labels"):
         lab = labels(plan.geobox, cfg.labels, chunk_px=cfg.load.chunk_px,
                      compute=lambda a: runner.compute(a, "label statistics"))
@@ -164,12 +180,14 @@ def _sample(plan: RunPlan, feats, runner: Runner, summary: RunSummary, need_feat
         # the draw depends on the labels and the seed only, never on the path or the cluster
         smp = sample(lab, cfg.labels, cell_origin=cell_origin(cfg.labels, plan.geobox),
                      compute=lambda a: runner.compute(a, "sample"))
-        X = None
+        X, windows = None, None
         if need_features:  # a saved model (this run's, same digest, or model.path) needs no features
             in_flight = tiles_in_flight(cfg, runner.threads, runner.client is not None)
             X = sample_features(plan, smp, feats, runner, in_flight=in_flight)
+            if cfg.model.kind == "fcn":  # a network learns from windows of the cube, not from pixels alone
+                windows = training_windows(plan, smp, lab, runner)
         summary.figures["samples"] = sample_figures(smp, chunk_px=cfg.load.chunk_px, resolution_m=cfg.aoi.resolution)
-    return lab, smp, X
+    return lab, smp, X, windows
 
 
 def _finish(plan: RunPlan, summary: RunSummary, runner: Runner, t_start: float, cpu_start: float, tile_entries) -> None:
@@ -224,7 +242,7 @@ def run_years(cfg: PipelineConfig, *, client=None, progress: bool = True) -> Run
     for y in cfg.years:
         log.info("══ year %d ══", y)
         s = run_pipeline(cfg.for_year(y, model_path=model_path), client=client, progress=progress)
-        model_path = model_path or str(out / str(y) / "model.skops")
+        model_path = model_path or str(model_file(out / str(y)))
         whole.figures["years"][y] = {k: s.figures[k] for k in ("predicted_class_px", "consistency", "validation", "truth")
                                      if k in s.figures} | {"summary": s.outputs["summary"]}
         whole.timings[str(y)] = s.timings.get("total")

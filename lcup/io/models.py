@@ -1,4 +1,5 @@
-"""Save and load models with skops (no pickle), with feature names, legend and lcup version beside them."""
+"""Save and load models without pickle, with feature names, legend and lcup version beside them: forests with
+skops (``model.skops``), networks as plain arrays (``model.npz``, read with ``allow_pickle=False``)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,19 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 
 from .. import __version__
 from ..errors import ModelError
+from ..ops.nn import FCNModel
+
+#: The model files a run may write into its output folder, by kind of model.
+MODEL_FILES = ("model.skops", "model.npz")
+
+
+def model_file(folder: str | Path) -> Path | None:
+    """The model file of a run's output folder (:data:`MODEL_FILES`), or None."""
+    return next((Path(folder) / n for n in MODEL_FILES if (Path(folder) / n).exists()), None)
 
 #: Types beyond skops' own defaults that the models lcup writes need (scikit-learn forests, LightGBM);
 #: :func:`load_model` refuses a file naming any other, so a crafted file cannot run code.
@@ -21,14 +32,21 @@ TRUSTED_TYPES: frozenset[str] = frozenset({
 
 
 def save_model(model, path: str | Path, *, feature_names: Sequence[str], legend: dict, **extra) -> Path:
-    """Write ``model`` to ``path`` (skops) and ``path.json`` with its metadata (``extra`` keys too, e.g. the
-    grid resolution and bands it was trained on)."""
+    """Write ``model`` to ``path`` (skops; a network: ``path`` with the suffix ``.npz``) and ``<file>.json`` with its
+    metadata (``extra`` keys too, e.g. the grid resolution and bands it was trained on); returns the model file."""
     import skops.io as sio  # deferred: skops imports scikit-learn's array-API shims (all of torch when installed, ~1.5 s)
 
     path = Path(path)
+    if isinstance(model, FCNModel):
+        path = path.with_suffix(".npz")
+        extra = {**extra, "kind": "fcn", "history": model.history}
     tmp = path.with_name(path.name + ".partial")
     try:
-        sio.dump(model, tmp)
+        if isinstance(model, FCNModel):
+            with open(tmp, "wb") as f:
+                np.savez(f, **model.to_arrays())
+        else:
+            sio.dump(model, tmp)
         tmp.replace(path)  # whole or not at all
     finally:
         tmp.unlink(missing_ok=True)
@@ -56,6 +74,15 @@ def load_model(path: str | Path, *, expected_features: Sequence[str] | None = No
     if not meta_path.exists():
         raise ModelError(f"{meta_path} (the model's feature names and legend) is missing; keep it beside {path.name}")
     meta = json.loads(meta_path.read_text())
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                model = FCNModel.from_arrays(dict(arrays), history=meta.get("history"))
+        except Exception as e:  # noqa: BLE001 - not an array archive, or pickled objects inside: one clear line
+            raise ModelError(f"{path} is not a model file lcup wrote ({type(e).__name__}: {e}); save networks with "
+                             "lcup.io.models.save_model") from None
+        _check_features(path, meta, expected_features)
+        return model, meta
     try:
         untrusted = sio.get_untrusted_types(file=path)
     except Exception as e:  # noqa: BLE001 - not a skops file at all
@@ -68,6 +95,11 @@ def load_model(path: str | Path, *, expected_features: Sequence[str] | None = No
             "skops.io.get_untrusted_types"
         )
     model = sio.load(path, trusted=[t for t in untrusted if t in TRUSTED_TYPES])
+    _check_features(path, meta, expected_features)
+    return model, meta
+
+
+def _check_features(path: Path, meta: dict, expected_features: Sequence[str] | None) -> None:
     if expected_features is not None and list(expected_features) != meta["feature_names"]:
         a, b = set(meta["feature_names"]), set(expected_features)
         raise ModelError(
@@ -75,4 +107,3 @@ def load_model(path: str | Path, *, expected_features: Sequence[str] | None = No
             f"missing from the cube: {sorted(a - b)[:10]}, unknown to the model: {sorted(b - a)[:10]}; "
             "use the same features settings as for training, or retrain"
         )
-    return model, meta

@@ -129,7 +129,8 @@ def predict_block(features: np.ndarray, model, *, confidence: str = "max") -> np
     features
         ``(y, x, feature)`` float32.
     model
-        A fitted classifier with ``predict_proba`` and ``classes_``.
+        A fitted classifier with ``predict_proba`` and ``classes_``, or a network with ``predict_proba_image``
+        (:class:`lcup.ops.nn.FCNModel`), which reads each pixel's neighbours within the block.
     confidence
         ``"max"`` (highest probability), ``"margin"`` (highest minus second highest) or ``"entropy"``
         (1 − normalised Shannon entropy); all in [0, 1], higher is more confident.
@@ -144,7 +145,10 @@ def predict_block(features: np.ndarray, model, *, confidence: str = "max") -> np
     h, w, f = features.shape
     X = features.reshape(-1, f)
     ok = np.isfinite(X).all(1)
-    proba = model.predict_proba(X[ok]) if ok.any() else np.zeros((0, len(model.classes_)))
+    if hasattr(model, "predict_proba_image"):  # a network over the block (lcup.ops.nn.FCNModel): neighbours read too
+        proba = model.predict_proba_image(features).reshape(-1, len(model.classes_))[ok]
+    else:
+        proba = model.predict_proba(X[ok]) if ok.any() else np.zeros((0, len(model.classes_)))
     return packed(proba, ok, model.classes_, confidence).reshape(-1, h, w)
 
 

@@ -27,6 +27,9 @@ class Sample:
         True for samples in held-out spatial blocks.
     value
         Optional per-sample values read in the same pass (e.g. the label confidence), or None.
+    split
+        The spatial training/validation split the sample was drawn with (:class:`BlockSplit`), or None: which
+        block any pixel of the grid belongs to.
     """
 
     iy: np.ndarray
@@ -34,6 +37,7 @@ class Sample:
     label: np.ndarray
     validation: np.ndarray
     value: np.ndarray | None = None
+    split: "BlockSplit | None" = None
 
     def __len__(self) -> int:
         return len(self.iy)
@@ -371,4 +375,4 @@ def stratified_sample(
         raise LabelError("no pixel could be sampled; check the label map overlaps the area")
     value = np.concatenate([d[1] for d in drawn]) if values is not None else None
     return Sample(rows[:, 0].astype(np.int64), rows[:, 1].astype(np.int64), rows[:, 2].astype(labels.dtype), rows[:, 3].astype(bool),
-                  value)
+                  value, blocks_split)

@@ -35,8 +35,9 @@ from .load import load, scene_filter  # noqa: E402
 from .predict import coarse_prior_array, predict  # noqa: E402
 from .score import vanished_classes  # noqa: E402
 from .search import check_items, grid, native_origin, search  # noqa: E402
-from .train import train  # noqa: E402
+from .tiles import windows_of  # noqa: E402
+from .train import train, train_network  # noqa: E402
 from .write import write  # noqa: E402
 
 __all__ = ["check_items", "coarse_prior_array", "native_origin", "feature_names", "features", "grid", "labels", "load", "predict", "sample", "scene_filter",
-           "search", "section", "train", "vanished_classes", "write"]
+           "search", "section", "train", "train_network", "vanished_classes", "windows_of", "write"]

@@ -12,10 +12,20 @@ from odc.geo.xr import xr_coords
 
 from ..config import LabelsConfig
 from ..errors import ConfigError
-from ..io.rasters import cell_origin_px, open_on_geobox, open_stac_on_geobox, pixel_size_m
+from ..io.rasters import (
+    cell_origin_px,
+    open_on_geobox,
+    open_stac_on_geobox,
+    pixel_size_m,
+)
 from ..legends import apply_crosswalk, compact, get_crosswalk, get_legend, to_internal
 from ..ops.blocks import chunks_touched
-from ..ops.labels import confidence_halo_px, erode_classes, label_confidence, label_statistics
+from ..ops.labels import (
+    confidence_halo_px,
+    erode_classes,
+    label_confidence,
+    label_statistics,
+)
 from ..ops.sampling import min_train_validation_distance, stratified_sample
 from ..units import grid_step, metres_to_px
 from . import section
@@ -81,7 +91,8 @@ def labels(geobox, labels: LabelsConfig | Mapping | None = None, *, chunk_px: in
     figures = {"erosion_px": r, "coarse_cell_px": round(cell_m / res, 2), **stats}
     dims = ("y", "x")
     return xr.Dataset({"label": (dims, lab), "usable": (dims, usable), "confidence": (dims, conf)},
-                      coords=xr_coords(geobox, crs_coord_name="spatial_ref"), attrs={"figures": figures})
+                      coords=xr_coords(geobox, crs_coord_name="spatial_ref"),
+                      attrs={"figures": figures, "cell_origin_px": cell_origin(lc, geobox)})
 
 
 def _purity(lab: da.Array, fractions: Mapping[int, str], target, geobox, chunk_px: int) -> da.Array:

@@ -120,10 +120,17 @@ def find_items(cfg: PipelineConfig, profile: ProviderProfile | None = None):
     return geobox, items
 
 
+def context_px(cfg: PipelineConfig) -> int:
+    """Pixels each side a pixel's class probabilities read: the network's receptive field (``model.kind: fcn``),
+    0 for per-pixel models."""
+    return int(sum(cfg.model.nn_dilations)) if cfg.model.kind == "fcn" else 0
+
+
 def prediction_halo_px(cfg: PipelineConfig) -> int:
-    """Pixels of features computed beyond a tile's edge for the probability smoothing (``model.smooth_px``) and
-    the segments (``model.segments``)."""
-    return cfg.model.smooth_px // 2 + (segment_halo_px(cfg.model.segment_px) if cfg.model.segments != "none" else 0)
+    """Pixels of features computed beyond a tile's edge for the network's receptive field (:func:`context_px`),
+    the probability smoothing (``model.smooth_px``) and the segments (``model.segments``)."""
+    return (context_px(cfg) + cfg.model.smooth_px // 2
+            + (segment_halo_px(cfg.model.segment_px) if cfg.model.segments != "none" else 0))
 
 
 def tile_px(cfg: PipelineConfig) -> int:

@@ -25,10 +25,14 @@ def _predict_chunk(block: np.ndarray, model, confidence: str) -> np.ndarray:
     return predict_block(block, model, confidence=confidence)
 
 
+def _predict_chunk_fyx(block: np.ndarray, model, confidence: str) -> np.ndarray:
+    return predict_block(np.moveaxis(block, 0, -1), model, confidence=confidence)
+
+
 def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig | Mapping | None = None,
             classes: list | None = None, geobox=None, smooth_px: int = 3, halo: int = 0,
             chunk_px: int | None = None, prior: da.Array | None = None, prior_strength: float = 0.0,
-            segments: str = "none", segment_px: int = 30, segment_mix: float = 0.5) -> xr.Dataset:
+            segments: str = "none", segment_px: int = 30, segment_mix: float = 0.5, context_px: int = 0) -> xr.Dataset:
     """Lazy class, confidence and probabilities of ``feats`` under ``model``: one task per chunk.
 
     Parameters
@@ -64,6 +68,11 @@ def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig 
         ``chunk_px`` on the output grid is segmented with a halo (:func:`lcup.ops.segments.segment_block`), so the
         result depends on the chunk grid, never on how the area is cut into tiles of whole chunks.
 
+    context_px
+        Pixels each side a pixel's prediction reads (a network's receptive field, :func:`lcup.stages.plan.context_px`;
+        0 for per-pixel models): every chunk is predicted with that halo, so the map does not depend on the
+        chunking. ``halo`` must include it.
+
     Returns
     -------
     xarray.Dataset
@@ -77,8 +86,14 @@ def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig 
     """
     oc = section(OutputConfig, output if output is not None else {"dir": "."})
     classes = list(model.classes_) if classes is None else list(classes)
-    pred = map_blocks_across(_predict_chunk, feats.data, drop_axis=2, new_axis=0, new_size=2 + len(classes),
-                             dtype=np.float32, model=model, confidence=oc.confidence)
+    if context_px:  # (feature, y, x) blocks: the class axis takes the feature axis's place
+        c = feats.data.chunks
+        pred = map_with_halo(_predict_chunk_fyx, feats.data.transpose(2, 0, 1), int(context_px), axes=(1, 2),
+                             out_chunks=((2 + len(classes),), c[0], c[1]), dtype=np.float32, model=model,
+                             confidence=oc.confidence)
+    else:
+        pred = map_blocks_across(_predict_chunk, feats.data, drop_axis=2, new_axis=0, new_size=2 + len(classes),
+                                 dtype=np.float32, model=model, confidence=oc.confidence)
     r = int(smooth_px) // 2
     if r:
         cls_idx = np.asarray(classes)

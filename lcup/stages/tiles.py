@@ -18,9 +18,11 @@ from ..cluster import Runner, take_first_done
 from ..errors import NoValidDataError
 from ..io.stac import bbox_overlaps, lonlat_bbox
 from ..ops.blocks import chunks_touched
+from ..ops.nn import Window
 from ..progress import bar
 from ..units import metres_to_px, padded_chunks
 from .features import features, neighbourhood_halo_px
+from .labels import cell_origin
 from .load import items_on, load
 from .plan import RunPlan
 
@@ -148,3 +150,86 @@ def _ticker(n_tiles: int, progress: bool):
             log.info("  sampled features: %.0f s, %d of %d tiles", count[1] - t0, count[0], n_tiles)
 
     return tick
+
+
+def training_windows(plan: RunPlan, smp, lab: xr.Dataset, runner: Runner) -> list[Window]:
+    """The network's training windows (``model.kind: fcn``): up to ``model.nn_windows`` squares of
+    ``model.nn_window_px`` on a lattice of the grid, those holding the most sampled pixels (ties by position: the
+    choice depends on the sample only), each with its features and a ring of :attr:`RunPlan.ring` pixels, so
+    the pixels at a window's edge see their neighbours as at prediction.
+
+    Each :class:`~lcup.ops.nn.Window` carries the coarse labels, the usable (eroded, confident) labels, the
+    sample's spatial split (training blocks less their buffer; validation blocks) and the coarse cells.
+    """
+    cfg, (h, w) = plan.cfg, plan.geobox.shape
+    size = cfg.model.nn_window_px
+    keys, counts = np.unique((smp.iy // size) * (w // size + 1) + smp.ix // size, return_counts=True)
+    chosen = np.sort(keys[np.lexsort((keys, -counts))][: cfg.model.nn_windows])
+    spans = [(slice(r * size, min(h, (r + 1) * size)), slice(c * size, min(w, (c + 1) * size)))
+             for r, c in (divmod(int(k), w // size + 1) for k in chosen)]
+    feats = [tile_features(plan, ys, xs) for ys, xs in spans]
+    spans, feats = zip(*[(sp, f) for sp, f in zip(spans, feats) if f is not None]) if any(f is not None for f in feats) else ((), ())
+    blocks = runner.compute([f.data for f in feats], "training windows") if feats else []
+    cell, origin = lab.attrs["figures"]["coarse_cell_px"], cell_origin(cfg.labels, plan.geobox)
+    return [_window(np.asarray(b), ys, xs, plan.ring, lab, smp.split, cell, origin) for (ys, xs), b in zip(spans, blocks)]
+
+
+def _window(x: np.ndarray, ys: slice, xs: slice, ring: int, lab: xr.Dataset, split, cell_px: float,
+            origin: tuple[int, int]) -> Window:
+    """A :class:`~lcup.ops.nn.Window` of features ``x`` over rows ``ys``, columns ``xs`` and ``ring`` pixels around."""
+    h, w = lab.sizes["y"], lab.sizes["x"]
+    yy, xx = np.arange(ys.start - ring, ys.stop + ring), np.arange(xs.start - ring, xs.stop + ring)
+    iny, inx = (yy >= 0) & (yy < h), (xx >= 0) & (xx < w)
+    inside = iny[:, None] & inx[None, :]
+    sy, sx = slice(int(yy[iny][0]), int(yy[iny][-1]) + 1), slice(int(xx[inx][0]), int(xx[inx][-1]) + 1)
+    label = np.zeros(inside.shape, np.int64)
+    usable = np.zeros(inside.shape, bool)
+    label[np.ix_(iny, inx)] = lab["label"].data[sy, sx].compute()
+    usable[np.ix_(iny, inx)] = lab["usable"].data[sy, sx].compute() > 0
+    gy, gx = np.meshgrid(np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1), indexing="ij")
+    if split is not None:
+        isval, ok = split.split(gy.ravel(), gx.ravel())
+        isval, ok = isval.reshape(inside.shape), ok.reshape(inside.shape)
+    else:
+        isval, ok = np.zeros(inside.shape, bool), np.ones(inside.shape, bool)
+    c = max(1, int(round(cell_px)))
+    oy, ox = origin[0] % c, origin[1] % c  # cell edges at rows oy + k c, columns ox + k c: ids from 0
+    cell = np.where(inside, ((gy - oy) // c + 1) * (w // c + 3) + (gx - ox) // c + 1, -1)
+    return Window(x=x, label=label, usable=usable, train=inside & ~isval & ok, validation=inside & isval, cell=cell)
+
+
+def windows_of(feats: xr.DataArray, lab: xr.Dataset, smp, *, window_px: int = 256, max_windows: int = 16,
+               ring: int = 7) -> list[Window]:
+    """Training windows (:class:`~lcup.ops.nn.Window`) from a feature cube a notebook holds, as
+    :func:`training_windows` takes them in a run: the ``max_windows`` squares of ``window_px`` holding the most
+    sampled pixels, each with ``ring`` pixels of neighbours (NaN beyond the cube).
+
+    Parameters
+    ----------
+    feats
+        ``(y, x, feature)`` features (:func:`lcup.features`) on the grid of ``lab``.
+    lab, smp
+        :func:`lcup.labels` and :func:`lcup.sample` of that grid.
+    ring
+        At least the network's :attr:`~lcup.ops.nn.FCNModel.context_px` (``sum(model.nn_dilations)``).
+
+    Examples
+    --------
+    >>> wins = lcup.windows_of(feats, lab, s, window_px=128)  # doctest: +SKIP
+    >>> net, figures = lcup.train_network(wins, s, legend=get_legend("lcup7"), model={"kind": "fcn"})  # doctest: +SKIP
+    >>> out = lcup.predict(net, feats, legend=get_legend("lcup7"), context_px=net.context_px)  # doctest: +SKIP
+    """
+    h, w = feats.sizes["y"], feats.sizes["x"]
+    keys, counts = np.unique((smp.iy // window_px) * (w // window_px + 1) + smp.ix // window_px, return_counts=True)
+    chosen = np.sort(keys[np.lexsort((keys, -counts))][:max_windows])
+    cell, origin = lab.attrs["figures"]["coarse_cell_px"], lab.attrs.get("cell_origin_px", (0, 0))
+    out = []
+    for k in chosen:
+        r, c = divmod(int(k), w // window_px + 1)
+        ys, xs = slice(r * window_px, min(h, (r + 1) * window_px)), slice(c * window_px, min(w, (c + 1) * window_px))
+        y0, x0 = max(0, ys.start - ring), max(0, xs.start - ring)
+        block = np.asarray(feats.isel(y=slice(y0, ys.stop + ring), x=slice(x0, xs.stop + ring)).values, np.float32)
+        x = np.full((ys.stop - ys.start + 2 * ring, xs.stop - xs.start + 2 * ring, block.shape[-1]), np.nan, np.float32)
+        x[y0 - (ys.start - ring):y0 - (ys.start - ring) + block.shape[0], x0 - (xs.start - ring):x0 - (xs.start - ring) + block.shape[1]] = block
+        out.append(_window(x, ys, xs, ring, lab, smp.split, cell, origin))
+    return out

@@ -13,10 +13,11 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from ..config import ModelConfig
 from ..errors import EmptyClassWarning, ModelError
-from ..io.models import load_model, save_model
+from ..io.models import load_model, model_file, save_model
 from ..legends import Legend
 from ..ops.accuracy import accuracy_report
 from ..ops.model import confident_learning_filter, train_model
+from ..ops.nn import train_fcn
 from ..ops.refine import near_classes, refine_labels
 from ..ops.temporal import regular_grid
 from ..progress import ticking
@@ -187,7 +188,7 @@ def plausible_at(label, iy: np.ndarray, ix: np.ndarray, classes, radius_px: int)
 def saved_model(plan: RunPlan) -> tuple[object | None, str | None]:
     """The model a run uses without training, and where it comes from: ``model.path`` (train once, apply
     anywhere; checked against this run's features and resolution), or on ``--resume`` the run's own
-    ``model.skops`` (the store's digest checked first). ``(None, None)`` when the run trains.
+    model file (``model.skops`` or ``model.npz``; the store's digest checked first). ``(None, None)`` when the run trains.
 
     Raises
     ------
@@ -200,9 +201,10 @@ def saved_model(plan: RunPlan) -> tuple[object | None, str | None]:
     model, source = None, None
     if cfg.output.resume and plan.zarr_path.exists():
         check_resume(plan.zarr_path, plan.digest)
-        if (plan.out / "model.skops").exists():
-            model, _ = load_model(plan.out / "model.skops")
-            source = str(plan.out / "model.skops")
+        saved = model_file(plan.out)
+        if saved is not None:
+            model, _ = load_model(saved)
+            source = str(saved)
     if cfg.model.path is not None:
         model, meta = load_model(cfg.model.path, expected_features=list(plan.names))
         res = meta.get("resolution")
@@ -213,10 +215,11 @@ def saved_model(plan: RunPlan) -> tuple[object | None, str | None]:
     return model, source
 
 
-def fit(plan: RunPlan, X: np.ndarray, smp, lab, *, progress: bool = False) -> tuple[object, dict]:
-    """The run's model, trained on the sample ``smp`` (features ``X``) after the optional label refinement, and
-    saved as ``model.skops`` in the output folder; returns ``(model, figures)``: the training and validation
-    figures (legend codes), the refinement's and the classes' profiles through the year."""
+def fit(plan: RunPlan, X: np.ndarray, smp, lab, *, windows: list | None = None, progress: bool = False) -> tuple[object, dict]:
+    """The run's model, trained on the sample ``smp`` (features ``X``) after the optional label refinement, or with
+    ``model.kind: fcn`` on the training ``windows`` (:func:`lcup.stages.tiles.training_windows`), and saved in the
+    output folder (``model.skops``, a network ``model.npz``); returns ``(model, figures)``: the training and
+    validation figures (legend codes), the refinement's and the classes' profiles through the year."""
     cfg, figures = plan.cfg, {}
     train_smp = smp
     if cfg.model.refine_rounds:
@@ -225,8 +228,12 @@ def fit(plan: RunPlan, X: np.ndarray, smp, lab, *, progress: bool = False) -> tu
         rounds = [{"relabelled": r["relabelled"], "to": {int(plan.to_code[int(c)]): n for c, n in r["to"].items()}}
                   for r in refinement.get("rounds", [])]
         figures["refinement"] = {**refinement, "rounds": rounds}
-    with ticking(f"training a {cfg.model.kind.replace('_', ' ')} on {len(smp.label):,} samples", enabled=progress):
-        model, trained = train(X, train_smp, names=list(plan.names), legend=plan.internal, model=cfg.model)
+    if cfg.model.kind == "fcn":
+        with ticking(f"training a network on {len(windows)} window(s)", enabled=progress):
+            model, trained = train_network(windows, train_smp, legend=plan.internal, model=cfg.model)
+    else:
+        with ticking(f"training a {cfg.model.kind.replace('_', ' ')} on {len(smp.label):,} samples", enabled=progress):
+            model, trained = train(X, train_smp, names=list(plan.names), legend=plan.internal, model=cfg.model)
     if "classes" in trained.get("validation", {}) and plan.internal is not plan.target:
         trained["validation"] = relabel(trained["validation"], plan.to_code)
     figures.update(trained)
@@ -236,3 +243,34 @@ def fit(plan: RunPlan, X: np.ndarray, smp, lab, *, progress: bool = False) -> tu
     save_model(model, plan.out / "model.skops", feature_names=list(plan.names), legend=plan.target.to_dict(),
                resolution=cfg.aoi.resolution, bands=list(cfg.load.bands), period=[str(d) for d in cfg.period])
     return model, figures
+
+
+def train_network(windows: list, sample, *, legend: Legend, model: ModelConfig | Mapping | None = None):
+    """Train the fully convolutional network (:func:`lcup.ops.nn.train_fcn`) on ``windows`` of the feature cube and
+    score it on the validation blocks' sampled pixels, as :func:`train` scores a forest.
+
+    Returns
+    -------
+    model, figures
+        :class:`lcup.ops.nn.FCNModel`; ``model`` (epochs, best epoch, device), ``training_curve`` (loss and
+        validation accuracy per epoch) and ``validation`` (against the coarse labels).
+    """
+    mc = section(ModelConfig, model)
+    classes = np.unique(sample.label[~sample.validation])
+    net, info = train_fcn(windows, classes, width=mc.nn_width, dilations=mc.nn_dilations, epochs=mc.nn_epochs,
+                          patience=mc.nn_patience, aggregate_weight=mc.nn_aggregate_loss, seed=mc.seed, device=mc.device)
+    truth, pred = [], []
+    for w in windows:  # the validation pixels of the usable labels: what early stopping read
+        m = w.validation & w.usable & np.isfinite(w.x).all(-1) & np.isin(w.label, classes)
+        if m.any():
+            p = net.predict_proba_image(w.x)
+            truth.append(w.label[m])
+            pred.append(np.asarray(net.classes_)[p[m].argmax(-1)])
+    figures: dict = {"model": {"kind": "fcn", "epochs": info["epochs"], "best_epoch": info["best_epoch"],
+                               "device": info["device"], "windows": len(windows), "context_px": net.context_px},
+                     "training_curve": info["history"]}
+    if truth:
+        figures["validation"] = accuracy_report(np.concatenate(truth), np.concatenate(pred), legend.codes, legend.names())
+    else:
+        figures["validation"] = {"skipped": "no validation pixel in the training windows"}
+    return net, figures

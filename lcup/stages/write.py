@@ -20,10 +20,17 @@ import xarray as xr
 from .. import __version__
 from ..cluster import Runner
 from ..errors import OutputExistsError
+from ..io.models import model_file
 from ..io.rundir import jsonable
-from ..io.write import cf_axes, write_cog_from_dask, write_output_item, write_tile_catalog, write_tiles_zarr
+from ..io.write import (
+    cf_axes,
+    write_cog_from_dask,
+    write_output_item,
+    write_tile_catalog,
+    write_tiles_zarr,
+)
 from ..legends import Legend
-from .plan import RunPlan, tiles_in_flight
+from .plan import RunPlan, context_px, tiles_in_flight
 from .predict import coarse_prior_array, output_dataset, predict, probability_percent
 from .tiles import tile_features
 
@@ -95,7 +102,7 @@ def predict_and_write(plan: RunPlan, model, lab: xr.Dataset | None, feats: xr.Da
         prior = coarse_prior_array(lab["label"].data, classes, window)
         figures["coarse_prior"] = {"strength": strength, "window_px": window}
     run_predict = partial(predict, runner.share(model), legend=plan.target, output=cfg.output, classes=classes,
-                          smooth_px=cfg.model.smooth_px, halo=plan.ring, chunk_px=cfg.load.chunk_px,
+                          smooth_px=cfg.model.smooth_px, halo=plan.ring, chunk_px=cfg.load.chunk_px, context_px=context_px(cfg),
                           prior_strength=strength, segments=cfg.model.segments, segment_px=cfg.model.segment_px,
                           segment_mix=cfg.model.segment_mix)
     if plan.tiled:
@@ -177,7 +184,9 @@ def write_stac(plan: RunPlan, outputs: dict[str, str], tile_entries: list[dict])
     for key in ("confidence", "probability"):
         if f"{key}_cog" in outputs:
             assets[key] = str(Path(outputs[f"{key}_cog"]).relative_to(out))
-    assets["model"] = "model.skops"
+    saved = model_file(out)
+    if saved is not None:
+        assets["model"] = saved.name
     written = {"stac_item": str(write_output_item(
         out, item_id=f"lcup-{cfg.name}", geobox=plan.geobox, legend=plan.target, start=cfg.period[0], end=cfg.period[1],
         assets=assets, properties={"lcup:version": __version__, "lcup:source_items": len(plan.items)},

@@ -1,0 +1,289 @@
+"""A fully convolutional network over the feature cube, trained from coarse labels (PyTorch: ``lcup[deep]``).
+
+The network sees each pixel's features and those of its neighbours within :attr:`FCNModel.context_px` pixels
+(a 1 × 1 convolution, then 3 × 3 convolutions dilated 1, 2, 4 … with residual connections, then a 1 × 1 head), so
+the map can use spatial context at 10 m. It is trained the way coarse labels need (:func:`train_fcn`):
+
+* pixel cross-entropy on the eroded, confident labels of the training blocks, classes balanced;
+* a coarse-cell aggregate loss: the mean predicted class distribution over each coarse cell of the training
+  blocks must give the cell's label a high probability (label super-resolution, Malkin et al. 2019), which lets
+  the network learn *where* inside a cell the classes are;
+* early stopping on the spatially separated validation blocks (their pixel loss), the best epoch kept.
+
+Prediction needs PyTorch too; the saved model is plain arrays (:meth:`FCNModel.to_arrays`): no pickle. On CPU
+one thread per task, as the forest; the result of a pixel depends on its receptive field only, so the map is the
+same whatever the chunking (tested bit for bit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import MissingDependencyError
+
+
+def require_torch():
+    """PyTorch, imported on first use (optional: ``lcup[deep]``; ~1.5 s to import, so never at ``import lcup``), or
+    lcup's error naming the extra."""
+    try:
+        import torch  # optional: lcup[deep]
+    except ImportError:
+        raise MissingDependencyError("model.kind fcn needs PyTorch, which is not installed: pip install 'lcup[deep]'") from None
+    return torch
+
+
+def context_px(dilations: Sequence[int]) -> int:
+    """Pixels each side that a pixel's prediction reads (the receptive field's radius)."""
+    return int(sum(int(d) for d in dilations))
+
+
+def _net(n_features: int, n_classes: int, width: int, dilations: Sequence[int]):
+    torch = require_torch()
+    nn, F = torch.nn, torch.nn.functional
+
+    class ContextNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = nn.Conv2d(n_features, width, 1)
+            self.blocks = nn.ModuleList([nn.Conv2d(width, width, 3, padding=int(d), dilation=int(d)) for d in dilations])
+            self.head = nn.Conv2d(width, n_classes, 1)
+
+        def forward(self, x):
+            h = F.relu(self.inp(x))
+            for b in self.blocks:
+                h = h + F.relu(b(h))
+            return self.head(h)
+
+    return ContextNet()
+
+
+def pick_device(device: str = "auto") -> str:
+    """``cuda`` when asked for or, with ``auto``, when a GPU is present; else ``cpu``."""
+    torch = require_torch()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+@dataclass
+class FCNModel:
+    """A trained network with what it needs to predict: weights, the feature scaling and the classes.
+
+    Attributes
+    ----------
+    weights
+        Parameter name → float32 array.
+    mean, std
+        ``(feature,)`` scaling of the inputs, from the training windows.
+    classes_
+        Class indices of the outputs, in order (scikit-learn's attribute name).
+    width, dilations
+        The architecture.
+    history
+        Per epoch: training loss, validation loss and validation accuracy (against the coarse labels).
+    """
+
+    weights: dict[str, np.ndarray]
+    mean: np.ndarray
+    std: np.ndarray
+    classes_: np.ndarray
+    width: int
+    dilations: tuple[int, ...]
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def context_px(self) -> int:
+        return context_px(self.dilations)
+
+    def module(self, device: str = "cpu"):
+        torch = require_torch()
+        net = _net(len(self.mean), len(self.classes_), self.width, self.dilations)
+        net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in self.weights.items()})
+        return net.to(device).eval()
+
+    def predict_proba_image(self, features: np.ndarray, device: str = "cpu") -> np.ndarray:
+        """``(y, x, class)`` float64 probabilities of a ``(y, x, feature)`` block (NaN features read as the mean).
+
+        On CPU with one thread (bounded like the forest: Dask runs one task per core).
+        """
+        torch = require_torch()
+        x = _scaled(features, self.mean, self.std)
+        prev = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.no_grad():
+                z = self.module(device)(torch.from_numpy(x).permute(2, 0, 1)[None].to(device))[0]
+                p = torch.softmax(z, 0).permute(1, 2, 0).cpu().numpy()
+        finally:
+            torch.set_num_threads(prev)
+        return p.astype(np.float64)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Everything as named arrays, for ``numpy.savez`` (read back with ``allow_pickle=False``)."""
+        out = {f"w/{k}": v for k, v in self.weights.items()}
+        out.update(mean=self.mean, std=self.std, classes=np.asarray(self.classes_), width=np.asarray(self.width),
+                   dilations=np.asarray(self.dilations))
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays, history: list | None = None) -> "FCNModel":
+        """The model of :meth:`to_arrays`'s arrays."""
+        return cls(weights={k[2:]: np.asarray(arrays[k]) for k in arrays if k.startswith("w/")},
+                   mean=np.asarray(arrays["mean"]), std=np.asarray(arrays["std"]), classes_=np.asarray(arrays["classes"]),
+                   width=int(arrays["width"]), dilations=tuple(int(d) for d in arrays["dilations"]), history=history or [])
+
+
+def _scaled(features: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    x = (np.asarray(features, np.float32) - mean) / std
+    return np.where(np.isfinite(x), x, np.float32(0)).astype(np.float32)
+
+
+@dataclass
+class Window:
+    """One training window: the feature block and, on the same pixels, what the losses read.
+
+    Attributes
+    ----------
+    x
+        ``(y, x, feature)`` float32 features (NaN where no clear observation).
+    label
+        ``(y, x)`` class indices of the coarse map on the 10 m grid (0 = none).
+    usable
+        ``(y, x)`` bool: eroded, confident labels (pixel loss).
+    train, validation
+        ``(y, x)`` bool: in the training blocks (buffer excluded) / in the validation blocks.
+    cell
+        ``(y, x)`` int64 coarse-cell ids (aggregate loss), unique over all windows; -1 outside.
+    """
+
+    x: np.ndarray
+    label: np.ndarray
+    usable: np.ndarray
+    train: np.ndarray
+    validation: np.ndarray
+    cell: np.ndarray
+
+
+def train_fcn(windows: Sequence[Window], classes: Sequence[int], *, width: int = 32, dilations: Sequence[int] = (1, 2, 4),
+              epochs: int = 60, min_epochs: int = 10, patience: int = 10, lr: float = 3e-3, aggregate_weight: float = 1.0,
+              seed: int = 0, device: str = "auto", threads: int | None = None) -> tuple[FCNModel, dict]:
+    """Train a :class:`FCNModel` on ``windows`` of the feature cube (full-window batches, Adam).
+
+    Parameters
+    ----------
+    windows
+        :class:`Window` s; the validation pixels of the usable labels drive early stopping.
+    classes
+        The class indices to learn (those of the training sample).
+    aggregate_weight
+        Weight of the coarse-cell aggregate loss beside the pixel loss (0: pixel loss only).
+    epochs, min_epochs, patience
+        At most ``epochs``; stop when the validation loss has not improved for ``patience`` epochs after
+        ``min_epochs``; the best epoch's weights are kept (the last when there is no validation pixel).
+    device, threads
+        ``auto``: a GPU when there is one; CPU threads for training (default: PyTorch's).
+
+    Returns
+    -------
+    model, info
+        The model and ``{"epochs", "best_epoch", "device", "history"}``.
+    """
+    torch = require_torch()
+    device = pick_device(device)
+    torch.manual_seed(int(seed))
+    if threads:
+        torch.set_num_threads(int(threads))
+    classes = np.asarray(sorted(int(c) for c in classes))
+    lut = np.full(max(int(classes.max()), max(int(w.label.max()) for w in windows)) + 1, -1, np.int64)
+    lut[classes] = np.arange(len(classes))
+    allx = np.concatenate([w.x.reshape(-1, w.x.shape[-1]) for w in windows])
+    mean = np.nanmean(np.where(np.isfinite(allx), allx, np.nan), 0).astype(np.float32)
+    std = (np.nanstd(np.where(np.isfinite(allx), allx, np.nan), 0) + 1e-6).astype(np.float32)
+    mean, std = np.nan_to_num(mean), np.where(np.isfinite(std), std, 1).astype(np.float32)
+    data = [_tensors(w, lut, mean, std, device) for w in windows]
+    counts = np.bincount(np.concatenate([lut[w.label[w.usable & w.train]] for w in windows]) .clip(0), minlength=len(classes))
+    cw = torch.tensor(np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max(1, (counts > 0).sum()), 0), dtype=torch.float32,
+                      device=device)
+    net = _net(allx.shape[1], len(classes), width, dilations).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr, weight_decay=1e-4)
+    best, best_state, bad, history = np.inf, None, 0, []
+    for ep in range(int(epochs)):
+        net.train()
+        opt.zero_grad()
+        loss = sum(_loss(net, d, cw, aggregate_weight, "train") for d in data) / len(data)
+        loss.backward()
+        opt.step()
+        net.eval()
+        with torch.no_grad():
+            vl, n_ok, n = 0.0, 0, 0
+            for d in data:
+                lv, ok_, nv = _validation(net, d, cw)
+                vl, n_ok, n = vl + lv * nv, n_ok + ok_, n + nv
+        row = {"epoch": ep, "train_loss": float(loss), "validation_loss": vl / n if n else None,
+               "validation_accuracy": n_ok / n if n else None}
+        history.append(row)
+        score = row["validation_loss"] if n else -ep  # no validation pixel: the last epoch
+        if score < best - 1e-6 or ep < min_epochs:
+            best, bad = min(best, score) if ep >= min_epochs else np.inf, 0
+            best_state, best_ep = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}, ep
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    weights = {k: v.numpy().astype(np.float32) for k, v in best_state.items()}
+    model = FCNModel(weights, mean, std, classes, int(width), tuple(int(d) for d in dilations), history)
+    return model, {"epochs": len(history), "best_epoch": best_ep, "device": device, "history": history}
+
+
+def _tensors(w: Window, lut: np.ndarray, mean, std, device) -> dict:
+    torch = require_torch()
+    lab = lut[w.label]
+    x = torch.from_numpy(_scaled(w.x, mean, std)).permute(2, 0, 1)[None].to(device)
+    ok = np.isfinite(w.x).all(-1)
+    pix_tr = w.usable & w.train & ok & (lab >= 0)
+    pix_va = w.usable & w.validation & ok & (lab >= 0)
+    # cells of the training blocks: every pixel of the cell in training, the cell's label its coarse class
+    cell = np.where(w.train & ok & (lab >= 0), w.cell, -1)
+    ids, inv = np.unique(cell, return_inverse=True)
+    keep = ids >= 0
+    inv = inv.reshape(cell.shape)
+    cell_label = np.full(len(ids), -1, np.int64)
+    for i in np.flatnonzero(keep):
+        cell_label[i] = np.bincount(lab[inv == i]).argmax()
+    t = lambda a, dt=torch.int64: torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dt)  # noqa: E731
+    return {"x": x, "lab": t(lab), "pix_tr": t(pix_tr, torch.bool), "pix_va": t(pix_va, torch.bool),
+            "inv": t(inv.ravel()), "cell_ok": t(keep & (cell_label >= 0), torch.bool), "cell_label": t(cell_label.clip(0)),
+            "n_cells": len(ids)}
+
+
+def _loss(net, d: dict, cw, aggregate_weight: float, split: str):
+    torch = require_torch()
+    F = torch.nn.functional
+    logp = F.log_softmax(net(d["x"])[0], 0)  # (class, y, x)
+    k = logp.shape[0]
+    m = d["pix_tr"]
+    loss = F.nll_loss(logp[:, m].T, d["lab"][m], weight=cw) if m.any() else logp.sum() * 0
+    if aggregate_weight and bool(d["cell_ok"].any()):
+        p = logp.exp().reshape(k, -1)
+        sums = torch.zeros(k, d["n_cells"], device=p.device).index_add_(1, d["inv"], p)
+        n = torch.bincount(d["inv"], minlength=d["n_cells"]).clamp(min=1)
+        mean = sums / n
+        ok = d["cell_ok"]
+        lab = d["cell_label"][ok]
+        agg = -torch.log(mean[:, ok].gather(0, lab[None])[0] + 1e-6)
+        wc = cw[lab]
+        loss = loss + aggregate_weight * (agg * wc).sum() / wc.sum().clamp(min=1e-6)
+    return loss
+
+
+def _validation(net, d: dict, cw) -> tuple[float, int, int]:
+    F = require_torch().nn.functional
+    m = d["pix_va"]
+    if not m.any():
+        return 0.0, 0, 0
+    logp = F.log_softmax(net(d["x"])[0], 0)[:, m].T
+    y = d["lab"][m]
+    return float(F.nll_loss(logp, y, weight=cw)), int((logp.argmax(1) == y).sum()), int(m.sum())
