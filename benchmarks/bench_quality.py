@@ -220,6 +220,9 @@ TECHNIQUES = {
     "no smoothing": {"model": {"smooth_px": 1}},
     "ceiling: trained on the 10 m reference": {"ceiling": True},
     "smooth 5 px": {"model": {"smooth_px": 5}},
+    "fcn: network over the feature cube, pixel + coarse-cell aggregate loss (lcup[deep])": {"model": {"kind": "fcn"}},
+    "fcn, pixel loss only": {"model": {"kind": "fcn", "nn_aggregate_loss": 0.0}},
+    "fcn, aggregate loss 3": {"model": {"kind": "fcn", "nn_aggregate_loss": 3.0}},
 }
 
 
@@ -278,13 +281,21 @@ def run_technique(s: dict, technique: dict, seed: int = 0) -> dict:
             from lcup.stages.train import refine
 
             smp, r_extra["refined"] = refine(X, smp, coarse_lab, model=mc)
-        clf, figures = lcup.train(X, smp, names=list(feats.feature.values), legend=compact(legend)[0],
-                                  model={"n_estimators": 100, "seed": seed, **technique.get("model", {})})
+        context = 0
+        if mc.kind == "fcn":  # the network learns from windows of the cube (here the whole set, one window)
+            context = sum(mc.nn_dilations)
+            wins = lcup.windows_of(feats, lab, smp, window_px=max(feats.sizes["y"], feats.sizes["x"]), ring=context)
+            clf, figures = lcup.train_network(wins, smp, legend=compact(legend)[0], model=mc)
+            r_extra["epochs"] = figures["model"]["epochs"]
+        else:
+            clf, figures = lcup.train(X, smp, names=list(feats.feature.values), legend=compact(legend)[0],
+                                      model={"n_estimators": 100, "seed": seed, **technique.get("model", {})})
         window = max(1, int(round(mc.coarse_prior_cells * lab.attrs["figures"]["coarse_cell_px"])))
         prior = lcup.coarse_prior_array(coarse_lab["label"].data, list(clf.classes_), window)
         out = lcup.predict(clf, feats, legend=legend, geobox=s["geobox"], output={"dir": ".", "probabilities": "float16"},
                            smooth_px=mc.smooth_px, prior=prior, prior_strength=mc.coarse_prior, segments=mc.segments,
-                           segment_px=mc.segment_px, segment_mix=mc.segment_mix, chunk_px=SEGMENT_CHUNK_PX)
+                           segment_px=mc.segment_px, segment_mix=mc.segment_mix, chunk_px=SEGMENT_CHUNK_PX,
+                           context_px=context)
         pred = out["class"].values
         prob = out["probability"].values.astype(np.float32)
         if "prior" in technique:

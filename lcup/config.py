@@ -317,8 +317,9 @@ class ModelConfig(_Section):
     nn_aggregate_loss: float = Field(1.0, ge=0, description="fcn: weight of the coarse-cell aggregate loss (the mean "
                                      "prediction over a coarse cell must give its label a high probability) beside the "
                                      "pixel cross-entropy; 0: pixel loss only")
-    nn_windows: int = Field(16, ge=1, le=4096, description="fcn: most training windows (those holding the most sampled "
-                            "pixels)")
+    nn_windows: int = Field(4, ge=1, le=4096, description="fcn: most training windows (those holding the most sampled "
+                            "pixels). 4 keeps the run within 3× the forest's on 2 CPU cores (the 1024² demo: 56 s against "
+                            "28 s; 16 windows: 193 s, the same accuracy; benchmarks/README.md, session 12)")
     nn_window_px: int = Field(256, ge=32, le=4096, description="fcn: side of the training windows, pixels")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="fcn: where it trains; auto: a GPU when there is "
                                                    "one. Prediction runs on the workers' CPUs, one thread per task")

@@ -138,6 +138,29 @@ def _importance(f: Mapping) -> str:
     return "<h2>Feature importance</h2>" + _png(fig)
 
 
+def _training_curve(f: Mapping) -> str:
+    """A network's loss and validation accuracy (coarse labels of the validation blocks) per epoch."""
+    curve = f.get("training_curve")
+    if not curve:
+        return ""
+    ep = [r["epoch"] for r in curve]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
+    a.plot(ep, [r["train_loss"] for r in curve], label="training")
+    if any(r["validation_loss"] is not None for r in curve):
+        a.plot(ep, [r["validation_loss"] for r in curve], label="validation blocks")
+        b.plot(ep, [r["validation_accuracy"] for r in curve], color="#2a8a3a")
+    best = f.get("model", {}).get("best_epoch")
+    for ax in (a, b):
+        if best is not None:
+            ax.axvline(best, color="#888", ls="--", lw=1)
+        ax.set_xlabel("epoch")
+    a.set_ylabel("loss")
+    a.legend()
+    b.set_ylabel("accuracy (coarse labels)")
+    return ("<h2>Training curve</h2><p class=note>The network's weights are those of the dashed epoch: the lowest loss "
+            "on the validation blocks.</p>" + _png(fig))
+
+
 def _profiles(f: Mapping, legend: Legend) -> str:
     prof = f.get("profiles")
     if not prof:
@@ -280,7 +303,7 @@ def write_report(path: str | Path, summary: Mapping, legend: Legend, *, class_ma
              _table(["", ""], facts) if f else "",
              "<h2>Maps</h2>" + _maps(class_map, coarse_map, legend, map_title) if class_map is not None else "",
              "<h2>Accuracy</h2>" + _accuracy(f) if f else "",
-             _roc(f, legend), _importance(f), _profiles(f, legend), _areas(f, legend, pixel_ha), _consistency(f), _change(change),
+             _roc(f, legend), _importance(f), _training_curve(f), _profiles(f, legend), _areas(f, legend, pixel_ha), _consistency(f), _change(change),
              _timings(summary)]
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")

@@ -222,7 +222,7 @@ def train_fcn(windows: Sequence[Window], classes: Sequence[int], *, width: int =
             for d in data:
                 lv, ok_, nv = _validation(net, d, cw)
                 vl, n_ok, n = vl + lv * nv, n_ok + ok_, n + nv
-        row = {"epoch": ep, "train_loss": float(loss), "validation_loss": vl / n if n else None,
+        row = {"epoch": ep, "train_loss": float(loss.detach()), "validation_loss": vl / n if n else None,
                "validation_accuracy": n_ok / n if n else None}
         history.append(row)
         score = row["validation_loss"] if n else -ep  # no validation pixel: the last epoch

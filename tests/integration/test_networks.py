@@ -73,6 +73,7 @@ def test_network_beats_the_coarse_map_and_is_applied_from_its_saved_file(small_s
         truth = s.figures["truth"]
         assert truth["prediction_10m"]["overall_accuracy"] > truth["coarse_map_upsampled"]["overall_accuracy"], truth
         assert s.figures["model"]["kind"] == "fcn" and s.figures["training_curve"], s.figures["model"]
+        assert "<h2>Training curve</h2>" in (tmp_path / "a" / "report.html").read_text()
         model_file = tmp_path / "a" / "model.npz"
         with np.load(model_file, allow_pickle=False) as arrays:
             assert "mean" in arrays and any(k.startswith("w/") for k in arrays)
