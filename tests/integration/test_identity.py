@@ -14,6 +14,7 @@ import pytest
 import xarray as xr
 
 from lcup.config import load_config
+from lcup.errors import LcupWarning
 from lcup.pipeline import run_pipeline
 from tests.conftest import scene_pipeline
 
@@ -49,7 +50,7 @@ def test_byte_identical_over_tiles_paths_and_workers(small_scene, tmp_path, two_
 
     runs = {}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", LcupWarning)
         with LocalCluster(n_workers=1, threads_per_worker=2, dashboard_address=None, memory_limit="4GiB") as one, \
                 Client(one) as one_worker:
             # tiles × paths × workers: every tiling on the persisted path, two on the per-tile path, both worker counts
@@ -86,7 +87,7 @@ def test_worker_killed_during_prediction_same_bytes(small_scene, tmp_path):
                    if "_predict_chunk" in str(ts.key) and ts.state in ("waiting", "processing", "queued", "no-worker"))
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", LcupWarning)
         ref = run_pipeline(_cfg(small_scene, tmp_path / "ref", 128, "never", **{"cluster.kind": "none"}), progress=False)
         with LocalCluster(n_workers=1, threads_per_worker=2, dashboard_address=None, memory_limit="4GiB") as cluster, \
                 Client(cluster) as client:
@@ -125,7 +126,7 @@ def test_spatial_context_options_byte_identical_over_tiles_and_paths(small_scene
             "model.segment_px": 20, "model.refine_rounds": 1}
     runs = {}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", LcupWarning)
         for n_tiles, persist in ((1, "always"), (9, "never")):
             out = tmp_path / f"{n_tiles}-{persist}"
             s = run_pipeline(_cfg(small_scene, out, {1: 192, 4: 128, 9: 64}[n_tiles], persist, **opts),

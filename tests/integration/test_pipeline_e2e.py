@@ -10,7 +10,13 @@ import rasterio
 import xarray as xr
 
 from lcup.config import load_config
-from lcup.errors import EmptySearchError, LowCoverageWarning, MissingBandError, OutputExistsError
+from lcup.errors import (
+    EmptySearchError,
+    LcupWarning,
+    LowCoverageWarning,
+    MissingBandError,
+    OutputExistsError,
+)
 from lcup.pipeline import run_pipeline
 from tests.conftest import scene_pipeline
 from tests.integration.browser import render_in_chromium
@@ -97,7 +103,7 @@ def test_aoi_elsewhere_is_a_clear_error(small_scene, tmp_path):
 
 def test_missing_band_is_a_clear_error(small_scene, tmp_path):
 
-    from lcup.io.stac import load_cube, search_items, geobox_for_aoi, lonlat_bbox
+    from lcup.io.stac import geobox_for_aoi, load_cube, lonlat_bbox, search_items
     from lcup.providers import get_profile
 
     prof = get_profile("planetary-computer")  # asset keys B04..., not in the Earth Search layout
@@ -162,7 +168,7 @@ def test_outputs_gis_tools_open(small_scene, tmp_path, e2e_run):
     cfg = load_config(scene_pipeline(small_scene, tmp_path / "v2", **{"output.zarr_format": 2, "truth": None,
                                                                      "model.n_estimators": 10, "output.cog": False}))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", LcupWarning)
         run_pipeline(cfg, progress=False)
     ds = xr.open_zarr(tmp_path / "v2" / "landcover.zarr", mask_and_scale=False)
     with rasterio.open(f'ZARR:"{tmp_path / "v2" / "landcover.zarr"}":/class') as src:
@@ -183,7 +189,7 @@ def test_output_item_is_valid_stac(e2e_run):
     assert d["assets"]["confidence"]["type"] == pystac.MediaType.COG
     bad = json.loads(json.dumps(d))
     del bad["properties"]["start_datetime"]  # datetime null needs start/end: the schema must catch it
-    with pytest.raises(Exception, match="start_datetime"):
+    with pytest.raises(pystac.errors.STACValidationError, match="start_datetime"):
         JsonSchemaSTACValidator().validate_core(bad, pystac.STACObjectType.ITEM, d["stac_version"])
 
 
