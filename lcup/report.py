@@ -91,9 +91,34 @@ def _accuracy(f: Mapping) -> str:
     ax.set_xticks(np.arange(len(names)) + width * (len(reports) - 1) / 2, names, rotation=30, ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel("F1")
-    ax.legend(fontsize=8, frameon=False)
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, not on them
     figs.append(_png(fig))
-    return out + f"<div class=figs>{''.join(figs)}</div>"
+    return out + _missing_classes(f) + f"<div class=figs>{''.join(figs)}</div>" + _calibration(f)
+
+
+def _missing_classes(f: Mapping) -> str:
+    missing = f.get("validation", {}).get("classes_missing")
+    if not missing:
+        return ""
+    return (f"<p class=note>Classes without a validation sample: {', '.join(str(c) for c in missing)}. The spatial split "
+            "keeps a rare class's blocks in training so that it can be learnt; its accuracy there is unmeasured (score "
+            "against a truth map or reference points for it).</p>")
+
+
+def _calibration(f: Mapping) -> str:
+    """Reliability diagram and expected calibration error of the top-class probability on the validation blocks."""
+    cal = f.get("validation", {}).get("calibration")
+    if not cal or not cal.get("bins"):
+        return ""
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    ax.plot([0, 1], [0, 1], color="#999", lw=1, ls="--")
+    ax.plot([b["confidence"] for b in cal["bins"]], [b["accuracy"] for b in cal["bins"]], "o-", color="#4a7bb7")
+    ax.set_xlabel("top-class probability (bin mean)")
+    ax.set_ylabel("share right (coarse labels)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    return (f"<h2>Calibration</h2><p>Expected calibration error on the validation blocks: <b>{_f(cal['ece'])}</b> over "
+            f"{cal['n']} samples (against the coarse labels; below the diagonal: over-confident).</p>" + _png(fig))
 
 
 def _refinement(f: Mapping) -> str:

@@ -97,3 +97,42 @@ def report_from_confusion(counts: np.ndarray, classes: Sequence[int], names: dic
         "unpredicted": int(cm[:, k].sum()),
         "per_class": per,
     }
+
+
+def calibration(reference: np.ndarray, proba: np.ndarray, classes: Sequence[int], bins: int = 10) -> dict:
+    """How far the top-class probability is from the share of right answers: the expected calibration error (ECE)
+    and the reliability curve, on ``bins`` equal-width bins of the top probability.
+
+    Parameters
+    ----------
+    reference
+        ``(n,)`` true classes.
+    proba
+        ``(n, class)`` probabilities, columns in ``classes`` order.
+
+    Returns
+    -------
+    dict
+        ``ece`` (Σ share of samples × |accuracy − mean probability| over the bins), ``bins``: per non-empty bin
+        ``{"lo", "hi", "confidence", "accuracy", "n"}``, and ``n``.
+
+    Examples
+    --------
+    >>> round(calibration(np.array([1, 1, 2, 2]), np.array([[.9, .1], [.9, .1], [.9, .1], [.2, .8]]), [1, 2])["ece"], 3)
+    0.225
+    """
+    reference, proba = np.asarray(reference), np.asarray(proba, np.float64)
+    if not len(reference):
+        return {"ece": None, "bins": [], "n": 0}
+    conf = proba.max(1)
+    right = np.asarray(classes)[proba.argmax(1)] == reference
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, bins - 1)
+    out, ece = [], 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            c, a = float(conf[m].mean()), float(right[m].mean())
+            ece += m.mean() * abs(a - c)
+            out.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "confidence": c, "accuracy": a, "n": int(m.sum())})
+    return {"ece": float(ece), "bins": out, "n": int(len(reference))}

@@ -31,6 +31,8 @@ def relabel(report: dict, to_code: np.ndarray) -> dict:
     out["per_class"] = {code[c]: v for c, v in report["per_class"].items()}
     if "roc" in report:
         out["roc"] = {code[c]: v for c, v in report["roc"].items()}
+    if "classes_missing" in report:
+        out["classes_missing"] = [code[c] for c in report["classes_missing"]]
     return out
 
 

@@ -15,7 +15,7 @@ from ..config import ModelConfig
 from ..errors import EmptyClassWarning, ModelError
 from ..io.models import load_model, model_file, save_model
 from ..legends import Legend
-from ..ops.accuracy import accuracy_report
+from ..ops.accuracy import accuracy_report, calibration
 from ..ops.model import confident_learning_filter, train_model
 from ..ops.nn import train_fcn
 from ..ops.refine import near_classes, refine_labels
@@ -97,7 +97,12 @@ def train(X: np.ndarray, sample, *, names: Sequence[str], legend: Legend, model:
             pv[ok] = clf.predict(Xv[ok])
         figures["validation"] = accuracy_report(sample.label[sample.validation], pv, legend.codes, legend.names())
         if ok.any():
-            figures["validation"]["roc"] = roc_curves(sample.label[sample.validation][ok], clf.predict_proba(Xv[ok]), clf.classes_)
+            pva = clf.predict_proba(Xv[ok])
+            figures["validation"]["roc"] = roc_curves(sample.label[sample.validation][ok], pva, clf.classes_)
+            figures["validation"]["calibration"] = calibration(sample.label[sample.validation][ok], pva, clf.classes_)
+        missing = sorted(set(np.unique(sample.label[~sample.validation]).tolist()) - set(np.unique(sample.label[sample.validation]).tolist()))
+        if missing:  # rare classes the spatial split kept whole in the training blocks, so that they can be learnt
+            figures["validation"]["classes_missing"] = [int(c) for c in missing]
         if mc.permutation_importance and ok.sum() > 10:
             n = min(2000, int(ok.sum()))
             pi = permutation_importance(clf, Xv[ok][:n], sample.label[sample.validation][ok][:n], n_repeats=3,

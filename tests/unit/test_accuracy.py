@@ -59,3 +59,25 @@ def test_kappa_and_oa_with_nodata_predictions_match_sklearn(rng):
     assert rep["unpredicted"] == hole.sum()
     # without the fix kappa was computed from the 4×4 block only and was far too high
     assert rep["kappa"] < cohen_kappa_score(ref[~hole], pred[~hole])
+
+
+def test_calibration_error_is_zero_when_probabilities_are_right_and_large_when_overconfident():
+    from lcup.ops.accuracy import calibration
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.5, 1.0, 200_000)  # top-class probability; right with exactly that probability
+    right = rng.random(len(p)) < p
+    ref = np.where(right, 1, 2)
+    proba = np.stack([p, 1 - p], 1)
+    assert calibration(ref, proba, [1, 2])["ece"] < 0.01
+    over = np.stack([np.full(len(p), 0.99), np.full(len(p), 0.01)], 1)  # always sure, right 75 % of the time
+    cal = calibration(ref, over, [1, 2])
+    assert abs(cal["ece"] - (0.99 - right.mean())) < 1e-9 and len(cal["bins"]) == 1 and cal["n"] == len(p)
+    assert calibration(np.array([]), np.zeros((0, 2)), [1, 2])["ece"] is None
+
+
+def test_relabel_maps_the_classes_missing_from_validation():
+    from lcup.stages.score import relabel
+
+    rep = {"classes": [1, 2], "confusion_columns": [1, 2], "per_class": {1: {}, 2: {}}, "classes_missing": [3]}
+    assert relabel(rep, np.array([0, 10, 20, 30]))["classes_missing"] == [30]
