@@ -90,3 +90,15 @@ def chromium() -> str:
             pytest.fail(msg)
         pytest.skip(msg)
     return path
+
+
+def tiled_pipeline(scene: dict, out: Path, tile_px: int, persist: str, **overrides) -> dict:
+    """The small scene's 192×192 px window in 64 px chunks, cut into tiles of ``tile_px`` (64, 128, 192: 9, 4 or 1
+    tiles), with ``features.persist`` ``persist``: a pipeline mapping for the identity tests, cheap features."""
+    x0, y0 = scene["spec"].origin
+    return scene_pipeline(scene, out, **{
+        "aoi.bbox": [x0, y0 - 1920, x0 + 1920, y0], "load.chunk_px": 64, "output.tile_px": tile_px,
+        "features.persist": persist, "clean.dilation_m": 20, "clean.min_valid_fraction": 0.3,
+        "load.bands": ["green", "red", "nir", "swir16"], "features.indices": ["ndvi", "ndbi"],
+        "features.stats": ["mean", "p10", "p90"], "features.series": ["ndvi"], "features.series_every": 3,
+        "labels.n_per_class": 300, "output.tile_cogs": False, "truth": None, **overrides})

@@ -17,7 +17,7 @@ import xarray as xr
 from lcup.config import load_config
 from lcup.errors import ConfigError, LcupWarning
 from lcup.pipeline import run_pipeline
-from tests.conftest import scene_pipeline
+from tests.conftest import tiled_pipeline
 
 if os.environ.get("LCUP_REQUIRE_TORCH") == "1":  # CI installs the deep extra: fail rather than skip without it
     import torch  # noqa: F401
@@ -30,13 +30,7 @@ FCN = {"model.kind": "fcn", "model.nn_epochs": 25, "model.nn_windows": 4, "model
 
 
 def _cfg(small_scene, out, tile_px, persist, **kw):
-    x0, y0 = small_scene["spec"].origin
-    return load_config(scene_pipeline(small_scene, out, **{
-        "aoi.bbox": [x0, y0 - 1920, x0 + 1920, y0], "load.chunk_px": 64, "output.tile_px": tile_px,
-        "features.persist": persist, "clean.dilation_m": 20, "clean.min_valid_fraction": 0.3,
-        "load.bands": ["green", "red", "nir", "swir16"], "features.indices": ["ndvi", "ndbi"],
-        "features.stats": ["mean", "p10", "p90"], "features.series": ["ndvi"], "features.series_every": 3,
-        "labels.n_per_class": 300, "output.tile_cogs": False, "truth": None, **FCN, **kw}))
+    return load_config(tiled_pipeline(small_scene, out, tile_px, persist, **FCN, **kw))
 
 
 def _maps(out):
