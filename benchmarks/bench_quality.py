@@ -223,6 +223,8 @@ TECHNIQUES = {
     "fcn: network over the feature cube, pixel + coarse-cell aggregate loss (lcup[deep])": {"model": {"kind": "fcn"}},
     "fcn, pixel loss only": {"model": {"kind": "fcn", "nn_aggregate_loss": 0.0}},
     "fcn, aggregate loss 3": {"model": {"kind": "fcn", "nn_aggregate_loss": 3.0}},
+    "tempcnn: per-pixel temporal network (lcup[deep])": {"model": {"kind": "tempcnn"}},
+    "tempcnn, no coarse prior": {"model": {"kind": "tempcnn", "coarse_prior": 0.0}},
 }
 
 

@@ -269,10 +269,11 @@ class ModelConfig(_Section):
 
     path: str | None = Field(None, description="apply this saved model (model.skops of an earlier run) instead of training: "
                              "train once, map other areas or years; labels are then optional")
-    kind: Literal["random_forest", "lightgbm", "fcn"] = Field(
+    kind: Literal["random_forest", "lightgbm", "fcn", "tempcnn"] = Field(
         "random_forest", description="classifier: random_forest; lightgbm (pip install 'lcup[lightgbm]'); fcn, a fully "
-        "convolutional network over the feature cube that sees each pixel's neighbours (pip install 'lcup[deep]'; "
-        "lcup.ops.nn; not the default: benchmarks/README.md, quality table)")
+        "convolutional network over the feature cube that sees each pixel's neighbours; tempcnn, a per-pixel network "
+        "with 1-D convolutions over the smoothed series (features.series) beside the other features (both pip install "
+        "'lcup[deep]', lcup.ops.nn; neither is the default: benchmarks/README.md, the network section)")
     params: dict[str, Any] = Field(default_factory=dict, description="extra parameters passed to the classifier")
     n_estimators: int = Field(100, ge=1)
     max_depth: int | None = Field(None, ge=1)
@@ -548,6 +549,13 @@ class PipelineConfig(_Section):
         if r >= self.load.chunk_px / 2:
             raise ValueError(f"labels.erosion_m {lab.erosion_m} m is {r:.0f} px at {self.aoi.resolution} m, at least half a "
                              f"chunk ({self.load.chunk_px} px): nothing would be left to sample; use a few tens of metres")
+        if self.model.kind == "tempcnn":
+            if not self.features.series:
+                raise ValueError("model.kind tempcnn reads the smoothed series: set features.series (e.g. [ndvi, mndwi, ndbi])")
+            if self.model.params:
+                raise ValueError("model.params are passed to random_forest or lightgbm; model.kind tempcnn takes model.nn_* keys")
+            if importlib.util.find_spec("torch") is None:
+                raise ValueError("model.kind tempcnn needs PyTorch, which is not installed: pip install 'lcup[deep]'")
         if self.model.kind == "fcn":
             ctx = sum(self.model.nn_dilations)
             if ctx + nb + seg >= self.load.chunk_px / 2:

@@ -11,7 +11,10 @@ import numpy as np
 
 from .. import __version__
 from ..errors import ModelError
-from ..ops.nn import FCNModel
+from ..ops.nn import FCNModel, PixelNetModel
+
+#: The networks, saved as plain arrays, by the ``kind`` their metadata names.
+NETWORKS = {"fcn": FCNModel, "tempcnn": PixelNetModel}
 
 #: The model files a run may write into its output folder, by kind of model.
 MODEL_FILES = ("model.skops", "model.npz")
@@ -37,12 +40,13 @@ def save_model(model, path: str | Path, *, feature_names: Sequence[str], legend:
     import skops.io as sio  # deferred: skops imports scikit-learn's array-API shims (all of torch when installed, ~1.5 s)
 
     path = Path(path)
-    if isinstance(model, FCNModel):
+    network = next((k for k, cls in NETWORKS.items() if isinstance(model, cls)), None)
+    if network is not None:
         path = path.with_suffix(".npz")
-        extra = {**extra, "kind": "fcn", "history": model.history}
+        extra = {**extra, "kind": network, "history": model.history}
     tmp = path.with_name(path.name + ".partial")
     try:
-        if isinstance(model, FCNModel):
+        if network is not None:
             with open(tmp, "wb") as f:
                 np.savez(f, **model.to_arrays())
         else:
@@ -77,7 +81,7 @@ def load_model(path: str | Path, *, expected_features: Sequence[str] | None = No
     if path.suffix == ".npz":
         try:
             with np.load(path, allow_pickle=False) as arrays:
-                model = FCNModel.from_arrays(dict(arrays), history=meta.get("history"))
+                model = NETWORKS[meta.get("kind", "fcn")].from_arrays(dict(arrays), history=meta.get("history"))
         except Exception as e:  # noqa: BLE001 - not an array archive, or pickled objects inside: one clear line
             raise ModelError(f"{path} is not a model file lcup wrote ({type(e).__name__}: {e}); save networks with "
                              "lcup.io.models.save_model") from None

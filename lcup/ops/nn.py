@@ -287,3 +287,205 @@ def _validation(net, d: dict, cw) -> tuple[float, int, int]:
     logp = F.log_softmax(net(d["x"])[0], 0)[:, m].T
     y = d["lab"][m]
     return float(F.nll_loss(logp, y, weight=cw)), int((logp.argmax(1) == y).sum()), int(m.sum())
+
+
+#: Rows a per-pixel network predicts at once; every batch is padded to it, so that a pixel's arithmetic is the same
+#: whatever the chunk it comes in (the matrix products see one shape).
+PIXEL_BATCH = 4096
+
+
+def series_columns(names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Split feature ``names`` into the smoothed series (``<variable>_t<step>``) and the rest: ``(series, other)``,
+    ``series`` a ``(variable, step)`` array of column indices (variables in order of appearance, steps sorted),
+    ``other`` the remaining columns.
+
+    Examples
+    --------
+    >>> s, o = series_columns(["ndvi_mean", "ndvi_t00", "ndvi_t02", "ndbi_t00", "ndbi_t02"])
+    >>> s.tolist(), o.tolist()
+    ([[1, 2], [3, 4]], [0])
+    """
+    groups: dict[str, list[tuple[int, int]]] = {}
+    other = []
+    for i, n in enumerate(names):
+        var, _, step = n.rpartition("_t")
+        if var and step.isdigit():
+            groups.setdefault(var, []).append((int(step), i))
+        else:
+            other.append(i)
+    if not groups:
+        return np.zeros((0, 0), np.int64), np.asarray(other, np.int64)
+    steps = {len(v) for v in groups.values()}
+    if len(steps) != 1:  # series of unequal lengths: the shortest steps are kept for all, the rest become plain features
+        n = min(steps)
+        for var, v in groups.items():
+            other += [i for _, i in sorted(v)[n:]]
+            groups[var] = sorted(v)[:n]
+    return np.asarray([[i for _, i in sorted(v)] for v in groups.values()], np.int64), np.asarray(sorted(other), np.int64)
+
+
+def _pixel_net(n_vars: int, n_steps: int, n_other: int, n_classes: int, width: int):
+    torch = require_torch()
+    nn = torch.nn
+
+    class PixelNet(nn.Module):
+        """TempCNN-style (Pelletier et al. 2019): 1-D convolutions over the time series, pooled, beside a dense layer
+        over the other features."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Sequential(nn.Conv1d(n_vars, width, 5, padding=2), nn.ReLU(),
+                                      nn.Conv1d(width, width, 5, padding=2), nn.ReLU())
+            self.other = nn.Sequential(nn.Linear(n_other, width), nn.ReLU()) if n_other else None
+            self.head = nn.Sequential(nn.Linear(2 * width + (width if n_other else 0), width), nn.ReLU(),
+                                      nn.Linear(width, n_classes))
+
+        def forward(self, s, o):
+            h = self.conv(s)
+            h = torch.cat([h.mean(-1), h.amax(-1)], 1)
+            if self.other is not None:
+                h = torch.cat([h, self.other(o)], 1)
+            return self.head(h)
+
+    return PixelNet()
+
+
+@dataclass
+class PixelNetModel:
+    """A trained per-pixel temporal network, applied like a forest (``predict_proba`` on ``(sample, feature)``).
+
+    Attributes
+    ----------
+    series, other
+        Column indices of the features: ``(variable, step)`` series and the rest (:func:`series_columns`).
+    """
+
+    weights: dict[str, np.ndarray]
+    mean: np.ndarray
+    std: np.ndarray
+    classes_: np.ndarray
+    width: int
+    series: np.ndarray
+    other: np.ndarray
+    history: list[dict] = field(default_factory=list)
+
+    def module(self, device: str = "cpu"):
+        torch = require_torch()
+        net = _pixel_net(self.series.shape[0], self.series.shape[1], len(self.other), len(self.classes_), self.width)
+        net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in self.weights.items()})
+        return net.to(device).eval()
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """``(sample, class)`` float64 probabilities of finite ``(sample, feature)`` rows, :data:`PIXEL_BATCH` rows at a
+        time on one CPU thread."""
+        torch = require_torch()
+        x = _scaled(X, self.mean, self.std)
+        out = np.zeros((len(x), len(self.classes_)), np.float64)
+        prev = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            net = self.module()
+            with torch.no_grad():
+                for s in range(0, len(x), PIXEL_BATCH):
+                    b = np.zeros((PIXEL_BATCH, x.shape[1]), np.float32)
+                    n = min(PIXEL_BATCH, len(x) - s)
+                    b[:n] = x[s:s + n]
+                    out[s:s + n] = torch.softmax(_pixel_forward(net, torch.from_numpy(b), self.series, self.other), 1)[:n].numpy()
+        finally:
+            torch.set_num_threads(prev)
+        return out
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.classes_)[self.predict_proba(X).argmax(1)]
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        out = {f"w/{k}": v for k, v in self.weights.items()}
+        out.update(mean=self.mean, std=self.std, classes=np.asarray(self.classes_), width=np.asarray(self.width),
+                   series=self.series, other=self.other)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays, history: list | None = None) -> "PixelNetModel":
+        return cls(weights={k[2:]: np.asarray(arrays[k]) for k in arrays if k.startswith("w/")},
+                   mean=np.asarray(arrays["mean"]), std=np.asarray(arrays["std"]), classes_=np.asarray(arrays["classes"]),
+                   width=int(arrays["width"]), series=np.asarray(arrays["series"]), other=np.asarray(arrays["other"]),
+                   history=history or [])
+
+
+def _pixel_forward(net, x, series: np.ndarray, other: np.ndarray):
+    torch = require_torch()
+    s = x[:, torch.from_numpy(series.ravel())].reshape(len(x), *series.shape)
+    return net(s, x[:, torch.from_numpy(other)] if len(other) else None)
+
+
+def train_pixelnet(X: np.ndarray, y: np.ndarray, names: Sequence[str], *, X_val: np.ndarray | None = None,
+                   y_val: np.ndarray | None = None, sample_weight: np.ndarray | None = None, width: int = 32,
+                   epochs: int = 60, min_epochs: int = 5, patience: int = 10, batch: int = 256, lr: float = 2e-3,
+                   seed: int = 0, device: str = "auto") -> tuple[PixelNetModel, dict]:
+    """Train a :class:`PixelNetModel` on the training sample's features (rows with NaN left out), classes
+    balanced, with early stopping on the validation sample's loss (the best epoch kept).
+
+    Returns
+    -------
+    model, info
+        ``info``: ``n_train``, ``n_dropped_nan``, ``epochs``, ``best_epoch``, ``device`` and ``history`` (training
+        and validation loss, validation accuracy per epoch).
+    """
+    torch = require_torch()
+    F = torch.nn.functional
+    device = pick_device(device)
+    torch.manual_seed(int(seed))
+    rng = np.random.default_rng([int(seed), 3])
+    series, other = series_columns(names)
+    if not series.size:
+        raise ValueError("a temporal network needs smoothed series among the features: set features.series")
+    ok = np.isfinite(X).all(1)
+    Xt, yt = X[ok].astype(np.float32), np.asarray(y)[ok]
+    wt = np.ones(len(Xt), np.float32) if sample_weight is None else np.asarray(sample_weight, np.float32)[ok]
+    classes = np.unique(yt)
+    idx = np.searchsorted(classes, yt)
+    counts = np.bincount(idx, minlength=len(classes))
+    cw = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(classes), dtype=torch.float32, device=device)
+    mean, std = Xt.mean(0), Xt.std(0) + 1e-6
+    xs = torch.from_numpy(_scaled(Xt, mean, std)).to(device)
+    val = None
+    if X_val is not None and len(X_val):
+        vok = np.isfinite(X_val).all(1) & np.isin(y_val, classes)
+        if vok.any():
+            val = (torch.from_numpy(_scaled(X_val[vok], mean, std)).to(device),
+                   torch.from_numpy(np.searchsorted(classes, np.asarray(y_val)[vok])).to(device))
+    net = _pixel_net(series.shape[0], series.shape[1], len(other), len(classes), int(width)).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr, weight_decay=1e-4)
+    yi, wts = torch.from_numpy(idx).to(device), torch.from_numpy(wt).to(device)
+    best, bad, history, best_state, best_ep = np.inf, 0, [], None, 0
+    for ep in range(int(epochs)):
+        net.train()
+        total = 0.0
+        for b in np.array_split(rng.permutation(len(xs)), max(1, len(xs) // batch)):
+            bt = torch.from_numpy(b).to(device)
+            opt.zero_grad()
+            loss = (F.cross_entropy(_pixel_forward(net, xs[bt], series, other), yi[bt], weight=cw, reduction="none")
+                    * wts[bt]).mean()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(b)
+        net.eval()
+        row = {"epoch": ep, "train_loss": total / len(xs), "validation_loss": None, "validation_accuracy": None}
+        if val is not None:
+            with torch.no_grad():
+                z = _pixel_forward(net, val[0], series, other)
+                row.update(validation_loss=float(F.cross_entropy(z, val[1], weight=cw)),
+                           validation_accuracy=float((z.argmax(1) == val[1]).float().mean()))
+        history.append(row)
+        score = row["validation_loss"] if val is not None else -ep
+        if score < best - 1e-6 or ep < min_epochs:
+            best, bad = (score if ep >= min_epochs else np.inf), 0
+            best_state, best_ep = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}, ep
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    model = PixelNetModel({k: v.numpy().astype(np.float32) for k, v in best_state.items()}, mean.astype(np.float32),
+                          std.astype(np.float32), classes, int(width), series, other, history)
+    return model, {"n_train": int(ok.sum()), "n_dropped_nan": int((~ok).sum()), "epochs": len(history), "best_epoch": best_ep,
+                   "device": device, "history": history}

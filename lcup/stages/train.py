@@ -17,7 +17,7 @@ from ..io.models import load_model, model_file, save_model
 from ..legends import Legend
 from ..ops.accuracy import accuracy_report, calibration
 from ..ops.model import confident_learning_filter, train_model
-from ..ops.nn import train_fcn
+from ..ops.nn import train_fcn, train_pixelnet
 from ..ops.refine import near_classes, refine_labels
 from ..ops.temporal import regular_grid
 from ..progress import ticking
@@ -71,17 +71,25 @@ def train(X: np.ndarray, sample, *, names: Sequence[str], legend: Legend, model:
         figures["label_cleaning"] = cinfo
         log.info("  confident learning flagged %d of %d training samples", cinfo["n_flagged"], int(sel.sum()))
         tr = tr & keep
-    if mc.kind == "random_forest":
-        params = {"n_estimators": mc.n_estimators, "max_depth": mc.max_depth, "min_samples_leaf": mc.min_samples_leaf,
-                  "max_features": mc.max_features, "class_weight": mc.class_weight, **mc.params}
+    if mc.kind == "tempcnn":  # a per-pixel temporal network: early stopping on the validation sample
+        va = sample.validation
+        clf, minfo = train_pixelnet(X[tr], sample.label[tr], names, X_val=X[va], y_val=sample.label[va],
+                                    sample_weight=None if weights is None else weights[tr], width=mc.nn_width,
+                                    epochs=mc.nn_epochs, patience=mc.nn_patience, seed=mc.seed, device=mc.device)
+        figures["training_curve"] = minfo.pop("history")
+        minfo["kind"] = "tempcnn"
     else:
-        params = {"class_weight": mc.class_weight, "max_depth": mc.max_depth, **mc.params}
-    clf, minfo = train_model(X[tr], sample.label[tr], kind=mc.kind, params=params, seed=mc.seed,
-                             sample_weight=None if weights is None else weights[tr])
+        if mc.kind == "random_forest":
+            params = {"n_estimators": mc.n_estimators, "max_depth": mc.max_depth, "min_samples_leaf": mc.min_samples_leaf,
+                      "max_features": mc.max_features, "class_weight": mc.class_weight, **mc.params}
+        else:
+            params = {"class_weight": mc.class_weight, "max_depth": mc.max_depth, **mc.params}
+        clf, minfo = train_model(X[tr], sample.label[tr], kind=mc.kind, params=params, seed=mc.seed,
+                                 sample_weight=None if weights is None else weights[tr])
+        imp = np.asarray(clf.feature_importances_, float)
+        imp = imp / imp.sum() if imp.sum() > 0 else imp
+        figures["feature_importance_top"] = dict(sorted(zip(names, map(float, imp)), key=lambda kv: -kv[1])[:15])
     figures["model"] = minfo
-    imp = np.asarray(clf.feature_importances_, float)
-    imp = imp / imp.sum() if imp.sum() > 0 else imp
-    figures["feature_importance_top"] = dict(sorted(zip(names, map(float, imp)), key=lambda kv: -kv[1])[:15])
     n_val_classes = len(np.unique(sample.label[sample.validation]))
     if n_val_classes < 2:
         why = ("the area holds a single validation block or none" if not sample.validation.any() else
@@ -111,7 +119,8 @@ def train(X: np.ndarray, sample, *, names: Sequence[str], legend: Legend, model:
                 sorted(zip(names, map(float, pi.importances_mean)), key=lambda kv: -kv[1])[:15])
         log.info("  spatial-block validation (against the coarse labels): OA %.3f kappa %.3f",
                  figures["validation"]["overall_accuracy"], figures["validation"]["kappa"])
-    clf.set_params(n_jobs=1)  # one thread per task: Dask already runs one task per core
+    if hasattr(clf, "set_params"):  # networks predict on one thread already
+        clf.set_params(n_jobs=1)  # one thread per task: Dask already runs one task per core
     return clf, figures
 
 

@@ -109,3 +109,32 @@ def test_notebook_route_windows_train_network_predict(small_scene):
     assert figures["model"]["context_px"] == 7 and "overall_accuracy" in figures["validation"]
     np.testing.assert_array_equal(a, b)
     assert (a > 0).mean() > 0.9
+
+
+TEMPCNN = {"model.kind": "tempcnn", "model.nn_epochs": 10, "model.nn_width": 16}
+
+
+def test_temporal_network_map_is_byte_identical_and_applied_from_its_saved_file(small_scene, tmp_path, local_client):
+    """The per-pixel temporal network: the same bytes with the features kept in memory on two workers and from a graph
+    per tile on the threaded scheduler (every batch padded to one shape), and the same map again from its
+    model.npz (model.path)."""
+    def cfg(out, tile_px, persist, **kw):
+        return load_config(tiled_pipeline(small_scene, out, tile_px, persist, **TEMPCNN, **kw))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LcupWarning)
+        s = run_pipeline(cfg(tmp_path / "a", 192, "always"), client=local_client, progress=False)
+        run_pipeline(cfg(tmp_path / "b", 64, "never", **{"cluster.kind": "none"}), progress=False)
+        run_pipeline(cfg(tmp_path / "c", 128, "never", **{"cluster.kind": "none", "model.path": str(tmp_path / "a" / "model.npz")}),
+                     progress=False)
+    assert s.figures["model"]["kind"] == "tempcnn" and s.figures["training_curve"]
+    a = _maps(tmp_path / "a")
+    assert (a["class"] > 0).mean() > 0.9 and len(np.unique(a["class"][a["class"] > 0])) >= 3
+    for other in ("b", "c"):
+        for var, ref in a.items():
+            np.testing.assert_array_equal(_maps(tmp_path / other)[var], ref, err_msg=f"{other}: {var}")
+
+
+def test_temporal_network_needs_series(small_scene, tmp_path):
+    with pytest.raises(ConfigError, match="model.kind tempcnn reads the smoothed series"):
+        load_config(tiled_pipeline(small_scene, tmp_path, 192, "auto", **TEMPCNN, **{"features.series": []}))
