@@ -225,6 +225,8 @@ TECHNIQUES = {
     "fcn, aggregate loss 3": {"model": {"kind": "fcn", "nn_aggregate_loss": 3.0}},
     "tempcnn: per-pixel temporal network (lcup[deep])": {"model": {"kind": "tempcnn"}},
     "tempcnn, no coarse prior": {"model": {"kind": "tempcnn", "coarse_prior": 0.0}},
+    "forest + tempcnn, probabilities averaged": {"model": {"kind": "random_forest"}, "ensemble": "tempcnn"},
+    "forest + tempcnn, averaged, coarse prior 1": {"model": {"kind": "random_forest", "coarse_prior": 1.0}, "ensemble": "tempcnn"},
 }
 
 
@@ -292,6 +294,12 @@ def run_technique(s: dict, technique: dict, seed: int = 0) -> dict:
         else:
             clf, figures = lcup.train(X, smp, names=list(feats.feature.values), legend=compact(legend)[0],
                                       model={"n_estimators": 100, "seed": seed, **technique.get("model", {})})
+        if technique.get("ensemble"):  # a second model beside the first, their probabilities averaged
+            from lcup.ops.model import Averaged
+
+            other, _ = lcup.train(X, smp, names=list(feats.feature.values), legend=compact(legend)[0],
+                                  model={"seed": seed, "kind": technique["ensemble"]})
+            clf = Averaged([clf, other])
         window = max(1, int(round(mc.coarse_prior_cells * lab.attrs["figures"]["coarse_cell_px"])))
         prior = lcup.coarse_prior_array(coarse_lab["label"].data, list(clf.classes_), window)
         out = lcup.predict(clf, feats, legend=legend, geobox=s["geobox"], output={"dir": ".", "probabilities": "float16"},

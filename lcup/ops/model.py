@@ -236,3 +236,22 @@ def confident_learning_filter(X: np.ndarray, y: np.ndarray, *, seed: int = 0, cv
     flagged = (own < thr[yi]) & (best_other > own)
     per_class = {int(c): int(flagged[yi == k].sum()) for k, c in enumerate(classes)}
     return ~flagged, {"n_flagged": int(flagged.sum()), "per_class": per_class}
+
+
+class Averaged:
+    """Models whose class probabilities are averaged (an ensemble, e.g. a forest and a network), applied like one.
+
+    Each member has ``predict_proba`` and the same ``classes_``.
+    """
+
+    def __init__(self, members: list):
+        if any(list(m.classes_) != list(members[0].classes_) for m in members):
+            raise ValueError("the models of an ensemble must have the same classes")
+        self.members = list(members)
+        self.classes_ = np.asarray(members[0].classes_)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return sum(np.asarray(m.predict_proba(X), np.float64) for m in self.members) / len(self.members)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(1)]
