@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import time
 import warnings
@@ -313,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
             _plain(message, category, filename, lineno, file, line)
 
     warnings.showwarning = _show
+    signal.signal(signal.SIGTERM, _terminated)  # Slurm, Kubernetes and timeout stop a job with SIGTERM: as Ctrl-C
 
     try:
         return args.fn(args)
@@ -325,9 +327,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lcup: unexpected error: {type(e).__name__}: {redact_text(str(e))}\n"
               "  run again with -v to see where it happened, and report it with the pipeline file", file=sys.stderr)
         return EXIT_UNEXPECTED
-    except KeyboardInterrupt:
-        print("lcup: interrupted; summary.json in the output folder says what was done (resume with --resume)", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        how = f" by {e.args[0]}" if e.args else ""
+        print(f"lcup: interrupted{how}; summary.json in the output folder says what was done (resume with --resume)",
+              file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _terminated(signum, frame) -> None:
+    """SIGTERM ends the run as Ctrl-C does: summary.json says interrupted, the lock is released, the cluster closed."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise KeyboardInterrupt("SIGTERM")
 
 
 if __name__ == "__main__":

@@ -329,3 +329,31 @@ def test_progress_is_logged_off_a_terminal(small_scene, tmp_path, local_client, 
     beats = [r.getMessage() for r in caplog.records if "tasks done" in r.getMessage()]
     assert beats and "features:" in " ".join(beats), caplog.text[-2000:]
     assert "tile 0_0 written (1/1)" in caplog.text
+
+
+def test_sigterm_stops_the_run_as_ctrl_c_does(small_scene, tmp_path):
+    """SIGTERM (what Slurm, Kubernetes and timeout send) to the lcup process mid-run: it ends within seconds with
+    lcup's one line, summary.json says interrupted, no lock is left, no worker process is left behind."""
+    import psutil
+
+    yml = _yaml(small_scene, tmp_path / "out", tmp_path / "run.yaml", **{"cluster.kind": "local", "cluster.n_workers": 1})
+    p = subprocess.Popen([sys.executable, "-m", "lcup.cli", "run", str(yml)], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, start_new_session=True)
+    lines, deadline = [], time.time() + 300
+    while time.time() < deadline:
+        line = p.stdout.readline().decode()
+        lines.append(line)
+        if "▶ labels" in line or not line:
+            break
+    children = psutil.Process(p.pid).children(recursive=True)
+    t0 = time.time()
+    p.send_signal(signal.SIGTERM)
+    rc = p.wait(60)
+    out = "".join(lines) + p.stdout.read().decode()
+    assert rc == 130 and time.time() - t0 < 30, out[-3000:]
+    assert "lcup: interrupted by SIGTERM" in out and "Traceback" not in out, out[-3000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["status"] == "interrupted", summary["status"]
+    assert not (tmp_path / "out" / ".lcup.lock").exists()
+    _, alive = psutil.wait_procs(children, timeout=20)
+    assert not alive, alive
