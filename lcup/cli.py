@@ -223,9 +223,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="override any pipeline key, e.g. --set model.n_estimators=200 (repeatable)")
     p = sub.add_parser("demo", help="generate the synthetic demo scene (no internet needed)", parents=[common])
     p.add_argument("out", nargs="?", default="demo-data", help="output folder (default: demo-data)")
-    p.add_argument("--size", type=int, default=1024, help="scene side in 10 m pixels (default 1024)")
+    p.add_argument("--size", type=_at_least(64, "pixels: a scene of a few 100 m coarse cells"), default=1024,
+                   help="scene side in 10 m pixels, at least 64 (default 1024)")
     p.add_argument("--year", type=int, default=2024)
-    p.add_argument("--years", type=int, default=1, help="consecutive years to generate (default 1); later years change "
+    p.add_argument("--years", type=_at_least(1, "year"), default=1, help="consecutive years to generate (default 1); later years change "
                    "the land and get their own truth_10m_<year>.tif")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--difficulty", choices=["easy", "hard"], default="easy", help="hard: hedges, ponds and farm "
@@ -299,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, default in (("verbose", False), ("quiet", False), ("set", [])):
         if not hasattr(args, name):
             setattr(args, name, default)
+    if args.set and args.fn not in (_run, _plan, _validate):  # nothing else reads a pipeline: say so, not ignore it
+        parser.error(f"--set {args.set[0]!r}: --set changes a pipeline's keys, for lcup run, plan and validate only")
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
     lg = logging.getLogger("lcup")
@@ -332,6 +335,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lcup: interrupted{how}; summary.json in the output folder says what was done (resume with --resume)",
               file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _at_least(lowest: int, what: str):
+    """An argparse type: an integer of at least ``lowest`` (``what`` says why in the usage error)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if v < lowest:
+            raise argparse.ArgumentTypeError(f"{v} is too small: at least {lowest} {what}")
+        return v
+
+    return parse
 
 
 def _terminated(signum, frame) -> None:

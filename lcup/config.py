@@ -278,7 +278,8 @@ class ModelConfig(_Section):
     n_estimators: int = Field(100, ge=1)
     max_depth: int | None = Field(None, ge=1)
     min_samples_leaf: int = Field(1, ge=1)
-    max_features: str | float | int = "sqrt"
+    max_features: str | float | int = Field("sqrt", description="features each split of the forest considers: sqrt, "
+                                            "log2, a share in (0, 1] or a count")
     class_weight: Literal["balanced", "balanced_subsample"] | None = Field(
         "balanced", description="weight classes inversely to their training counts (better on every development set, "
         "benchmarks/bench_quality.py); null: as sampled")
@@ -324,6 +325,17 @@ class ModelConfig(_Section):
     nn_window_px: int = Field(256, ge=32, le=4096, description="fcn: side of the training windows, pixels")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="fcn: where it trains; auto: a GPU when there is "
                                                    "one. Prediction runs on the workers' CPUs, one thread per task")
+
+    @field_validator("max_features")
+    @classmethod
+    def _max_features(cls, v):
+        if isinstance(v, str) and v not in ("sqrt", "log2"):
+            raise ValueError(f"model.max_features {v!r} is not sqrt, log2, a share in (0, 1] or a count of features")
+        if isinstance(v, float) and not 0 < v <= 1:
+            raise ValueError(f"model.max_features {v} is a share of the features: give one in (0, 1], or a count")
+        if isinstance(v, int) and not isinstance(v, bool) and v < 1:
+            raise ValueError(f"model.max_features {v} must be at least 1 feature")
+        return v
 
 
 class OutputConfig(_Section):

@@ -307,3 +307,17 @@ def test_custom_index_in_a_run(small_scene, tmp_path):
     names = json.loads((tmp_path / "o" / "model.skops.json").read_text())["feature_names"]
     assert {"sr_mean", "sr_p90", "sr_t00"} <= set(names) and s.figures["n_features"] == len(names)
     assert (xr.open_zarr(tmp_path / "o" / "landcover.zarr")["class"].values > 0).mean() > 0.95
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["demo", "{tmp}/d", "--size", "0"], "argument --size: 0 is too small: at least 64 pixels"),
+    (["demo", "{tmp}/d", "--years", "0"], "argument --years: 0 is too small: at least 1 year"),
+    (["demo", "{tmp}/d", "--size", "64", "--set", "model.seed=1"], "--set changes a pipeline's keys, for lcup run, plan and validate"),
+])
+def test_cli_usage_errors_are_one_line_and_exit_2(argv, message, tmp_path):
+    """Inputs the CLI cannot use: a usage error naming the argument (exit 2), never exit 70 from inside a library,
+    and nothing written."""
+    r = subprocess.run([sys.executable, "-m", "lcup.cli", *[a.format(tmp=tmp_path) for a in argv]], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "d").exists()

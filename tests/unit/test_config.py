@@ -134,6 +134,10 @@ BAD_INPUTS = [
     ({"features.neighbourhood_stats": ["median"]}, r"neighbourhood_stats"),
     ({"model.segments": "watershed"}, r"model.segments.*'slic'"),
     ({"model.refine_threshold": 0.3}, r"model.refine_threshold"),
+    ({"model.max_features": "sqrtt"}, r"model.max_features 'sqrtt' is not sqrt, log2"),  # was found at training only
+    ({"model.max_features": 1.5}, r"model.max_features 1.5 is a share of the features"),
+    ({"model.kind": "tempcnn", "features.series": []}, r"model.kind tempcnn reads the smoothed series"),
+    ({"model.kind": "fcn", "model.nn_dilations": [8, 16, 32], "load.chunk_px": 64}, r"model.nn_dilations .* at least half a chunk"),
 ]
 
 
