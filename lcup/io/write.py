@@ -91,12 +91,13 @@ def cf_axes(ds):
 
 
 def write_tiles_zarr(ds, path: str | Path, *, tile_px: int, attrs: dict, overwrite: bool, resume: bool, compute,
-                     tile_data=None, submit=None, in_flight: int = 1, on_done=None, zarr_format: int = 3) -> tuple[int, int]:
+                     tile_data=None, submit=None, in_flight: int = 1, on_done=None, zarr_format: int = 3,
+                     nodata: dict | None = None) -> tuple[int, int]:
     """Write ``ds`` to a Zarr v3 store tile by tile, resumable.
 
     ``tile_data(tile_id, y_slice, x_slice)``, when given, returns each tile's own lazy dataset (a graph per
     tile; ``ds`` then only serves as the template) or None for a tile with no data, which keeps the
-    store's fill value (0, nodata) and is recorded as done.
+    store's fill values (``nodata``: per variable, default 0) and is recorded as done.
 
     ``compute(delayed, label)`` computes one tile's write and blocks. With ``submit(delayed) -> future``
     (e.g. a distributed client's ``compute``) up to ``in_flight`` tiles are computed at once, so a cluster
@@ -117,8 +118,8 @@ def write_tiles_zarr(ds, path: str | Path, *, tile_px: int, attrs: dict, overwri
     """
     path = Path(path)
     encoding = {v: {"chunks": tuple(c[0] for c in ds[v].chunks)} for v in ds.data_vars}
-    for v in ds.data_vars:
-        encoding[v]["_FillValue"] = 0  # CF no-data, also the Zarr fill value: GIS tools and rioxarray see nodata 0
+    for v in ds.data_vars:  # CF no-data, also the Zarr fill value (a tile without data keeps it): a value the layer cannot hold
+        encoding[v]["_FillValue"] = nodata[v] if nodata and v in nodata else 0
     if path.exists() and resume:
         group = zarr.open_group(str(path), mode="r+")
         if group.attrs.get("lcup_grid") != {"shape": list(ds["class"].shape), "transform": attrs.get("transform"), "crs": attrs.get("crs")}:

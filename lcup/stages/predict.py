@@ -167,18 +167,32 @@ def coarse_prior_array(label: da.Array, classes, window_px: int) -> da.Array:
                          out_chunks=((len(classes),),) + label.chunks, dtype=np.float32)
 
 
+#: No data in the uint8 percent layers (confidence, probability): a value they cannot hold, so that 0 % stays 0 %.
+NODATA_PERCENT = 255
+
+
+def nodata_of(var: xr.DataArray):
+    """The no-data value (the Zarr/CF ``_FillValue``) of an output variable: 0 for ``class`` (0 is no class),
+    :data:`NODATA_PERCENT` for uint8 percentages, NaN for float probabilities."""
+    if var.name == "class":
+        return 0
+    return NODATA_PERCENT if var.dtype == np.uint8 else np.nan
+
+
 def output_dataset(pred, classes: list, geobox, legend: Legend, output: OutputConfig | Mapping | None = None) -> xr.Dataset:
     """The output variables from ``pred`` ``(2 + class, y, x)`` float32 (class index, confidence, probabilities;
-    NaN = no data), encoded for writing: class in legend codes, percentages as uint8, CF attributes."""
+    NaN = no data), encoded for writing: class in legend codes (0 = no data), percentages as uint8 (no data
+    :data:`NODATA_PERCENT`: a genuine 0 % is a value), CF attributes."""
     oc = section(OutputConfig, output if output is not None else {"dir": "."})
     to_code = compact(legend)[1]
     cls = da.nan_to_num(pred[0]).astype(np.int64).map_blocks(lambda b: to_code[b], dtype=to_code.dtype)
-    conf = da.nan_to_num(da.round(100 * pred[1])).astype(np.uint8)
+    conf = da.where(da.isnan(pred[1]), NODATA_PERCENT, da.round(100 * pred[1])).astype(np.uint8)
     ds = xr.Dataset({"class": (("y", "x"), cls), "confidence": (("y", "x"), conf)},
                     coords=xr_coords(geobox, crs_coord_name="spatial_ref"))
     if oc.probabilities != "none":
         prob = pred[2:]
-        prob = da.nan_to_num(da.round(100 * prob)).astype(np.uint8) if oc.probabilities == "uint8" else prob.astype(np.float16)
+        prob = (da.where(da.isnan(prob), NODATA_PERCENT, da.round(100 * prob)).astype(np.uint8) if oc.probabilities == "uint8"
+                else prob.astype(np.float16))
         ds["probability"] = (("class_code", "y", "x"), prob)
         ds = ds.assign_coords(class_code=to_code[np.asarray(classes, np.int64)])
         ds["probability"].attrs.update({"grid_mapping": "spatial_ref", "units": "percent" if oc.probabilities == "uint8" else "1",

@@ -31,7 +31,14 @@ from ..io.write import (
 )
 from ..legends import Legend
 from .plan import RunPlan, context_px, tiles_in_flight
-from .predict import coarse_prior_array, output_dataset, predict, probability_percent
+from .predict import (
+    NODATA_PERCENT,
+    coarse_prior_array,
+    nodata_of,
+    output_dataset,
+    predict,
+    probability_percent,
+)
 from .tiles import tile_features
 
 log = logging.getLogger("lcup")
@@ -65,7 +72,7 @@ def write(ds: xr.Dataset, folder: str | Path, *, legend: Legend, geobox=None, za
         p = folder / "landcover.zarr"
         if p.exists() and not overwrite:
             raise OutputExistsError(f"{p} exists; pass overwrite=True or choose another folder")
-        enc = {v: {"_FillValue": 0} for v in ds.data_vars}
+        enc = {v: {"_FillValue": nodata_of(ds[v])} for v in ds.data_vars}
         with warnings.catch_warnings():  # consolidated metadata is not in the Zarr v3 spec: chosen, so opening is quiet
             warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
             cf_axes(ds.drop_attrs(deep=False)).to_zarr(p, mode="w", encoding=enc, consolidated=True, zarr_format=3)
@@ -136,7 +143,8 @@ def _write_store(plan: RunPlan, ds: xr.Dataset, tile_data, runner: Runner, param
         ds, plan.zarr_path, tile_px=plan.tile_px, attrs=json.loads(json.dumps(attrs, default=jsonable)),
         overwrite=cfg.output.overwrite, resume=cfg.output.resume, compute=runner.compute, tile_data=tile_data,
         submit=runner.submitter(), in_flight=in_flight,
-        on_done=lambda tid, n, total: log.info("  tile %s written (%d/%d)", tid, n, total), zarr_format=cfg.output.zarr_format)
+        on_done=lambda tid, n, total: log.info("  tile %s written (%d/%d)", tid, n, total), zarr_format=cfg.output.zarr_format,
+        nodata={v: nodata_of(ds[v]) for v in ds.data_vars})
     return {"written": written, "skipped_already_done": skipped, "tile_px": plan.tile_px, "in_flight": in_flight}
 
 
@@ -146,7 +154,8 @@ def write_cogs(plan: RunPlan, result: xr.Dataset) -> dict[str, str]:
     out, geobox, outputs = plan.out, plan.geobox, {}
     write_cog_from_dask(result["class"], out / "landcover_class.tif", geobox, nodata=0, legend=plan.target)
     outputs["cog"] = str(out / "landcover_class.tif")
-    write_cog_from_dask(result["confidence"], out / "landcover_confidence.tif", geobox, nodata=0, overview_resampling="average")
+    write_cog_from_dask(result["confidence"], out / "landcover_confidence.tif", geobox, nodata=NODATA_PERCENT,
+                        overview_resampling="average")
     outputs["confidence_cog"] = str(out / "landcover_confidence.tif")
     if plan.cfg.output.probability_cog:
         names = plan.target.names()

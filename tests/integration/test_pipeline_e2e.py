@@ -128,15 +128,23 @@ def test_upsampling_consistency_is_reported(e2e_run):
 
 
 def test_zarr_follows_conventions(e2e_run):
-    """Consolidated metadata (opens without a warning), no-data 0 declared on every layer, CF x/y coordinates."""
+    """Consolidated metadata (opens without a warning), no data declared on every layer as a value it cannot hold
+    (class 0; 255 for the uint8 percentages, so a genuine 0 % probability stays 0 % once decoded), CF x/y
+    coordinates."""
     import warnings
 
     _, out = e2e_run
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ds = xr.open_zarr(out / "landcover.zarr", mask_and_scale=False)
-    for v in ("class", "confidence", "probability"):
-        assert ds[v].attrs.get("_FillValue", ds[v].encoding.get("_FillValue")) == 0, v
+    for v, nodata in (("class", 0), ("confidence", 255), ("probability", 255)):
+        assert ds[v].attrs.get("_FillValue", ds[v].encoding.get("_FillValue")) == nodata, v
+    decoded = xr.open_zarr(out / "landcover.zarr")  # what a user gets by default: no data as NaN
+    has = ds["class"].values > 0
+    raw, dec = ds["probability"].values, decoded["probability"].values
+    assert (raw[:, has] == 0).any() and (dec[:, has] == 0).any() and not np.isnan(dec[:, has]).any()
+    assert np.isnan(dec[:, ~has]).all() and np.isnan(decoded["confidence"].values[~has]).all()
+    np.testing.assert_allclose(np.nanmean(dec[:, has]), raw[:, has].mean())  # a mean over the layer is right
     assert ds.x.attrs["standard_name"] == "projection_x_coordinate" and ds.y.attrs["axis"] == "Y"
     assert "_FillValue" not in ds.x.attrs
 
@@ -155,7 +163,7 @@ def test_outputs_gis_tools_open(small_scene, tmp_path, e2e_run):
     assert 'type="paletted"' in qml and 'value="1" color="#1a7f2e"' in qml and 'label="forest"' in qml
     with rasterio.open(out / "landcover_confidence.tif") as src:
         conf = src.read(1)
-        assert src.nodata == 0 and 0 < conf.max() <= 100
+        assert src.nodata == 255 and 0 < conf[conf != 255].max() <= 100
     with rasterio.open(out / "landcover_probability.tif") as src:  # one band per class, named, 255 = no data
         prob = src.read()
         assert src.count == 7 and src.descriptions[0] == "forest" and src.nodata == 255
