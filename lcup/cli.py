@@ -106,9 +106,7 @@ def _dask_compute(quiet: bool):
     def compute(*lazy):
         if quiet or not on_tty():
             return dask.compute(*lazy)
-        from dask.diagnostics import (
-            ProgressBar,  # deferred: each subcommand imports what it runs
-        )
+        from dask.diagnostics import ProgressBar  # deferred: each subcommand imports what it runs
 
         with ProgressBar():
             return dask.compute(*lazy)
@@ -143,9 +141,7 @@ def _zonal(args) -> int:
 
 
 def _design(args) -> int:
-    from .stages.reference import (
-        design,  # deferred: each subcommand imports what it runs
-    )
+    from .stages.reference import design  # deferred: each subcommand imports what it runs
 
     r = design(args.map, args.output, users_accuracy=args.users_accuracy, target_se=args.target_se, n=args.n,
                min_per_class=args.min_per_class, legend=args.legend, bbox=args.bbox, seed=args.seed, chunk_px=args.chunk_px,

@@ -15,26 +15,13 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, LcupError
 from .legends import get_crosswalk, get_legend
 from .providers import BANDS, PROFILES, REFLECTANCE_BANDS
 from .units import metres_to_px, segment_halo_px
-from .vocab import (
-    DEFAULT_INVALID_SCL,
-    INDEX_BANDS,
-    STAT_NAMES,
-    formula_bands,
-    index_bands,
-)
+from .vocab import DEFAULT_INVALID_SCL, INDEX_BANDS, STAT_NAMES, formula_bands, index_bands
 
 
 def _only(values: list[str], allowed, what: str) -> list[str]:
@@ -389,9 +376,7 @@ class ClusterConfig(_Section):
     @field_validator("memory_limit")
     @classmethod
     def _memory(cls, v: str) -> str:
-        from dask.utils import (
-            parse_bytes,  # deferred: load_config (lcup validate) stays light
-        )
+        from dask.utils import parse_bytes  # deferred: load_config (lcup validate) stays light
 
         if str(v).lower() == "auto":
             return v
@@ -418,9 +403,7 @@ def _check_crs(value: str | None, key: str) -> None:
     if value is None:
         return
     from rasterio.crs import CRS  # deferred: load_config (lcup validate) stays light
-    from rasterio.errors import (
-        CRSError,  # deferred: load_config (lcup validate) stays light
-    )
+    from rasterio.errors import CRSError  # deferred: load_config (lcup validate) stays light
 
     try:
         CRS.from_user_input(value)
@@ -483,9 +466,7 @@ class PipelineConfig(_Section):
         _check_crs(self.aoi.crs, "aoi.crs")
         _check_crs(self.aoi.grid_crs, "aoi.grid_crs")
         if self.aoi.grid_crs is not None and str(self.aoi.grid_crs).lower() != "utm":
-            from rasterio.crs import (
-                CRS,  # deferred: load_config (lcup validate) stays light
-            )
+            from rasterio.crs import CRS  # deferred: load_config (lcup validate) stays light
 
             if CRS.from_user_input(self.aoi.grid_crs).is_geographic:
                 raise ValueError(f"aoi.grid_crs {self.aoi.grid_crs} is geographic (degrees), but lcup's grid, erosion, blocks "
@@ -579,9 +560,7 @@ class PipelineConfig(_Section):
             if importlib.util.find_spec("torch") is None:
                 raise ValueError("model.kind fcn needs PyTorch, which is not installed: pip install 'lcup[deep]'")
         elif self.model.params:
-            from .ops.model import (
-                check_params,  # deferred: load_config loads scikit-learn only when model.params are set
-            )
+            from .ops.model import check_params  # deferred: load_config loads scikit-learn only when model.params are set
 
             check_params(self.model.kind, self.model.params)
         return self

@@ -15,14 +15,7 @@ from typing import TYPE_CHECKING
 
 import xarray as xr
 
-from .cluster import (
-    Runner,
-    cluster_client,
-    quiet_spurious_warnings,
-    quiet_workers,
-    starting_cluster,
-    tune_workers,
-)
+from .cluster import Runner, cluster_client, quiet_spurious_warnings, quiet_workers, starting_cluster, tune_workers
 from .io.rundir import RunSummary, output_lock, prepare_output_dir, tree_cpu_s
 from .report import write_report
 from .stages.change import change
@@ -30,6 +23,7 @@ from .stages.labels import cell_origin, labels, sample, sample_figures
 from .stages.load import block_cache_figures, drop_decoded_blocks, scene_filter
 from .stages.plan import (
     RunPlan,
+    check_resume_settings,
     dates_of,
     describe,
     find_items,
@@ -81,6 +75,13 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
     prepare_output_dir(out, overwrite=cfg.output.overwrite, resume=cfg.output.resume,
                        outputs=("landcover.zarr", "landcover_class.tif"))
     summary, runner = RunSummary.of(cfg), Runner(client, progress)
+    if cfg.output.resume:  # what can be compared before any work (the items and dates are, after the search)
+        check_resume_settings(out / "landcover.zarr", summary.parameters)
+        done = RunSummary.load(out / "summary.json")
+        if done is not None and done.status == "done" and (out / "landcover.zarr").exists():
+            log.info("%s: the run has finished already (summary.json): nothing left to do", out)
+            done.figures["resumed"] = "nothing left to do"
+            return done
     with output_lock(out):
         try:
             if client is None and cfg.cluster.kind != "none":

@@ -143,6 +143,15 @@ class RunSummary:
         """Strict JSON (NaN and inf as null), credentials masked."""
         return json.dumps(_finite(redact(json.loads(json.dumps(self.__dict__, default=jsonable)))), indent=2, allow_nan=False)
 
+    @classmethod
+    def load(cls, path: Path) -> "RunSummary | None":
+        """The summary saved at ``path`` (``summary.json``), or None when there is none or it cannot be read."""
+        try:
+            d = json.loads(Path(path).read_text())
+            return cls(**{k: d[k] for k in ("name", "timings", "figures", "outputs", "parameters", "status", "error") if k in d})
+        except (OSError, ValueError, TypeError):
+            return None
+
     def save(self, out: Path) -> Path:
         """Write ``summary.json`` into ``out``; returns its path."""
         path = Path(out) / "summary.json"

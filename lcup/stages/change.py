@@ -17,14 +17,7 @@ from ..errors import ConfigError, LabelError, OutputExistsError
 from ..io.rasters import map_geobox, open_on_geobox
 from ..io.write import write_cog_from_dask
 from ..legends import Legend, get_legend
-from ..ops.change import (
-    change_legend_table,
-    change_map,
-    change_summary,
-    row_area_m2,
-    temporal_consistency,
-    transitions,
-)
+from ..ops.change import change_legend_table, change_map, change_summary, row_area_m2, temporal_consistency, transitions
 from ..plot import sankey
 from ..report import write_report
 

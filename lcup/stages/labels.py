@@ -12,20 +12,10 @@ from odc.geo.xr import xr_coords
 
 from ..config import LabelsConfig
 from ..errors import ConfigError
-from ..io.rasters import (
-    cell_origin_px,
-    open_on_geobox,
-    open_stac_on_geobox,
-    pixel_size_m,
-)
+from ..io.rasters import cell_origin_px, open_on_geobox, open_stac_on_geobox, pixel_size_m
 from ..legends import apply_crosswalk, compact, get_crosswalk, get_legend, to_internal
 from ..ops.blocks import chunks_touched
-from ..ops.labels import (
-    confidence_halo_px,
-    erode_classes,
-    label_confidence,
-    label_statistics,
-)
+from ..ops.labels import confidence_halo_px, erode_classes, label_confidence, label_statistics
 from ..ops.sampling import min_train_validation_distance, stratified_sample
 from ..units import grid_step, metres_to_px
 from . import section

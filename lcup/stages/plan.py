@@ -198,6 +198,40 @@ def run_digest(cfg: PipelineConfig, items, dates) -> dict:
     return {"digest": h(hashed), "parts": hashed}
 
 
+def check_resume_settings(zarr_path: Path, parameters: dict) -> None:
+    """Before any work: refuse to resume into a store written with other settings that change the map, naming the
+    keys (``section.key``) that differ. ``parameters``: the run's (redacted, as the store keeps them); the items
+    and dates are compared later, by :func:`check_resume`.
+
+    Raises
+    ------
+    OutputExistsError
+        If a setting that changes the map differs from the store's.
+    """
+    if not Path(zarr_path).exists():
+        return
+    old = zarr.open_group(str(zarr_path), mode="r").attrs.get("parameters")
+    if old is None:
+        return  # an older store: the digest check after the search decides
+    a, b = _flat(old), _flat(parameters)
+    differ = sorted(k for k in set(a) | set(b) if k.split(".")[0] not in _DIGEST_IGNORES and a.get(k) != b.get(k))
+    if differ:
+        raise OutputExistsError(
+            f"{zarr_path} was written with other settings; resuming would mix two maps. These differ: {differ}; "
+            "restore them, or start again with --overwrite (or another output.dir)")
+
+
+def _flat(params: dict) -> dict:
+    """``{"section.key": value}`` of a pipeline's parameters (top-level values as they are)."""
+    out = {}
+    for k, v in params.items():
+        if isinstance(v, dict):
+            out.update({f"{k}.{kk}": json.dumps(vv, sort_keys=True, default=str) for kk, vv in v.items()})
+        else:
+            out[k] = json.dumps(v, sort_keys=True, default=str)
+    return out
+
+
 def check_resume(zarr_path: Path, digest: dict) -> None:
     """Refuse to resume into a store written with anything else that changes the map."""
     old = zarr.open_group(str(zarr_path), mode="r").attrs.get("lcup_digest")

@@ -7,13 +7,7 @@ import warnings
 from typing import Sequence
 
 from ..errors import ReadError, SkippedAssetWarning
-from ..io.stac import (
-    asset_keys,
-    check_assets,
-    geobox_for_aoi,
-    lonlat_bbox,
-    search_items,
-)
+from ..io.stac import asset_keys, check_assets, geobox_for_aoi, lonlat_bbox, search_items
 from ..io.stac import native_origin as _native
 from ..providers import SCL, get_profile
 

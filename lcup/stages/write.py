@@ -22,23 +22,10 @@ from ..cluster import Runner
 from ..errors import OutputExistsError
 from ..io.models import model_file
 from ..io.rundir import jsonable
-from ..io.write import (
-    cf_axes,
-    write_cog_from_dask,
-    write_output_item,
-    write_tile_catalog,
-    write_tiles_zarr,
-)
+from ..io.write import cf_axes, write_cog_from_dask, write_output_item, write_tile_catalog, write_tiles_zarr
 from ..legends import Legend
 from .plan import RunPlan, context_px, tiles_in_flight
-from .predict import (
-    NODATA_PERCENT,
-    coarse_prior_array,
-    nodata_of,
-    output_dataset,
-    predict,
-    probability_percent,
-)
+from .predict import NODATA_PERCENT, coarse_prior_array, nodata_of, output_dataset, predict, probability_percent
 from .tiles import tile_features
 
 log = logging.getLogger("lcup")

@@ -145,8 +145,11 @@ def test_legend_with_codes_above_255_is_written_as_uint16(small_scene, tmp_path)
 
 
 def test_resume_refuses_other_settings_and_reuses_the_model(small_scene, tmp_path):
-    """Resuming into a store written with more trees or another crosswalk is refused, naming what differs; a
-    matching resume loads the saved model instead of training again and keeps the bytes."""
+    """Resuming into a store written with more trees or another crosswalk is refused before any work, naming the
+    keys that differ, and the finished run's summary is kept; resuming a finished run has nothing to do (seconds);
+    resuming an unfinished one loads the saved model instead of training again and keeps the bytes."""
+    import time
+
     import xarray as xr
 
     from lcup.errors import OutputExistsError
@@ -156,10 +159,21 @@ def test_resume_refuses_other_settings_and_reuses_the_model(small_scene, tmp_pat
         warnings.simplefilter("ignore", LcupWarning)
         first = run_pipeline(load_config(_small(small_scene, out)), progress=False)
         before = xr.open_zarr(out / "landcover.zarr", consolidated=False, mask_and_scale=False)["class"].values
-        for change, key in (({"model.n_estimators": 11}, "model"), ({"labels.crosswalk": {30: 3}}, "labels")):
+        finished = (out / "summary.json").read_text()
+        for change, key in (({"model.n_estimators": 11}, "model.n_estimators"), ({"labels.crosswalk": {30: 3}}, "labels.crosswalk")):
+            t0 = time.perf_counter()
             with pytest.raises(OutputExistsError, match=rf"resuming would mix two maps\. These differ: \['{key}'\]"):
                 run_pipeline(load_config(_small(small_scene, out, **{"output.overwrite": False, "output.resume": True,
                                                                       **change})), progress=False)
+            assert time.perf_counter() - t0 < 5  # refused before the search, the cluster and the scene filter
+            assert (out / "summary.json").read_text() == finished  # nothing lost
+        t0 = time.perf_counter()
+        done = run_pipeline(load_config(_small(small_scene, out, **{"output.overwrite": False, "output.resume": True})),
+                            progress=False)
+        assert time.perf_counter() - t0 < 5 and done.figures["resumed"] == "nothing left to do"
+        assert done.figures["digest"] == first.figures["digest"]
+        unfinished = json.loads(finished) | {"status": "interrupted"}  # as a run stopped after its last tile
+        (out / "summary.json").write_text(json.dumps(unfinished))
         again = run_pipeline(load_config(_small(small_scene, out, **{"output.overwrite": False, "output.resume": True})),
                              progress=False)
     assert again.figures["model"] == {"resumed_from": str(out / "model.skops")}
