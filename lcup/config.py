@@ -219,9 +219,10 @@ class LabelsConfig(_Section):
     validation_fraction: float = Field(0.3, ge=0, lt=1)
     seed: int = 0
     sample_chunks: int | Literal["auto", "all"] = Field(
-        "auto", description="draw the sample from this many chunks picked at random over the AOI (more if a rare class "
-        "needs them), so gathering its features costs that many chunks whatever the AOI; auto: 256 (all when there are "
-        "fewer), on every path, so the sample never depends on the cluster")
+        "auto", description="draw the sample from this many 512 px squares picked at random over the AOI (more if a "
+        "rare class needs them), so gathering its features costs that many squares whatever the AOI; auto: 256 (all "
+        "when there are fewer). The squares are a fixed lattice: the sample depends on the labels and labels.seed "
+        "only, never on the cluster, the path or load.chunk_px")
     coarse_resolution_m: float | None = Field(None, gt=0, description="cell size of the coarse map, metres; default: read from the file")
     min_confidence: float = Field(0.0, ge=0, le=1, description="sample only pixels whose label confidence reaches this")
     confidence_weights: bool = Field(False, description="weight training samples by label confidence (benchmarks/README.md, "

@@ -24,6 +24,11 @@ from . import section
 #: features then cost at most this many chunks, not the area, while still spread over all of it.
 AUTO_SAMPLE_CHUNKS = 256
 
+#: Side (px) of the squares the sample is drawn in, one generator each, whatever ``load.chunk_px``: the sample
+#: (and so the model and the map) depends on the labels and the seed, never on the chunking. The default chunk
+#: size, so that a default run reads no chunk more for it.
+SAMPLE_LATTICE_PX = 512
+
 
 def coarse_cell_m(labels: LabelsConfig, resolution: float) -> float:
     """Cell size of the label map, metres: as configured, else the file's; a STAC collection: ``resolution``."""
@@ -101,7 +106,8 @@ def _purity(lab: da.Array, fractions: Mapping[int, str], target, geobox, chunk_p
 
 def sample(lab: xr.Dataset, labels: LabelsConfig | Mapping | None = None, *, cell_origin: tuple[int, int] = (0, 0),
            compute=None):
-    """Stratified sample of ``lab["usable"]`` with spatially separated validation blocks, drawn chunk by chunk.
+    """Stratified sample of ``lab["usable"]`` with spatially separated validation blocks, drawn square by square
+    on a lattice of :data:`SAMPLE_LATTICE_PX` pixels (whatever the chunks of ``lab``).
 
     Blocks are whole coarse cells aligned on the coarse grid (its cell edges at rows/columns ``cell_origin``
     modulo the cell), a buffer of the confidence halo is kept free of training pixels around validation blocks,
@@ -114,14 +120,14 @@ def sample(lab: xr.Dataset, labels: LabelsConfig | Mapping | None = None, *, cel
         Positions, labels (class indices), validation flags and weights.
     """
     lc = section(LabelsConfig, labels)
-    usable = lab["usable"].data
+    usable = lab["usable"].data.rechunk(SAMPLE_LATTICE_PX)
     res = grid_step(lab)
     sc = lc.sample_chunks
     return stratified_sample(
         usable, lc.n_per_class, lc.seed, min_per_class=lc.min_per_class, block_px=max(1, metres_to_px(lc.block_m, res)),
         validation_fraction=lc.validation_fraction, small_class_policy=lc.small_class_policy,
         max_chunks=sc if isinstance(sc, int) else (AUTO_SAMPLE_CHUNKS if sc == "auto" else None),
-        values=lab["confidence"].data if lc.confidence_weights else None, compute=compute,
+        values=lab["confidence"].data.rechunk(SAMPLE_LATTICE_PX) if lc.confidence_weights else None, compute=compute,
         cell_px=lab.attrs["figures"]["coarse_cell_px"], cell_origin=cell_origin, buffer_px=label_halo_px(lc, res),
     )
 

@@ -136,3 +136,21 @@ def test_spatial_context_options_byte_identical_over_tiles_and_paths(small_scene
         for v in maps:
             diff = (maps[v] != ref[v]).sum()
             assert diff == 0, f"{key} tiles: {v} differs from the 1-tile run on {diff} values"
+
+
+def test_chunk_size_changes_no_pixel(small_scene, tmp_path, monkeypatch):
+    """load.chunk_px 64, 96 and 192 over the 192 px window: the same bytes (the sample is drawn on a lattice of its
+    own, here 64 px so that the window holds nine of its squares, whatever the chunks)."""
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("lcup.stages.labels"), "SAMPLE_LATTICE_PX", 64)
+    maps = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LcupWarning)
+        for chunk in (64, 96, 192):
+            out = tmp_path / str(chunk)
+            run_pipeline(_cfg(small_scene, out, 192, "auto", **{"load.chunk_px": chunk, "cluster.kind": "none"}), progress=False)
+            maps[chunk] = _maps(out)
+    for chunk in (96, 192):
+        for var, ref in maps[64].items():
+            np.testing.assert_array_equal(maps[chunk][var], ref, err_msg=f"chunk {chunk}: {var}")

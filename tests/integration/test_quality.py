@@ -60,13 +60,15 @@ def test_defaults_remove_a_quarter_of_the_coarse_maps_disagreement_on_average(de
     assert sum(cuts.values()) / len(cuts) >= MEAN_CUT, cuts
 
 
-def test_the_coarse_prior_keeps_a_weak_model_from_doing_worse_than_the_coarse_map(tmp_path):
-    """Slovenia with five months of NDVI (April–August): the model alone is far worse than the coarse map it
-    learned from (measured −54 % "cut"); with the default prior the map beats the coarse map (+10 %)."""
+def test_the_coarse_prior_makes_a_weak_model_much_less_harmful(tmp_path):
+    """Slovenia with five months of NDVI (April–August): the model alone is far worse than the coarse map it learned
+    from (−36 % to −139 % over five draws of the sample, benchmarks/README.md); the README's claim for the default
+    prior is that it does better than the model alone, on every draw (here three)."""
     shared_data("eolearn-slovenia")
     bench = _bench()
     s = bench.load_set("slovenia-5mo", tmp_path)
-    plain = bench.run_technique(s, bench.TECHNIQUES["no coarse prior"])
-    fused = bench.run_technique(s, bench.TECHNIQUES["defaults"])
-    assert plain["oa"] < plain["coarse_oa"], plain  # the situation the prior is for: the model alone is worse
-    assert fused["oa"] > fused["coarse_oa"], fused  # with the prior: never worse than the coarse map
+    for seed in (0, 1, 2):
+        plain = bench.run_technique(s, bench.TECHNIQUES["no coarse prior"], seed=seed)
+        fused = bench.run_technique(s, bench.TECHNIQUES["defaults"], seed=seed)
+        assert plain["oa"] < plain["coarse_oa"], plain  # the situation the prior is for: the model alone is worse
+        assert fused["oa"] > plain["oa"], (seed, fused, plain)
