@@ -236,6 +236,8 @@ def run_years(cfg: PipelineConfig, *, client=None, progress: bool = True) -> Run
     if client is None and cfg.cluster.kind != "none":
         with cluster_client(cfg.cluster) as c:
             return run_years(cfg, client=c, progress=progress)
+    for y in cfg.years:  # every year's imagery found before the first map: a year without any fails in seconds
+        find_items(cfg.for_year(y))
     t0, out = time.perf_counter(), Path(cfg.output.dir)
     whole = RunSummary(cfg.name, parameters=json.loads(cfg.model_dump_json()))
     whole.figures["years"] = {}

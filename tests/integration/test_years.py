@@ -74,3 +74,17 @@ def test_years_exclude_year():
         load_config({"aoi": {"bbox": [0, 0, 1, 1]}, "year": 2024, "years": [2024, 2025], "output": {"dir": "x"}})
     with pytest.raises(ConfigError, match="two or more different"):
         load_config({"aoi": {"bbox": [0, 0, 1, 1]}, "years": [2024], "output": {"dir": "x"}})
+
+
+def test_a_year_without_imagery_fails_before_the_first_map(two_years, tmp_path):
+    """years: [2024, 2026] where the catalog has no 2026: the run stops within seconds, naming the missing year's
+    search, before a map of 2024 is computed (it failed after the whole first map before)."""
+    import time
+
+    from lcup.errors import EmptySearchError
+
+    cfg = load_config(scene_pipeline(two_years, tmp_path / "o", year=None, years=[2024, 2026], **{"model.n_estimators": 10}))
+    t0 = time.perf_counter()
+    with pytest.raises(EmptySearchError, match="2026"):
+        run_pipeline(cfg, progress=False)
+    assert time.perf_counter() - t0 < 30 and not (tmp_path / "o" / "2024" / "landcover.zarr").exists()
