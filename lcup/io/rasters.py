@@ -35,19 +35,19 @@ def _env(href: str | Path):
     return rasterio.Env(**_REMOTE_ENV) if "://" in h or h.startswith("/vsi") else nullcontext()
 
 
-def _open(path: str | Path, geobox: GeoBox):
-    """Open a label raster and check it has a CRS and meets ``geobox``: the dataset, open."""
+def _open(path: str | Path, geobox: GeoBox, what: str = "label map"):
+    """Open a raster (``what`` names it in errors) and check it has a CRS and meets ``geobox``: the dataset, open."""
     try:
         src = rasterio.open(str(path))
     except rasterio.errors.RasterioIOError as e:
-        raise ReadError(f"cannot open label map {path}: {e}; check the path or URL") from e
+        raise ReadError(f"cannot open {what} {path}: {e}; check the path or URL") from e
     if src.crs is None:
         src.close()
-        raise LabelError(f"label map {path} has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:4326 {path})")
+        raise LabelError(f"{what} {path} has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:4326 {path})")
     if not _meets(src, geobox):
         src.close()
         raise LabelError(
-            f"label map {path} (bounds {tuple(round(b, 4) for b in src.bounds)} in {src.crs}) does not overlap "
+            f"{what} {path} (bounds {tuple(round(b, 4) for b in src.bounds)} in {src.crs}) does not overlap "
             f"the area {tuple(round(b, 1) for b in geobox.extent.boundingbox)} in {geobox.crs}"
         )
     return src
@@ -143,8 +143,21 @@ def _lazy(hrefs: list[str], dtype, geobox: GeoBox, chunks: int, resampling: str,
                          meta=np.empty((0, 0), dtype), name=f"labels-{tokenize(hrefs, geobox, resampling, band, nodata, ch)}")
 
 
+def probe_raster(path: str | Path, geobox: GeoBox, what: str) -> None:
+    """Open ``path`` as :func:`open_on_geobox` will (no pixel read) and close it: an input the run needs at its end
+    (a truth map) is found missing, unreadable or elsewhere before the heavy work.
+
+    Raises
+    ------
+    ReadError, LabelError
+        Naming ``what`` (e.g. ``"truth map (truth.path)"``).
+    """
+    with _env(path), _open(path, geobox, what):
+        pass
+
+
 def open_on_geobox(path: str | Path, geobox: GeoBox, *, chunks: int = 512, resampling: str = "nearest", band: int = 1,
-                   nodata: int | None = None) -> da.Array:
+                   nodata: int | None = None, what: str = "label map") -> da.Array:
     """Lazy :func:`read_on_geobox`: a ``(y, x)`` Dask array whose chunks each read their own window.
 
     The raster is opened once here to check it (CRS, overlap, band); nothing is read until computed.
@@ -159,9 +172,9 @@ def open_on_geobox(path: str | Path, geobox: GeoBox, *, chunks: int = 512, resam
     ReadError, LabelError
         As :func:`read_on_geobox`, before any pixel is read.
     """
-    with _env(path), _open(path, geobox) as src:
+    with _env(path), _open(path, geobox, what) as src:
         if not 1 <= band <= src.count:
-            raise LabelError(f"label map {path} has {src.count} band(s); band {band} does not exist")
+            raise LabelError(f"{what} {path} has {src.count} band(s); band {band} does not exist")
         dtype = np.dtype(src.dtypes[band - 1])
     return _lazy([str(path)], dtype, geobox, chunks, resampling, band, nodata)
 

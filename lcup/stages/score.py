@@ -13,7 +13,7 @@ import xarray as xr
 
 from ..cluster import Runner
 from ..errors import EmptyClassWarning, LowCoverageWarning
-from ..io.rasters import open_on_geobox
+from ..io.rasters import open_on_geobox, probe_raster
 from ..legends import Legend, apply_crosswalk, compact, get_crosswalk
 from ..ops.accuracy import confusion_blocks, report_from_confusion
 from ..ops.area import stratified_estimates
@@ -63,7 +63,7 @@ def truth_confusions(truth_path: str, truth_legend, geobox, cls: da.Array, coars
     """
 
     to_code = compact(legend)[1]
-    truth = open_on_geobox(truth_path, geobox, chunks=chunk_px).map_blocks(
+    truth = open_on_geobox(truth_path, geobox, chunks=chunk_px, what="truth map (truth.path)").map_blocks(
         apply_crosswalk, get_crosswalk(truth_legend, legend), dtype=to_code.dtype)
     coarse_codes = coarse.map_blocks(lambda b: to_code[b], dtype=to_code.dtype)
     return confusion_blocks(truth, cls, legend.codes), confusion_blocks(truth, coarse_codes, legend.codes)
@@ -219,3 +219,9 @@ def _gaps(counts: np.ndarray, plan: RunPlan, label_figures: Mapping | None, map_
             + "; check their training samples (summary.json: samples, labels) or raise labels.n_per_class",
             EmptyClassWarning, stacklevel=4)
     return figures
+
+
+def probe_truth(truth, geobox) -> None:
+    """Check the truth map (``truth:`` settings) opens and meets ``geobox`` now, before the heavy work it would
+    otherwise fail after (:func:`lcup.io.rasters.probe_raster`)."""
+    probe_raster(truth.path, geobox, "truth map (truth.path)")

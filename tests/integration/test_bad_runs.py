@@ -335,3 +335,18 @@ def test_cli_usage_errors_are_one_line_and_exit_2(argv, message, tmp_path):
                        text=True, timeout=120)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_truth_url_that_answers_404_fails_at_the_search(small_scene, tmp_path):
+    """A truth map over HTTP that is not there: the run stops after the search with lcup's one error naming the truth
+    map (it was found at scoring, after the Zarr, the COGs and the model were written, and called a label map)."""
+    from lcup.errors import ReadError
+    from tests.integration.servers import RangeServer
+
+    with RangeServer(tmp_path) as http, warnings.catch_warnings():
+        warnings.simplefilter("ignore", LcupWarning)
+        cfg = load_config(_small(small_scene, tmp_path / "o", **{"truth": {"path": f"{http.url}/truth.tif", "legend": "lcup7"}}))
+        with pytest.raises(ReadError, match=r"cannot open truth map \(truth.path\) http://127.0.0.1:\d+/truth.tif"):
+            run_pipeline(cfg, progress=False)
+    assert not (tmp_path / "o" / "landcover.zarr").exists()
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["timings"].keys() <= {"search"}
