@@ -311,3 +311,12 @@ def map_geobox(path: str | Path, bbox: tuple[float, float, float, float] | None 
                                  f"in {src.crs}); give the bbox in the map's CRS")
             gb = gb[r0:r1, c0:c1]
     return gb, legend
+
+
+def map_codes(path: str | Path, side_px: int = 512) -> np.ndarray:
+    """The values of a class map, read from a decimated view of at most ``side_px`` pixels a side (its overviews
+    where it has them): enough to tell its legend, without reading it whole."""
+    with _env(path), rasterio.open(str(path)) as src:
+        f = max(1, -(-max(src.height, src.width) // side_px))
+        a = src.read(1, out_shape=(max(1, src.height // f), max(1, src.width // f)), resampling=Resampling.nearest)
+    return np.unique(a)

@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import ConfigError, LabelError, OutputExistsError
-from ..io.rasters import map_geobox, open_on_geobox
+from ..io.rasters import map_codes, map_geobox, open_on_geobox
 from ..io.write import write_cog_from_dask
 from ..legends import Legend, get_legend
 from ..ops.change import change_legend_table, change_map, change_summary, row_area_m2, temporal_consistency, transitions
@@ -45,8 +45,24 @@ def open_maps(paths: Sequence[str | Path], *, legend=None, bbox=None, chunk_px: 
     """
     geobox, found = map_geobox(paths[0], bbox)
     leg = _map_legend(legend, found, paths[0])
+    for p in paths:
+        _check_legend(p, leg)
     maps = [open_on_geobox(p, geobox, chunks=chunk_px, resampling="nearest") for p in paths]
     return maps, geobox, leg
+
+
+def _check_legend(path, leg: Legend) -> None:
+    """Refuse a map in another legend than ``leg``: its LEGEND tag names another, or its codes (read from a
+    decimated view, at most 512 px a side) are not ``leg``'s. Every pixel would otherwise count as no data."""
+    _, tagged = map_geobox(path)
+    if tagged is not None and tagged.name != leg.name:
+        raise LabelError(f"{path} is a map in the legend {tagged.name!r}, not {leg.name!r}: maps are compared in one "
+                         "legend; map them in one legend first (lcup run with the same labels.target_legend), or "
+                         "compare maps of one legend")
+    unknown = sorted(set(map_codes(path).tolist()) - set(leg.codes) - {0})
+    if unknown:
+        raise LabelError(f"{path} holds codes {unknown[:10]} that the legend {leg.name!r} does not have (its codes: "
+                         f"{list(leg.codes)}); give the maps' own legend (--legend), or map them in one legend first")
 
 
 def change(paths: Sequence[str | Path], out_dir: str | Path, *, labels: Sequence[str] | None = None, legend=None,
@@ -91,9 +107,9 @@ def change(paths: Sequence[str | Path], out_dir: str | Path, *, labels: Sequence
     out = Path(out_dir)
     if (out / "change.json").exists() and not overwrite:
         raise OutputExistsError(f"{out / 'change.json'} exists; pass overwrite=True (CLI: --overwrite) or choose another folder")
-    out.mkdir(parents=True, exist_ok=True)
     compute = compute or dask.compute
-    maps, geobox, leg = open_maps(paths, legend=legend, bbox=bbox, chunk_px=chunk_px)
+    maps, geobox, leg = open_maps(paths, legend=legend, bbox=bbox, chunk_px=chunk_px)  # checked before a file is written
+    out.mkdir(parents=True, exist_ok=True)
     codes, names = leg.codes, leg.names()
     area = row_area_m2(list(geobox.transform)[:6], geobox.shape[0], geobox.crs.geographic)
     pairs = [(i, i + 1) for i in range(len(maps) - 1)] + ([(0, len(maps) - 1)] if len(maps) > 2 else [])

@@ -350,3 +350,25 @@ def test_truth_url_that_answers_404_fails_at_the_search(small_scene, tmp_path):
             run_pipeline(cfg, progress=False)
     assert not (tmp_path / "o" / "landcover.zarr").exists()
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["timings"].keys() <= {"search"}
+
+
+def test_change_refuses_maps_in_another_legend(tmp_path):
+    """lcup change between an lcup7 map and a CGLS-LC100 map (it reported "0.0 ha of 0.0 ha changed" and sent every
+    pixel to no data), or a map whose codes are not the legend given: one error naming the map and the legends."""
+    from affine import Affine
+
+    from lcup.io.write import write_cog_array
+    from lcup.legends import get_legend
+
+    rng = np.random.default_rng(0)
+    t = Affine(10, 0, 500000, 0, -10, 5100000)
+    a = write_cog_array(tmp_path / "a.tif", rng.integers(1, 8, (64, 64)).astype(np.uint8), t, 32633, legend=get_legend("lcup7"))
+    cgls = get_legend("cgls-lc100")
+    b = write_cog_array(tmp_path / "b.tif", rng.choice(cgls.codes, (64, 64)).astype(np.uint8), t, 32633, legend=cgls)
+    bare = write_cog_array(tmp_path / "bare.tif", rng.choice([10, 20, 30], (64, 64)).astype(np.uint8), t, 32633)
+    for args, message in (([a, b], "b.tif is a map in the legend 'cgls-lc100', not 'lcup7'"),
+                          ([a, bare], "bare.tif holds codes [10, 20, 30] that the legend 'lcup7' does not have")):
+        r = subprocess.run([sys.executable, "-m", "lcup.cli", "change", *map(str, args), "-o", str(tmp_path / "c")],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert not (tmp_path / "c").exists()
