@@ -9,12 +9,14 @@ loader.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import dask.array as da
@@ -60,6 +62,46 @@ def bbox_overlaps(a: Sequence[float], b: Sequence[float]) -> bool:
     return not (a[2] < b[0] or a[0] > b[2] or a[3] < b[1] or a[1] > b[3])
 
 
+def _static_items(source: str) -> list[pystac.Item]:
+    """Every item of a static catalog (or the one item a file is), each checked to be a STAC Item lcup can place in
+    time; a file that is empty, not JSON or not STAC is named with its path.
+
+    Raises
+    ------
+    ProviderError
+        Naming the file and what is wrong with it.
+    """
+    try:
+        cat = pystac.read_file(str(source))
+        items = [cat] if isinstance(cat, pystac.Item) else list(cat.get_items(recursive=True))
+    except (pystac.STACError, ValueError, KeyError, TypeError) as e:  # pystac's errors on a bad file: one clear line
+        raise ProviderError(f"the catalog {source} holds a file lcup cannot read as STAC: {_why_not_stac(e)}") from None
+    for it in items:
+        if it.datetime is None and not it.properties.get("start_datetime"):
+            raise ProviderError(f"item {it.id} ({it.get_self_href()}) has datetime null and no start_datetime: lcup "
+                                "cannot place it in time; set its datetime, or remove it from the catalog")
+    return items
+
+
+def _why_not_stac(e: Exception) -> str:
+    """What is wrong with the file a pystac error names (its ``HREF``), and the fix."""
+    m = re.search(r"HREF: '([^']+)'", str(e))
+    path = Path(m.group(1)) if m else None
+    if path is None or not path.is_file():
+        return f"{e}; fix the file or remove it (and its link) from the catalog"
+    if path.stat().st_size == 0:
+        return f"{path} is empty (0 bytes): a failed download? fetch it again or remove it (and its link)"
+    try:
+        d = json.loads(path.read_text())
+    except ValueError:
+        return f"{path} is not JSON: fetch it again or remove it (and its link)"
+    props = d.get("properties", {}) if isinstance(d, dict) else {}
+    if d.get("type") == "Feature" and props.get("datetime") is None and not props.get("start_datetime"):
+        return (f"item {d.get('id')!r} ({path}) has datetime null and no start_datetime/end_datetime: lcup cannot place "
+                "it in time; set its datetime, or remove it (and its link)")
+    return f"{e}; fix the file or remove it (and its link) from the catalog"
+
+
 def search_items(
     source: str,
     profile: ProviderProfile | None,
@@ -83,11 +125,7 @@ def search_items(
         raise ProviderError("no collection given: set the collection id")
     t0, t1 = _parse_dt(start), _parse_dt(end)
     if is_static_catalog(source):
-        cat = pystac.read_file(str(source))
-        if isinstance(cat, pystac.Item):
-            candidates = [cat]
-        else:
-            candidates = list(cat.get_items(recursive=True))
+        candidates = _static_items(source)
         items = []
         collections_seen = set()
         for it in candidates:

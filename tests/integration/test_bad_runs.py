@@ -372,3 +372,31 @@ def test_change_refuses_maps_in_another_legend(tmp_path):
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("empty", r"S2X_DEMO_\w+\.json is empty \(0 bytes\): a failed download\? fetch it again or remove it"),
+    ("not json", r"S2X_DEMO_\w+\.json is not JSON"),
+    ("datetime null", r"item 'S2X_DEMO_\w+' \(.*\) has datetime null and no start_datetime/end_datetime"),
+])
+def test_catalog_item_files_that_lcup_cannot_place_are_named(fault, message, small_scene, tmp_path):
+    """An item file of a static catalog that is empty, not JSON, or has datetime null: lcup's one error at the search,
+    naming the file and the fix (was 'unexpected error: STACError ... does not resolve to a STAC object', exit 70)."""
+    import shutil
+
+    from lcup.errors import ProviderError
+    from lcup.pipeline import find_items
+
+    scene = shutil.copytree(small_scene["dir"], tmp_path / "scene")
+    item = sorted(scene.rglob("S2X_DEMO_*.json"))[0]
+    if fault == "empty":
+        item.write_text("")
+    elif fault == "not json":
+        item.write_text("{\"type\": \"Feature\", ")
+    else:
+        d = json.loads(item.read_text())
+        d["properties"]["datetime"] = None
+        item.write_text(json.dumps(d))
+    cfg = load_config(_small({**small_scene, "dir": scene, "catalog": scene / small_scene["catalog"].name}, tmp_path / "o"))
+    with pytest.raises(ProviderError, match=message):
+        find_items(cfg)
