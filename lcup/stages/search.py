@@ -67,7 +67,14 @@ def search(catalog: str, geobox, start: dt.date | str, end: dt.date | str, *, pr
     profile = get_profile(provider)
     items = search_items(catalog, profile, lonlat_bbox(geobox), f"{start}T00:00:00Z", f"{end}T23:59:59Z",
                          collection=collection, max_cloud_cover=max_cloud_cover, limit=page_size)
-    asset_keys(items, profile, list(bands) + ([SCL] if scl else []))
+    keys = asset_keys(items, profile, list(bands) + ([SCL] if scl else []))
+    if scl:  # an item without its cloud mask would read as all cloud and be dropped as "not clear": say so instead
+        lacking = [it.id for it in items if keys[SCL] not in it.assets]
+        if lacking:
+            warnings.warn(f"left out {len(lacking)} item(s) without the cloud-mask asset {keys[SCL]!r}: {lacking[:10]}"
+                          + (" ..." if len(lacking) > 10 else "") + "; add the asset, or set clean.mask: none if the "
+                          "source has no mask", SkippedAssetWarning, stacklevel=2)
+            items = [it for it in items if keys[SCL] in it.assets]
     return items
 
 

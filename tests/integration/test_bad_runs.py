@@ -400,3 +400,22 @@ def test_catalog_item_files_that_lcup_cannot_place_are_named(fault, message, sma
     cfg = load_config(_small({**small_scene, "dir": scene, "catalog": scene / small_scene["catalog"].name}, tmp_path / "o"))
     with pytest.raises(ProviderError, match=message):
         find_items(cfg)
+
+
+def test_item_without_its_cloud_mask_is_named_and_left_out(small_scene, tmp_path):
+    """An item whose SCL asset is missing: left out at the search with a warning naming it (it read as all cloud and
+    was dropped as 'clear fraction below 0.05' without a word on the asset)."""
+    import shutil
+
+    from lcup.errors import SkippedAssetWarning
+    from lcup.pipeline import find_items
+
+    scene = shutil.copytree(small_scene["dir"], tmp_path / "scene")
+    item = sorted(scene.rglob("S2X_DEMO_*.json"))[3]
+    d = json.loads(item.read_text())
+    del d["assets"]["scl"]
+    item.write_text(json.dumps(d))
+    cfg = load_config(_small({**small_scene, "dir": scene, "catalog": scene / small_scene["catalog"].name}, tmp_path / "o"))
+    with pytest.warns(SkippedAssetWarning, match=rf"left out 1 item\(s\) without the cloud-mask asset 'scl': \['{d['id']}'\]"):
+        _, items = find_items(cfg)
+    assert d["id"] not in {it.id for it in items} and len(items) > 10
