@@ -35,7 +35,8 @@ def write(ds: xr.Dataset, folder: str | Path, *, legend: Legend, geobox=None, za
           overwrite: bool = False) -> dict[str, Path]:
     """Compute and write ``ds`` into ``folder``: ``landcover.zarr`` (Zarr v3) and ``landcover_class.tif`` (a COG).
 
-    Chunk by chunk: the map is never held whole in memory. The pipeline writes tile by tile instead
+    Chunk by chunk: the map is never held whole in memory, and computed once (the COG is written from the Zarr
+    store when both are asked for). The pipeline writes tile by tile instead
     (:func:`lcup.io.write.write_tiles_zarr`), resumable; this is the one-call version for a notebook.
 
     Returns
@@ -53,22 +54,23 @@ def write(ds: xr.Dataset, folder: str | Path, *, legend: Legend, geobox=None, za
     >>> lcup.write(out, "my-map", legend=get_legend("lcup7"))  # doctest: +SKIP
     """
     folder = Path(folder)
+    for name, wanted in (("landcover.zarr", zarr), ("landcover_class.tif", cog)):  # refused before anything is computed
+        if wanted and (folder / name).exists() and not overwrite:
+            raise OutputExistsError(f"{folder / name} exists; pass overwrite=True or choose another folder")
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
+    geobox = ds.odc.geobox if geobox is None else geobox
     if zarr:
         p = folder / "landcover.zarr"
-        if p.exists() and not overwrite:
-            raise OutputExistsError(f"{p} exists; pass overwrite=True or choose another folder")
         enc = {v: {"_FillValue": nodata_of(ds[v])} for v in ds.data_vars}
         with warnings.catch_warnings():  # consolidated metadata is not in the Zarr v3 spec: chosen, so opening is quiet
             warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
             cf_axes(ds.drop_attrs(deep=False)).to_zarr(p, mode="w", encoding=enc, consolidated=True, zarr_format=3)
         paths["zarr"] = p
+        ds = xr.open_zarr(p, mask_and_scale=False)  # the COG reads the written map: the prediction is computed once
     if cog:
         p = folder / "landcover_class.tif"
-        if p.exists() and not overwrite:
-            raise OutputExistsError(f"{p} exists; pass overwrite=True or choose another folder")
-        write_cog_from_dask(ds["class"], p, ds.odc.geobox if geobox is None else geobox, nodata=0, legend=legend)
+        write_cog_from_dask(ds["class"], p, geobox, nodata=0, legend=legend)
         paths["cog"] = p
     return paths
 
