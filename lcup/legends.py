@@ -301,7 +301,7 @@ def apply_crosswalk(codes: np.ndarray, crosswalk: Mapping[int, int], nodata: int
     crosswalk
         ``{source: target}``; a target of 0 marks the class as no data.
     nodata
-        Source value passed through as 0 (no data).
+        Source value passed through as 0 (no data); in a float map NaN and ±inf are no data too.
 
     Returns
     -------
@@ -314,7 +314,15 @@ def apply_crosswalk(codes: np.ndarray, crosswalk: Mapping[int, int], nodata: int
         If ``codes`` holds values that are neither in the crosswalk nor ``nodata``.
     """
     codes = np.asarray(codes)
-    present = np.unique(codes)
+    blank = None
+    if codes.dtype.kind == "f":  # a float class map: NaN/inf are no data; a fraction is not a class code
+        blank = ~np.isfinite(codes)
+        frac = ~blank & (codes != np.round(codes))
+        if frac.any():
+            raise LabelError(f"the label map holds values that are not whole class codes (e.g. {codes[frac].flat[0]:g}); "
+                             "give a class map (integer codes), not a cover fraction or a continuous layer")
+        codes = np.where(blank, 0, codes).astype(np.int64)
+    present = np.unique(codes[~blank] if blank is not None else codes)
     missing = [int(c) for c in present if int(c) not in crosswalk and (nodata is None or int(c) != nodata)]
     if missing:
         raise LabelError(
@@ -326,7 +334,10 @@ def apply_crosswalk(codes: np.ndarray, crosswalk: Mapping[int, int], nodata: int
     for k, v in crosswalk.items():
         if k >= 0:
             lut[k] = v
-    return lut[np.clip(codes, 0, top - 1).astype(np.int64)]
+    out = lut[np.clip(codes, 0, top - 1).astype(np.int64)]
+    if blank is not None:
+        out[blank] = 0
+    return out
 
 
 def compact(legend: Legend) -> tuple[Legend, np.ndarray]:

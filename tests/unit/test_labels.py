@@ -297,3 +297,13 @@ def test_train_says_why_there_is_no_validation(rng):
     with pytest.warns(EmptyClassWarning, match="validation blocks hold 1 class only.*labels.block_m"):
         clf, figures = train(X, s, names=list("abcd"), legend=get_legend("lcup7"), model={"n_estimators": 5})
     assert "skipped" in figures["validation"] and "overall_accuracy" not in figures["validation"]
+
+
+def test_float_label_maps_read_nan_as_no_data_and_refuse_fractions():
+    """A float class map with NaN cells (was: 'cannot convert float NaN to integer', exit 70): NaN and inf are no
+    data; a value that is not a whole code is refused, naming it."""
+    cw = get_crosswalk("esa-worldcover", "lcup7")
+    out = apply_crosswalk(np.array([[10, np.nan], [80, -np.inf]], np.float32), cw)
+    np.testing.assert_array_equal(out, [[1, 0], [6, 0]])
+    with pytest.raises(LabelError, match=r"not whole class codes \(e.g. 10.5\)"):
+        apply_crosswalk(np.array([10.5, 20.0]), cw)
