@@ -17,7 +17,7 @@ import numpy as np
 import zarr
 
 from ..config import PipelineConfig
-from ..errors import OutputExistsError
+from ..errors import GridError, OutputExistsError
 from ..io.write import tile_slices
 from ..legends import Legend, compact, get_legend
 from ..ops.temporal import regular_grid
@@ -110,6 +110,11 @@ def find_items(cfg: PipelineConfig, profile: ProviderProfile | None = None):
     profile = profile or source_profile(cfg)
     geobox = grid(cfg.aoi.bbox, crs=cfg.aoi.crs, grid_crs=cfg.aoi.grid_crs, resolution=cfg.aoi.resolution,
                   origin=cfg.aoi.origin)
+    need = minimum_side_px(cfg)
+    if min(geobox.shape) < need:
+        raise GridError(f"the area is {geobox.shape[0]} × {geobox.shape[1]} px at {cfg.aoi.resolution} m; lcup needs at "
+                        f"least {need} px a side (its label, smoothing and context halos reach {need - 1} px): "
+                        f"enlarge aoi.bbox to at least {need * cfg.aoi.resolution:g} m a side")
     items = search(cfg.source.catalog, geobox, *cfg.period, provider=profile, collection=cfg.source.collection,
                    max_cloud_cover=cfg.source.max_cloud_cover, page_size=cfg.source.page_size, bands=cfg.load.bands,
                    scl=cfg.clean.mask != "none")
@@ -124,6 +129,16 @@ def context_px(cfg: PipelineConfig) -> int:
     """Pixels each side a pixel's class probabilities read: the network's receptive field (``model.kind: fcn``),
     0 for per-pixel models."""
     return int(sum(cfg.model.nn_dilations)) if cfg.model.kind == "fcn" else 0
+
+
+def minimum_side_px(cfg: PipelineConfig) -> int:
+    """The smallest side (px) of an area lcup can map: one more than the widest halo a chunk is computed with (the
+    labels' erosion and confidence, the prediction's ring, the neighbourhood features)."""
+    res = cfg.aoi.resolution
+    halos = [prediction_halo_px(cfg) + neighbourhood_halo_px(cfg.features, res)]
+    if cfg.labels is not None:
+        halos += [metres_to_px(cfg.labels.erosion_m, res), label_halo_px(cfg.labels, res)]
+    return max(halos) + 1
 
 
 def prediction_halo_px(cfg: PipelineConfig) -> int:

@@ -419,3 +419,16 @@ def test_item_without_its_cloud_mask_is_named_and_left_out(small_scene, tmp_path
     with pytest.warns(SkippedAssetWarning, match=rf"left out 1 item\(s\) without the cloud-mask asset 'scl': \['{d['id']}'\]"):
         _, items = find_items(cfg)
     assert d["id"] not in {it.id for it in items} and len(items) > 10
+
+
+@pytest.mark.parametrize("w, h", [(1, 1), (5, 3)])
+def test_an_area_smaller_than_the_halos_is_refused_before_the_search(small_scene, tmp_path, w, h):
+    """An area of 1 px or 5 × 3 px (was exit 70: 'The overlapping depth 16 is larger than your array 3'): lcup's
+    one error naming the size it needs, before the catalog is searched."""
+    from lcup.errors import GridError
+    from lcup.pipeline import find_items
+
+    x0, y0 = small_scene["spec"].origin
+    cfg = load_config(_small(small_scene, tmp_path / "o", **{"aoi.bbox": [x0, y0 - 10 * h, x0 + 10 * w, y0]}))
+    with pytest.raises(GridError, match=rf"the area is {h} × {w} px at 10.0 m; lcup needs at least \d+ px a side"):
+        find_items(cfg)
