@@ -46,20 +46,23 @@ class _Counting:
 def test_write_computes_the_prediction_once(tmp_path):
     """lcup.write of a lazy prediction writes the Zarr store and the class COG from one computation (the COG was
     computed again from the graph: 4× the time of the store in the walkthrough)."""
+    import dask
     import rasterio
     import xarray as xr
 
     gb = testing.geobox((64, 64))
     lab = testing.label_map(gb, classes=(1, 2, 3), cell_px=16)
-    feats = lcup.features(testing.cube(gb, lab, dates=12, chunks=32), ("2024-01-01", "2024-12-31"),
-                          features={"stats": ["mean"], "series": []}).persist()
+    with dask.config.set(scheduler="threads"):
+        feats = lcup.features(testing.cube(gb, lab, dates=12, chunks=32), ("2024-01-01", "2024-12-31"),
+                              features={"stats": ["mean"], "series": []}).persist()
     X = feats.values.reshape(-1, feats.sizes["feature"])
     from sklearn.ensemble import RandomForestClassifier
 
     model = _Counting(RandomForestClassifier(5, random_state=0).fit(X[::7], lab.values.ravel()[::7]))
     legend = {"name": "three", "classes": {c: {"name": n, "color": "#808080"} for c, n in ((1, "a"), (2, "b"), (3, "c"))}}
     out = lcup.predict(model, feats, legend=get_legend(legend), smooth_px=1)
-    paths = lcup.write(out, tmp_path / "m", legend=get_legend(legend))
+    with dask.config.set(scheduler="threads"):  # in this process, whatever client another test left as the default
+        paths = lcup.write(out, tmp_path / "m", legend=get_legend(legend))
     assert model.n == 64 * 64  # every pixel once
     with rasterio.open(paths["cog"]) as src:
         np.testing.assert_array_equal(src.read(1), xr.open_zarr(paths["zarr"])["class"].values)
