@@ -19,7 +19,7 @@ from .cluster import Runner, cluster_client, quiet_spurious_warnings, quiet_work
 from .io.rundir import RunSummary, output_lock, prepare_output_dir, tree_cpu_s
 from .report import write_report
 from .stages.change import change
-from .stages.labels import cell_origin, labels, sample, sample_figures
+from .stages.labels import labels, sample, sample_figures
 from .stages.load import block_cache_figures, drop_decoded_blocks, scene_filter
 from .stages.plan import (
     RunPlan,
@@ -160,7 +160,7 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
         summary.figures.update(figures)
         summary.outputs.update(outputs)
     with summary.stage("score"):
-        summary.figures.update(score_run(plan, result, lab, runner, lab.attrs["figures"] if lab is not None else None))
+        summary.figures.update(score_run(plan, result, lab, runner))
     _finish(plan, summary, runner, t_start, cpu_start, tile_entries)
     if cfg.output.report:
         summary.outputs["report"] = str(_report(plan, summary, result, lab, runner))
@@ -181,7 +181,7 @@ def _sample(plan: RunPlan, feats, runner: Runner, summary: RunSummary, need_feat
         summary.figures["labels"] = lab.attrs["figures"]
         # positions first, drawn chunk by chunk (per-chunk seeds), then only their features are gathered;
         # the draw depends on the labels and the seed only, never on the path or the cluster
-        smp = sample(lab, cfg.labels, cell_origin=cell_origin(cfg.labels, plan.geobox),
+        smp = sample(lab, cfg.labels, cell_origin=lab.attrs["cell_origin_px"],
                      compute=lambda a: runner.compute(a, "sample"))
         X, windows = None, None
         if need_features:  # a saved model (this run's, same digest, or model.path) needs no features

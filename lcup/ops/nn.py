@@ -213,7 +213,7 @@ def train_fcn(windows: Sequence[Window], classes: Sequence[int], *, width: int =
     for ep in range(int(epochs)):
         net.train()
         opt.zero_grad()
-        loss = sum(_loss(net, d, cw, aggregate_weight, "train") for d in data) / len(data)
+        loss = sum(_loss(net, d, cw, aggregate_weight) for d in data) / len(data)
         loss.backward()
         opt.step()
         net.eval()
@@ -259,7 +259,7 @@ def _tensors(w: Window, lut: np.ndarray, mean, std, device) -> dict:
             "n_cells": len(ids)}
 
 
-def _loss(net, d: dict, cw, aggregate_weight: float, split: str):
+def _loss(net, d: dict, cw, aggregate_weight: float):
     torch = require_torch()
     F = torch.nn.functional
     logp = F.log_softmax(net(d["x"])[0], 0)  # (class, y, x)

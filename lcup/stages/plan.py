@@ -263,8 +263,7 @@ def check_resume(zarr_path: Path, digest: dict) -> None:
 
 def describe(plan: RunPlan) -> str:
     """The plan in words, as ``lcup plan`` prints it: grid, tiles, chunks, memory per task, prediction, labels."""
-    cfg, geobox = plan.cfg, plan.geobox
-    return "\n".join([*_data_lines(plan), *_extra_lines(cfg), *_work_lines(cfg, geobox)])
+    return "\n".join([*_data_lines(plan), *_extra_lines(plan.cfg), *_work_lines(plan)])
 
 
 def _data_lines(plan: RunPlan) -> list[str]:
@@ -298,8 +297,8 @@ def _extra_lines(cfg: PipelineConfig) -> list[str]:
     return extras
 
 
-def _work_lines(cfg: PipelineConfig, geobox) -> list[str]:
-    n_feat = len(feature_names(cfg.load.bands, cfg.period, clean=cfg.clean, features=cfg.features))
+def _work_lines(plan: RunPlan) -> list[str]:
+    cfg, geobox, n_feat = plan.cfg, plan.geobox, len(plan.names)
     prior = (f"weighted by the coarse map's class shares over {cfg.model.coarse_prior_cells} coarse cell(s) around each "
              f"pixel, to the power {cfg.model.coarse_prior:g} (model.coarse_prior)"
              if cfg.labels is not None and cfg.model.coarse_prior > 0 else "the model alone (no coarse-map prior)")

@@ -158,18 +158,15 @@ def class_profiles(X: np.ndarray, label: np.ndarray, names: list[str], to_code: 
     return out
 
 
-def score_run(plan: RunPlan, result: xr.Dataset, lab: xr.Dataset | None, runner: Runner,
-              label_figures: Mapping | None = None) -> dict:
+def score_run(plan: RunPlan, result: xr.Dataset, lab: xr.Dataset | None, runner: Runner) -> dict:
     """The run's figures about its written map ``result``: pixels per class, no data and classes lost (warned),
     agreement with the coarse labels ``lab``, and with ``truth`` set the accuracy of the map and of the coarse map
     against the 10 m truth with area estimates. Chunk by chunk: the whole map is read only against a truth.
-
-    ``label_figures``: the labels' figures (:func:`lcup.stages.labels.labels`), for the classes lost.
     """
     cfg, target, figures = plan.cfg, plan.target, {}
     counts = runner.compute(class_counts(result["class"].data, target), "class counts", progress=False)
     figures["predicted_class_px"] = {int(c): int(n) for c, n in enumerate(counts) if n}
-    figures.update(_gaps(counts, plan, label_figures, figures["predicted_class_px"]))
+    figures.update(_gaps(counts, plan, lab.attrs["figures"] if lab is not None else None, figures["predicted_class_px"]))
     if lab is not None:  # the upsampling consistency: the one figure a run without a reference has
         cons = consistency_figures(runner.compute(consistency(result["class"].data, lab["label"].data, target),
                                                   "consistency", progress=False), target)

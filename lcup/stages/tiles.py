@@ -22,7 +22,6 @@ from ..ops.nn import Window
 from ..progress import bar
 from ..units import metres_to_px, padded_chunks
 from .features import features, neighbourhood_halo_px
-from .labels import cell_origin
 from .load import items_on, load
 from .plan import RunPlan
 
@@ -152,6 +151,16 @@ def _ticker(n_tiles: int, progress: bool):
     return tick
 
 
+def window_spans(smp, shape: tuple[int, int], size: int, n: int) -> list[tuple[slice, slice]]:
+    """``(rows, columns)`` of the ``n`` squares of ``size`` px on the grid's lattice holding the most sampled pixels of
+    ``smp`` (ties by position), in lattice order: the choice depends on the sample only."""
+    h, w = shape
+    keys, counts = np.unique((smp.iy // size) * (w // size + 1) + smp.ix // size, return_counts=True)
+    chosen = np.sort(keys[np.lexsort((keys, -counts))][:n])
+    return [(slice(r * size, min(h, (r + 1) * size)), slice(c * size, min(w, (c + 1) * size)))
+            for r, c in (divmod(int(k), w // size + 1) for k in chosen)]
+
+
 def training_windows(plan: RunPlan, smp, lab: xr.Dataset, runner: Runner) -> list[Window]:
     """The network's training windows (``model.kind: fcn``): up to ``model.nn_windows`` squares of
     ``model.nn_window_px`` on a lattice of the grid, those holding the most sampled pixels (ties by position: the
@@ -161,16 +170,12 @@ def training_windows(plan: RunPlan, smp, lab: xr.Dataset, runner: Runner) -> lis
     Each :class:`~lcup.ops.nn.Window` carries the coarse labels, the usable (eroded, confident) labels, the
     sample's spatial split (training blocks less their buffer; validation blocks) and the coarse cells.
     """
-    cfg, (h, w) = plan.cfg, plan.geobox.shape
-    size = cfg.model.nn_window_px
-    keys, counts = np.unique((smp.iy // size) * (w // size + 1) + smp.ix // size, return_counts=True)
-    chosen = np.sort(keys[np.lexsort((keys, -counts))][: cfg.model.nn_windows])
-    spans = [(slice(r * size, min(h, (r + 1) * size)), slice(c * size, min(w, (c + 1) * size)))
-             for r, c in (divmod(int(k), w // size + 1) for k in chosen)]
+    cfg = plan.cfg
+    spans = window_spans(smp, plan.geobox.shape, cfg.model.nn_window_px, cfg.model.nn_windows)
     feats = [tile_features(plan, ys, xs) for ys, xs in spans]
     spans, feats = zip(*[(sp, f) for sp, f in zip(spans, feats) if f is not None]) if any(f is not None for f in feats) else ((), ())
     blocks = runner.compute([f.data for f in feats], "training windows") if feats else []
-    cell, origin = lab.attrs["figures"]["coarse_cell_px"], cell_origin(cfg.labels, plan.geobox)
+    cell, origin = lab.attrs["figures"]["coarse_cell_px"], lab.attrs["cell_origin_px"]
     return [_window(np.asarray(b), ys, xs, plan.ring, lab, smp.split, cell, origin) for (ys, xs), b in zip(spans, blocks)]
 
 
@@ -219,14 +224,9 @@ def windows_of(feats: xr.DataArray, lab: xr.Dataset, smp, *, window_px: int = 25
     >>> net, figures = lcup.train_network(wins, s, legend=get_legend("lcup7"), model={"kind": "fcn"})  # doctest: +SKIP
     >>> out = lcup.predict(net, feats, legend=get_legend("lcup7"), context_px=net.context_px)  # doctest: +SKIP
     """
-    h, w = feats.sizes["y"], feats.sizes["x"]
-    keys, counts = np.unique((smp.iy // window_px) * (w // window_px + 1) + smp.ix // window_px, return_counts=True)
-    chosen = np.sort(keys[np.lexsort((keys, -counts))][:max_windows])
     cell, origin = lab.attrs["figures"]["coarse_cell_px"], lab.attrs.get("cell_origin_px", (0, 0))
     out = []
-    for k in chosen:
-        r, c = divmod(int(k), w // window_px + 1)
-        ys, xs = slice(r * window_px, min(h, (r + 1) * window_px)), slice(c * window_px, min(w, (c + 1) * window_px))
+    for ys, xs in window_spans(smp, (feats.sizes["y"], feats.sizes["x"]), window_px, max_windows):
         y0, x0 = max(0, ys.start - ring), max(0, xs.start - ring)
         block = np.asarray(feats.isel(y=slice(y0, ys.stop + ring), x=slice(x0, xs.stop + ring)).values, np.float32)
         x = np.full((ys.stop - ys.start + 2 * ring, xs.stop - xs.start + 2 * ring, block.shape[-1]), np.nan, np.float32)
