@@ -49,6 +49,10 @@ class SourceConfig(_Section):
     on_error: Literal["fail", "skip"] = Field("fail", description="unreadable assets: stop with an error naming them, or skip them and report them in the summary")
     check_assets: bool = Field(True, description="probe every asset before loading (its header, and that its last full-resolution block is all there: told from the file's length where known, else by reading the block), so bad files are found before the heavy work")
     page_size: int = Field(100, ge=1, le=10000, description="items per page of a STAC API search")
+    allowed_hosts: list[str] | None = Field(
+        None, description="hosts the assets may be read from (fnmatch patterns; 'file' = local paths, '*' = any); "
+        "default: the catalog's own host (local files for a local catalog) and the provider's asset hosts, so that a "
+        "catalog cannot make the workers read local files or internal URLs")
 
     @field_validator("provider")
     @classmethod

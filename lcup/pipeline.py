@@ -20,7 +20,7 @@ from .io.rundir import RunSummary, output_lock, prepare_output_dir, tree_cpu_s
 from .report import write_report
 from .stages.change import change
 from .stages.labels import labels, sample, sample_figures
-from .stages.load import block_cache_figures, drop_decoded_blocks, scene_filter
+from .stages.load import block_cache_figures, drop_decoded_blocks, scene_filter, unreadable_reads
 from .stages.plan import (
     RunPlan,
     check_resume_settings,
@@ -123,7 +123,7 @@ def _ready(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> 
 
 def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> RunSummary:
     """The stages of :func:`run_pipeline`, on ``client`` (None: the threaded scheduler)."""
-    t_start, cpu_start, profile = time.perf_counter(), tree_cpu_s(), source_profile(cfg)
+    t_start, cpu_start, profile, wall_start = time.perf_counter(), tree_cpu_s(), source_profile(cfg), time.time()
     with summary.stage("search"):
         geobox, items = find_items(cfg, profile)
         summary.figures.update(items=len(items), grid={"crs": str(geobox.crs), "shape": list(geobox.shape),
@@ -161,6 +161,7 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
         summary.outputs.update(outputs)
     with summary.stage("score"):
         summary.figures.update(score_run(plan, result, lab, runner))
+    summary.figures["unreadable_reads"] = unreadable_reads(runner, wall_start)
     _finish(plan, summary, runner, t_start, cpu_start, tile_entries)
     if cfg.output.report:
         summary.outputs["report"] = str(_report(plan, summary, result, lab, runner))

@@ -49,6 +49,8 @@ REFLECTANCE_BANDS: tuple[str, ...] = tuple(BANDS)
 
 _EARTH_SEARCH_KEYS = {b: b for b in BANDS} | {SCL: "scl"}
 _PC_KEYS = {b: v[0] for b, v in BANDS.items()} | {SCL: "SCL"}
+_EARTH_SEARCH_HOSTS = ("sentinel-cogs.s3.us-west-2.amazonaws.com", "sentinel-cogs.s3.amazonaws.com", "s3://sentinel-cogs",
+                       "e84-earth-search-sentinel-data.s3.us-west-2.amazonaws.com", "s3://e84-earth-search-sentinel-data")
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,9 @@ class ProviderProfile:
         Whether hrefs must be signed (Planetary Computer; needs the ``planetary-computer`` package).
     mask_nodata
         Fill value of the mask asset (``scl``) where no item has data: 0 for SCL, 255 for a probability layer.
+    asset_hosts
+        Hosts (``fnmatch`` patterns; ``s3://bucket`` for S3 URLs) the provider serves its assets from: allowed by
+        default (see ``source.allowed_hosts``).
     """
 
     name: str
@@ -88,6 +93,7 @@ class ProviderProfile:
     signed_urls: bool = False
     default_url: str | None = None
     mask_nodata: int = 0
+    asset_hosts: tuple[str, ...] = ()
 
     def asset_key(self, band: str) -> str:
         try:
@@ -144,6 +150,7 @@ PROFILES: dict[str, ProviderProfile] = {
             _EARTH_SEARCH_KEYS,
             scale=1e-4,
             offset=-0.1,
+            asset_hosts=_EARTH_SEARCH_HOSTS,
             default_url="https://earth-search.aws.element84.com/v1",
         ),
         ProviderProfile(
@@ -153,6 +160,7 @@ PROFILES: dict[str, ProviderProfile] = {
             scale=1e-4,
             offset=-0.1,
             offset_applied_property="earthsearch:boa_offset_applied",
+            asset_hosts=_EARTH_SEARCH_HOSTS,
             default_url="https://earth-search.aws.element84.com/v1",
         ),
         ProviderProfile(
@@ -163,6 +171,7 @@ PROFILES: dict[str, ProviderProfile] = {
             offset=0.0,
             baseline_offset_dn=-1000.0,
             signed_urls=True,
+            asset_hosts=("*.blob.core.windows.net",),
             default_url="https://planetarycomputer.microsoft.com/api/stac/v1",
         ),
     )

@@ -16,6 +16,7 @@ random makes room once full): the chunks that share a block decode it once.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import threading
@@ -37,6 +38,9 @@ from odc.loader._reader import (
     same_nodata,
 )
 from odc.loader._rio import RioDriver, RioReader, rio_read
+
+from ..errors import ReadError
+from ..redact import redact_text
 
 #: Largest accepted deviation from an integer (ratio of resolutions, offset in fine pixels).
 _TOL = 1e-6
@@ -416,9 +420,23 @@ class NestedRioReader(RioReader):
     cache_bytes: int = 0
 
     def read(self, cfg, dst_geobox, *, dst: np.ndarray | None = None, selection=None):
+        """One asset's pixels on ``dst_geobox``; a failure is noted (:func:`note_read_failure`) and then raised as a
+        :class:`~lcup.errors.ReadError` naming the file (``fail_on_error``) or read as no data, as a cloud is."""
+        try:
+            return self._read(cfg, dst_geobox, dst=dst, selection=selection)
+        except (rasterio.errors.RasterioError, OSError) as e:
+            note_read_failure(self._src.uri, self._src.band, e)
+            if cfg.fail_on_error:
+                raise ReadError(f"cannot read {redact_text(self._src.uri)} (band {self._src.band}): {e}; fix or remove "
+                                "the file, or set source.on_error: skip to read its unreadable blocks as no data (they "
+                                "are then counted in summary.json)") from None
+            return np.s_[0:0, 0:0], (dst[0:0, 0:0] if dst is not None else np.ndarray((0, 0), dtype=cfg.dtype))
+
+    def _read(self, cfg, dst_geobox, *, dst: np.ndarray | None = None, selection=None):
+        strict = dataclasses.replace(cfg, fail_on_error=True)  # a failure comes back here, to be noted
         src = self._src
         if dst is not None or not cfg.nearest:
-            return rio_read(src, cfg, dst_geobox, dst=dst, selection=selection)
+            return rio_read(src, strict, dst_geobox, dst=dst, selection=selection)
         if BLOCKS.max_bytes != self.cache_bytes:
             BLOCKS.resize(self.cache_bytes)
         fkey = _file_key(src.uri)
@@ -426,28 +444,62 @@ class NestedRioReader(RioReader):
         def open_file():  # within the GDAL settings odc-stac's task has entered (a nested rasterio Env per file: ~0.3 ms)
             return rasterio.open(src.uri, "r", sharing=False)
 
-        try:
+        with _META_LOCK:
+            meta = _META.get(fkey)
+        if meta is None:
+            with open_file() as rdr:
+                meta = _meta_of(rdr)
             with _META_LOCK:
-                meta = _META.get(fkey)
-            if meta is None:
-                with open_file() as rdr:
-                    meta = _meta_of(rdr)
-                with _META_LOCK:
-                    _META[fkey] = meta
-                    while len(_META) > _META_MAX:
-                        _META.popitem(last=False)
-            bidx = resolve_band_query(src, meta.count, selection=selection)
-            nest = nesting(meta.transform, meta.crs, dst_geobox) if isinstance(bidx, int) else None
-            if nest is None:
-                return rio_read(src, cfg, dst_geobox, dst=dst, selection=selection)
-            src_nodata = resolve_src_nodata(meta.nodatavals[bidx - 1], cfg)
-            out_dtype = resolve_dst_dtype(meta.dtypes[bidx - 1], cfg)
-            dst_nodata = resolve_dst_nodata(out_dtype, cfg, src_nodata)
-            return read_nested(open_file, meta, fkey, bidx, *nest, dst_geobox.shape, out_dtype, src_nodata, dst_nodata,
-                               cache=BLOCKS)
-        except rasterio.errors.RasterioError:
-            # the general reader raises or logs and skips as fail_on_error says, with odc-stac's own messages
-            return rio_read(src, cfg, dst_geobox, dst=dst, selection=selection)
+                _META[fkey] = meta
+                while len(_META) > _META_MAX:
+                    _META.popitem(last=False)
+        bidx = resolve_band_query(src, meta.count, selection=selection)
+        nest = nesting(meta.transform, meta.crs, dst_geobox) if isinstance(bidx, int) else None
+        if nest is None:
+            return rio_read(src, strict, dst_geobox, dst=dst, selection=selection)
+        src_nodata = resolve_src_nodata(meta.nodatavals[bidx - 1], cfg)
+        out_dtype = resolve_dst_dtype(meta.dtypes[bidx - 1], cfg)
+        dst_nodata = resolve_dst_nodata(out_dtype, cfg, src_nodata)
+        return read_nested(open_file, meta, fkey, bidx, *nest, dst_geobox.shape, out_dtype, src_nodata, dst_nodata,
+                           cache=BLOCKS)
+
+
+#: The ``distributed`` event topic of read failures (:func:`note_read_failure`).
+READ_FAILURE_TOPIC = "lcup-read-failure"
+_FAILURES: list[dict] = []
+_FAILURES_LOCK = threading.Lock()
+
+
+def note_read_failure(uri: str, band: Any, error: BaseException) -> None:
+    """Record a failed read of one asset for one chunk: as a ``distributed`` event on a worker (the client collects
+    them, :func:`read_failures`), in this process otherwise."""
+    record = {"href": redact_text(str(uri)), "band": str(band), "error": redact_text(f"{type(error).__name__}: {error}")[:300],
+              "t": time.time()}
+    try:
+        distributed.get_worker().log_event(READ_FAILURE_TOPIC, record)
+    except ValueError:  # not in a worker
+        with _FAILURES_LOCK:
+            _FAILURES.append(record)
+
+
+def read_failures(client: Any = None, *, since: float = 0.0, clear: bool = False) -> list[dict]:
+    """The reads that failed in this process and, with ``client``, on its workers, from ``since`` (``time.time()``)
+    on: one record per file, ``{"href", "band", "reads", "error"}`` (``reads``: the chunk reads that failed, each
+    read as no data). ``clear``: forget this process's records once read."""
+    records = [r for r in _FAILURES if r["t"] >= since]
+    if clear:
+        with _FAILURES_LOCK:
+            _FAILURES.clear()
+    if client is not None:
+        try:
+            records += [msg for t, msg in client.get_events(READ_FAILURE_TOPIC) if t >= since]
+        except Exception:  # noqa: BLE001 - a closed or older client: this process's records only
+            pass
+    by_href: dict[str, dict] = {}
+    for r in records:
+        agg = by_href.setdefault(r["href"], {k: v for k, v in r.items() if k != "t"} | {"reads": 0})
+        agg["reads"] += 1
+    return sorted(by_href.values(), key=lambda r: r["href"])
 
 
 class NestedRioDriver(RioDriver):
@@ -465,4 +517,4 @@ class NestedRioDriver(RioDriver):
         return r
 
 
-__all__ = ["BLOCKS", "BlockCache", "cache_stats", "clear_blocks", "fuse_nodata_0", "NestedRioDriver", "auto_cache_bytes", "nesting", "read_nested", "repeat_pixels"]
+__all__ = ["BLOCKS", "READ_FAILURE_TOPIC", "BlockCache", "note_read_failure", "read_failures", "cache_stats", "clear_blocks", "fuse_nodata_0", "NestedRioDriver", "auto_cache_bytes", "nesting", "read_nested", "repeat_pixels"]

@@ -9,6 +9,7 @@ loader.
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import json
 import logging
 import os
@@ -63,17 +64,21 @@ def bbox_overlaps(a: Sequence[float], b: Sequence[float]) -> bool:
 
 
 def _static_items(source: str) -> list[pystac.Item]:
-    """Every item of a static catalog (or the one item a file is), each checked to be a STAC Item lcup can place in
-    time; a file that is empty, not JSON or not STAC is named with its path.
+    """Every item of a static catalog, each checked to be a STAC Item lcup can place in time; a file that is empty,
+    not JSON or not STAC is named with its path, and so is a link cycle.
 
     Raises
     ------
     ProviderError
-        Naming the file and what is wrong with it.
+        Naming the file and what is wrong with it; an Item given as the catalog, naming the fix.
     """
     try:
-        cat = pystac.read_file(str(source))
-        items = [cat] if isinstance(cat, pystac.Item) else list(cat.get_items(recursive=True))
+        root = pystac.read_file(str(source))
+        if isinstance(root, pystac.Item):
+            raise ProviderError(
+                f"{source} is a STAC Item, not a catalog: give source.catalog the catalog.json or collection.json that "
+                "links it (its relative hrefs are read from that catalog's folder)")
+        items = _walk(root)
     except (pystac.STACError, ValueError, KeyError, TypeError) as e:  # pystac's errors on a bad file: one clear line
         raise ProviderError(f"the catalog {source} holds a file lcup cannot read as STAC: {_why_not_stac(e)}") from None
     for it in items:
@@ -81,6 +86,111 @@ def _static_items(source: str) -> list[pystac.Item]:
             raise ProviderError(f"item {it.id} ({it.get_self_href()}) has datetime null and no start_datetime: lcup "
                                 "cannot place it in time; set its datetime, or remove it from the catalog")
     return items
+
+
+def _walk(root: pystac.Catalog) -> list[pystac.Item]:
+    """The items under ``root``, depth first; a child link back to a catalog on the way down is a cycle.
+
+    pystac's own walk (``get_items(recursive=True)``) recurses for ever on a cycle; this one names its links.
+    """
+    items: list[pystac.Item] = []
+    seen: set[str] = set()
+
+    def visit(cat: pystac.Catalog, path: tuple[str, ...]) -> None:
+        for link in cat.get_links(pystac.RelType.ITEM):
+            items.append(link.resolve_stac_object(root=cat.get_root()).target)
+        for link in cat.get_links(pystac.RelType.CHILD):
+            href = os.path.normpath(link.get_absolute_href() or link.href) if "://" not in str(link.href) else link.get_absolute_href()
+            if href in path:
+                chain = " → ".join([*path[path.index(href):], href])
+                raise ProviderError(f"the catalog's child links form a cycle: {chain}; remove the link that points "
+                                    "back up (a child must not link to its parent or itself)")
+            if href in seen:
+                continue
+            seen.add(href)
+            child = link.resolve_stac_object(root=cat.get_root()).target
+            if isinstance(child, pystac.Catalog):
+                visit(child, (*path, href))
+
+    self_href = root.get_self_href()
+    visit(root, (os.path.normpath(self_href),) if self_href and "://" not in self_href else (self_href or "",))
+    return items
+
+
+def unique_items(items: list[pystac.Item], source: str) -> list[pystac.Item]:
+    """``items`` with exact repeats (a paging glitch) dropped; one id for two different items is refused.
+
+    Raises
+    ------
+    ProviderError
+        Naming the id and the two acquisitions.
+    """
+    out: dict[str, pystac.Item] = {}
+    for it in items:
+        first = out.get(it.id)
+        if first is None:
+            out[it.id] = it
+            continue
+        a, b = first.to_dict(include_self_link=False), it.to_dict(include_self_link=False)
+        if a != b:
+            raise ProviderError(
+                f"{source} lists two different items with the id {it.id!r} ({item_time(first):%Y-%m-%d %H:%M} and "
+                f"{item_time(it):%Y-%m-%d %H:%M}{', ' + str(it.get_self_href()) if it.get_self_href() else ''}): an id "
+                "must name one acquisition; remove or rename one of them")
+        log.info("item %s listed twice by %s: kept once", it.id, source)
+    return list(out.values())
+
+
+def _host(href: str) -> str:
+    """``"file"`` for a local path (``/vsi*`` ones too, but /vsicurl's URL's host), else the URL's host or bucket."""
+    h = href[len("/vsicurl/"):] if href.startswith("/vsicurl/") else href
+    m = re.match(r"([a-zA-Z][a-zA-Z0-9+.-]*)://([^/?#]*)", h)
+    if not m or m.group(1).lower() == "file":
+        return "file"
+    host = m.group(2).rsplit("@", 1)[-1]
+    return (host.rsplit(":", 1)[0] if not host.startswith("[") else host).lower() if m.group(1).lower() in ("http", "https") else f"{m.group(1).lower()}://{host.lower()}"
+
+
+def default_allowed_hosts(catalog: str, profile: ProviderProfile) -> list[str]:
+    """Where a catalog's assets may be read from by default: its own host (local files for a local catalog) and
+    the provider's known asset hosts.
+
+    Examples
+    --------
+    >>> from lcup.providers import get_profile
+    >>> default_allowed_hosts("http://127.0.0.1:8080/stac", get_profile("earth-search"))[:2]
+    ['127.0.0.1', 'sentinel-cogs.s3.us-west-2.amazonaws.com']
+    """
+    return [_host(str(catalog)), *profile.asset_hosts]
+
+
+def check_hosts(items: Sequence[pystac.Item], keys: dict[str, str], allowed: Sequence[str]) -> None:
+    """Refuse any asset lcup would read whose host (or ``file`` for a local path) matches no pattern of ``allowed``.
+
+    A hostile or mistaken catalog could otherwise make the workers read local files or internal URLs.
+
+    Raises
+    ------
+    ProviderError
+        Naming the hosts, an example href and the setting that allows them.
+    """
+    allowed = [str(a).lower() for a in allowed]
+    refused: dict[str, str] = {}
+    for it in items:
+        for key in keys.values():
+            asset = it.assets.get(key)
+            if asset is None:
+                continue
+            href = asset.get_absolute_href() or asset.href
+            host = _host(href)
+            if host not in refused and not any(fnmatch.fnmatchcase(host, a) for a in allowed):
+                refused[host] = f"{it.id}/{key}: {href}"
+    if refused:
+        what = "; ".join(f"{h} (e.g. {ex})" for h, ex in list(refused.items())[:5])
+        raise ProviderError(
+            f"the catalog's assets are on host(s) it is not allowed to read: {what}; allowed: {allowed}. If you trust "
+            f"them, add them to source.allowed_hosts (e.g. allowed_hosts: {sorted(set(allowed) | set(refused))}; "
+            "'file' is local files, '*' any host)")
 
 
 def _why_not_stac(e: Exception) -> str:
@@ -125,7 +235,7 @@ def search_items(
         raise ProviderError("no collection given: set the collection id")
     t0, t1 = _parse_dt(start), _parse_dt(end)
     if is_static_catalog(source):
-        candidates = _static_items(source)
+        candidates = unique_items(_static_items(source), str(source))
         items = []
         collections_seen = set()
         for it in candidates:
@@ -163,6 +273,7 @@ def search_items(
             ) from None
         search = client.search(collections=[coll], bbox=list(bbox), datetime=[t0, t1], limit=limit)
         items = list(search.items())
+    items = unique_items(items, str(source))
     if max_cloud_cover is not None:
         items = [it for it in items if float(it.properties.get("eo:cloud_cover", 0.0)) <= max_cloud_cover]
     if not items:

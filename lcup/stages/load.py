@@ -11,8 +11,8 @@ import xarray as xr
 
 from ..cluster import Runner
 from ..config import CleanConfig, LoadConfig
-from ..errors import LowCoverageWarning, NoValidDataError
-from ..io.nested import cache_stats, clear_blocks
+from ..errors import LowCoverageWarning, NoValidDataError, SkippedAssetWarning
+from ..io.nested import cache_stats, clear_blocks, read_failures
 from ..io.stac import GDAL_HTTP_ENV, item_time, load_cube
 from ..ops.cloud import keep_dates, probability_mask, scl_valid_mask, valid_fraction
 from ..providers import SCL, get_profile, with_probability_mask
@@ -207,3 +207,16 @@ def block_cache_figures(runner: Runner) -> dict:
             "size_mb": round(max(s["max_bytes"] for s in stats) / 2**20, 1),
             "peak_mb": round(max(s["peak_bytes"] for s in stats) / 2**20, 1),
             "waits": sum(s["waits"] for s in stats), "wait_s": round(sum(s["wait_s"] for s in stats), 1)}
+
+
+def unreadable_reads(runner: Runner, since: float) -> list[dict]:
+    """The asset reads that failed since ``since`` (``time.time()``) in this process and on the workers, one record
+    per file (:func:`lcup.io.nested.read_failures`), with a :class:`~lcup.errors.SkippedAssetWarning` naming them:
+    with ``source.on_error: skip`` each failed chunk read is no data, as a cloud is, and the run goes on."""
+    found = read_failures(runner.client, since=since, clear=True)
+    if found:
+        listing = "; ".join(f"{r['href']} ({r['reads']} read(s)): {r['error'][:120]}" for r in found[:10])
+        warnings.warn(f"{sum(r['reads'] for r in found)} chunk read(s) of {len(found)} file(s) failed and were read as no "
+                      f"data (masked like a cloud): {listing}" + (" ..." if len(found) > 10 else "")
+                      + "; fix the files, or set source.on_error: fail to stop at the first", SkippedAssetWarning, stacklevel=2)
+    return found

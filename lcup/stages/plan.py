@@ -117,7 +117,7 @@ def find_items(cfg: PipelineConfig, profile: ProviderProfile | None = None):
                         f"enlarge aoi.bbox to at least {need * cfg.aoi.resolution:g} m a side")
     items = search(cfg.source.catalog, geobox, *cfg.period, provider=profile, collection=cfg.source.collection,
                    max_cloud_cover=cfg.source.max_cloud_cover, page_size=cfg.source.page_size, bands=cfg.load.bands,
-                   scl=cfg.clean.mask != "none")
+                   scl=cfg.clean.mask != "none", allowed_hosts=cfg.source.allowed_hosts)
     if cfg.aoi.origin is None and cfg.aoi.align == "native":
         origin = native_origin(items, geobox)  # the data's own pixel grid
         if origin is not None:

@@ -7,7 +7,7 @@ import warnings
 from typing import Sequence
 
 from ..errors import ReadError, SkippedAssetWarning
-from ..io.stac import asset_keys, check_assets, geobox_for_aoi, lonlat_bbox, search_items
+from ..io.stac import asset_keys, check_assets, check_hosts, default_allowed_hosts, geobox_for_aoi, lonlat_bbox, search_items
 from ..io.stac import native_origin as _native
 from ..providers import SCL, get_profile
 
@@ -38,7 +38,7 @@ def native_origin(items: list, geobox) -> tuple[float, float] | None:
 
 def search(catalog: str, geobox, start: dt.date | str, end: dt.date | str, *, provider: str = "earth-search",
            collection: str | None = None, max_cloud_cover: float | None = None, page_size: int = 100,
-           bands: Sequence[str] = (), scl: bool = True) -> list:
+           bands: Sequence[str] = (), scl: bool = True, allowed_hosts: Sequence[str] | None = None) -> list:
     """Items of ``catalog`` (a STAC API URL or a static ``catalog.json``) meeting ``geobox`` between two dates.
 
     Parameters
@@ -54,6 +54,10 @@ def search(catalog: str, geobox, start: dt.date | str, end: dt.date | str, *, pr
     bands
         Bands that must be in the items (and SCL with ``scl``): a missing one is a
         :class:`~lcup.errors.MissingBandError` now, before any pixel is read.
+    allowed_hosts
+        Hosts (``fnmatch`` patterns; ``"file"`` for local paths, ``"*"`` for any) the assets may be read from;
+        default: the catalog's own host (local files for a local catalog) and the provider's asset hosts. An asset
+        elsewhere is a :class:`~lcup.errors.ProviderError` naming it.
 
     Returns
     -------
@@ -68,6 +72,7 @@ def search(catalog: str, geobox, start: dt.date | str, end: dt.date | str, *, pr
     items = search_items(catalog, profile, lonlat_bbox(geobox), f"{start}T00:00:00Z", f"{end}T23:59:59Z",
                          collection=collection, max_cloud_cover=max_cloud_cover, limit=page_size)
     keys = asset_keys(items, profile, list(bands) + ([SCL] if scl else []))
+    check_hosts(items, keys, default_allowed_hosts(catalog, profile) if allowed_hosts is None else allowed_hosts)
     if scl:  # an item without its cloud mask would read as all cloud and be dropped as "not clear": say so instead
         lacking = [it.id for it in items if keys[SCL] not in it.assets]
         if lacking:

@@ -62,10 +62,16 @@ def test_read_only_output_is_refused_before_any_work(small_scene, tmp_path):
             run_pipeline(cfg, progress=False)
 
 
-def test_cog_corrupt_inside_is_skipped_or_named(small_scene, tmp_path):
+def test_cog_corrupt_inside_is_counted_named_and_masked_or_fails_naming_it(small_scene, tmp_path):
     """A COG whose header is fine and whose bytes are all there but whose middle is garbage passes the pre-flight
-    probe (it reads headers and checks the last block's bytes are present, decoding nothing): with on_error: skip it
-    is read as missing and the run succeeds; with fail, one ReadError names the fix while computing."""
+    probe (it reads headers and checks the last block's bytes are present, decoding nothing). With on_error: skip
+    (here on a real distributed cluster: the workers' failures come back as events) each failed chunk read is no
+    data, counted per file in summary.json and named in a warning (was: exit 0, no word, 2 % of the map changed);
+    with fail, lcup's ReadError names the file (was: only a log line before it did)."""
+    from distributed import Client, LocalCluster
+
+    from lcup.errors import SkippedAssetWarning
+
     scene = tmp_path / "scene"
     shutil.copytree(small_scene["dir"], scene)
     victim = sorted(scene.glob("items/*/B04.tif"))[20]  # relative hrefs: the copied catalog reads the copied files
@@ -74,12 +80,20 @@ def test_cog_corrupt_inside_is_skipped_or_named(small_scene, tmp_path):
     data[mid - 2000: mid + 2000] = np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes()
     victim.write_bytes(bytes(data))
     local = dict(small_scene, dir=scene, catalog=scene / "catalog.json")
-    with warnings.catch_warnings():
+    with LocalCluster(n_workers=1, threads_per_worker=2, dashboard_address=None, memory_limit="4GiB") as cluster, \
+            Client(cluster) as client, pytest.warns(SkippedAssetWarning) as caught:
         warnings.simplefilter("ignore", LcupWarning)
-        s = run_pipeline(load_config(_small(local, tmp_path / "skip", **{"source.on_error": "skip"})), progress=False)
-        assert s.status == "done"
-        with pytest.raises(ReadError, match=r"could not be read while computing.*source.on_error: skip"):
-            run_pipeline(load_config(_small(local, tmp_path / "fail")), progress=False)
+        warnings.simplefilter("always", SkippedAssetWarning)
+        s = run_pipeline(load_config(_small(local, tmp_path / "skip", **{"source.on_error": "skip"})), client=client,
+                         progress=False)
+    assert s.status == "done"
+    reads = json.loads((tmp_path / "skip" / "summary.json").read_text())["figures"]["unreadable_reads"]
+    assert [Path(r["href"]).resolve() for r in reads] == [victim.resolve()] and reads[0]["reads"] >= 1, reads
+    assert any(f"{victim.name} (" in str(w.message) and "read as no data" in str(w.message) for w in caught)
+    with warnings.catch_warnings(), pytest.raises(ReadError, match=rf"cannot read \S*{victim.parent.name}/B04\.tif .*"
+                                                   r"source\.on_error: skip"):
+        warnings.simplefilter("ignore", LcupWarning)
+        run_pipeline(load_config(_small(local, tmp_path / "fail")), progress=False)
     assert json.loads((tmp_path / "fail" / "summary.json").read_text())["status"] == "failed"
 
 
@@ -432,3 +446,62 @@ def test_an_area_smaller_than_the_halos_is_refused_before_the_search(small_scene
     cfg = load_config(_small(small_scene, tmp_path / "o", **{"aoi.bbox": [x0, y0 - 10 * h, x0 + 10 * w, y0]}))
     with pytest.raises(GridError, match=rf"the area is {h} × {w} px at 10.0 m; lcup needs at least \d+ px a side"):
         find_items(cfg)
+
+
+def _catalog_copy(small_scene, tmp_path):
+    scene = shutil.copytree(small_scene["dir"], tmp_path / "scene")
+    return scene, {**small_scene, "dir": scene, "catalog": scene / small_scene["catalog"].name}
+
+
+def _edit(path: Path, fn) -> None:
+    d = json.loads(path.read_text())
+    fn(d)
+    path.write_text(json.dumps(d))
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("cycle", r"the catalog's child links form a cycle: \S*catalog\.json → \S*collection\.json → \S*catalog\.json; remove "
+              r"the link that points back up"),
+    ("duplicate id", r"lists two different items with the id 'S2X_DEMO_\w+' \(\d{4}-\d\d-\d\d \d\d:\d\d and \d{4}-\d\d-\d\d "
+                     r"\d\d:\d\d.*\): an id must name one acquisition; remove or rename one of them"),
+    ("item as catalog", r"S2X_DEMO_\w+\.json is a STAC Item, not a catalog: give source\.catalog the catalog\.json or "
+                        r"collection\.json that links it"),
+    ("local file elsewhere", None),
+    ("internal url", r"the catalog's assets are on host\(s\) it is not allowed to read: 169\.254\.169\.254 \(e\.g\. "
+                     r"S2X_DEMO_\w+/red: http://169\.254\.169\.254/latest/B04\.tif\); allowed: \['file', 'sentinel-cogs.*"
+                     r"add them to source\.allowed_hosts"),
+])
+def test_catalogs_that_lie_get_one_clear_error_at_the_search(fault, message, small_scene, tmp_path):
+    """A child link back to the root (pystac recursed for ever), one id for two acquisitions (accepted without a
+    word), an Item given as the catalog (its relative links resolved outside the data folder), an asset on an
+    internal URL (GDAL read whatever the catalog named): lcup's one error at the search, naming the fix. A local
+    catalog may name local files anywhere (the user's own disk); a remote one may not (see the STAC API test)."""
+    from lcup.errors import ProviderError
+    from lcup.pipeline import find_items
+
+    scene, local = _catalog_copy(small_scene, tmp_path)
+    items = sorted(scene.rglob("S2X_DEMO_*.json"))
+    if fault == "cycle":
+        _edit(next(scene.rglob("collection.json")),
+              lambda d: d["links"].append({"rel": "child", "href": "../catalog.json", "type": "application/json"}))
+    elif fault == "duplicate id":
+        twin = json.loads(items[4].read_text())
+        _edit(items[5], lambda d: d.update(id=twin["id"]))
+    elif fault == "item as catalog":
+        local["catalog"] = items[0]
+    else:
+        moved = tmp_path / "elsewhere" / "B04.tif"
+        moved.parent.mkdir()
+        shutil.copy(scene / "items" / items[3].stem / "B04.tif", moved)
+        href = str(moved) if fault == "local file elsewhere" else "http://169.254.169.254/latest/B04.tif"
+        _edit(items[3], lambda d: d["assets"]["red"].update(href=href))
+    cfg = load_config(_small(local, tmp_path / "o"))
+    if message is None:
+        _, found = find_items(cfg)
+        assert len(found) == len(items)
+        return
+    with pytest.raises(ProviderError, match=message):
+        find_items(cfg)
+    if fault == "internal url":  # allowed once the user says so
+        cfg = load_config(_small(local, tmp_path / "o", **{"source.allowed_hosts": ["file", "169.254.*"]}))
+        assert len(find_items(cfg)[1]) == len(items)

@@ -10,13 +10,7 @@ import rasterio
 import xarray as xr
 
 from lcup.config import load_config
-from lcup.errors import (
-    EmptySearchError,
-    LcupWarning,
-    LowCoverageWarning,
-    MissingBandError,
-    OutputExistsError,
-)
+from lcup.errors import EmptySearchError, LcupWarning, LowCoverageWarning, MissingBandError, OutputExistsError
 from lcup.pipeline import run_pipeline
 from tests.conftest import scene_pipeline
 from tests.integration.browser import render_in_chromium

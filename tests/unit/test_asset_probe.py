@@ -1,6 +1,10 @@
 """The pre-flight probe of assets (lcup.io.stac.check_assets): a local COG's completeness told from its header."""
 
+import datetime as dt
+import re
+
 import numpy as np
+import pytest
 
 
 def test_asset_probe_reads_no_block_of_a_local_cog(tmp_path, monkeypatch):
@@ -58,3 +62,32 @@ def test_http_416_is_truncated_only_when_the_server_gives_the_length(tmp_path):
         assert _has_bytes(f"{base}/no-length", 2000) is None
     finally:
         srv.shutdown()
+
+
+@pytest.mark.parametrize("href, refused", [
+    ("/etc/passwd", "file"),
+    ("file:///etc/passwd", "file"),
+    ("/vsizip//etc/x.zip/a.tif", "file"),
+    ("http://10.0.0.1/B04.tif", "10.0.0.1"),
+    ("/vsicurl/http://metadata.internal/B04.tif", "metadata.internal"),
+    ("s3://someone-else/B04.tif", "s3://someone-else"),
+    ("http://127.0.0.1:9999/B04.tif", None),  # the catalog's own host (any port)
+    ("https://sentinel-cogs.s3.us-west-2.amazonaws.com/B04.tif", None),  # the provider's
+    ("s3://sentinel-cogs/x/B04.tif", None),
+])
+def test_a_remote_catalog_may_not_send_the_workers_to_local_files_or_other_hosts(href, refused):
+    import pystac
+
+    from lcup.errors import ProviderError
+    from lcup.io.stac import check_hosts, default_allowed_hosts
+    from lcup.providers import get_profile
+
+    item = pystac.Item("x", None, None, dt.datetime(2024, 1, 1), {})
+    item.add_asset("red", pystac.Asset(href))
+    allowed = default_allowed_hosts("http://127.0.0.1:8000/stac", get_profile("earth-search"))
+    if refused is None:
+        check_hosts([item], {"red": "red"}, allowed)
+        return
+    with pytest.raises(ProviderError, match=rf"not allowed to read: {re.escape(refused)} \(e\.g\. x/red: "):
+        check_hosts([item], {"red": "red"}, allowed)
+    check_hosts([item], {"red": "red"}, [*allowed, refused])  # what the message says to do

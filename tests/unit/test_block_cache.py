@@ -146,10 +146,9 @@ def test_pipeline_on_a_cluster_shares_blocks_same_map_and_frees_them(small_scene
     and served again (the automatic size: a quarter of each worker's 3 GiB), counted in the summary, the
     byte-identical map of a run with no cache, and nothing left held by the workers afterwards."""
     from lcup.config import load_config
+    from lcup.io.nested import BLOCKS
     from lcup.pipeline import run_pipeline
     from tests.conftest import scene_pipeline
-
-    from lcup.io.nested import BLOCKS
 
     BLOCKS.resize(1 << 30)  # as a run on the threaded scheduler in this process leaves it: not this run's size
     maps = {}
