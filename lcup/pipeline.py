@@ -20,7 +20,7 @@ from .io.rundir import RunSummary, output_lock, prepare_output_dir, tree_cpu_s
 from .report import write_report
 from .stages.change import change
 from .stages.labels import labels, sample, sample_figures
-from .stages.load import block_cache_figures, drop_decoded_blocks, scene_filter, unreadable_reads
+from .stages.load import block_cache_figures, drop_decoded_blocks, non_finite_pixels, scene_filter, unreadable_reads
 from .stages.plan import (
     RunPlan,
     check_resume_settings,
@@ -159,9 +159,11 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
         result, figures, outputs, tile_entries = predict_and_write(plan, model, lab, feats, runner, summary.parameters)
         summary.figures.update(figures)
         summary.outputs.update(outputs)
+    # what the reads met, named before the map's gaps are (their cause, if any)
+    summary.figures.update(unreadable_reads=unreadable_reads(runner, wall_start, plan.items, profile),
+                           non_finite_pixels=non_finite_pixels(runner, wall_start, plan.items, profile))
     with summary.stage("score"):
         summary.figures.update(score_run(plan, result, lab, runner))
-    summary.figures["unreadable_reads"] = unreadable_reads(runner, wall_start)
     _finish(plan, summary, runner, t_start, cpu_start, tile_entries)
     if cfg.output.report:
         summary.outputs["report"] = str(_report(plan, summary, result, lab, runner))

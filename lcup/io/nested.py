@@ -277,14 +277,16 @@ def _meta_of(rdr) -> _Meta:
 
 
 def read_nested(open_file: Callable[[], Any], meta: _Meta, fkey: tuple, bidx: int, k: int, oy: int, ox: int,
-                shape: tuple[int, int], out_dtype, src_nodata, dst_nodata, cache: BlockCache | None = None
-                ) -> tuple[tuple[slice, slice], np.ndarray]:
+                shape: tuple[int, int], out_dtype, src_nodata, dst_nodata, cache: BlockCache | None = None,
+                on_non_finite: Callable[[int, int], None] | None = None) -> tuple[tuple[slice, slice], np.ndarray]:
     """The part of a ``shape`` fine grid that a source nested ``k``-fold (offsets ``oy, ox``: :func:`nesting`)
     covers, read at the source's resolution and repeated: ``(roi, pixels)`` as odc-stac's readers return.
 
     With ``cache`` (and ``max_bytes`` > 0), the source's internal blocks covering the window are taken from it or
     decoded into it (``open_file()`` opens the file only when some are missing); else the window is read directly.
     The pixels may be a read-only view of a cached block (odc-stac only copies them into its own array).
+    NaN/inf pixels of a floating-point source read into integers are ``dst_nodata`` (0 without one), and their
+    count and the pixels read go to ``on_non_finite(bad, total)`` (numpy would cast them to arbitrary integers).
     """
     H, W = meta.height, meta.width
     h, w = shape
@@ -304,6 +306,13 @@ def read_nested(open_file: Callable[[], Any], meta: _Meta, fkey: tuple, bidx: in
     src = _repeated(parts, rows, cols, k)
     dy, dx = (r0 + oy) - rows[0] * k, (c0 + ox) - cols[0] * k
     pix = src[dy:dy + r1 - r0, dx:dx + c1 - c0]
+    if pix.dtype.kind == "f" and np.dtype(out_dtype).kind in "iu":
+        bad = ~np.isfinite(pix)
+        n_bad = int(bad.sum())
+        if on_non_finite is not None:
+            on_non_finite(n_bad, int(pix.size))
+        if n_bad:
+            pix = np.where(bad, 0 if dst_nodata is None else dst_nodata, pix)
     if dst_nodata is not None and not same_nodata(src_nodata, dst_nodata):
         pix = pix.astype(out_dtype, copy=True)
         np.copyto(pix, dst_nodata, where=nodata_mask(src[dy:dy + r1 - r0, dx:dx + c1 - c0], src_nodata))
@@ -461,45 +470,67 @@ class NestedRioReader(RioReader):
         out_dtype = resolve_dst_dtype(meta.dtypes[bidx - 1], cfg)
         dst_nodata = resolve_dst_nodata(out_dtype, cfg, src_nodata)
         return read_nested(open_file, meta, fkey, bidx, *nest, dst_geobox.shape, out_dtype, src_nodata, dst_nodata,
-                           cache=BLOCKS)
+                           cache=BLOCKS, on_non_finite=lambda bad, total: note(NON_FINITE_TOPIC, {
+                               "href": redact_text(str(src.uri)), "band": str(src.band), "bad": bad, "total": total}))
 
 
-#: The ``distributed`` event topic of read failures (:func:`note_read_failure`).
-READ_FAILURE_TOPIC = "lcup-read-failure"
-_FAILURES: list[dict] = []
-_FAILURES_LOCK = threading.Lock()
+#: The ``distributed`` event topics of failed reads and of non-finite pixels read (:func:`note`).
+READ_FAILURE_TOPIC, NON_FINITE_TOPIC = "lcup-read-failure", "lcup-non-finite"
+_NOTES: dict[str, list[dict]] = {READ_FAILURE_TOPIC: [], NON_FINITE_TOPIC: []}
+_NOTES_LOCK = threading.Lock()
+
+
+def note(topic: str, record: dict) -> None:
+    """Record something a read met (``topic``: :data:`READ_FAILURE_TOPIC`, :data:`NON_FINITE_TOPIC`): as a
+    ``distributed`` event on a worker (the client collects them), in this process otherwise."""
+    record = {**record, "t": time.time()}
+    try:
+        distributed.get_worker().log_event(topic, record)
+    except ValueError:  # not in a worker
+        with _NOTES_LOCK:
+            _NOTES[topic].append(record)
 
 
 def note_read_failure(uri: str, band: Any, error: BaseException) -> None:
-    """Record a failed read of one asset for one chunk: as a ``distributed`` event on a worker (the client collects
-    them, :func:`read_failures`), in this process otherwise."""
-    record = {"href": redact_text(str(uri)), "band": str(band), "error": redact_text(f"{type(error).__name__}: {error}")[:300],
-              "t": time.time()}
-    try:
-        distributed.get_worker().log_event(READ_FAILURE_TOPIC, record)
-    except ValueError:  # not in a worker
-        with _FAILURES_LOCK:
-            _FAILURES.append(record)
+    """Record a failed read of one asset for one chunk (:func:`note`)."""
+    note(READ_FAILURE_TOPIC, {"href": redact_text(str(uri)), "band": str(band),
+                              "error": redact_text(f"{type(error).__name__}: {error}")[:300]})
+
+
+def notes(topic: str, client: Any = None, *, since: float = 0.0, clear: bool = False) -> list[dict]:
+    """The records of ``topic`` made in this process and, with ``client``, on its workers, from ``since``
+    (``time.time()``) on. ``clear``: forget this process's records once read."""
+    with _NOTES_LOCK:
+        records = [r for r in _NOTES[topic] if r["t"] >= since]
+        if clear:
+            _NOTES[topic].clear()
+    if client is not None:
+        try:
+            records += [msg for t, msg in client.get_events(topic) if t >= since]
+        except Exception:  # noqa: BLE001 - a closed or older client: this process's records only
+            pass
+    return records
 
 
 def read_failures(client: Any = None, *, since: float = 0.0, clear: bool = False) -> list[dict]:
-    """The reads that failed in this process and, with ``client``, on its workers, from ``since`` (``time.time()``)
-    on: one record per file, ``{"href", "band", "reads", "error"}`` (``reads``: the chunk reads that failed, each
-    read as no data). ``clear``: forget this process's records once read."""
-    records = [r for r in _FAILURES if r["t"] >= since]
-    if clear:
-        with _FAILURES_LOCK:
-            _FAILURES.clear()
-    if client is not None:
-        try:
-            records += [msg for t, msg in client.get_events(READ_FAILURE_TOPIC) if t >= since]
-        except Exception:  # noqa: BLE001 - a closed or older client: this process's records only
-            pass
+    """The reads that failed (:func:`notes`), one record per file, ``{"href", "band", "reads", "error"}``
+    (``reads``: the chunk reads that failed, each read as no data)."""
     by_href: dict[str, dict] = {}
-    for r in records:
+    for r in notes(READ_FAILURE_TOPIC, client, since=since, clear=clear):
         agg = by_href.setdefault(r["href"], {k: v for k, v in r.items() if k != "t"} | {"reads": 0})
         agg["reads"] += 1
     return sorted(by_href.values(), key=lambda r: r["href"])
+
+
+def non_finite(client: Any = None, *, since: float = 0.0, clear: bool = False) -> dict[str, dict]:
+    """NaN/inf pixels read from floating-point assets (:func:`notes`; each read as no data), per file:
+    ``{href: {"pixels", "read"}}`` (``read``: the file's pixels read)."""
+    out: dict[str, dict] = {}
+    for r in notes(NON_FINITE_TOPIC, client, since=since, clear=clear):
+        f = out.setdefault(r["href"], {"pixels": 0, "read": 0})
+        f["pixels"] += r["bad"]
+        f["read"] += r["total"]
+    return out
 
 
 class NestedRioDriver(RioDriver):
@@ -517,4 +548,4 @@ class NestedRioDriver(RioDriver):
         return r
 
 
-__all__ = ["BLOCKS", "READ_FAILURE_TOPIC", "BlockCache", "note_read_failure", "read_failures", "cache_stats", "clear_blocks", "fuse_nodata_0", "NestedRioDriver", "auto_cache_bytes", "nesting", "read_nested", "repeat_pixels"]
+__all__ = ["BLOCKS", "NON_FINITE_TOPIC", "READ_FAILURE_TOPIC", "BlockCache", "non_finite", "note", "note_read_failure", "notes", "read_failures", "cache_stats", "clear_blocks", "fuse_nodata_0", "NestedRioDriver", "auto_cache_bytes", "nesting", "read_nested", "repeat_pixels"]

@@ -12,10 +12,11 @@ import xarray as xr
 from ..cluster import Runner
 from ..config import CleanConfig, LoadConfig
 from ..errors import LowCoverageWarning, NoValidDataError, SkippedAssetWarning
-from ..io.nested import cache_stats, clear_blocks, read_failures
+from ..io.nested import cache_stats, clear_blocks, non_finite, read_failures
 from ..io.stac import GDAL_HTTP_ENV, item_time, load_cube
 from ..ops.cloud import keep_dates, probability_mask, scl_valid_mask, valid_fraction
 from ..providers import SCL, get_profile, with_probability_mask
+from ..redact import redact_text
 from ..units import padded_chunks
 from . import section
 
@@ -209,14 +210,44 @@ def block_cache_figures(runner: Runner) -> dict:
             "waits": sum(s["waits"] for s in stats), "wait_s": round(sum(s["wait_s"] for s in stats), 1)}
 
 
-def unreadable_reads(runner: Runner, since: float) -> list[dict]:
+def _band_of(items: Sequence, provider) -> dict[str, str | None]:
+    """``{href (redacted): lcup band}`` of the items' assets."""
+    profile = get_profile(provider)
+    return {redact_text(str(a.get_absolute_href() or a.href)): profile.band_for_asset(k)
+            for it in items for k, a in it.assets.items()}
+
+
+def unreadable_reads(runner: Runner, since: float, items: Sequence = (), provider: str | Any = "earth-search") -> list[dict]:
     """The asset reads that failed since ``since`` (``time.time()``) in this process and on the workers, one record
-    per file (:func:`lcup.io.nested.read_failures`), with a :class:`~lcup.errors.SkippedAssetWarning` naming them:
-    with ``source.on_error: skip`` each failed chunk read is no data, as a cloud is, and the run goes on."""
-    found = read_failures(runner.client, since=since, clear=True)
+    per file (:func:`lcup.io.nested.read_failures`; ``band``: its band among ``items``' assets), with a
+    :class:`~lcup.errors.SkippedAssetWarning` naming them: with ``source.on_error: skip`` each failed chunk read is
+    no data, as a cloud is, and the run goes on."""
+    band_of = _band_of(items, provider)
+    found = [{**r, "band": band_of.get(r["href"]) or r["band"]} for r in read_failures(runner.client, since=since, clear=True)]
     if found:
         listing = "; ".join(f"{r['href']} ({r['reads']} read(s)): {r['error'][:120]}" for r in found[:10])
         warnings.warn(f"{sum(r['reads'] for r in found)} chunk read(s) of {len(found)} file(s) failed and were read as no "
                       f"data (masked like a cloud): {listing}" + (" ..." if len(found) > 10 else "")
                       + "; fix the files, or set source.on_error: fail to stop at the first", SkippedAssetWarning, stacklevel=2)
+    return found
+
+
+def non_finite_pixels(runner: Runner, since: float, items: Sequence, provider: str | Any = "earth-search") -> dict[str, dict]:
+    """NaN/inf pixels read from the floating-point assets of ``items`` since ``since`` (``time.time()``), per band:
+    ``{band: {"pixels", "read", "share", "files"}}`` (:func:`lcup.io.nested.non_finite`), with a
+    :class:`~lcup.errors.LowCoverageWarning` naming each band and its share: they are no data, as a cloud is."""
+    band_of = _band_of(items, provider)
+    found: dict[str, dict] = {}
+    for href, f in non_finite(runner.client, since=since, clear=True).items():
+        b = found.setdefault(band_of.get(href) or href, {"pixels": 0, "read": 0, "files": []})
+        b["pixels"] += f["pixels"]
+        b["read"] += f["read"]
+        if f["pixels"]:
+            b["files"].append(href)
+    found = {band: {**b, "share": round(b["pixels"] / max(b["read"], 1), 4), "files": sorted(b["files"])}
+             for band, b in found.items() if b["pixels"]}
+    for band, f in found.items():
+        warnings.warn(f"band {band!r}: {100 * f['share']:.1f} % of the pixels read from its floating-point files are NaN "
+                      f"or inf ({f['pixels']} px in {len(f['files'])} file(s), e.g. {f['files'][0]}); they are no data, "
+                      "as a cloud is: fix the files, or leave the band out (load.bands)", LowCoverageWarning, stacklevel=2)
     return found

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -89,6 +90,7 @@ def test_cog_corrupt_inside_is_counted_named_and_masked_or_fails_naming_it(small
     assert s.status == "done"
     reads = json.loads((tmp_path / "skip" / "summary.json").read_text())["figures"]["unreadable_reads"]
     assert [Path(r["href"]).resolve() for r in reads] == [victim.resolve()] and reads[0]["reads"] >= 1, reads
+    assert reads[0]["band"] == "red"
     assert any(f"{victim.name} (" in str(w.message) and "read as no data" in str(w.message) for w in caught)
     with warnings.catch_warnings(), pytest.raises(ReadError, match=rf"cannot read \S*{victim.parent.name}/B04\.tif .*"
                                                    r"source\.on_error: skip"):
@@ -505,3 +507,30 @@ def test_catalogs_that_lie_get_one_clear_error_at_the_search(fault, message, sma
     if fault == "internal url":  # allowed once the user says so
         cfg = load_config(_small(local, tmp_path / "o", **{"source.allowed_hosts": ["file", "169.254.*"]}))
         assert len(find_items(cfg)[1]) == len(items)
+
+
+def test_nan_and_inf_in_a_band_are_named_with_their_share(small_scene, tmp_path):
+    """Floating-point red band files with NaN/inf over a quarter of the scene (was: a third of the map no data, a
+    hint to 'widen the period' and two raw RuntimeWarnings): the band and its share are named, in a warning and in
+    summary.json, and numpy never warns about the cast."""
+    import rasterio
+
+    scene, local = _catalog_copy(small_scene, tmp_path)
+    for tif in sorted(scene.glob("items/*/B04.tif")):
+        with rasterio.open(tif) as src:
+            a, profile = src.read(1).astype("float32"), src.profile
+        a[: a.shape[0] // 2, : a.shape[1] // 2] = np.nan
+        a[0, -1] = np.inf
+        profile.update(dtype="float32", driver="GTiff", tiled=True, blockxsize=256, blockysize=256)
+        tif.unlink()
+        with rasterio.open(tif, "w", **profile) as dst:
+            dst.write(a, 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s = run_pipeline(load_config(_small(local, tmp_path / "o")), progress=False)
+    texts = [str(w.message) for w in caught]
+    assert not [t for t in texts if "invalid value encountered" in t], texts
+    f = s.figures["non_finite_pixels"]["red"]
+    assert 0.24 < f["share"] < 0.27, f  # the quarter, and one inf pixel per file
+    assert any(re.search(r"band 'red': 2\d\.\d % of the pixels read from its floating-point files are NaN or inf", t)
+               for t in texts), texts
