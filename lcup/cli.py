@@ -201,8 +201,12 @@ def _plan(args) -> int:
 
 
 def _validate(args) -> int:
+    from .stages.score import probe_inputs  # deferred: each subcommand imports what it runs
+    from .stages.search import grid
+
     cfg = load_config(args.pipeline, overrides=_parse_sets(args.set))
-    print(f"{args.pipeline}: valid pipeline {cfg.name!r}")
+    probe_inputs(cfg, grid(cfg.aoi.bbox, crs=cfg.aoi.crs, grid_crs=cfg.aoi.grid_crs, resolution=cfg.aoi.resolution))
+    print(f"{args.pipeline}: valid pipeline {cfg.name!r}; its label and truth maps open and meet the area")
     return 0
 
 

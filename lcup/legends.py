@@ -325,6 +325,13 @@ def apply_crosswalk(codes: np.ndarray, crosswalk: Mapping[int, int], nodata: int
     present = np.unique(codes[~blank] if blank is not None else codes)
     missing = [int(c) for c in present if int(c) not in crosswalk and (nodata is None or int(c) != nodata)]
     if missing:
+        codes_seen = {int(c) for c in present if nodata is None or int(c) != nodata}
+        others = legends_holding(codes_seen)
+        if others:  # every code is another legend's: the map was declared in the wrong legend
+            raise LabelError(
+                f"label codes {missing} are not in the crosswalk (known: {sorted(crosswalk)}), but every code of the "
+                f"map is in the legend(s) {others}: this looks like a map in another legend; set its legend (e.g. "
+                f"labels.legend: {others[0]}) instead of adding crosswalk entries")
         raise LabelError(
             f"label codes {missing} are not in the crosswalk (known: {sorted(crosswalk)}); "
             "add them under labels.crosswalk, mapping to 0 to drop them"
@@ -338,6 +345,18 @@ def apply_crosswalk(codes: np.ndarray, crosswalk: Mapping[int, int], nodata: int
     if blank is not None:
         out[blank] = 0
     return out
+
+
+def legends_holding(codes: set[int]) -> list[str]:
+    """The built-in legends (:data:`LEGENDS`) whose codes include all of ``codes`` (0 aside).
+
+    Examples
+    --------
+    >>> legends_holding({111, 126, 40, 200})
+    ['cgls-lc100']
+    """
+    codes = {c for c in codes if c != 0}
+    return [name for name, lg in LEGENDS.items() if codes and codes <= set(lg.classes)] if codes else []
 
 
 def compact(legend: Legend) -> tuple[Legend, np.ndarray]:

@@ -31,7 +31,7 @@ from .stages.plan import (
     source_profile,
     tiles_in_flight,
 )
-from .stages.score import probe_truth, score_run
+from .stages.score import probe_inputs, score_run
 from .stages.search import check_items
 from .stages.tiles import aoi_features, sample_features, training_windows
 from .stages.train import fit, model_file, saved_model
@@ -131,8 +131,7 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
         if cfg.source.check_assets:
             items, summary.figures["skipped_assets"] = check_items(items, provider=profile, bands=cfg.load.bands,
                                                                    on_error=cfg.source.on_error, scl=cfg.clean.mask != "none")
-        if cfg.truth is not None:  # needed at the end: probed now
-            probe_truth(cfg.truth, geobox)
+        probe_inputs(cfg, geobox)  # the truth is needed at the end, the labels after the scene filter: probed now
     with summary.stage("cluster"):  # started beside the search: what is left of its start-up
         runner = _ready(cfg, client, progress, summary)
     with summary.stage("scene filter"):

@@ -3,7 +3,9 @@ skops (``model.skops``), networks as plain arrays (``model.npz``, read with ``al
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -90,6 +92,10 @@ def load_model(path: str | Path, *, expected_features: Sequence[str] | None = No
     try:
         untrusted = sio.get_untrusted_types(file=path)
     except Exception as e:  # noqa: BLE001 - not a skops file at all
+        newer = re.search(r"saved with skops protocol (\d+).*supports protocols up to (\d+)", str(e))
+        if newer:
+            raise ModelError(f"{path} was saved by a newer skops (protocol {newer.group(1)}; this skops {sio_version()} "
+                             f"reads up to {newer.group(2)}): upgrade it (pip install -U skops) or retrain here") from None
         raise ModelError(f"{path} is not a skops model file ({type(e).__name__}: {e}); save models with lcup.io.models.save_model") from None
     foreign = sorted(set(untrusted) - set(TRUSTED_TYPES))
     if foreign:
@@ -101,6 +107,11 @@ def load_model(path: str | Path, *, expected_features: Sequence[str] | None = No
     model = sio.load(path, trusted=[t for t in untrusted if t in TRUSTED_TYPES])
     _check_features(path, meta, expected_features)
     return model, meta
+
+
+def sio_version() -> str:
+    """The installed skops version."""
+    return importlib.metadata.version("skops")
 
 
 def _check_features(path: Path, meta: dict, expected_features: Sequence[str] | None) -> None:

@@ -16,9 +16,11 @@ import rasterio
 from dask.base import tokenize
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import box
+from pyproj import Geod
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import from_bounds
+from shapely.ops import nearest_points
 
 from ..errors import LabelError, ReadError
 from ..legends import LEGENDS, Legend
@@ -48,9 +50,19 @@ def _open(path: str | Path, geobox: GeoBox, what: str = "label map"):
         src.close()
         raise LabelError(
             f"{what} {path} (bounds {tuple(round(b, 4) for b in src.bounds)} in {src.crs}) does not overlap "
-            f"the area {tuple(round(b, 1) for b in geobox.extent.boundingbox)} in {geobox.crs}"
+            f"the area {tuple(round(b, 1) for b in geobox.extent.boundingbox)} in {geobox.crs}: they are "
+            f"{_km_apart(src, geobox):,.0f} km apart; check aoi.bbox (order [west, south, east, north], in aoi.crs) "
+            f"and that {path} is the map of this area"
         )
     return src
+
+
+def _km_apart(src, geobox: GeoBox) -> float:
+    """The geodesic distance between the nearest points of ``src``'s footprint and ``geobox``'s, km (WGS 84)."""
+    a = _extent(src).to_crs("EPSG:4326").geom
+    b = geobox.extent.to_crs("EPSG:4326").geom
+    pa, pb = nearest_points(a, b)
+    return Geod(ellps="WGS84").inv(pa.x, pa.y, pb.x, pb.y)[2] / 1000
 
 
 def _extent(src):

@@ -11,7 +11,7 @@ import xarray as xr
 from odc.geo.xr import xr_coords
 
 from ..config import LabelsConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, LabelError
 from ..io.rasters import cell_origin_px, open_on_geobox, open_stac_on_geobox, pixel_size_m
 from ..legends import apply_crosswalk, compact, get_crosswalk, get_legend, to_internal
 from ..ops.blocks import chunks_touched
@@ -81,6 +81,11 @@ def labels(geobox, labels: LabelsConfig | Mapping | None = None, *, chunk_px: in
         conf = conf * _purity(lab, lc.fractions, target, geobox, chunk_px)
     usable = da.where(conf < lc.min_confidence, np.uint8(0), eroded) if lc.min_confidence > 0 else eroded
     (stats,) = compute([label_statistics(lab, eroded, usable, conf)])
+    if stats["labelled_px"] == 0:  # nothing to learn from: not a matter of erosion or area size
+        src = lc.path or f"the STAC collection {lc.stac.collection}"
+        raise LabelError(f"the label map {src} has no data over the area: every pixel is its no-data value or a class the "
+                         "crosswalk maps to 0 (labels.crosswalk); check the map's values there (gdalinfo -stats), its "
+                         "no-data value, and the crosswalk")
     to_code = compact(target)[1]
     stats["class_px"] = {int(to_code[k]): v for k, v in stats["class_px"].items()}
     figures = {"erosion_px": r, "coarse_cell_px": round(cell_m / res, 2), **stats}

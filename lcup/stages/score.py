@@ -218,7 +218,19 @@ def _gaps(counts: np.ndarray, plan: RunPlan, label_figures: Mapping | None, map_
     return figures
 
 
-def probe_truth(truth, geobox) -> None:
-    """Check the truth map (``truth:`` settings) opens and meets ``geobox`` now, before the heavy work it would
-    otherwise fail after (:func:`lcup.io.rasters.probe_raster`)."""
-    probe_raster(truth.path, geobox, "truth map (truth.path)")
+def probe_inputs(cfg, geobox) -> None:
+    """Check every raster the run reads besides the imagery (label map, the other label maps, truth map) opens and
+    meets ``geobox`` now, before the heavy work (:func:`lcup.io.rasters.probe_raster`); ``lcup validate`` runs it
+    on the area's grid.
+
+    Raises
+    ------
+    ReadError, LabelError
+        Naming the setting (``labels.path``, ``truth.path`` ...) and the fix.
+    """
+    if cfg.labels is not None and cfg.labels.stac is None:
+        probe_raster(cfg.labels.path, geobox, "label map (labels.path)")
+    for i, other in enumerate(cfg.labels.others if cfg.labels is not None else []):
+        probe_raster(other.path, geobox, f"label map (labels.others[{i}].path)")
+    if cfg.truth is not None:
+        probe_raster(cfg.truth.path, geobox, "truth map (truth.path)")

@@ -534,3 +534,45 @@ def test_nan_and_inf_in_a_band_are_named_with_their_share(small_scene, tmp_path)
     assert 0.24 < f["share"] < 0.27, f  # the quarter, and one inf pixel per file
     assert any(re.search(r"band 'red': 2\d\.\d % of the pixels read from its floating-point files are NaN or inf", t)
                for t in texts), texts
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("all no data", r"the label map \S+ has no data over the area: every pixel is its no-data value or a class the "
+                    r"crosswalk maps to 0"),
+    ("200 km away", r"label map \(labels\.path\) \S+ \(bounds .*\) does not overlap the area .*: they are 19\d km apart; "
+                    r"check aoi\.bbox \(order \[west, south, east, north\], in aoi\.crs\)"),
+    ("another legend", r"every code of the map is in the legend\(s\) \['cgls-lc100'\]: this looks like a map in another "
+                       r"legend; set its legend \(e\.g\. labels\.legend: cgls-lc100\)"),
+])
+def test_label_maps_that_point_at_the_wrong_fix_are_told_the_right_one(fault, message, small_scene, tmp_path):
+    """An all-no-data label map (was told to 'enlarge the area, lower labels.erosion_m'), one 200 km away (bounds but
+    no fix, and lcup validate passed it: now refused by validate and before the search's heavy work), a CGLS-LC100
+    map declared esa-worldcover (was told to 'add them under labels.crosswalk')."""
+    import rasterio
+    from affine import Affine
+
+    from lcup.errors import LabelError
+
+    src_path = small_scene["dir"] / "coarse_cgls_100m.tif"
+    bad = tmp_path / "labels.tif"
+    with rasterio.open(src_path) as src:
+        a, profile = src.read(1), src.profile
+    if fault == "all no data":
+        a[:] = profile.get("nodata") or 0
+    elif fault == "200 km away":
+        t = profile["transform"]
+        profile["transform"] = Affine(t.a, t.b, t.c + 200_000, t.d, t.e, t.f)
+    profile.update(driver="GTiff")
+    with rasterio.open(bad, "w", **profile) as dst:
+        dst.write(a, 1)
+    over = {"labels.path": str(bad), **({"labels.legend": "esa-worldcover"} if fault == "another legend" else {})}
+    y = tmp_path / "p.yaml"
+    y.write_text(yaml.safe_dump(_small(small_scene, tmp_path / "o", **over)))
+    r = subprocess.run([sys.executable, "-m", "lcup.cli", "validate", str(y)], capture_output=True, text=True, timeout=120)
+    if fault == "200 km away":
+        assert r.returncode == 1 and re.search(message, r.stderr) and "Traceback" not in r.stderr, r.stderr
+    else:
+        assert r.returncode == 0, r.stderr
+    with warnings.catch_warnings(), pytest.raises(LabelError, match=message):
+        warnings.simplefilter("ignore", LcupWarning)
+        run_pipeline(load_config(_small(small_scene, tmp_path / "o", **over)), progress=False)

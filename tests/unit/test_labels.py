@@ -89,6 +89,15 @@ def test_unknown_codes_are_named():
     np.testing.assert_array_equal(out, [[1, 6], [0, 2]])
 
 
+def test_a_map_in_another_legend_is_told_so():
+    """A CGLS-LC100 map declared esa-worldcover (was told to 'add them under labels.crosswalk'): its codes are all
+    CGLS-LC100's, and the message says to set the legend."""
+    with pytest.raises(LabelError, match=r"label codes \[111, 126\] are not in the crosswalk .* every code of the map is in "
+                                         r"the legend\(s\) \['cgls-lc100'\]: this looks like a map in another legend; set "
+                                         r"its legend \(e\.g\. labels\.legend: cgls-lc100\)"):
+        apply_crosswalk(np.array([[111, 126], [0, 30]]), get_crosswalk("esa-worldcover", "lcup7"))
+
+
 def test_homogeneity_edge_and_confidence():
     from lcup.ops.labels import edge_distance, homogeneity, label_confidence
 

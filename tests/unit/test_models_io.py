@@ -90,3 +90,24 @@ def test_stac_class_names_are_valid_for_every_built_in_legend():
         classes = it.assets["cog"].extra_fields["classification:classes"]
         assert all(re.fullmatch(r"[0-9A-Za-z\-_]+", c["name"]) for c in classes), legend.name
         assert {c["title"] for c in classes[1:]} == set(legend.names().values())
+
+
+def test_model_saved_by_a_newer_skops_says_so(tmp_path, rng):
+    """A skops file of a later protocol (was: 'not a skops model file'): named as a newer skops's, with the fix."""
+    import json
+    import zipfile
+
+    from sklearn.ensemble import RandomForestClassifier
+
+    model = RandomForestClassifier(n_estimators=2, random_state=0).fit(rng.random((20, 3)), np.arange(20) % 2)
+    p = save_model(model, tmp_path / "m.skops", feature_names=["a", "b", "c"], legend={"name": "x", "classes": {}})
+    with zipfile.ZipFile(p) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    schema = json.loads(members["schema.json"])
+    members["schema.json"] = json.dumps({**schema, "protocol": 99}).encode()
+    with zipfile.ZipFile(p, "w") as z:
+        for n, b in members.items():
+            z.writestr(n, b)
+    with pytest.raises(ModelError, match=r"m\.skops was saved by a newer skops \(protocol 99; this skops [\d.]+ reads up "
+                                         r"to \d+\): upgrade it \(pip install -U skops\) or retrain here"):
+        load_model(p)
