@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import xarray as xr
 
 from .cluster import Runner, cluster_client, quiet_spurious_warnings, quiet_workers, starting_cluster, tune_workers
-from .io.rundir import RunSummary, output_lock, prepare_output_dir, tree_cpu_s
+from .io.rundir import RunSummary, output_lock, prepare_output_dir, relative_paths, tree_cpu_s
 from .report import write_report
 from .stages.change import change
 from .stages.labels import labels, sample, sample_figures
@@ -76,7 +76,7 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
                        outputs=("landcover.zarr", "landcover_class.tif"))
     summary, runner = RunSummary.of(cfg), Runner(client, progress)
     if cfg.output.resume:  # what can be compared before any work (the items and dates are, after the search)
-        check_resume_settings(out / "landcover.zarr", summary.parameters)
+        check_resume_settings(out / "landcover.zarr", relative_paths(summary.parameters, out))
         done = RunSummary.load(out / "summary.json")
         if done is not None and done.status == "done" and (out / "landcover.zarr").exists():
             log.info("%s: the run has finished already (summary.json): nothing left to do", out)

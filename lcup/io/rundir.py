@@ -104,6 +104,27 @@ def remove_empty_files(out: Path) -> None:
             pass
 
 
+def relative_paths(obj: Any, out: Path | str) -> Any:
+    """``obj`` (JSON-like) with every string that is an absolute local path inside ``out`` made relative to it
+    (``out`` itself: ``"."``), so that what a run writes still holds when its folder is moved or published.
+
+    Examples
+    --------
+    >>> relative_paths({"dir": "/runs/a", "cog": "/runs/a/map.tif", "labels": "/data/cgls.tif"}, "/runs/a")
+    {'dir': '.', 'cog': 'map.tif', 'labels': '/data/cgls.tif'}
+    """
+    root = os.path.abspath(str(out))
+    if isinstance(obj, dict):
+        return {k: relative_paths(v, root) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [relative_paths(v, root) for v in obj]
+    if isinstance(obj, str) and os.path.isabs(obj) and "\n" not in obj:
+        p = os.path.abspath(obj)
+        if p == root or p.startswith(root + os.sep):
+            return os.path.relpath(p, root)
+    return obj
+
+
 @dataclass
 class RunSummary:
     """What a run did: figures, timings per stage (s), parameters. Saved as ``summary.json``."""
@@ -145,17 +166,23 @@ class RunSummary:
 
     @classmethod
     def load(cls, path: Path) -> "RunSummary | None":
-        """The summary saved at ``path`` (``summary.json``), or None when there is none or it cannot be read."""
+        """The summary saved at ``path`` (``summary.json``), or None when there is none or it cannot be read; its
+        outputs as paths from here (they are saved relative to the run's folder)."""
         try:
             d = json.loads(Path(path).read_text())
-            return cls(**{k: d[k] for k in ("name", "timings", "figures", "outputs", "parameters", "status", "error") if k in d})
+            s = cls(**{k: d[k] for k in ("name", "timings", "figures", "outputs", "parameters", "status", "error") if k in d})
         except (OSError, ValueError, TypeError):
             return None
+        s.outputs = {k: v if "://" in v or os.path.isabs(v) else str(Path(path).parent / v) for k, v in s.outputs.items()}
+        return s
 
     def save(self, out: Path) -> Path:
-        """Write ``summary.json`` into ``out``; returns its path."""
+        """Write ``summary.json`` into ``out``, paths inside ``out`` relative to it (:func:`relative_paths`); returns
+        its path."""
         path = Path(out) / "summary.json"
-        path.write_text(self.to_json())
+        d = json.loads(self.to_json())
+        d.update({k: relative_paths(d[k], out) for k in ("outputs", "parameters", "figures")})
+        path.write_text(json.dumps(d, indent=2, allow_nan=False))
         return path
 
     @contextmanager

@@ -15,6 +15,7 @@ from xml.sax.saxutils import escape
 
 import dask.array as da
 import numpy as np
+import pyproj
 import pystac
 import rasterio
 import zarr
@@ -25,6 +26,8 @@ from rio_cogeo.profiles import cog_profiles
 from ..errors import OutputExistsError
 
 if TYPE_CHECKING:
+    import xarray as xr
+
     from ..legends import Legend
 
 
@@ -90,6 +93,20 @@ def cf_axes(ds):
     return ds
 
 
+def gdal_crs(ds: xr.Dataset, crs: str | None) -> xr.Dataset:
+    """``ds`` with GDAL's own ``_CRS`` attribute (``{"wkt": ...}``) on every ``(…, y, x)`` variable: GDAL's Zarr
+    driver reads the CRS from it in every version with Zarr support (3.4 on), where only newer ones read the CF
+    ``grid_mapping`` (a v2 store opened in GDAL 3.6 had no CRS)."""
+    if not crs:
+        return ds
+    wkt = pyproj.CRS.from_user_input(crs).to_wkt()
+    ds = ds.copy()
+    for v in ds.data_vars:
+        if ds[v].dims[-2:] == ("y", "x"):
+            ds[v].attrs["_CRS"] = {"wkt": wkt}
+    return ds
+
+
 def write_tiles_zarr(ds, path: str | Path, *, tile_px: int, attrs: dict, overwrite: bool, resume: bool, compute,
                      tile_data=None, submit=None, in_flight: int = 1, on_done=None, zarr_format: int = 3,
                      nodata: dict | None = None) -> tuple[int, int]:
@@ -128,7 +145,7 @@ def write_tiles_zarr(ds, path: str | Path, *, tile_px: int, attrs: dict, overwri
     else:
         if path.exists() and not overwrite:
             raise OutputExistsError(f"{path} exists; set output.overwrite or output.resume")
-        ds = cf_axes(ds)
+        ds = gdal_crs(cf_axes(ds), attrs.get("crs"))
         ds.to_zarr(path, mode="w", compute=False, encoding=encoding, consolidated=False, zarr_format=zarr_format)
         group = zarr.open_group(str(path), mode="r+")
         group.attrs.update({**attrs, "lcup_grid": {"shape": list(ds["class"].shape), "transform": attrs.get("transform"),
@@ -277,15 +294,25 @@ def _output_item(*, item_id: str, geobox, legend: "Legend", start, end, assets: 
         ],
     )
     media = {"zarr": "application/vnd+zarr", "cog": pystac.MediaType.COG, "confidence": pystac.MediaType.COG, "probability": pystac.MediaType.COG,
-             "model": "application/octet-stream", "summary": pystac.MediaType.JSON}
+             "model": "application/octet-stream", "summary": pystac.MediaType.JSON, "cog_aux": pystac.MediaType.XML,
+             "cog_qml": pystac.MediaType.XML}
+    titles = {"cog_aux": "GDAL side-car of the class COG: colour table with transparent no data, class names",
+              "cog_qml": "QGIS style of the class COG (paletted, the legend's colours and names)",
+              "confidence": "probability of the mapped class, %", "probability": "probability of each class, %"}
     for key, href in assets.items():
         extra = {"classification:classes": classes} if key in ("cog", "zarr") else {}
         if key == "cog":
             extra["raster:bands"] = [{"data_type": "uint8" if max(legend.codes, default=0) <= 255 else "uint16", "nodata": 0,
                                       "spatial_resolution": abs(geobox.resolution.x)}]
+        if key in ("confidence", "probability"):  # uint8 percentages; 255 no data (a layer that cannot hold 255 %)
+            extra["raster:bands"] = [{"data_type": "uint8", "nodata": 255, "unit": "%", "spatial_resolution": abs(geobox.resolution.x)}]
+            if key == "probability":
+                extra["raster:bands"] = [{**extra["raster:bands"][0], "name": n} for n in legend.names().values()]
         extra.update((asset_fields or {}).get(key, {}))
-        roles = ["data"] if key in ("cog", "zarr", "confidence", "probability") else ["metadata"]
-        item.add_asset(key, pystac.Asset(href=href, media_type=media.get(key), roles=roles, extra_fields=extra))
+        roles = {"cog": ["data"], "zarr": ["data"], "confidence": ["data", "quality"], "probability": ["data"],
+                 "cog_qml": ["style"]}.get(key, ["metadata"])
+        item.add_asset(key, pystac.Asset(href=href, media_type=media.get(key), roles=roles, extra_fields=extra,
+                                         title=titles.get(key)))
     return item
 
 
@@ -293,12 +320,16 @@ def write_output_item(out_dir: str | Path, *, item_id: str, geobox, legend: "Leg
                       properties: dict | None = None, derived_from: list[str] = ()) -> Path:
     """Write ``item.json``: a STAC Item for the outputs, with projection and classification metadata.
 
-    ``assets`` maps asset keys (``zarr``, ``cog``, ``model``, ``summary``) to paths inside ``out_dir``;
-    ``derived_from`` are the hrefs of the source items (``derived_from`` links).
+    ``assets`` maps asset keys (``zarr``, ``cog``, ``cog_aux``, ``cog_qml``, ``confidence``, ``probability``,
+    ``model``, ``summary``) to paths inside ``out_dir``; ``derived_from`` are the hrefs of the source items
+    (``derived_from`` links): URLs as they are, local paths relative to ``out_dir`` (the folder and the catalog
+    can move together).
     """
     out_dir = Path(out_dir)
     item = _output_item(item_id=item_id, geobox=geobox, legend=legend, start=start, end=end, assets=assets, properties=properties)
     for href in derived_from:
+        if "://" not in href and os.path.isabs(href):
+            href = os.path.relpath(href, out_dir.resolve())
         item.add_link(pystac.Link("derived_from", href, media_type=pystac.MediaType.JSON))
     path = out_dir / "item.json"
     item.set_self_href(str(path))

@@ -21,7 +21,7 @@ from .. import __version__
 from ..cluster import Runner
 from ..errors import OutputExistsError
 from ..io.models import model_file
-from ..io.rundir import jsonable
+from ..io.rundir import jsonable, relative_paths
 from ..io.write import cf_axes, write_cog_from_dask, write_output_item, write_tile_catalog, write_tiles_zarr
 from ..legends import Legend
 from .plan import RunPlan, context_px, tiles_in_flight
@@ -126,7 +126,7 @@ def _write_store(plan: RunPlan, ds: xr.Dataset, tile_data, runner: Runner, param
     cfg, geobox = plan.cfg, plan.geobox
     attrs = {"lcup_version": __version__, "legend": plan.target.to_dict(), "items": [i.id for i in plan.items],
              "transform": list(geobox.transform)[:6], "crs": str(geobox.crs), "seed": cfg.model.seed,
-             "parameters": parameters, "lcup_digest": plan.digest}
+             "parameters": relative_paths(parameters, plan.out), "lcup_digest": plan.digest}
     in_flight = min(len(plan.tiles), tiles_in_flight(cfg, runner.threads, runner.client is not None))
     written, skipped = write_tiles_zarr(
         ds, plan.zarr_path, tile_px=plan.tile_px, attrs=json.loads(json.dumps(attrs, default=jsonable)),
@@ -141,15 +141,16 @@ def write_cogs(plan: RunPlan, result: xr.Dataset) -> dict[str, str]:
     """The class and confidence COGs (and with ``output.probability_cog`` the probability COG) of the written
     store ``result``, chunk by chunk; their paths by output key."""
     out, geobox, outputs = plan.out, plan.geobox, {}
-    write_cog_from_dask(result["class"], out / "landcover_class.tif", geobox, nodata=0, legend=plan.target)
+    write_cog_from_dask(result["class"], out / "landcover_class.tif", geobox, nodata=0, legend=plan.target,
+                        band_names=["land cover class"])
     outputs["cog"] = str(out / "landcover_class.tif")
     write_cog_from_dask(result["confidence"], out / "landcover_confidence.tif", geobox, nodata=NODATA_PERCENT,
-                        overview_resampling="average")
+                        overview_resampling="average", band_names=["confidence (%): probability of the mapped class"])
     outputs["confidence_cog"] = str(out / "landcover_confidence.tif")
     if plan.cfg.output.probability_cog:
         names = plan.target.names()
         write_cog_from_dask(probability_percent(result), out / "landcover_probability.tif", geobox, nodata=255,
-                            overview_resampling="average", band_names=[names[int(c)] for c in result["class_code"].values])
+                            overview_resampling="average", band_names=[f"{names[int(c)]} (%)" for c in result["class_code"].values])
         outputs["probability_cog"] = str(out / "landcover_probability.tif")
     return outputs
 
@@ -179,6 +180,10 @@ def write_stac(plan: RunPlan, outputs: dict[str, str], tile_entries: list[dict])
     tiled grid, the tile catalog (``catalog.json``); their paths by output key."""
     cfg, out = plan.cfg, plan.out
     assets = {k: str(Path(v).relative_to(out)) for k, v in outputs.items() if k in ("zarr", "cog", "summary")}
+    if "cog" in assets:  # the class COG's side-cars (colour table with transparency, class names, QGIS style)
+        cog = Path(outputs["cog"])
+        assets.update({k: p.name for k, p in (("cog_aux", cog.with_name(cog.name + ".aux.xml")), ("cog_qml", cog.with_suffix(".qml")))
+                       if p.exists()})
     for key in ("confidence", "probability"):
         if f"{key}_cog" in outputs:
             assets[key] = str(Path(outputs[f"{key}_cog"]).relative_to(out))

@@ -576,3 +576,41 @@ def test_label_maps_that_point_at_the_wrong_fix_are_told_the_right_one(fault, me
     with warnings.catch_warnings(), pytest.raises(LabelError, match=message):
         warnings.simplefilter("ignore", LcupWarning)
         run_pipeline(load_config(_small(small_scene, tmp_path / "o", **over)), progress=False)
+
+
+def test_outputs_lose_nothing_when_the_folder_moves(small_scene, tmp_path):
+    """A run's folder moved elsewhere (or published): item.json's assets and derived_from links, summary.json's
+    outputs and the Zarr parameters still resolve (were absolute paths of the machine that ran); the class COG alone
+    carries its colour table, its side-cars are item assets, the confidence COG has a band description and
+    raster:bands; a Zarr v2 store carries GDAL's own _CRS, so GDAL reads its CRS without the CF attributes."""
+    import pystac
+    import rasterio
+    import zarr
+
+    project = tmp_path / "project"  # the data and the run side by side, then the whole moved
+    _, local = _catalog_copy(small_scene, project)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LcupWarning)
+        run_pipeline(load_config(_small(local, project / "run", **{"output.zarr_format": 2})), progress=False)
+    moved = Path(shutil.move(project, tmp_path / "published")) / "run"
+    item = pystac.Item.from_file(str(moved / "item.json"))
+    assert {"cog", "cog_aux", "cog_qml", "confidence", "zarr", "summary", "model"} <= set(item.assets)
+    for a in item.assets.values():
+        assert Path(a.get_absolute_href()).exists(), a.href
+    derived = [link.get_absolute_href() for link in item.get_links("derived_from")]
+    assert derived and all(not link.href.startswith("/") for link in item.get_links("derived_from"))
+    assert all(Path(h).exists() for h in derived), derived[:2]  # the source catalog beside it, as it was
+    conf = item.assets["confidence"].extra_fields["raster:bands"][0]
+    assert conf["nodata"] == 255 and conf["unit"] == "%" and conf["data_type"] == "uint8"
+    summary = json.loads((moved / "summary.json").read_text())
+    assert all((moved / v).exists() for v in summary["outputs"].values()), summary["outputs"]
+    assert summary["parameters"]["output"]["dir"] == "."
+    assert zarr.open_group(str(moved / "landcover.zarr"), mode="r").attrs["parameters"]["output"]["dir"] == "."
+    with rasterio.open(f'ZARR:"{moved / "landcover.zarr"}":/class') as z:
+        assert z.crs is not None and z.crs.to_epsg() == 32633
+    alone = shutil.copy(moved / "landcover_class.tif", tmp_path / "alone.tif")  # without its .aux.xml
+    with rasterio.open(alone) as src:
+        cmap = src.colormap(1)
+        assert cmap[1][:3] == (26, 127, 46) and src.tags()["CLASS_1"] == "forest"
+    with rasterio.open(moved / "landcover_confidence.tif") as src:
+        assert src.descriptions[0].startswith("confidence (%)") and src.nodata == 255

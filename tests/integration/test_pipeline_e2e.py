@@ -160,7 +160,7 @@ def test_outputs_gis_tools_open(small_scene, tmp_path, e2e_run):
         assert src.nodata == 255 and 0 < conf[conf != 255].max() <= 100
     with rasterio.open(out / "landcover_probability.tif") as src:  # one band per class, named, 255 = no data
         prob = src.read()
-        assert src.count == 7 and src.descriptions[0] == "forest" and src.nodata == 255
+        assert src.count == 7 and src.descriptions[0] == "forest (%)" and src.nodata == 255
     ds = xr.open_zarr(out / "landcover.zarr", mask_and_scale=False)
     has = ds["class"].values > 0
     np.testing.assert_array_equal(prob[:, has], ds["probability"].values[:, has])
