@@ -7,7 +7,10 @@ import getpass
 import importlib
 import itertools
 import logging
+import multiprocessing
 import os
+import signal
+import threading
 import time
 import uuid
 import warnings
@@ -76,12 +79,16 @@ def quiet_spurious_warnings() -> None:
 
 
 class QuietWarnings(WorkerPlugin):
-    """Worker plugin that runs :func:`quiet_spurious_warnings` in every worker, present and future."""
+    """Worker plugin that runs :func:`quiet_spurious_warnings` in every worker, present and future, and makes worker
+    processes ignore SIGINT: Ctrl-C in a terminal reaches the whole process group, and each worker printed a
+    KeyboardInterrupt traceback (34 lines) before lcup's one line; the client's process closes them instead."""
 
     name = "lcup-quiet-warnings"
 
     def setup(self, worker=None) -> None:
         quiet_spurious_warnings()
+        if multiprocessing.parent_process() is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a worker process of its own (never the client's process)
 
 
 def quiet_workers(client) -> None:

@@ -331,9 +331,12 @@ def test_progress_is_logged_off_a_terminal(small_scene, tmp_path, local_client, 
     assert "tile 0_0 written (1/1)" in caplog.text
 
 
-def test_sigterm_stops_the_run_as_ctrl_c_does(small_scene, tmp_path):
-    """SIGTERM (what Slurm, Kubernetes and timeout send) to the lcup process mid-run: it ends within seconds with
-    lcup's one line, summary.json says interrupted, no lock is left, no worker process is left behind."""
+@pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
+def test_sigterm_stops_the_run_as_ctrl_c_does(how, small_scene, tmp_path):
+    """SIGTERM (what Slurm, Kubernetes and timeout send) to the lcup process mid-run, or Ctrl-C (SIGINT to the
+    terminal's whole process group, workers included): it ends within seconds with lcup's one line and nothing else
+    (Ctrl-C printed 68 lines of worker tracebacks first), summary.json says interrupted, no lock is left, no worker
+    process is left behind."""
     import psutil
 
     yml = _yaml(small_scene, tmp_path / "out", tmp_path / "run.yaml", **{"cluster.kind": "local", "cluster.n_workers": 1})
@@ -347,11 +350,16 @@ def test_sigterm_stops_the_run_as_ctrl_c_does(small_scene, tmp_path):
             break
     children = psutil.Process(p.pid).children(recursive=True)
     t0 = time.time()
-    p.send_signal(signal.SIGTERM)
+    if how == "SIGTERM":
+        p.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(p.pid, signal.SIGINT)
     rc = p.wait(60)
-    out = "".join(lines) + p.stdout.read().decode()
+    after = p.stdout.read().decode()
+    out = "".join(lines) + after
     assert rc == 130 and time.time() - t0 < 30, out[-3000:]
-    assert "lcup: interrupted by SIGTERM" in out and "Traceback" not in out, out[-3000:]
+    assert ("lcup: interrupted by SIGTERM" if how == "SIGTERM" else "lcup: interrupted;") in out, out[-3000:]
+    assert "Traceback" not in out and len(after.splitlines()) <= 4, after
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["status"] == "interrupted", summary["status"]
     assert not (tmp_path / "out" / ".lcup.lock").exists()
