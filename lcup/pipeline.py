@@ -20,7 +20,7 @@ from .io.rundir import RunSummary, output_lock, prepare_output_dir, relative_pat
 from .report import write_report
 from .stages.change import change
 from .stages.labels import labels, sample, sample_figures
-from .stages.load import block_cache_figures, drop_decoded_blocks, non_finite_pixels, scene_filter, unreadable_reads
+from .stages.load import block_cache_figures, drop_decoded_blocks, non_finite_pixels, reused_dates, scene_filter, unreadable_reads
 from .stages.plan import (
     RunPlan,
     check_resume_settings,
@@ -75,6 +75,7 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
     prepare_output_dir(out, overwrite=cfg.output.overwrite, resume=cfg.output.resume,
                        outputs=("landcover.zarr", "landcover_class.tif"))
     summary, runner = RunSummary.of(cfg), Runner(client, progress)
+    previous: dict = {}
     if cfg.output.resume:  # what can be compared before any work (the items and dates are, after the search)
         check_resume_settings(out / "landcover.zarr", relative_paths(summary.parameters, out))
         done = RunSummary.load(out / "summary.json")
@@ -82,13 +83,16 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
             log.info("%s: the run has finished already (summary.json): nothing left to do", out)
             done.figures["resumed"] = "nothing left to do"
             return done
+        # an interrupted run of the same settings: what it found is reused, not computed again
+        previous = done.figures if done is not None else {}
     with output_lock(out):
+        summary.autosave(out)  # saved now and after every stage: a run killed outright leaves what it had done
         try:
             if client is None and cfg.cluster.kind != "none":
                 # the cluster starts (processes spawned, lcup imported in the workers) while this process searches
                 with starting_cluster(cfg.cluster, warm=WORKER_MODULES) as c:
-                    return _run_quietly(cfg, c, progress, summary)
-            return _run_quietly(cfg, client, progress, summary)
+                    return _run_quietly(cfg, c, progress, summary, previous)
+            return _run_quietly(cfg, client, progress, summary, previous)
         except BaseException as e:
             clear = summary.failed(e, out)
             if clear is not None:
@@ -98,12 +102,12 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
             drop_decoded_blocks(runner)
 
 
-def _run_quietly(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> RunSummary:
+def _run_quietly(cfg: PipelineConfig, client, progress: bool, summary: RunSummary, previous: dict) -> RunSummary:
     """:func:`_run` with this process's warnings quieted; ``client``: a Client, None, or a ``Future`` of one (a
     cluster still starting: waited for after the search, the first stage that needs it)."""
     with warnings.catch_warnings():
         quiet_spurious_warnings()  # here too: the threaded scheduler (cluster.kind: none) runs tasks in this process
-        return _run(cfg, client, progress, summary)
+        return _run(cfg, client, progress, summary, previous)
 
 
 def _ready(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Runner:
@@ -121,8 +125,9 @@ def _ready(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> 
     return runner
 
 
-def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> RunSummary:
-    """The stages of :func:`run_pipeline`, on ``client`` (None: the threaded scheduler)."""
+def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary, previous: dict) -> RunSummary:
+    """The stages of :func:`run_pipeline`, on ``client`` (None: the threaded scheduler); ``previous``: the figures
+    of the interrupted run this one resumes (its kept dates, label figures and sample are reused), or ``{}``."""
     t_start, cpu_start, profile, wall_start = time.perf_counter(), tree_cpu_s(), source_profile(cfg), time.time()
     with summary.stage("search"):
         geobox, items = find_items(cfg, profile)
@@ -135,9 +140,9 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
     with summary.stage("cluster"):  # started beside the search: what is left of its start-up
         runner = _ready(cfg, client, progress, summary)
     with summary.stage("scene filter"):
-        dates, info = scene_filter(items, geobox, provider=profile, clean=cfg.clean, chunk_px=cfg.load.chunk_px,
-                                   on_error=cfg.source.on_error, compute=lambda a: runner.compute(a, "scene filter"),
-                                   bands=cfg.load.bands, block_cache_mb=cfg.load.block_cache_mb)
+        dates, info = reused_dates(previous, items) or scene_filter(
+            items, geobox, provider=profile, clean=cfg.clean, chunk_px=cfg.load.chunk_px, on_error=cfg.source.on_error,
+            compute=lambda a: runner.compute(a, "scene filter"), bands=cfg.load.bands, block_cache_mb=cfg.load.block_cache_mb)
         summary.figures.update(info)
     plan = make_plan(cfg, geobox, items, dates, profile=profile, cluster_memory=runner.memory,
                      clustered=runner.client is not None)
@@ -146,7 +151,7 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
     model, model_source = saved_model(plan)
     with summary.stage("clean+features (graph)"):  # on the per-tile path this happens tile by tile, later
         feats = aoi_features(plan, runner)
-    lab, smp, X, windows = _sample(plan, feats, runner, summary, need_features=model is None)
+    lab, smp, X, windows = _sample(plan, feats, runner, summary, need_features=model is None, previous=previous)
     with summary.stage("train"):
         if model is None:
             model, figures = fit(plan, X, smp, lab, windows=windows, progress=progress)
@@ -170,13 +175,20 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Ru
     return summary
 
 
-def _sample(plan: RunPlan, feats, runner: Runner, summary: RunSummary, need_features: bool):
+def _sample(plan: RunPlan, feats, runner: Runner, summary: RunSummary, need_features: bool, previous: dict):
     """The coarse labels on the grid, the training sample drawn from them and its features (when a model is to be
     trained): ``(lab, smp, X, windows)`` (the network's training windows with ``model.kind: fcn``), all None without
-    labels (``model.path`` alone)."""
+    labels (``model.path`` alone). With a saved model and an interrupted run's figures (``previous``), the labels
+    stay lazy (the prior and the scores read them later) and no sample is drawn."""
     cfg = plan.cfg
     if cfg.labels is None:
         return None, None, None, None
+    if not need_features and "labels" in previous and "samples" in previous:
+        with summary.stage("labels"):
+            lab = labels(plan.geobox, cfg.labels, chunk_px=cfg.load.chunk_px, figures=previous["labels"])
+            summary.figures.update(labels=lab.attrs["figures"], samples=previous["samples"])
+            log.info("  label figures and sample reused from the interrupted run (the model is saved)")
+        return lab, None, None, None
     with summary.stage("labels"):
         lab = labels(plan.geobox, cfg.labels, chunk_px=cfg.load.chunk_px,
                      compute=lambda a: runner.compute(a, "label statistics"))

@@ -162,7 +162,13 @@ class RunSummary:
 
     def to_json(self) -> str:
         """Strict JSON (NaN and inf as null), credentials masked."""
-        return json.dumps(_finite(redact(json.loads(json.dumps(self.__dict__, default=jsonable)))), indent=2, allow_nan=False)
+        fields = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        return json.dumps(_finite(redact(json.loads(json.dumps(fields, default=jsonable)))), indent=2, allow_nan=False)
+
+    def autosave(self, out: Path) -> None:
+        """Save into ``out`` now and at the end of every :meth:`stage`."""
+        self._out = Path(out)
+        self.save(out)
 
     @classmethod
     def load(cls, path: Path) -> "RunSummary | None":
@@ -196,6 +202,8 @@ class RunSummary:
         self.timings[name] = round(wall, 3)
         cores = self.figures.setdefault("cores_used", {})
         cores[name] = round(cpu / wall, 2) if wall > 0 else None
+        if getattr(self, "_out", None) is not None:
+            self.save(self._out)
         log.info("✔ %s (%.1f s, %.2f cores on this machine)", name, wall, cores[name] or 0.0)
 
 

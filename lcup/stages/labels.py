@@ -40,12 +40,14 @@ def label_halo_px(labels: LabelsConfig, resolution: float) -> int:
     return confidence_halo_px(coarse_cell_m(labels, resolution) / resolution)
 
 
-def labels(geobox, labels: LabelsConfig | Mapping | None = None, *, chunk_px: int = 512, compute=None) -> xr.Dataset:
+def labels(geobox, labels: LabelsConfig | Mapping | None = None, *, chunk_px: int = 512, compute=None,
+           figures: Mapping | None = None) -> xr.Dataset:
     """The coarse map on ``geobox`` in the target legend, eroded, with its label confidence: lazy.
 
     Each chunk reads its own window of the label map (any GDAL raster and CRS, or a STAC collection); erosion
     and confidence run with a halo, so memory is bounded by the chunk. One pass computes the figures, through
-    ``compute`` (``callable(list) -> list``; default ``dask.compute``).
+    ``compute`` (``callable(list) -> list``; default ``dask.compute``), unless ``figures`` gives them (an
+    interrupted run's, on resume): then nothing is computed here.
 
     Returns
     -------
@@ -80,14 +82,19 @@ def labels(geobox, labels: LabelsConfig | Mapping | None = None, *, chunk_px: in
     if lc.fractions:  # purity: the labelled class's cover fraction in its coarse cell (CGLS-LC100 fraction layers...)
         conf = conf * _purity(lab, lc.fractions, target, geobox, chunk_px)
     usable = da.where(conf < lc.min_confidence, np.uint8(0), eroded) if lc.min_confidence > 0 else eroded
-    (stats,) = compute([label_statistics(lab, eroded, usable, conf)])
+    if figures is not None:
+        stats = {k: v for k, v in figures.items() if k not in ("erosion_px", "coarse_cell_px")}
+        stats["class_px"] = {int(k): v for k, v in stats.get("class_px", {}).items()}
+    else:
+        (stats,) = compute([label_statistics(lab, eroded, usable, conf)])
     if stats["labelled_px"] == 0:  # nothing to learn from: not a matter of erosion or area size
         src = lc.path or f"the STAC collection {lc.stac.collection}"
         raise LabelError(f"the label map {src} has no data over the area: every pixel is its no-data value or a class the "
                          "crosswalk maps to 0 (labels.crosswalk); check the map's values there (gdalinfo -stats), its "
                          "no-data value, and the crosswalk")
     to_code = compact(target)[1]
-    stats["class_px"] = {int(to_code[k]): v for k, v in stats["class_px"].items()}
+    if figures is None:  # class indices to legend codes (given figures hold codes already)
+        stats["class_px"] = {int(to_code[k]): v for k, v in stats["class_px"].items()}
     figures = {"erosion_px": r, "coarse_cell_px": round(cell_m / res, 2), **stats}
     dims = ("y", "x")
     return xr.Dataset({"label": (dims, lab), "usable": (dims, usable), "confidence": (dims, conf)},

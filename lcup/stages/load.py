@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 from typing import Any, Mapping, Sequence
 
@@ -154,7 +156,8 @@ def scene_filter(items: list, geobox, *, provider: str = "earth-search", clean: 
     dates : numpy.ndarray
         ``datetime64`` dates kept.
     info : dict
-        ``dates_found``, ``dates_kept``, ``mean_valid_fraction`` and ``dates_dropped``.
+        ``dates_found``, ``dates_kept``, ``mean_valid_fraction``, ``dates_dropped``, the dates ``kept`` and
+        ``items_sha`` (:func:`items_sha`: what a resume checks before reusing them, :func:`reused_dates`).
 
     Raises
     ------
@@ -180,7 +183,8 @@ def scene_filter(items: list, geobox, *, provider: str = "earth-search", clean: 
     frac = frac.copy(data=compute(frac.data) if compute else frac.data.compute())
     keep = keep_dates(frac.values, cc.min_valid_fraction)
     info = {"dates_found": int(len(keep)), "dates_kept": int(keep.sum()),
-            "mean_valid_fraction": float(frac.mean()) if len(keep) else 0.0}
+            "mean_valid_fraction": float(frac.mean()) if len(keep) else 0.0,
+            "kept": [str(t)[:10] for t in frac.time.values[keep]], "items_sha": items_sha(items)}
     if (~keep).any():
         dropped = [str(t)[:10] for t in frac.time.values[~keep]]
         warnings.warn(f"dropped {len(dropped)} of {len(keep)} dates with a clear fraction below {cc.min_valid_fraction}: "
@@ -190,6 +194,22 @@ def scene_filter(items: list, geobox, *, provider: str = "earth-search", clean: 
         raise NoValidDataError(f"no date has a clear fraction of at least {cc.min_valid_fraction} (best "
                                f"{frac.values.max():.3f}); lower clean.min_valid_fraction or widen the period")
     return frac.time.values[keep], info
+
+
+def items_sha(items: Sequence) -> str:
+    """A short hash of the items' ids (sorted)."""
+    return hashlib.sha256(json.dumps(sorted(it.id for it in items)).encode()).hexdigest()[:16]
+
+
+def reused_dates(previous: Mapping | None, items: Sequence) -> tuple[np.ndarray, dict] | None:
+    """The dates an interrupted run of the same settings kept (``previous``: its summary's figures), when it
+    searched the same items: ``(dates, info)`` as :func:`scene_filter` returns them, or None (filter again). The
+    scene filter reads the mask of every date over the whole area: a resume skips it."""
+    if not previous or "kept" not in previous or previous.get("items_sha") != items_sha(items):
+        return None
+    info = {k: previous[k] for k in ("dates_found", "dates_kept", "mean_valid_fraction", "kept", "items_sha", "dates_dropped")
+            if k in previous}
+    return np.array(previous["kept"], dtype="datetime64[ns]"), {**info, "scene_filter": "reused from the interrupted run"}
 
 
 def drop_decoded_blocks(runner: Runner) -> None:

@@ -193,6 +193,9 @@ def test_resume_refuses_other_settings_and_reuses_the_model(small_scene, tmp_pat
         again = run_pipeline(load_config(_small(small_scene, out, **{"output.overwrite": False, "output.resume": True})),
                              progress=False)
     assert again.figures["model"] == {"resumed_from": str(out / "model.skops")}
+    assert again.figures["scene_filter"] == "reused from the interrupted run"  # and the labels' figures and sample:
+    assert json.loads(json.dumps(again.figures["labels"])) == json.loads(finished)["figures"]["labels"]
+    assert again.timings["labels"] < 1
     assert again.figures["tiles"]["skipped_already_done"] == 1 and again.figures["digest"] == first.figures["digest"]
     after = xr.open_zarr(out / "landcover.zarr", consolidated=False, mask_and_scale=False)["class"].values
     np.testing.assert_array_equal(before, after)

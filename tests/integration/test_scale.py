@@ -68,6 +68,9 @@ def test_killed_run_resumes_to_identical_output(small_scene, tmp_path):
     summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
     assert summary["figures"]["tiles"]["skipped_already_done"] == n_done
     assert summary["figures"]["tiles"]["in_flight"] == 3  # 2 threads, 1 chunk per tile: 2 + 1 tiles at once
+    # what the killed run had found (saved after each stage) is reused: no scene filter, label statistics or sample
+    assert summary["figures"]["scene_filter"] == "reused from the interrupted run", summary["figures"].keys()
+    assert summary["figures"]["model"]["resumed_from"].endswith("model.skops") and summary["figures"]["samples"]
 
     a = xr.open_zarr(tmp_path / "ref" / "landcover.zarr", consolidated=False, mask_and_scale=False)
     b = xr.open_zarr(tmp_path / "cut" / "landcover.zarr", consolidated=False, mask_and_scale=False)
