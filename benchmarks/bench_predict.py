@@ -28,18 +28,17 @@ memory figure is that of the prediction and write, not of a cube held in memory.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import argparse
 import json
-import sys
 import os
 import pickle
 import resource
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import dask.array as da
 import numpy as np

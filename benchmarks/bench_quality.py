@@ -223,6 +223,8 @@ TECHNIQUES = {
     "fcn: network over the feature cube, pixel + coarse-cell aggregate loss (lcup[deep])": {"model": {"kind": "fcn"}},
     "fcn, pixel loss only": {"model": {"kind": "fcn", "nn_aggregate_loss": 0.0}},
     "fcn, aggregate loss 3": {"model": {"kind": "fcn", "nn_aggregate_loss": 3.0}},
+    "fcn: U-Net on resnet18 (2 stages, random start: no pretrained weights here)": {
+        "model": {"kind": "fcn", "nn_encoder": "resnet18", "nn_depth": 2}},
     "tempcnn: per-pixel temporal network (lcup[deep])": {"model": {"kind": "tempcnn"}},
     "tempcnn, no coarse prior": {"model": {"kind": "tempcnn", "coarse_prior": 0.0}},
     "forest + tempcnn, probabilities averaged": {"model": {"kind": "random_forest"}, "ensemble": "tempcnn"},
@@ -253,7 +255,7 @@ def learn_prior_strength(clf, X, smp, coarse, window, cell, grid=(0.0, 0.25, 0.5
 def run_technique(s: dict, technique: dict, seed: int = 0) -> dict:
     """One technique on one set through the stages; OA, kappa and F1 of the 10 m map against the truth."""
     import lcup
-    from lcup.config import ModelConfig
+    from lcup.config import ModelConfig, fcn_context_px
     from lcup.legends import compact, get_legend
     from lcup.ops.accuracy import accuracy_report
 
@@ -287,7 +289,7 @@ def run_technique(s: dict, technique: dict, seed: int = 0) -> dict:
             smp, r_extra["refined"] = refine(X, smp, coarse_lab, model=mc)
         context = 0
         if mc.kind == "fcn":  # the network learns from windows of the cube (here the whole set, one window)
-            context = sum(mc.nn_dilations)
+            context = fcn_context_px(mc)
             wins = lcup.windows_of(feats, lab, smp, window_px=max(feats.sizes["y"], feats.sizes["x"]), ring=context)
             clf, figures = lcup.train_network(wins, smp, legend=compact(legend)[0], model=mc)
             r_extra["epochs"] = figures["model"]["epochs"]

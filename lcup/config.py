@@ -315,6 +315,16 @@ class ModelConfig(_Section):
                             "pixels). 4 keeps the run within 3× the forest's on 2 CPU cores (the 1024² demo: 56 s against "
                             "28 s; 16 windows: 193 s, the same accuracy; benchmarks/README.md, session 12)")
     nn_window_px: int = Field(256, ge=32, le=4096, description="fcn: side of the training windows, pixels")
+    nn_encoder: Literal["none", "resnet18", "resnet34", "resnet50"] = Field(
+        "none", description="fcn: none = the dilated context network (nn_width, nn_dilations); or a U-Net on this ResNet "
+        "encoder (torchvision's layout), started from nn_weights")
+    nn_depth: int = Field(2, ge=1, le=4, description="fcn with nn_encoder: ResNet stages used (1-4); each doubles the "
+                          "stride and widens the halo a chunk is predicted with (resnet18: 2 stages read 72 px each side, "
+                          "3 stages 144 px)")
+    nn_weights: str | None = Field(None, description="fcn with nn_encoder: a local file of pretrained encoder weights (a "
+                                   "torchvision ResNet state dict, .pt/.pth read with weights_only, or .safetensors; a "
+                                   "Sentinel-2 self-supervised ResNet's too, its first layer's channels kept); nothing is "
+                                   "downloaded; none: random start")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="fcn: where it trains; auto: a GPU when there is "
                                                    "one. Prediction runs on the workers' CPUs, one thread per task")
 
@@ -420,6 +430,15 @@ def _check_local(path: str | None, key: str) -> None:
     """A local path (not a URL) must exist."""
     if path and "://" not in path and not path.startswith("/vsi") and not Path(path).exists():
         raise ValueError(f"{key} {path} does not exist; fix the path (relative paths start at the pipeline file's folder)")
+
+
+def fcn_context_px(model: "ModelConfig") -> int:
+    """Pixels each side a pixel's prediction reads with ``model.kind: fcn`` (its receptive field, aligned)."""
+    if model.nn_encoder == "none":
+        return int(sum(model.nn_dilations))
+    from .ops.nn import resnet_geometry  # deferred: the network module (torch itself is imported on use only)
+
+    return resnet_geometry(model.nn_encoder, model.nn_depth)[1]
 
 
 class PipelineConfig(_Section):
@@ -555,11 +574,18 @@ class PipelineConfig(_Section):
             if importlib.util.find_spec("torch") is None:
                 raise ValueError("model.kind tempcnn needs PyTorch, which is not installed: pip install 'lcup[deep]'")
         if self.model.kind == "fcn":
-            ctx = sum(self.model.nn_dilations)
+            ctx = fcn_context_px(self.model)
             if ctx + nb + seg >= self.load.chunk_px / 2:
-                raise ValueError(f"model.nn_dilations {self.model.nn_dilations} read {ctx} px around every pixel, which with "
-                                 f"the other halos is at least half a chunk ({self.load.chunk_px} px); use smaller "
-                                 "dilations or a larger load.chunk_px")
+                what = (f"model.nn_dilations {self.model.nn_dilations}" if self.model.nn_encoder == "none" else
+                        f"model.nn_encoder {self.model.nn_encoder} with nn_depth {self.model.nn_depth}")
+                raise ValueError(f"{what} read {ctx} px around every pixel, which with the other halos is at least half "
+                                 f"a chunk ({self.load.chunk_px} px); use a "
+                                 + ("smaller dilations" if self.model.nn_encoder == "none" else "smaller nn_depth")
+                                 + " or a larger load.chunk_px")
+            if self.model.nn_weights is not None:
+                if self.model.nn_encoder == "none":
+                    raise ValueError("model.nn_weights are a ResNet encoder's: set model.nn_encoder (e.g. resnet18)")
+                _check_local(self.model.nn_weights, "model.nn_weights")
             if self.model.params:
                 raise ValueError("model.params are passed to random_forest or lightgbm; model.kind fcn takes model.nn_* keys")
             if importlib.util.find_spec("torch") is None:
@@ -678,7 +704,8 @@ def load_config(source: str | Path | Mapping, *, base_dir: str | Path | None = N
     fr = (raw.get("labels") or {}).get("fractions")
     if isinstance(fr, dict):
         raw["labels"]["fractions"] = {k: _resolve(v, base) if isinstance(v, str) else v for k, v in fr.items()}
-    for section, key in (("source", "catalog"), ("labels", "path"), ("truth", "path"), ("output", "dir"), ("model", "path")):
+    for section, key in (("source", "catalog"), ("labels", "path"), ("truth", "path"), ("output", "dir"), ("model", "path"),
+                         ("model", "nn_weights")):
         sec = raw.get(section)
         if isinstance(sec, dict) and isinstance(sec.get(key), str):
             if section == "source" and "://" not in sec[key] and not sec[key].endswith(".json"):

@@ -121,7 +121,7 @@ def train_model(
     return model, {"n_train": int(ok.sum()), "n_dropped_nan": int((~ok).sum())}
 
 
-def predict_block(features: np.ndarray, model, *, confidence: str = "max") -> np.ndarray:
+def predict_block(features: np.ndarray, model, *, confidence: str = "max", origin: tuple[int, int] = (0, 0)) -> np.ndarray:
     """Predict one block: class, confidence and per-class probabilities.
 
     Parameters
@@ -134,6 +134,8 @@ def predict_block(features: np.ndarray, model, *, confidence: str = "max") -> np
     confidence
         ``"max"`` (highest probability), ``"margin"`` (highest minus second highest) or ``"entropy"``
         (1 − normalised Shannon entropy); all in [0, 1], higher is more confident.
+    origin
+        The block's first pixel on the map's lattice (a strided network aligns on it; ignored by the others).
 
     Returns
     -------
@@ -146,7 +148,7 @@ def predict_block(features: np.ndarray, model, *, confidence: str = "max") -> np
     X = features.reshape(-1, f)
     ok = np.isfinite(X).all(1)
     if hasattr(model, "predict_proba_image"):  # a network over the block (lcup.ops.nn.FCNModel): neighbours read too
-        proba = model.predict_proba_image(features).reshape(-1, len(model.classes_))[ok]
+        proba = model.predict_proba_image(features, origin=origin).reshape(-1, len(model.classes_))[ok]
     else:
         proba = model.predict_proba(X[ok]) if ok.any() else np.zeros((0, len(model.classes_)))
     return packed(proba, ok, model.classes_, confidence).reshape(-1, h, w)

@@ -22,7 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import MissingDependencyError
+from ..errors import MissingDependencyError, ModelError
+from .accuracy import calibration
 
 
 def require_torch():
@@ -38,6 +39,198 @@ def require_torch():
 def context_px(dilations: Sequence[int]) -> int:
     """Pixels each side that a pixel's prediction reads (the receptive field's radius)."""
     return int(sum(int(d) for d in dilations))
+
+
+#: ResNet encoders (torchvision's layout and parameter names, so that its state dicts load): ``(block, blocks per
+#: stage)``; ``basic`` blocks have two 3 × 3 convolutions, ``bottleneck`` ones 1 × 1, 3 × 3, 1 × 1 (4× wider out).
+RESNETS = {"resnet18": ("basic", (2, 2, 2, 2)), "resnet34": ("basic", (3, 4, 6, 3)), "resnet50": ("bottleneck", (3, 4, 6, 3))}
+
+
+def resnet_geometry(encoder: str, depth: int) -> tuple[int, int]:
+    """``(stride, context)`` of a U-Net on ``encoder`` cut after ``depth`` stages (1–4): the coarsest feature map's
+    stride (px; the windows a prediction reads start on multiples of it) and the pixels each side a pixel's
+    prediction reads (its receptive field's radius, rounded up to the stride, plus one stride for that alignment).
+
+    Examples
+    --------
+    >>> resnet_geometry("resnet18", 2)
+    (8, 72)
+    """
+    block, blocks = RESNETS[encoder]
+    rf, jump = 0, 1
+
+    def conv(k: int, s: int = 1) -> None:
+        nonlocal rf, jump
+        rf += (k - 1) * jump
+        jump *= s
+
+    conv(7, 2)  # stem
+    conv(3, 2)  # max-pool
+    for stage in range(depth):
+        for b in range(blocks[stage]):
+            s = 2 if stage > 0 and b == 0 else 1
+            if block == "basic":
+                conv(3, s), conv(3)
+            else:
+                conv(1), conv(3, s), conv(1)
+    for _ in range(depth + 1):  # the decoder: a 3 × 3 convolution at every level on the way up (and full resolution)
+        jump //= 2
+        conv(3)
+    stride = 2 ** (depth + 1)
+    radius = -(-(rf // 2 + 1) // stride) * stride
+    return stride, radius + stride
+
+
+def _resnet(encoder: str, depth: int, in_ch: int):
+    """The first ``depth`` stages of a torchvision-layout ResNet (``conv1``, ``bn1``, ``layer1`` …): the module and
+    the channels of its outputs at strides 2 (stem), 4, 8 … ."""
+    torch = require_torch()
+    nn = torch.nn
+    block, blocks = RESNETS[encoder]
+    expansion = 1 if block == "basic" else 4
+
+    class Basic(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.downsample = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                               if stride != 1 or cin != cout else None)
+
+        def forward(self, x):
+            h = torch.relu(self.bn1(self.conv1(x)))
+            h = self.bn2(self.conv2(h))
+            return torch.relu(h + (x if self.downsample is None else self.downsample(x)))
+
+    class Bottleneck(nn.Module):
+        def __init__(self, cin, width, stride):
+            super().__init__()
+            cout = width * 4
+            self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(width)
+            self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(width)
+            self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
+            self.bn3 = nn.BatchNorm2d(cout)
+            self.downsample = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                               if stride != 1 or cin != cout else None)
+
+        def forward(self, x):
+            h = torch.relu(self.bn1(self.conv1(x)))
+            h = torch.relu(self.bn2(self.conv2(h)))
+            h = self.bn3(self.conv3(h))
+            return torch.relu(h + (x if self.downsample is None else self.downsample(x)))
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(in_ch, 64, 7, 2, 3, bias=False)
+            self.bn1 = nn.BatchNorm2d(64)
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+            cin = 64
+            self.channels = [64]
+            for i in range(depth):
+                width = 64 * 2 ** i
+                layers = []
+                for b in range(blocks[i]):
+                    stride = 2 if i > 0 and b == 0 else 1
+                    layers.append(Basic(cin, width, stride) if block == "basic" else Bottleneck(cin, width, stride))
+                    cin = width * expansion
+                setattr(self, f"layer{i + 1}", nn.Sequential(*layers))
+                self.channels.append(cin)
+
+        def forward(self, x):
+            h = torch.relu(self.bn1(self.conv1(x)))
+            outs = [h]
+            h = self.maxpool(h)
+            for i in range(depth):
+                h = getattr(self, f"layer{i + 1}")(h)
+                outs.append(h)
+            return outs
+
+    return Encoder()
+
+
+def _unet(n_features: int, n_classes: int, width: int, encoder: str, depth: int, in_ch: int):
+    """A U-Net on a ResNet encoder: a 1 × 1 projection of the features to the encoder's ``in_ch`` input channels
+    (3 for ImageNet weights, 13 for Sentinel-2 ones: the encoder's first layer is kept as its weights have it), the
+    encoder, and a decoder that upsamples ×2 (nearest), joins the skip of that level and applies a 3 × 3 convolution,
+    up to full resolution, where the features themselves join (1 × 1)."""
+    torch = require_torch()
+    nn, F = torch.nn, torch.nn.functional
+
+    class UNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.project = nn.Conv2d(n_features, in_ch, 1)
+            self.encoder = _resnet(encoder, depth, in_ch)
+            ch = self.encoder.channels  # strides 2, 4, 8 …
+            self.up = nn.ModuleList()
+            cin = ch[-1]
+            for skip in reversed(ch[:-1]):
+                self.up.append(nn.Conv2d(cin + skip, width, 3, padding=1))
+                cin = width
+            self.full = nn.Conv2d(n_features, width, 1)
+            self.last = nn.Conv2d(cin + width, width, 3, padding=1)
+            self.head = nn.Conv2d(width, n_classes, 1)
+
+        def forward(self, x):
+            feats = self.encoder(self.project(x))
+            h = feats[-1]
+            for conv, skip in zip(self.up, reversed(feats[:-1])):
+                h = F.interpolate(h, size=skip.shape[-2:], mode="nearest")
+                h = F.relu(conv(torch.cat([h, skip], 1)))
+            h = F.interpolate(h, size=x.shape[-2:], mode="nearest")
+            h = F.relu(self.last(torch.cat([h, F.relu(self.full(x))], 1)))
+            return self.head(h)
+
+    return UNet()
+
+
+def load_encoder_weights(path, encoder: str) -> dict:
+    """The parameters of a ResNet encoder from a local file: a PyTorch state dict (``.pt``/``.pth``, read with
+    ``weights_only=True``: no code runs) or ``.safetensors``, as torchvision writes them (``conv1.weight``,
+    ``layer1.0.bn1.running_mean`` …); a ``state_dict``/``model`` wrapper and ``module.``/``backbone.``/``encoder.``
+    prefixes (self-supervised checkpoints) are unwrapped, the classifier (``fc.*``) dropped.
+
+    Raises
+    ------
+    ModelError
+        The file cannot be read, or holds no ResNet of ``encoder``'s layout, naming what is missing.
+    """
+    torch = require_torch()
+    from pathlib import Path  # noqa: PLC0415 - only this reader needs it
+
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file  # optional: only for .safetensors weights
+
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - not a weights file, or a pickle with code in it: one clear line
+        raise ModelError(f"model.nn_weights {path} cannot be read as PyTorch weights ({type(e).__name__}: "
+                         f"{str(e)[:200]}); give a state dict saved with torch.save(model.state_dict(), ...) or a "
+                         ".safetensors file") from None
+    for wrapper in ("state_dict", "model"):
+        if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
+            sd = sd[wrapper]
+    if not isinstance(sd, dict):
+        raise ModelError(f"model.nn_weights {path} holds a {type(sd).__name__}, not a state dict")
+    out = {}
+    for k, v in sd.items():
+        for prefix in ("module.", "backbone.", "encoder.", "model."):
+            if k.startswith(prefix):
+                k = k[len(prefix):]
+        if not k.startswith("fc.") and hasattr(v, "shape"):
+            out[k] = v
+    if "conv1.weight" not in out:
+        raise ModelError(f"model.nn_weights {path} holds no ResNet ({encoder}) weights: no conv1.weight among "
+                         f"{sorted(out)[:8]}; give a torchvision-layout ResNet state dict")
+    return out
 
 
 def _net(n_features: int, n_classes: int, width: int, dilations: Sequence[int]):
@@ -81,7 +274,11 @@ class FCNModel:
     classes_
         Class indices of the outputs, in order (scikit-learn's attribute name).
     width, dilations
-        The architecture.
+        The architecture: the dilated context network's (``encoder`` ``"none"``), or the U-Net decoder's width.
+    encoder, depth, in_ch
+        A ResNet encoder (:data:`RESNETS`) cut after ``depth`` stages, with ``in_ch`` input channels, or ``"none"``.
+    temperature
+        Divides the logits before the softmax (temperature scaling on the validation blocks; 1: none).
     history
         Per epoch: training loss, validation loss and validation accuracy (against the coarse labels).
     """
@@ -93,47 +290,72 @@ class FCNModel:
     width: int
     dilations: tuple[int, ...]
     history: list[dict] = field(default_factory=list)
+    encoder: str = "none"
+    depth: int = 0
+    in_ch: int = 3
+    temperature: float = 1.0
+
+    @property
+    def stride(self) -> int:
+        """The coarsest stride of the network (1 without an encoder): a block it predicts starts on a multiple."""
+        return 1 if self.encoder == "none" else resnet_geometry(self.encoder, self.depth)[0]
 
     @property
     def context_px(self) -> int:
-        return context_px(self.dilations)
+        return context_px(self.dilations) if self.encoder == "none" else resnet_geometry(self.encoder, self.depth)[1]
 
     def module(self, device: str = "cpu"):
         torch = require_torch()
-        net = _net(len(self.mean), len(self.classes_), self.width, self.dilations)
+        net = (_net(len(self.mean), len(self.classes_), self.width, self.dilations) if self.encoder == "none"
+               else _unet(len(self.mean), len(self.classes_), self.width, self.encoder, self.depth, self.in_ch))
         net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in self.weights.items()})
         return net.to(device).eval()
 
-    def predict_proba_image(self, features: np.ndarray, device: str = "cpu") -> np.ndarray:
+    def predict_proba_image(self, features: np.ndarray, device: str = "cpu", origin: tuple[int, int] = (0, 0)) -> np.ndarray:
         """``(y, x, class)`` float64 probabilities of a ``(y, x, feature)`` block (NaN features read as the mean).
 
-        On CPU with one thread (bounded like the forest: Dask runs one task per core).
+        On CPU with one thread (bounded like the forest: Dask runs one task per core). ``origin``: the block's first
+        pixel on a lattice shared by every block of the map (row and column from the CRS origin): a strided network
+        reads the block from the next multiple of its stride on, and padded to one at the end, so that a pixel's
+        result does not depend on where the block starts (the rows before are the halo's: left at 0).
         """
         torch = require_torch()
-        x = _scaled(features, self.mean, self.std)
+        s = self.stride
+        dy, dx = (-int(origin[0])) % s, (-int(origin[1])) % s
+        x = _scaled(features[dy:, dx:], self.mean, self.std)
+        h, w = x.shape[:2]
+        ph, pw = (-h) % s, (-w) % s
+        if ph or pw:
+            x = np.pad(x, ((0, ph), (0, pw), (0, 0)))
         prev = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
             with torch.no_grad():
-                z = self.module(device)(torch.from_numpy(x).permute(2, 0, 1)[None].to(device))[0]
-                p = torch.softmax(z, 0).permute(1, 2, 0).cpu().numpy()
+                z = self.module(device)(torch.from_numpy(x).permute(2, 0, 1)[None].to(device))[0] / float(self.temperature)
+                p = torch.softmax(z, 0).permute(1, 2, 0).cpu().numpy()[:h, :w]
         finally:
             torch.set_num_threads(prev)
-        return p.astype(np.float64)
+        out = np.zeros(features.shape[:2] + (p.shape[2],), np.float64)
+        out[dy:, dx:] = p
+        return out
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Everything as named arrays, for ``numpy.savez`` (read back with ``allow_pickle=False``)."""
         out = {f"w/{k}": v for k, v in self.weights.items()}
         out.update(mean=self.mean, std=self.std, classes=np.asarray(self.classes_), width=np.asarray(self.width),
-                   dilations=np.asarray(self.dilations))
+                   dilations=np.asarray(self.dilations), encoder=np.asarray(self.encoder), depth=np.asarray(self.depth),
+                   in_ch=np.asarray(self.in_ch), temperature=np.asarray(self.temperature))
         return out
 
     @classmethod
     def from_arrays(cls, arrays, history: list | None = None) -> "FCNModel":
         """The model of :meth:`to_arrays`'s arrays."""
+        extra = {k: cast(arrays[k]) for k, cast in (("encoder", str), ("depth", int), ("in_ch", int), ("temperature", float))
+                 if k in arrays}
         return cls(weights={k[2:]: np.asarray(arrays[k]) for k in arrays if k.startswith("w/")},
                    mean=np.asarray(arrays["mean"]), std=np.asarray(arrays["std"]), classes_=np.asarray(arrays["classes"]),
-                   width=int(arrays["width"]), dilations=tuple(int(d) for d in arrays["dilations"]), history=history or [])
+                   width=int(arrays["width"]), dilations=tuple(int(d) for d in arrays["dilations"]), history=history or [],
+                   **extra)
 
 
 def _scaled(features: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -169,7 +391,8 @@ class Window:
 
 def train_fcn(windows: Sequence[Window], classes: Sequence[int], *, width: int = 32, dilations: Sequence[int] = (1, 2, 4),
               epochs: int = 60, min_epochs: int = 10, patience: int = 10, lr: float = 3e-3, aggregate_weight: float = 1.0,
-              seed: int = 0, device: str = "auto", threads: int | None = None) -> tuple[FCNModel, dict]:
+              seed: int = 0, device: str = "auto", threads: int | None = None, encoder: str = "none", depth: int = 2,
+              weights: str | None = None, calibrate: bool = True) -> tuple[FCNModel, dict]:
     """Train a :class:`FCNModel` on ``windows`` of the feature cube (full-window batches, Adam).
 
     Parameters
@@ -185,11 +408,19 @@ def train_fcn(windows: Sequence[Window], classes: Sequence[int], *, width: int =
         ``min_epochs``; the best epoch's weights are kept (the last when there is no validation pixel).
     device, threads
         ``auto``: a GPU when there is one; CPU threads for training (default: PyTorch's).
+    encoder, depth, weights
+        ``"none"``: the dilated context network (``width``, ``dilations``). Else a U-Net on that ResNet
+        (:data:`RESNETS`) cut after ``depth`` stages, its encoder started from ``weights`` (a local state-dict file,
+        :func:`load_encoder_weights`; nothing is downloaded) or at random; its batch-norm statistics stay the
+        weights' (a few windows make a poor batch).
+    calibrate
+        Fit a temperature on the validation pixels (the one minimising their log-loss) and keep it where it lowers
+        their expected calibration error (Guo et al. 2017).
 
     Returns
     -------
     model, info
-        The model and ``{"epochs", "best_epoch", "device", "history"}``.
+        The model and ``{"epochs", "best_epoch", "device", "history", "calibration"}``.
     """
     torch = require_torch()
     device = pick_device(device)
@@ -203,15 +434,28 @@ def train_fcn(windows: Sequence[Window], classes: Sequence[int], *, width: int =
     mean = np.nanmean(np.where(np.isfinite(allx), allx, np.nan), 0).astype(np.float32)
     std = (np.nanstd(np.where(np.isfinite(allx), allx, np.nan), 0) + 1e-6).astype(np.float32)
     mean, std = np.nan_to_num(mean), np.where(np.isfinite(std), std, 1).astype(np.float32)
-    data = [_tensors(w, lut, mean, std, device) for w in windows]
+    stride = 1 if encoder == "none" else resnet_geometry(encoder, depth)[0]
+    data = [_tensors(_padded(w, stride), lut, mean, std, device) for w in windows]
     counts = np.bincount(np.concatenate([lut[w.label[w.usable & w.train]] for w in windows]) .clip(0), minlength=len(classes))
     cw = torch.tensor(np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max(1, (counts > 0).sum()), 0), dtype=torch.float32,
                       device=device)
-    net = _net(allx.shape[1], len(classes), width, dilations).to(device)
+    in_ch = 3
+    if encoder == "none":
+        net = _net(allx.shape[1], len(classes), width, dilations)
+    else:
+        sd = load_encoder_weights(weights, encoder) if weights else None
+        in_ch = int(sd["conv1.weight"].shape[1]) if sd is not None else 3
+        net = _unet(allx.shape[1], len(classes), width, encoder, depth, in_ch)
+        if sd is not None:
+            _start_encoder(net.encoder, sd, weights, encoder, depth)
+    net = net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr, weight_decay=1e-4)
     best, best_state, bad, history = np.inf, None, 0, []
     for ep in range(int(epochs)):
         net.train()
+        for m in net.modules():  # batch-norm statistics stay the encoder's weights'
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
         opt.zero_grad()
         loss = sum(_loss(net, d, cw, aggregate_weight) for d in data) / len(data)
         loss.backward()
@@ -233,9 +477,61 @@ def train_fcn(windows: Sequence[Window], classes: Sequence[int], *, width: int =
             bad += 1
             if bad >= patience:
                 break
-    weights = {k: v.numpy().astype(np.float32) for k, v in best_state.items()}
-    model = FCNModel(weights, mean, std, classes, int(width), tuple(int(d) for d in dilations), history)
-    return model, {"epochs": len(history), "best_epoch": best_ep, "device": device, "history": history}
+    params = {k: v.numpy().astype(np.float32) for k, v in best_state.items() if not k.endswith("num_batches_tracked")}
+    model = FCNModel(params, mean, std, classes, int(width), tuple(int(d) for d in dilations), history,
+                     encoder=encoder, depth=int(depth) if encoder != "none" else 0, in_ch=in_ch)
+    net.load_state_dict(best_state)
+    calibration = _temperature(net.eval(), data) if calibrate else {"temperature": 1.0}
+    model.temperature = calibration["temperature"]
+    return model, {"epochs": len(history), "best_epoch": best_ep, "device": device, "history": history,
+                   "calibration": calibration}
+
+
+def _padded(w: Window, stride: int) -> Window:
+    """``w`` grown at its far edges to a multiple of ``stride`` with pixels no loss reads."""
+    h, wd = w.label.shape
+    ph, pw = (-h) % stride, (-wd) % stride
+    if not (ph or pw):
+        return w
+    pad = lambda a, v: np.pad(a, ((0, ph), (0, pw)) + ((0, 0),) * (a.ndim - 2), constant_values=v)  # noqa: E731
+    return Window(pad(w.x, np.nan), pad(w.label, 0), pad(w.usable, False), pad(w.train, False), pad(w.validation, False),
+                  pad(w.cell, -1))
+
+
+def _start_encoder(enc, sd: dict, path, encoder: str, depth: int) -> None:
+    """Load the stages of ``sd`` that ``enc`` has; a missing or misshapen parameter is a ModelError naming it."""
+    torch = require_torch()
+    own = enc.state_dict()
+    missing = sorted(k for k in own if k not in sd and not k.endswith("num_batches_tracked"))
+    wrong = sorted(k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape))
+    if missing or wrong:
+        raise ModelError(f"model.nn_weights {path} does not fit a {encoder} cut after {depth} stage(s): "
+                         + (f"missing {missing[:6]}" if missing else "")
+                         + (f"{'; ' if missing else ''}other shapes for {wrong[:6]}" if wrong else "")
+                         + f"; give the weights of a {encoder} (torchvision layout), or set model.nn_encoder to theirs")
+    enc.load_state_dict({k: torch.as_tensor(sd[k]) for k in own if k in sd}, strict=False)
+
+
+def _temperature(net, data: list) -> dict:
+    """The temperature (of 0.25 … 8) minimising the log-loss of the validation pixels' logits, kept where it lowers
+    their expected calibration error (:func:`lcup.ops.accuracy.calibration`); the figures."""
+    torch = require_torch()
+
+    with torch.no_grad():
+        z = [net(d["x"])[0][:, d["pix_va"]].T for d in data if bool(d["pix_va"].any())]
+        y = [d["lab"][d["pix_va"]] for d in data if bool(d["pix_va"].any())]
+    if not z:
+        return {"temperature": 1.0, "reason": "no validation pixel"}
+    z, y = torch.cat(z).double(), torch.cat(y)
+    grid = np.exp(np.linspace(np.log(0.25), np.log(8), 61))
+    nll = [float(torch.nn.functional.cross_entropy(z / t, y)) for t in grid]
+    t = float(grid[int(np.argmin(nll))])
+    yn = y.cpu().numpy()
+    k = z.shape[1]
+    ece = {name: calibration(yn, torch.softmax(z / v, 1).cpu().numpy(), list(range(k)))["ece"] for name, v in (("before", 1.0), ("after", t))}
+    keep = ece["after"] < ece["before"]
+    return {"temperature": t if keep else 1.0, "fitted": round(t, 3), "ece_before": round(ece["before"], 4),
+            "ece_after": round(ece["after"], 4), "kept": bool(keep)}
 
 
 def _tensors(w: Window, lut: np.ndarray, mean, std, device) -> dict:

@@ -9,14 +9,17 @@ from dask.array.overlap import ensure_minimum_chunksize, overlap
 
 
 def map_with_halo(fn: Callable, arr: da.Array, halo: int, *, axes: tuple[int, int] = (0, 1),
-                  out_axes: tuple[int, int] | None = None, out_chunks: tuple | None = None, dtype=None, **kwargs) -> da.Array:
+                  out_axes: tuple[int, int] | None = None, out_chunks: tuple | None = None, dtype=None,
+                  origin: tuple[int, int] | None = None, **kwargs) -> da.Array:
     """``fn`` applied to every chunk of ``arr`` grown by ``halo`` pixels along the two spatial ``axes``, cropped back.
 
     At the array's own edges there is no halo (``fn`` sees what is there). ``fn(block)`` returns an array whose
     spatial axes, at ``out_axes`` (default ``axes``), have the block's sizes; ``out_chunks`` gives the result's
     chunks (default ``arr``'s). Chunks smaller than the halo are merged first (dask's minimum-chunk rule); an
     axis shorter than the halo stays one chunk, with no halo; the result has ``arr``'s chunks again. ``kwargs`` go
-    to ``fn`` as task arguments (a ``distributed`` future among them is resolved on the worker).
+    to ``fn`` as task arguments (a ``distributed`` future among them is resolved on the worker). With ``origin``
+    (the array's first pixel on a lattice shared by all the arrays of a map), ``fn`` also gets ``origin=`` its
+    block's first pixel (halo included) on that lattice.
     """
     out_axes = axes if out_axes is None else out_axes
     r = int(halo)
@@ -29,6 +32,9 @@ def map_with_halo(fn: Callable, arr: da.Array, halo: int, *, axes: tuple[int, in
 
     def block(b, block_info=None, **kw):
         loc, num = block_info[0]["chunk-location"], block_info[0]["num-chunks"]
+        if origin is not None:
+            kw["origin"] = tuple(int(o) + sum(base.chunks[a][:loc[a]]) - (depth[a] if loc[a] else 0)
+                                 for o, a in zip(origin, axes))
         out = fn(b, **kw)
         idx = [slice(None)] * out.ndim
         for a, oa in zip(axes, out_axes):

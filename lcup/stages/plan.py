@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from ..config import PipelineConfig
+from ..config import PipelineConfig, fcn_context_px
 from ..errors import GridError, OutputExistsError
 from ..io.write import tile_slices
 from ..legends import Legend, compact, get_legend
@@ -128,7 +128,7 @@ def find_items(cfg: PipelineConfig, profile: ProviderProfile | None = None):
 def context_px(cfg: PipelineConfig) -> int:
     """Pixels each side a pixel's class probabilities read: the network's receptive field (``model.kind: fcn``),
     0 for per-pixel models."""
-    return int(sum(cfg.model.nn_dilations)) if cfg.model.kind == "fcn" else 0
+    return fcn_context_px(cfg.model) if cfg.model.kind == "fcn" else 0
 
 
 def minimum_side_px(cfg: PipelineConfig) -> int:

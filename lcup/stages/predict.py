@@ -25,8 +25,17 @@ def _predict_chunk(block: np.ndarray, model, confidence: str) -> np.ndarray:
     return predict_block(block, model, confidence=confidence)
 
 
-def _predict_chunk_fyx(block: np.ndarray, model, confidence: str) -> np.ndarray:
-    return predict_block(np.moveaxis(block, 0, -1), model, confidence=confidence)
+def _predict_chunk_fyx(block: np.ndarray, model, confidence: str, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    return predict_block(np.moveaxis(block, 0, -1), model, confidence=confidence, origin=origin)
+
+
+def lattice_origin(feats: xr.DataArray) -> tuple[int, int]:
+    """``feats``' first pixel as (row, column) counted from its CRS's origin in pixels: the same for a pixel
+    whatever array (tile, chunk) it is the first of, so a strided network can align its blocks on it."""
+    if "x" not in feats.coords or "y" not in feats.coords or feats.sizes["x"] < 2 or feats.sizes["y"] < 2:
+        return (0, 0)
+    x, y = feats["x"].values, feats["y"].values
+    return (int(round(-float(y[0]) / abs(float(y[1] - y[0])))), int(round(float(x[0]) / abs(float(x[1] - x[0])))))
 
 
 def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig | Mapping | None = None,
@@ -90,7 +99,7 @@ def predict(model, feats: xr.DataArray, *, legend: Legend, output: OutputConfig 
         c = feats.data.chunks
         pred = map_with_halo(_predict_chunk_fyx, feats.data.transpose(2, 0, 1), int(context_px), axes=(1, 2),
                              out_chunks=((2 + len(classes),), c[0], c[1]), dtype=np.float32, model=model,
-                             confidence=oc.confidence)
+                             confidence=oc.confidence, origin=lattice_origin(feats))
     else:
         pred = map_blocks_across(_predict_chunk, feats.data, drop_axis=2, new_axis=0, new_size=2 + len(classes),
                                  dtype=np.float32, model=model, confidence=oc.confidence)

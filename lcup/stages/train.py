@@ -272,7 +272,8 @@ def train_network(windows: list, sample, *, legend: Legend, model: ModelConfig |
     mc = section(ModelConfig, model)
     classes = np.unique(sample.label[~sample.validation])
     net, info = train_fcn(windows, classes, width=mc.nn_width, dilations=mc.nn_dilations, epochs=mc.nn_epochs,
-                          patience=mc.nn_patience, aggregate_weight=mc.nn_aggregate_loss, seed=mc.seed, device=mc.device)
+                          patience=mc.nn_patience, aggregate_weight=mc.nn_aggregate_loss, seed=mc.seed, device=mc.device,
+                          encoder=mc.nn_encoder, depth=mc.nn_depth, weights=mc.nn_weights)
     truth, pred = [], []
     for w in windows:  # the validation pixels of the usable labels: what early stopping read
         m = w.validation & w.usable & np.isfinite(w.x).all(-1) & np.isin(w.label, classes)
@@ -281,7 +282,9 @@ def train_network(windows: list, sample, *, legend: Legend, model: ModelConfig |
             truth.append(w.label[m])
             pred.append(np.asarray(net.classes_)[p[m].argmax(-1)])
     figures: dict = {"model": {"kind": "fcn", "epochs": info["epochs"], "best_epoch": info["best_epoch"],
-                               "device": info["device"], "windows": len(windows), "context_px": net.context_px},
+                               "device": info["device"], "windows": len(windows), "context_px": net.context_px,
+                               "encoder": net.encoder, **({"depth": net.depth, "weights": mc.nn_weights} if net.encoder != "none" else {}),
+                               "calibration": info["calibration"]},
                      "training_curve": info["history"]}
     if truth:
         figures["validation"] = accuracy_report(np.concatenate(truth), np.concatenate(pred), legend.codes, legend.names())

@@ -138,3 +138,33 @@ def test_temporal_network_map_is_byte_identical_and_applied_from_its_saved_file(
 def test_temporal_network_needs_series(small_scene, tmp_path):
     with pytest.raises(ConfigError, match="model.kind tempcnn reads the smoothed series"):
         load_config(tiled_pipeline(small_scene, tmp_path, 192, "auto", **TEMPCNN, **{"features.series": []}))
+
+
+def test_unet_on_a_pretrained_resnet_from_a_local_file_maps_the_same_over_tilings(small_scene, tmp_path):
+    """model.nn_encoder: resnet18 started from a weights file the test writes (torchvision's layout), through the
+    pipeline: 1 tile with the features in memory and 4 tiles each from its own graph give the same bytes (the
+    encoder's stride-4 blocks aligned on the CRS lattice, its 32 px receptive field read across every tile edge);
+    the summary names the encoder, its weights and the temperature fitted."""
+    import torch
+
+    from lcup.ops.nn import _resnet
+
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet18.pth"
+    torch.save(_resnet("resnet18", 4, 3).state_dict(), weights)
+    over = {**FCN, "model.nn_encoder": "resnet18", "model.nn_depth": 1, "model.nn_weights": str(weights),
+            "model.nn_epochs": 8, "load.chunk_px": 96}
+    runs = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LcupWarning)
+        for tile_px, persist in ((192, "always"), (128, "never")):
+            out = tmp_path / f"{tile_px}"
+            s = run_pipeline(load_config(tiled_pipeline(small_scene, out, tile_px, persist, **{**over, "cluster.kind": "none"})),
+                             progress=False)
+            runs[tile_px] = _maps(out)
+    m = s.figures["model"]
+    assert m["encoder"] == "resnet18" and m["depth"] == 1 and m["weights"] == str(weights) and m["context_px"] == 32
+    assert "temperature" in m["calibration"]
+    assert (runs[192]["class"] > 0).mean() > 0.9
+    for var in runs[192]:
+        np.testing.assert_array_equal(runs[128][var], runs[192][var], err_msg=var)

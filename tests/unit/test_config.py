@@ -220,8 +220,16 @@ def test_cli_habits(tmp_path):
     import subprocess
     import sys
 
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_bounds
+
+    cgls = tmp_path / "cgls.tif"  # lcup validate opens the label map and checks it meets the area: a real one
+    with rasterio.open(cgls, "w", driver="GTiff", width=40, height=40, count=1, dtype="uint8", crs="EPSG:4326",
+                       transform=from_bounds(14.4, 45.7, 14.7, 46.0, 40, 40)) as dst:
+        dst.write(np.full((1, 40, 40), 111, np.uint8))
     y = tmp_path / "p.yaml"
-    y.write_text(yaml.safe_dump(BASE))
+    y.write_text(yaml.safe_dump({**BASE, "labels": {**BASE["labels"], "path": str(cgls)}}))
     run = lambda *a: subprocess.run([sys.executable, "-m", "lcup.cli", *a], capture_output=True, text=True, timeout=60)  # noqa: E731
     r = run("--version")
     assert r.returncode == 0 and r.stdout.startswith("lcup ")
