@@ -597,6 +597,23 @@ def native_origin(items: Sequence[pystac.Item], crs, resolution: float) -> tuple
     return None
 
 
+def items_crs(items: Sequence[pystac.Item], lonlat: tuple[float, float]) -> str | None:
+    """The CRS (``proj:code``/``proj:epsg``) most of the items covering the point ``lonlat`` are in, or of all the
+    items when none covers it; None when they say none. The Sentinel-2 grid puts a tile in its own UTM zone, with
+    the exceptions the formula from the longitude misses (western Norway in 32V, Svalbard's 31X–37X)."""
+    def code(it):
+        c = it.properties.get("proj:code") or (f"EPSG:{it.properties['proj:epsg']}" if it.properties.get("proj:epsg") else None)
+        if c is None:  # Earth Search's older items give it per asset only
+            c = next((a.extra_fields.get("proj:code") or (f"EPSG:{a.extra_fields['proj:epsg']}" if a.extra_fields.get("proj:epsg") else None)
+                      for a in it.assets.values() if a.extra_fields.get("proj:code") or a.extra_fields.get("proj:epsg")), None)
+        return c
+
+    x, y = lonlat
+    covering = [it for it in items if it.bbox is not None and it.bbox[0] <= x <= it.bbox[2] and it.bbox[1] <= y <= it.bbox[3]]
+    votes = Counter(c for c in map(code, covering or items) if c)
+    return votes.most_common(1)[0][0] if votes else None
+
+
 def geobox_for_aoi(bbox: Sequence[float], crs: str | None, resolution: float, bbox_crs: str = "EPSG:4326",
                    origin: tuple[float, float] | None = None) -> GeoBox:
     """The output grid: ``bbox`` (in ``bbox_crs``) on ``crs`` at ``resolution`` m, pixel edges snapped to

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import zarr
+from odc.geo.crs import CRS
 
 from ..config import PipelineConfig, fcn_context_px
 from ..errors import GridError, OutputExistsError
+from ..io.stac import items_crs
 from ..io.write import tile_slices
 from ..legends import Legend, compact, get_legend
 from ..ops.temporal import regular_grid
@@ -26,6 +29,8 @@ from ..units import metres_to_px, segment_halo_px
 from .features import feature_names, neighbourhood_halo_px
 from .labels import AUTO_SAMPLE_CHUNKS, label_halo_px
 from .search import grid, native_origin, search
+
+log = logging.getLogger("lcup")
 
 
 @dataclass(frozen=True)
@@ -118,10 +123,16 @@ def find_items(cfg: PipelineConfig, profile: ProviderProfile | None = None):
     items = search(cfg.source.catalog, geobox, *cfg.period, provider=profile, collection=cfg.source.collection,
                    max_cloud_cover=cfg.source.max_cloud_cover, page_size=cfg.source.page_size, bands=cfg.load.bands,
                    scl=cfg.clean.mask != "none", allowed_hosts=cfg.source.allowed_hosts)
+    if cfg.aoi.grid_crs is None:  # the zone of the imagery itself (the Sentinel-2 grid's exceptions included)
+        centre = geobox.extent.to_crs("EPSG:4326").centroid.coords[0]
+        own = items_crs(items, centre)
+        if own is not None and CRS(own) != geobox.crs:
+            log.info("grid: %s, the CRS of the items over the area (not %s, the UTM zone of its longitude)", own, geobox.crs)
+            geobox = grid(cfg.aoi.bbox, crs=cfg.aoi.crs, grid_crs=own, resolution=cfg.aoi.resolution, origin=cfg.aoi.origin)
     if cfg.aoi.origin is None and cfg.aoi.align == "native":
         origin = native_origin(items, geobox)  # the data's own pixel grid
         if origin is not None:
-            geobox = grid(cfg.aoi.bbox, crs=cfg.aoi.crs, grid_crs=cfg.aoi.grid_crs, resolution=cfg.aoi.resolution, origin=origin)
+            geobox = grid(cfg.aoi.bbox, crs=cfg.aoi.crs, grid_crs=str(geobox.crs), resolution=cfg.aoi.resolution, origin=origin)
     return geobox, items
 
 

@@ -617,3 +617,36 @@ def test_outputs_lose_nothing_when_the_folder_moves(small_scene, tmp_path):
         assert cmap[1][:3] == (26, 127, 46) and src.tags()["CLASS_1"] == "forest"
     with rasterio.open(moved / "landcover_confidence.tif") as src:
         assert src.descriptions[0].startswith("confidence (%)") and src.nodata == 255
+
+
+def test_the_grid_is_in_the_zone_of_the_imagery_not_of_the_longitude(tmp_path):
+    """Imagery in UTM 32 east of 12°E (as the Sentinel-2 grid has western Norway in 32V): the AOI given in lon/lat
+    is mapped on the items' own CRS (the formula from the longitude gave zone 33, warping every scene)."""
+    from odc.geo.geom import box
+
+    from lcup.pipeline import find_items
+    from lcup.synthetic import SceneSpec, write_demo
+
+    spec = SceneSpec(size=(64, 64), revisit_days=30, seed=3, crs_epsg=32632, origin=(880_000.0, 5_100_000.0))
+    catalog = write_demo(tmp_path / "scene", spec, progress=False)
+    lonlat = box(880_000, 5_100_000 - 640, 880_640, 5_100_000, "EPSG:32632").to_crs("EPSG:4326").boundingbox
+    assert int((lonlat.left + 180) // 6) + 1 == 33  # what the longitude says
+    cfg = load_config(scene_pipeline({"dir": tmp_path / "scene", "catalog": catalog, "spec": spec}, tmp_path / "o",
+                                     **{"aoi.bbox": list(lonlat), "aoi.crs": "EPSG:4326", "truth": None}))
+    geobox, items = find_items(cfg)
+    assert str(geobox.crs) == "EPSG:32632" and items
+    assert abs(geobox.transform.c % 10) < 1e-6 and abs(geobox.transform.f % 10) < 1e-6  # on the items' pixel grid
+
+
+def test_items_crs_prefers_the_items_over_the_point():
+    import pystac
+
+    from lcup.io.stac import items_crs
+
+    def item(i, code, bbox):
+        return pystac.Item(f"i{i}", None, bbox, __import__("datetime").datetime(2024, 1, 1), {"proj:code": code})
+
+    items = [item(0, "EPSG:32631", [0, 59, 3, 60]), item(1, "EPSG:32632", [4, 59.5, 7, 61]), item(2, "EPSG:32632", [4, 60, 7, 62])]
+    assert items_crs(items, (5.5, 60.5)) == "EPSG:32632"  # western Norway: zone 32 (the longitude says 31)
+    assert items_crs(items, (50, 0)) == "EPSG:32632"  # none covers it: the most common
+    assert items_crs([item(0, None, [0, 0, 1, 1])], (0.5, 0.5)) is None
