@@ -351,7 +351,7 @@ class OutputConfig(_Section):
                                        "cannot read Zarr v3's codecs)")
     cog: bool = Field(True, description="write landcover_class.tif (with colour table, class names in a .aux.xml and a "
                       "QGIS .qml style beside it) and landcover_confidence.tif")
-    tile_px: int = Field(2048, ge=64, description="side of the tiles, each computed and written to its region (multiple of load.chunk_px)")
+    tile_px: int = Field(2048, ge=64, description="side of the tiles, each computed and written to its region; a multiple of load.chunk_px (the default is rounded down to one)")
     tiles_in_flight: int | Literal["auto"] = Field(
         "auto", description="tiles computed at once on a cluster; auto: enough to give every worker thread a chunk, plus one "
         "(1 without a cluster)")
@@ -487,6 +487,11 @@ class PipelineConfig(_Section):
     @model_validator(mode="after")
     def _check_references(self) -> "PipelineConfig":
         """What can be known without a pixel: CRSs, files, legends, crosswalks, indices, model parameters."""
+        c, t = self.load.chunk_px, self.output.tile_px
+        if "tile_px" in self.output.model_fields_set and t % c:  # a tile is whole chunks: said, not rounded in silence
+            lo, hi = max(c, t // c * c), (t // c + 1) * c
+            raise ValueError(f"output.tile_px {t} is not a multiple of load.chunk_px {c} (a tile is whole chunks): use "
+                             f"{lo}" + (f" or {hi}" if hi != lo else "") + f", or a load.chunk_px that divides {t}")
         _check_crs(self.aoi.crs, "aoi.crs")
         _check_crs(self.aoi.grid_crs, "aoi.grid_crs")
         if self.aoi.grid_crs is not None and str(self.aoi.grid_crs).lower() != "utm":

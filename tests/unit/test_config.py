@@ -111,6 +111,9 @@ def test_shipped_pipelines_are_valid(tmp_path):
 #: Bad inputs found before any pixel is read: (dotted overrides, what the message must say). Each must end in one
 #: ConfigError (an LcupError) naming the key and the fix, never in a traceback from inside a library.
 BAD_INPUTS = [
+    ({"output.tile_px": 128}, r"output.tile_px 128 is not a multiple of load.chunk_px 512 \(a tile is whole chunks\): use 512, "
+                              r"or a load.chunk_px that divides 128"),
+    ({"output.tile_px": 1000}, r"output.tile_px 1000 is not a multiple of load.chunk_px 512.*use 512 or 1024"),
     ({"aoi.crs": "EPSG:99999"}, r"aoi.crs 'EPSG:99999' is not a CRS.*EPSG:4326"),
     ({"aoi.grid_crs": "utm please"}, r"aoi.grid_crs 'utm please' is not a CRS"),
     ({"source.catalog": "/nowhere/catalog.json"}, r"source.catalog /nowhere/catalog.json does not exist"),
