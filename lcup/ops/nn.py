@@ -513,22 +513,28 @@ def _start_encoder(enc, sd: dict, path, encoder: str, depth: int) -> None:
 
 
 def _temperature(net, data: list) -> dict:
-    """The temperature (of 0.25 … 8) minimising the log-loss of the validation pixels' logits, kept where it lowers
-    their expected calibration error (:func:`lcup.ops.accuracy.calibration`); the figures."""
+    """:func:`fit_temperature` on the validation pixels of the windows ``data``."""
     torch = require_torch()
-
     with torch.no_grad():
         z = [net(d["x"])[0][:, d["pix_va"]].T for d in data if bool(d["pix_va"].any())]
         y = [d["lab"][d["pix_va"]] for d in data if bool(d["pix_va"].any())]
     if not z:
         return {"temperature": 1.0, "reason": "no validation pixel"}
-    z, y = torch.cat(z).double(), torch.cat(y)
+    return fit_temperature(torch.cat(z), torch.cat(y))
+
+
+def fit_temperature(z, y) -> dict:
+    """The temperature (of 0.25 … 8) minimising the log-loss of logits ``z`` ``(n, class)`` against class indices
+    ``y`` (temperature scaling, Guo et al. 2017), kept where it lowers their expected calibration error
+    (:func:`lcup.ops.accuracy.calibration`); ``{"temperature", "fitted", "ece_before", "ece_after", "kept"}``."""
+    torch = require_torch()
+    z = z.detach().double().cpu()
+    y = y.detach().cpu()
     grid = np.exp(np.linspace(np.log(0.25), np.log(8), 61))
     nll = [float(torch.nn.functional.cross_entropy(z / t, y)) for t in grid]
     t = float(grid[int(np.argmin(nll))])
-    yn = y.cpu().numpy()
-    k = z.shape[1]
-    ece = {name: calibration(yn, torch.softmax(z / v, 1).cpu().numpy(), list(range(k)))["ece"] for name, v in (("before", 1.0), ("after", t))}
+    yn, k = y.numpy(), z.shape[1]
+    ece = {name: calibration(yn, torch.softmax(z / v, 1).numpy(), list(range(k)))["ece"] for name, v in (("before", 1.0), ("after", t))}
     keep = ece["after"] < ece["before"]
     return {"temperature": t if keep else 1.0, "fitted": round(t, 3), "ece_before": round(ece["before"], 4),
             "ece_after": round(ece["after"], 4), "kept": bool(keep)}
@@ -664,6 +670,7 @@ class PixelNetModel:
     series: np.ndarray
     other: np.ndarray
     history: list[dict] = field(default_factory=list)
+    temperature: float = 1.0
 
     def module(self, device: str = "cpu"):
         torch = require_torch()
@@ -686,7 +693,8 @@ class PixelNetModel:
                     b = np.zeros((PIXEL_BATCH, x.shape[1]), np.float32)
                     n = min(PIXEL_BATCH, len(x) - s)
                     b[:n] = x[s:s + n]
-                    out[s:s + n] = torch.softmax(_pixel_forward(net, torch.from_numpy(b), self.series, self.other), 1)[:n].numpy()
+                    z = _pixel_forward(net, torch.from_numpy(b), self.series, self.other) / float(self.temperature)
+                    out[s:s + n] = torch.softmax(z, 1)[:n].numpy()
         finally:
             torch.set_num_threads(prev)
         return out
@@ -697,7 +705,7 @@ class PixelNetModel:
     def to_arrays(self) -> dict[str, np.ndarray]:
         out = {f"w/{k}": v for k, v in self.weights.items()}
         out.update(mean=self.mean, std=self.std, classes=np.asarray(self.classes_), width=np.asarray(self.width),
-                   series=self.series, other=self.other)
+                   series=self.series, other=self.other, temperature=np.asarray(self.temperature))
         return out
 
     @classmethod
@@ -705,7 +713,7 @@ class PixelNetModel:
         return cls(weights={k[2:]: np.asarray(arrays[k]) for k in arrays if k.startswith("w/")},
                    mean=np.asarray(arrays["mean"]), std=np.asarray(arrays["std"]), classes_=np.asarray(arrays["classes"]),
                    width=int(arrays["width"]), series=np.asarray(arrays["series"]), other=np.asarray(arrays["other"]),
-                   history=history or [])
+                   history=history or [], temperature=float(arrays["temperature"]) if "temperature" in arrays else 1.0)
 
 
 def _pixel_forward(net, x, series: np.ndarray, other: np.ndarray):
@@ -783,5 +791,11 @@ def train_pixelnet(X: np.ndarray, y: np.ndarray, names: Sequence[str], *, X_val:
                 break
     model = PixelNetModel({k: v.numpy().astype(np.float32) for k, v in best_state.items()}, mean.astype(np.float32),
                           std.astype(np.float32), classes, int(width), series, other, history)
+    calibration_ = {"temperature": 1.0, "reason": "no validation pixel"}
+    if val is not None:  # temperature scaling on the validation sample, kept where it lowers its calibration error
+        net.load_state_dict(best_state)
+        with torch.no_grad():
+            calibration_ = fit_temperature(_pixel_forward(net.eval(), val[0], series, other), val[1])
+        model.temperature = calibration_["temperature"]
     return model, {"n_train": int(ok.sum()), "n_dropped_nan": int((~ok).sum()), "epochs": len(history), "best_epoch": best_ep,
-                   "device": device, "history": history}
+                   "device": device, "history": history, "calibration": calibration_}

@@ -128,6 +128,7 @@ def test_temporal_network_map_is_byte_identical_and_applied_from_its_saved_file(
         run_pipeline(cfg(tmp_path / "c", 128, "never", **{"cluster.kind": "none", "model.path": str(tmp_path / "a" / "model.npz")}),
                      progress=False)
     assert s.figures["model"]["kind"] == "tempcnn" and s.figures["training_curve"]
+    assert s.figures["model"]["calibration"]["ece_before"] is not None  # temperature fitted on the validation sample
     a = _maps(tmp_path / "a")
     assert (a["class"] > 0).mean() > 0.9 and len(np.unique(a["class"][a["class"] > 0])) >= 3
     for other in ("b", "c"):
