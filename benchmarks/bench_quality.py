@@ -227,6 +227,7 @@ TECHNIQUES = {
         "model": {"kind": "fcn", "nn_encoder": "resnet18", "nn_depth": 2}},
     "tempcnn: per-pixel temporal network (lcup[deep])": {"model": {"kind": "tempcnn"}},
     "tempcnn, no coarse prior": {"model": {"kind": "tempcnn", "coarse_prior": 0.0}},
+    "tempcnn, its own pseudo-labels (refinement by the network, 2 rounds)": {"model": {"kind": "tempcnn", "refine_rounds": 2}},
     "forest + tempcnn, probabilities averaged": {"model": {"kind": "random_forest"}, "ensemble": "tempcnn"},
     "forest + tempcnn, averaged, coarse prior 1": {"model": {"kind": "random_forest", "coarse_prior": 1.0}, "ensemble": "tempcnn"},
 }
@@ -286,7 +287,7 @@ def run_technique(s: dict, technique: dict, seed: int = 0) -> dict:
         if mc.refine_rounds:  # the pipeline's stage: relabels training samples only
             from lcup.stages.train import refine
 
-            smp, r_extra["refined"] = refine(X, smp, coarse_lab, model=mc)
+            smp, r_extra["refined"] = refine(X, smp, coarse_lab, model=mc, names=list(feats.feature.values))
         context = 0
         if mc.kind == "fcn":  # the network learns from windows of the cube (here the whole set, one window)
             context = fcn_context_px(mc)

@@ -292,8 +292,9 @@ class ModelConfig(_Section):
     refine_rounds: int = Field(0, ge=0, le=5, description="iterative label refinement (self-training with coarse-cell "
                                "constraints): each round, forests that never saw a sample's block of 3 × 3 coarse cells "
                                "relabel it to another class they give at least refine_threshold, if that class occurs in "
-                               "the coarse map within one cell; each round is reported. 0: off (it wins on the hard demo "
-                               "and Slovenia, loses on Flanders: benchmarks/bench_quality.py)")
+                               "the coarse map within one cell; each round is reported. With kind tempcnn the network "
+                               "itself is the one cross-fitted. 0: off (it wins on the hard demo and Slovenia, loses on "
+                               "Flanders: benchmarks/bench_quality.py)")
     refine_threshold: float = Field(0.6, gt=0.5, le=1, description="probability a sample needs to be relabelled")
     segments: Literal["none", "slic", "felzenszwalb"] = Field(
         "none", description="segment-based regularisation: superpixels of the features (scikit-image, three principal "

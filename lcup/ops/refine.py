@@ -3,6 +3,8 @@ that occurs nearby in the coarse map (self-training within coarse-cell constrain
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 from scipy import ndimage
 from sklearn.ensemble import RandomForestClassifier
@@ -29,7 +31,9 @@ def plausible_classes(label: np.ndarray, iy: np.ndarray, ix: np.ndarray, classes
 
 
 def refine_labels(X: np.ndarray, y: np.ndarray, groups: np.ndarray, plausible: np.ndarray, *, rounds: int = 2,
-                  threshold: float = 0.6, n_estimators: int = 50, seed: int = 0) -> tuple[np.ndarray, dict]:
+                  threshold: float = 0.6, n_estimators: int = 50, seed: int = 0,
+                  fit_proba: Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray] | None = None
+                  ) -> tuple[np.ndarray, dict]:
     """Iterative label refinement with coarse-cell constraints (self-training on the coarse labels).
 
     Each round, every sample gets class probabilities from forests that never saw its spatial group (group
@@ -48,6 +52,10 @@ def refine_labels(X: np.ndarray, y: np.ndarray, groups: np.ndarray, plausible: n
         ``(sample,)`` spatial group ids (e.g. blocks of 3 × 3 coarse cells).
     plausible
         ``(sample, class)`` bool, columns in the order of ``np.unique(y)``.
+    fit_proba
+        ``fit_proba(X_train, y_train, X_test, seed) -> (test, class)`` probabilities with columns in the order of
+        ``np.unique(y_train)``: the model that vouches for the labels (default: a forest of ``n_estimators``; a
+        network refines the labels it learns from with its own, as Paraformer does).
 
     Returns
     -------
@@ -65,11 +73,15 @@ def refine_labels(X: np.ndarray, y: np.ndarray, groups: np.ndarray, plausible: n
     for r in range(rounds):
         proba = np.zeros((len(y), len(classes)))
         for tr, te in GroupKFold(min(5, n_groups)).split(X[ok], cur[ok], groups[ok]):
-            rf = RandomForestClassifier(n_estimators=n_estimators, n_jobs=-1, random_state=seed + r, max_features="sqrt",
-                                        min_samples_leaf=2, class_weight="balanced")
-            rf.fit(X[ok][tr], cur[ok][tr])
             p = np.zeros((len(te), len(classes)))
-            p[:, np.searchsorted(classes, rf.classes_)] = rf.predict_proba(X[ok][te])
+            seen = np.unique(cur[ok][tr])
+            if fit_proba is None:
+                rf = RandomForestClassifier(n_estimators=n_estimators, n_jobs=-1, random_state=seed + r, max_features="sqrt",
+                                            min_samples_leaf=2, class_weight="balanced")
+                rf.fit(X[ok][tr], cur[ok][tr])
+                p[:, np.searchsorted(classes, rf.classes_)] = rf.predict_proba(X[ok][te])
+            else:
+                p[:, np.searchsorted(classes, seen)] = fit_proba(X[ok][tr], cur[ok][tr], X[ok][te], seed + r)
             proba[np.flatnonzero(ok)[te]] = p
         best = proba.argmax(1)
         conf = proba.max(1)

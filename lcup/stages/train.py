@@ -145,13 +145,15 @@ def roc_curves(label: np.ndarray, proba: np.ndarray, classes, max_points: int = 
     return out
 
 
-def refine(X: np.ndarray, sample, lab, *, model: ModelConfig | Mapping | None = None):
+def refine(X: np.ndarray, sample, lab, *, model: ModelConfig | Mapping | None = None, names: Sequence[str] | None = None):
     """Iterative label refinement with coarse-cell constraints (``model.refine_rounds``): the sample with some
     training labels changed, and what changed round by round.
 
     Only training samples move; the validation blocks keep the coarse labels (their scores stay comparable). A
     sample may become a class the coarse map holds within one coarse cell of it (:func:`plausible_at`); the
-    cross-fitting groups are blocks of 3 × 3 coarse cells (:func:`lcup.ops.refine.refine_labels`).
+    cross-fitting groups are blocks of 3 × 3 coarse cells (:func:`lcup.ops.refine.refine_labels`). With
+    ``model.kind: tempcnn`` (and the feature ``names``) the per-pixel network vouches for the labels it learns from,
+    cross-fitted as the forests are (the network's own pseudo-labels, as Paraformer's); else forests.
 
     Parameters
     ----------
@@ -179,8 +181,15 @@ def refine(X: np.ndarray, sample, lab, *, model: ModelConfig | Mapping | None = 
     classes = np.unique(sample.label[tr])
     plaus = plausible_at(lab["label"].data, sample.iy[tr], sample.ix[tr], classes, cell)
     groups = (sample.iy[tr] // (3 * cell)) * 10_000_019 + sample.ix[tr] // (3 * cell)
+    fit_proba = None
+    if mc.kind == "tempcnn" and names is not None:
+        def fit_proba(Xa, ya, Xb, seed):  # the network that will learn from the labels vouches for them
+            net, _ = train_pixelnet(Xa, ya, names, width=mc.nn_width, epochs=min(mc.nn_epochs, 20), seed=seed,
+                                    device=mc.device)
+            return net.predict_proba(Xb)
     new, info = refine_labels(X[tr], sample.label[tr], groups, plaus, rounds=mc.refine_rounds,
-                              threshold=mc.refine_threshold, seed=mc.seed)
+                              threshold=mc.refine_threshold, seed=mc.seed, fit_proba=fit_proba)
+    info["by"] = "tempcnn" if fit_proba is not None else "random_forest"
     for k, r in enumerate(info["rounds"], 1):
         log.info("  label refinement round %d: %d training samples relabelled %s", k, r["relabelled"], r["to"])
     label = sample.label.copy()
@@ -238,7 +247,7 @@ def fit(plan: RunPlan, X: np.ndarray, smp, lab, *, windows: list | None = None, 
     train_smp = smp
     if cfg.model.refine_rounds:
         with ticking(f"refining the training labels ({cfg.model.refine_rounds} rounds)", enabled=progress):
-            train_smp, refinement = refine(X, smp, lab, model=cfg.model)
+            train_smp, refinement = refine(X, smp, lab, model=cfg.model, names=list(plan.names))
         rounds = [{"relabelled": r["relabelled"], "to": {int(plan.to_code[int(c)]): n for c, n in r["to"].items()}}
                   for r in refinement.get("rounds", [])]
         figures["refinement"] = {**refinement, "rounds": rounds}

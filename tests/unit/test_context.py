@@ -131,3 +131,27 @@ def test_refinement_relabels_training_samples_where_another_class_is_plausible(r
     assert moved[hidden[iy, ix] & ~validation].mean() > 0.5  # and most hidden parcels' samples moved
     same, none = refine(X, smp, lab, model={"refine_rounds": 0})
     assert same is smp and none["changed"] == 0
+
+
+def test_refinement_takes_the_model_that_vouches_for_the_labels():
+    """refine_labels(fit_proba=...): the given model (a network, in the pipeline with kind tempcnn) gives the
+    cross-fitted probabilities; a class it is sure of moves the samples where it is plausible, and only there."""
+    from lcup.ops.refine import refine_labels
+
+    rng = np.random.default_rng(0)
+    n = 600
+    X = rng.normal(size=(n, 3))
+    y = np.where(np.arange(n) % 2 == 0, 1, 2)
+    groups = np.arange(n) // 60
+    plausible = np.ones((n, 2), bool)
+    plausible[: n // 2, 1] = False  # class 2 not plausible in the first half
+    calls = []
+
+    def always_two(Xa, ya, Xb, seed):
+        calls.append(len(Xa))
+        return np.tile([0.1, 0.9], (len(Xb), 1))
+
+    new, info = refine_labels(X, y, groups, plausible, rounds=1, fit_proba=always_two)
+    assert len(calls) == 5  # group 5-fold
+    assert (new[n // 2:] == 2).all() and (new[: n // 2] == y[: n // 2]).all()
+    assert info["rounds"][0]["relabelled"] == int(((y == 1) & (np.arange(n) >= n // 2)).sum())
