@@ -148,9 +148,9 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary, previ
                      clustered=runner.client is not None)
     model, model_source = saved_model(plan)
     summary.figures.update(digest=plan.digest["digest"], n_features=len(plan.names), graph_per_tile=plan.tiled,
-                           features_persisted=plan.persist and not plan.tiled and model is None and runner.client is not None)
+                           features_persisted=plan.persist and not plan.tiled and runner.client is not None)
     with summary.stage("clean+features (graph)"):  # on the per-tile path this happens tile by tile, later
-        feats = aoi_features(plan, runner, persist=model is None)  # a saved model: features for the tiles left only
+        feats = aoi_features(plan, runner)
     lab, smp, X, windows = _sample(plan, feats, runner, summary, need_features=model is None, previous=previous)
     with summary.stage("train"):
         if model is None:

@@ -63,10 +63,9 @@ def tile_features(plan: RunPlan, ys: slice, xs: slice, at=None) -> xr.DataArray 
     return feats
 
 
-def aoi_features(plan: RunPlan, runner: Runner, persist: bool = True) -> xr.DataArray | None:
-    """The whole AOI's lazy features (kept in the cluster's memory when the plan persists them and ``persist``: a
-    sample is to be gathered from them before the prediction reads them again), or None on the per-tile path,
-    where each tile builds its own. Not persisted, only the chunks of the tiles left are ever computed.
+def aoi_features(plan: RunPlan, runner: Runner) -> xr.DataArray | None:
+    """The whole AOI's lazy features (kept in the cluster's memory when the plan persists them), or None on the
+    per-tile path, where each tile builds its own.
 
     Raises
     ------
@@ -78,7 +77,7 @@ def aoi_features(plan: RunPlan, runner: Runner, persist: bool = True) -> xr.Data
     feats = tile_features(plan, slice(0, plan.geobox.shape[0]), slice(0, plan.geobox.shape[1]))
     if feats is None:
         raise NoValidDataError("no item meets the AOI on the kept dates; check the AOI and the period")
-    if persist and plan.persist and runner.client is not None:
+    if plan.persist and runner.client is not None:
         feats = runner.persist(feats, "features")
     return feats
 
