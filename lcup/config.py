@@ -303,6 +303,10 @@ class ModelConfig(_Section):
     segment_px: int = Field(30, ge=4, le=10000, description="mean segment size, pixels")
     segment_mix: float = Field(0.5, gt=0, le=1, description="weight of the segment mean against the pixel's own probabilities")
     permutation_importance: bool = Field(False, description="also compute permutation importance on the validation blocks")
+    calibrate: Literal["auto", "temperature", "none"] = Field(
+        "auto", description="temperature scaling of the probabilities, fitted on the validation blocks (the log-loss-"
+        "minimising temperature, kept where it lowers their expected calibration error): auto = the networks only, "
+        "temperature = the forest too (p ** 1/T renormalised), none = off")
     nn_width: int = Field(32, ge=4, le=512, description="fcn: channels of the network's layers")
     nn_dilations: list[int] = Field(default_factory=lambda: [1, 2, 4], description="fcn: dilations of its 3 × 3 layers; "
                                     "a pixel's prediction reads sum(dilations) pixels each side")

@@ -10,6 +10,8 @@ import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
+from .accuracy import with_temperature
+
 
 def train_random_forest(
     X: np.ndarray,
@@ -151,6 +153,7 @@ def predict_block(features: np.ndarray, model, *, confidence: str = "max", origi
         proba = model.predict_proba_image(features, origin=origin).reshape(-1, len(model.classes_))[ok]
     else:
         proba = model.predict_proba(X[ok]) if ok.any() else np.zeros((0, len(model.classes_)))
+        proba = with_temperature(proba, float(getattr(model, "lcup_temperature_", 1.0)))  # model.calibrate: temperature
     return packed(proba, ok, model.classes_, confidence).reshape(-1, h, w)
 
 

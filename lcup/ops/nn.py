@@ -725,7 +725,7 @@ def _pixel_forward(net, x, series: np.ndarray, other: np.ndarray):
 def train_pixelnet(X: np.ndarray, y: np.ndarray, names: Sequence[str], *, X_val: np.ndarray | None = None,
                    y_val: np.ndarray | None = None, sample_weight: np.ndarray | None = None, width: int = 32,
                    epochs: int = 60, min_epochs: int = 5, patience: int = 10, batch: int = 256, lr: float = 2e-3,
-                   seed: int = 0, device: str = "auto") -> tuple[PixelNetModel, dict]:
+                   seed: int = 0, device: str = "auto", calibrate: bool = True) -> tuple[PixelNetModel, dict]:
     """Train a :class:`PixelNetModel` on the training sample's features (rows with NaN left out), classes
     balanced, with early stopping on the validation sample's loss (the best epoch kept).
 
@@ -792,7 +792,7 @@ def train_pixelnet(X: np.ndarray, y: np.ndarray, names: Sequence[str], *, X_val:
     model = PixelNetModel({k: v.numpy().astype(np.float32) for k, v in best_state.items()}, mean.astype(np.float32),
                           std.astype(np.float32), classes, int(width), series, other, history)
     calibration_ = {"temperature": 1.0, "reason": "no validation pixel"}
-    if val is not None:  # temperature scaling on the validation sample, kept where it lowers its calibration error
+    if val is not None and calibrate:  # temperature scaling on the validation sample, kept where it lowers its ECE
         net.load_state_dict(best_state)
         with torch.no_grad():
             calibration_ = fit_temperature(_pixel_forward(net.eval(), val[0], series, other), val[1])

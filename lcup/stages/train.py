@@ -15,7 +15,7 @@ from ..config import ModelConfig
 from ..errors import EmptyClassWarning, ModelError
 from ..io.models import load_model, model_file, save_model
 from ..legends import Legend
-from ..ops.accuracy import accuracy_report, calibration
+from ..ops.accuracy import accuracy_report, calibration, temperature_scaling, with_temperature
 from ..ops.model import confident_learning_filter, train_model
 from ..ops.nn import train_fcn, train_pixelnet
 from ..ops.refine import near_classes, refine_labels
@@ -75,7 +75,8 @@ def train(X: np.ndarray, sample, *, names: Sequence[str], legend: Legend, model:
         va = sample.validation
         clf, minfo = train_pixelnet(X[tr], sample.label[tr], names, X_val=X[va], y_val=sample.label[va],
                                     sample_weight=None if weights is None else weights[tr], width=mc.nn_width,
-                                    epochs=mc.nn_epochs, patience=mc.nn_patience, seed=mc.seed, device=mc.device)
+                                    epochs=mc.nn_epochs, patience=mc.nn_patience, seed=mc.seed, device=mc.device,
+                                    calibrate=mc.calibrate != "none")
         figures["training_curve"] = minfo.pop("history")
         minfo["kind"] = "tempcnn"
     else:
@@ -106,6 +107,10 @@ def train(X: np.ndarray, sample, *, names: Sequence[str], legend: Legend, model:
         figures["validation"] = accuracy_report(sample.label[sample.validation], pv, legend.codes, legend.names())
         if ok.any():
             pva = clf.predict_proba(Xv[ok])
+            if mc.calibrate == "temperature" and mc.kind in ("random_forest", "lightgbm"):
+                figures["model"]["calibration"] = cal = temperature_scaling(pva, sample.label[sample.validation][ok], clf.classes_)
+                clf.lcup_temperature_ = cal["temperature"]  # saved with the model; applied by predict_block
+                pva = with_temperature(pva, cal["temperature"])
             figures["validation"]["roc"] = roc_curves(sample.label[sample.validation][ok], pva, clf.classes_)
             figures["validation"]["calibration"] = calibration(sample.label[sample.validation][ok], pva, clf.classes_)
         missing = sorted(set(np.unique(sample.label[~sample.validation]).tolist()) - set(np.unique(sample.label[sample.validation]).tolist()))
@@ -282,7 +287,7 @@ def train_network(windows: list, sample, *, legend: Legend, model: ModelConfig |
     classes = np.unique(sample.label[~sample.validation])
     net, info = train_fcn(windows, classes, width=mc.nn_width, dilations=mc.nn_dilations, epochs=mc.nn_epochs,
                           patience=mc.nn_patience, aggregate_weight=mc.nn_aggregate_loss, seed=mc.seed, device=mc.device,
-                          encoder=mc.nn_encoder, depth=mc.nn_depth, weights=mc.nn_weights)
+                          encoder=mc.nn_encoder, depth=mc.nn_depth, weights=mc.nn_weights, calibrate=mc.calibrate != "none")
     truth, pred = [], []
     for w in windows:  # the validation pixels of the usable labels: what early stopping read
         m = w.validation & w.usable & np.isfinite(w.x).all(-1) & np.isin(w.label, classes)

@@ -240,3 +240,27 @@ def test_area_estimates_with_confidence_intervals(e2e_run):
         assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0, 0, 1, 1) and (np.diff(fpr) >= 0).all() and (np.diff(tpr) >= 0).all()
         assert r["auc"] == pytest.approx(np.trapezoid(tpr, fpr), abs=0.02)  # thinned curve: close, not exact
     assert np.median([r["auc"] for r in roc.values()]) > 0.9
+
+
+def test_forest_temperature_scaling_is_fitted_saved_and_applied(small_scene, tmp_path):
+    """model.calibrate: temperature on the forest: a temperature fitted on the validation blocks (kept only where it
+    lowers their ECE), saved with the model, and applied again when the model is applied elsewhere (same bytes)."""
+    import warnings
+
+    from lcup.io.models import load_model
+
+    kw = {"model.n_estimators": 20, "labels.n_per_class": 300, "model.calibrate": "temperature", "truth": None}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LcupWarning)
+        s = run_pipeline(load_config(scene_pipeline(small_scene, tmp_path / "a", **kw)), progress=False)
+        cal = s.figures["model"]["calibration"]
+        assert cal["ece_before"] is not None and (cal["kept"] == (cal["ece_after"] < cal["ece_before"]))
+        model, _ = load_model(tmp_path / "a" / "model.skops")
+        assert model.lcup_temperature_ == cal["temperature"]
+        if cal["kept"]:
+            assert s.figures["validation"]["calibration"]["ece"] == pytest.approx(cal["ece_after"], abs=1e-3)
+        run_pipeline(load_config(scene_pipeline(small_scene, tmp_path / "b", **{**kw, "model.path": str(tmp_path / "a" / "model.skops")})),
+                     progress=False)
+    a = xr.open_zarr(tmp_path / "a" / "landcover.zarr", consolidated=False, mask_and_scale=False)
+    b = xr.open_zarr(tmp_path / "b" / "landcover.zarr", consolidated=False, mask_and_scale=False)
+    np.testing.assert_array_equal(a["probability"].values, b["probability"].values)
