@@ -14,6 +14,7 @@ source:
   # catalog: https://earth-search.aws.element84.com/v1   # default: the provider's API; or a static catalog.json
   max_cloud_cover: 80           # %, skip cloudier items
   on_error: fail                # fail | skip unreadable assets (listed in summary.json)
+  # allowed_hosts: [file, "*.example.org"]   # default: the catalog's host (local files for a local catalog) + the provider's
 aoi:
   bbox: [14.45, 45.80, 14.60, 45.90]   # set this: [west, south, east, north] in `crs`
   crs: EPSG:4326
