@@ -343,8 +343,11 @@ def test_sigterm_stops_the_run_as_ctrl_c_does(how, small_scene, tmp_path):
     import psutil
 
     yml = _yaml(small_scene, tmp_path / "out", tmp_path / "run.yaml", **{"cluster.kind": "local", "cluster.n_workers": 1})
+    # SIGINT as a terminal leaves it (a job started in the background by a non-interactive shell, as CI may be,
+    # inherits it ignored, and Python then installs no Ctrl-C handler at all)
     p = subprocess.Popen([sys.executable, "-m", "lcup.cli", "run", str(yml)], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, start_new_session=True)
+                         stderr=subprocess.STDOUT, start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines, deadline = [], time.time() + 300
     while time.time() < deadline:
         line = p.stdout.readline().decode()
