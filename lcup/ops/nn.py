@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import MissingDependencyError, ModelError
-from .accuracy import calibration
+from .accuracy import temperature_scaling
 
 
 def require_torch():
@@ -524,20 +524,11 @@ def _temperature(net, data: list) -> dict:
 
 
 def fit_temperature(z, y) -> dict:
-    """The temperature (of 0.25 … 8) minimising the log-loss of logits ``z`` ``(n, class)`` against class indices
-    ``y`` (temperature scaling, Guo et al. 2017), kept where it lowers their expected calibration error
-    (:func:`lcup.ops.accuracy.calibration`); ``{"temperature", "fitted", "ece_before", "ece_after", "kept"}``."""
+    """Temperature scaling (:func:`lcup.ops.accuracy.temperature_scaling`) of logits ``z`` ``(n, class)`` against
+    class indices ``y``: ``softmax(z / T)`` is the softmax's probabilities scaled by ``T``."""
     torch = require_torch()
-    z = z.detach().double().cpu()
-    y = y.detach().cpu()
-    grid = np.exp(np.linspace(np.log(0.25), np.log(8), 61))
-    nll = [float(torch.nn.functional.cross_entropy(z / t, y)) for t in grid]
-    t = float(grid[int(np.argmin(nll))])
-    yn, k = y.numpy(), z.shape[1]
-    ece = {name: calibration(yn, torch.softmax(z / v, 1).numpy(), list(range(k)))["ece"] for name, v in (("before", 1.0), ("after", t))}
-    keep = ece["after"] < ece["before"]
-    return {"temperature": t if keep else 1.0, "fitted": round(t, 3), "ece_before": round(ece["before"], 4),
-            "ece_after": round(ece["after"], 4), "kept": bool(keep)}
+    p = torch.softmax(z.detach().double().cpu(), 1).numpy()
+    return temperature_scaling(p, y.detach().cpu().numpy(), list(range(p.shape[1])))
 
 
 def _tensors(w: Window, lut: np.ndarray, mean, std, device) -> dict:
