@@ -94,9 +94,9 @@ def cf_axes(ds):
 
 
 def gdal_crs(ds: xr.Dataset, crs: str | None) -> xr.Dataset:
-    """``ds`` with GDAL's own ``_CRS`` attribute (``{"wkt": ...}``) on every ``(…, y, x)`` variable: GDAL's Zarr
-    driver reads the CRS from it in every version with Zarr support (3.4 on), where only newer ones read the CF
-    ``grid_mapping`` (a v2 store opened in GDAL 3.6 had no CRS)."""
+    """``ds`` with GDAL's own ``_CRS`` attribute (``{"wkt": ...}``) on every ``(…, y, x)`` variable, the attribute
+    GDAL's Zarr driver documents for a v2 array's CRS (a v2 store opened in GDAL 3.6, which did not read the CF
+    ``grid_mapping``, had no CRS; checked here with this machine's GDAL only)."""
     if not crs:
         return ds
     wkt = pyproj.CRS.from_user_input(crs).to_wkt()

@@ -157,18 +157,10 @@ def temperature_scaling(proba: np.ndarray, reference: np.ndarray, classes: Seque
     """
     proba, reference = np.asarray(proba, np.float64), np.asarray(reference)
     idx = np.searchsorted(np.asarray(classes), reference)
-    logp = np.log(np.clip(proba, 1e-12, 1))
     grid = np.exp(np.linspace(np.log(0.25), np.log(8), 61))
-
-    def scaled(t):
-        z = logp / t
-        z -= z.max(1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(1, keepdims=True)
-
-    nll = [-np.mean(np.log(np.clip(scaled(t)[np.arange(len(idx)), idx], 1e-12, 1))) for t in grid]
+    nll = [-np.mean(np.log(np.clip(with_temperature(proba, t)[np.arange(len(idx)), idx], 1e-12, 1))) for t in grid]
     t = float(grid[int(np.argmin(nll))])
-    before, after = calibration(reference, proba, classes)["ece"], calibration(reference, scaled(t), classes)["ece"]
+    before, after = calibration(reference, proba, classes)["ece"], calibration(reference, with_temperature(proba, t), classes)["ece"]
     keep = after is not None and before is not None and after < before
     return {"temperature": t if keep else 1.0, "fitted": round(t, 3), "ece_before": before and round(before, 4),
             "ece_after": after and round(after, 4), "kept": bool(keep)}
