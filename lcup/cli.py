@@ -201,11 +201,13 @@ def _plan(args) -> int:
 
 
 def _validate(args) -> int:
+    from .stages.area import aoi_extent
     from .stages.score import probe_inputs  # deferred: each subcommand imports what it runs
     from .stages.search import grid
 
     cfg = load_config(args.pipeline, overrides=_parse_sets(args.set))
-    probe_inputs(cfg, grid(cfg.aoi.bbox, crs=cfg.aoi.crs, grid_crs=cfg.aoi.grid_crs, resolution=cfg.aoi.resolution))
+    bbox, crs = aoi_extent(cfg.aoi)
+    probe_inputs(cfg, grid(bbox, crs=crs, grid_crs=cfg.aoi.grid_crs, resolution=cfg.aoi.resolution))
     print(f"{args.pipeline}: valid pipeline {cfg.name!r}; its label and truth maps open and meet the area")
     return 0
 

@@ -23,6 +23,13 @@ from .providers import BANDS, PROFILES, REFLECTANCE_BANDS
 from .units import metres_to_px, segment_halo_px
 from .vocab import DEFAULT_INVALID_SCL, INDEX_BANDS, STAT_NAMES, formula_bands, index_bands
 
+_WKT = re.compile(r"^\s*(MULTI)?(POLYGON|POINT|LINESTRING|GEOMETRYCOLLECTION)\b", re.IGNORECASE)
+
+
+def is_inline(geometry: str) -> bool:
+    """Whether ``aoi.geometry`` is inline WKT or GeoJSON rather than a file path."""
+    return bool(_WKT.match(geometry)) or geometry.lstrip().startswith("{")
+
 
 def _only(values: list[str], allowed, what: str) -> list[str]:
     """Reject names not in ``allowed``, listing the valid ones."""
@@ -72,10 +79,26 @@ class SourceConfig(_Section):
 
 
 class AOIConfig(_Section):
-    """Area of interest and output grid."""
+    """Area of interest and output grid: a bounding box, a polygon, or Sentinel-2 tiles."""
 
-    bbox: tuple[float, float, float, float] = Field(description="[west, south, east, north] in `crs`")
+    bbox: tuple[float, float, float, float] | None = Field(
+        None, description="[west, south, east, north] in `crs`; default: the bounds of `geometry` or `tiles`")
     crs: str = Field("EPSG:4326", description="CRS of bbox")
+    geometry: str | None = Field(
+        None, description="the area's polygon(s): a file (GeoPackage, GeoJSON, Shapefile, GeoParquet) or inline WKT / "
+        "GeoJSON, in any CRS; pixels outside are no data, tiles wholly outside are never read, predicted or written, "
+        "areas count inside only")
+    layer: str | None = Field(None, description="layer of the geometry file (default: its first)")
+    where: str | None = Field(None, description="attribute filter on the geometry file's features, e.g. NAME = 'Slovenia'")
+    geometry_crs: str | None = Field(None, description="CRS of inline WKT (default EPSG:4326; a file has its own)")
+    tiles: list[str] | None = Field(None, description="Sentinel-2 tile ids (e.g. [32TQM, 33TUL]): each computed on its own "
+                                    "UTM grid, one model, one mosaic (with a geometry or bbox: their part inside it)")
+    grid: Literal["auto", "single", "s2-tiles"] = Field(
+        "auto", description="s2-tiles: cut the area into the Sentinel-2 tiles and compute each on its own UTM grid, "
+        "where its imagery is (no warping), then mosaic; single: one grid (grid_crs, default the UTM zone of the "
+        "area's imagery); auto: s2-tiles once the area spans more than one UTM zone (or tiles are given), else single")
+    tile: str | None = Field(None, description="one Sentinel-2 tile: the grid is that tile's own (its UTM zone and pixel "
+                             "lattice) and only its items are read; lcup sets it for each tile of an s2-tiles run")
     grid_crs: str | None = Field(None, description="output CRS; default: UTM zone of the AOI centre")
     resolution: float = Field(10.0, gt=0, description="output pixel size, metres")
     align: Literal["native", "resolution"] = Field(
@@ -84,8 +107,34 @@ class AOIConfig(_Section):
     origin: tuple[float, float] | None = Field(None, description="an explicit pixel corner [x, y] (in grid_crs) the output "
                                                "grid's pixel edges pass through; overrides align")
 
+    @field_validator("tiles")
+    @classmethod
+    def _tile_ids(cls, v):
+        if v is not None:
+            from .ops.s2grid import tile
+
+            if not v:
+                raise ValueError("aoi.tiles is empty: give Sentinel-2 tile ids such as [32TQM, 33TUL]")
+            v = [tile(t).id for t in v]  # ValueError naming the id
+            if len(set(v)) != len(v):
+                raise ValueError(f"aoi.tiles lists a tile twice: {v}")
+        return v
+
+    @field_validator("tile")
+    @classmethod
+    def _tile_id(cls, v):
+        if v is not None:
+            from .ops.s2grid import tile
+
+            v = tile(v).id
+        return v
+
     @model_validator(mode="after")
     def _check_bbox(self) -> "AOIConfig":
+        if self.bbox is None:
+            if self.geometry is None and self.tiles is None and self.tile is None:
+                raise ValueError("give the area: aoi.bbox, aoi.geometry (a polygon file or WKT) or aoi.tiles (Sentinel-2 tile ids)")
+            return self
         w, s, e, n = self.bbox
         if not (w < e and s < n):
             raise ValueError(f"bbox {list(self.bbox)} must be [west, south, east, north] with west < east and south < north")
@@ -498,6 +547,14 @@ class PipelineConfig(_Section):
             raise ValueError(f"output.tile_px {t} is not a multiple of load.chunk_px {c} (a tile is whole chunks): use "
                              f"{lo}" + (f" or {hi}" if hi != lo else "") + f", or a load.chunk_px that divides {t}")
         _check_crs(self.aoi.crs, "aoi.crs")
+        _check_crs(self.aoi.geometry_crs, "aoi.geometry_crs")
+        if self.aoi.geometry is not None:  # read now: a missing file, a bad filter or WKT is said before any search
+            from .io.vector import read_area  # deferred: load_config of a bbox stays light
+
+            try:
+                read_area(self.aoi.geometry, layer=self.aoi.layer, where=self.aoi.where, crs=self.aoi.geometry_crs)
+            except LcupError as e:
+                raise ValueError(str(e)) from None
         _check_crs(self.aoi.grid_crs, "aoi.grid_crs")
         if self.aoi.grid_crs is not None and str(self.aoi.grid_crs).lower() != "utm":
             from rasterio.crs import CRS  # deferred: load_config (lcup validate) stays light
@@ -714,6 +771,9 @@ def load_config(source: str | Path | Mapping, *, base_dir: str | Path | None = N
     fr = (raw.get("labels") or {}).get("fractions")
     if isinstance(fr, dict):
         raw["labels"]["fractions"] = {k: _resolve(v, base) if isinstance(v, str) else v for k, v in fr.items()}
+    aoi = raw.get("aoi")
+    if isinstance(aoi, dict) and isinstance(aoi.get("geometry"), str) and not is_inline(aoi["geometry"]):
+        aoi["geometry"] = _resolve(aoi["geometry"], base)
     for section, key in (("source", "catalog"), ("labels", "path"), ("truth", "path"), ("output", "dir"), ("model", "path"),
                          ("model", "nn_weights")):
         sec = raw.get(section)

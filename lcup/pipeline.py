@@ -18,6 +18,7 @@ import xarray as xr
 from .cluster import Runner, cluster_client, quiet_spurious_warnings, quiet_workers, starting_cluster, tune_workers
 from .io.rundir import RunSummary, output_lock, prepare_output_dir, relative_paths, tree_cpu_s
 from .report import write_report
+from .stages.area import inside_mask
 from .stages.change import change
 from .stages.labels import labels, sample, sample_figures
 from .stages.load import block_cache_figures, drop_decoded_blocks, non_finite_pixels, reused_dates, scene_filter, unreadable_reads
@@ -185,12 +186,13 @@ def _sample(plan: RunPlan, feats, runner: Runner, summary: RunSummary, need_feat
         return None, None, None, None
     if not need_features and "labels" in previous and "samples" in previous:
         with summary.stage("labels"):
-            lab = labels(plan.geobox, cfg.labels, chunk_px=cfg.load.chunk_px, figures=previous["labels"])
+            lab = labels(plan.geobox, cfg.labels, chunk_px=cfg.load.chunk_px, figures=previous["labels"],
+                         inside=inside_mask(plan.area, plan.geobox, cfg.load.chunk_px))
             summary.figures.update(labels=lab.attrs["figures"], samples=previous["samples"])
             log.info("  label figures and sample reused from the interrupted run (the model is saved)")
         return lab, None, None, None
     with summary.stage("labels"):
-        lab = labels(plan.geobox, cfg.labels, chunk_px=cfg.load.chunk_px,
+        lab = labels(plan.geobox, cfg.labels, chunk_px=cfg.load.chunk_px, inside=inside_mask(plan.area, plan.geobox, cfg.load.chunk_px),
                      compute=lambda a: runner.compute(a, "label statistics"))
         summary.figures["labels"] = lab.attrs["figures"]
         # positions first, drawn chunk by chunk (per-chunk seeds), then only their features are gathered;

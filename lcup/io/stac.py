@@ -36,6 +36,7 @@ from pystac_client import Client
 from rasterio.windows import Window
 
 from ..errors import EmptySearchError, MissingBandError, ProviderError
+from ..ops.s2grid import utm_zone
 from ..providers import SCL, ProviderProfile
 from .nested import NestedRioDriver
 
@@ -601,17 +602,35 @@ def items_crs(items: Sequence[pystac.Item], lonlat: tuple[float, float]) -> str 
     """The CRS (``proj:code``/``proj:epsg``) most of the items covering the point ``lonlat`` are in, or of all the
     items when none covers it; None when they say none. The Sentinel-2 grid puts a tile in its own UTM zone, with
     the exceptions the formula from the longitude misses (western Norway in 32V, Svalbard's 31X–37X)."""
-    def code(it):
-        c = it.properties.get("proj:code") or (f"EPSG:{it.properties['proj:epsg']}" if it.properties.get("proj:epsg") else None)
-        if c is None:  # Earth Search's older items give it per asset only
-            c = next((a.extra_fields.get("proj:code") or (f"EPSG:{a.extra_fields['proj:epsg']}" if a.extra_fields.get("proj:epsg") else None)
-                      for a in it.assets.values() if a.extra_fields.get("proj:code") or a.extra_fields.get("proj:epsg")), None)
-        return c
-
+    code = item_code
     x, y = lonlat
     covering = [it for it in items if it.bbox is not None and it.bbox[0] <= x <= it.bbox[2] and it.bbox[1] <= y <= it.bbox[3]]
     votes = Counter(c for c in map(code, covering or items) if c)
     return votes.most_common(1)[0][0] if votes else None
+
+
+def item_tile(item: pystac.Item) -> str | None:
+    """The Sentinel-2 tile id of an item (``32TQM``) from its ``grid:code`` (``MGRS-32TQM``), ``s2:mgrs_tile`` or
+    ``mgrs:utm_zone`` / ``mgrs:latitude_band`` / ``mgrs:grid_square``; None when it names none."""
+    p = item.properties
+    code = p.get("grid:code")
+    if isinstance(code, str) and code.upper().startswith("MGRS-"):
+        return code[5:].upper().zfill(5)
+    if p.get("s2:mgrs_tile"):
+        return str(p["s2:mgrs_tile"]).upper().zfill(5)
+    if p.get("mgrs:utm_zone") is not None and p.get("mgrs:latitude_band") and p.get("mgrs:grid_square"):
+        return f"{int(p['mgrs:utm_zone']):02d}{p['mgrs:latitude_band']}{p['mgrs:grid_square']}".upper()
+    return None
+
+
+def item_code(item: pystac.Item) -> str | None:
+    """The item's CRS (``proj:code``, ``proj:epsg``, or its assets'), or None."""
+    p = item.properties
+    c = p.get("proj:code") or (f"EPSG:{p['proj:epsg']}" if p.get("proj:epsg") else None)
+    if c is None:  # Earth Search's older items give it per asset only
+        c = next((a.extra_fields.get("proj:code") or (f"EPSG:{a.extra_fields['proj:epsg']}" if a.extra_fields.get("proj:epsg") else None)
+                  for a in item.assets.values() if a.extra_fields.get("proj:code") or a.extra_fields.get("proj:epsg")), None)
+    return c
 
 
 def geobox_for_aoi(bbox: Sequence[float], crs: str | None, resolution: float, bbox_crs: str = "EPSG:4326",
@@ -622,8 +641,7 @@ def geobox_for_aoi(bbox: Sequence[float], crs: str | None, resolution: float, bb
     g = box(*bbox, crs=bbox_crs)
     if crs is None or str(crs).lower() == "utm":
         lon, lat = g.to_crs("EPSG:4326").centroid.coords[0]
-        zone = int((lon + 180) // 6) + 1
-        crs = f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
+        crs = f"EPSG:{(32600 if lat >= 0 else 32700) + utm_zone(lon, lat)}"  # the Sentinel-2 grid's zones (Norway, Svalbard)
     gp = g.to_crs(crs)
     anchor = "edge"
     if origin is not None:

@@ -41,13 +41,14 @@ def label_halo_px(labels: LabelsConfig, resolution: float) -> int:
 
 
 def labels(geobox, labels: LabelsConfig | Mapping | None = None, *, chunk_px: int = 512, compute=None,
-           figures: Mapping | None = None) -> xr.Dataset:
+           figures: Mapping | None = None, inside: da.Array | None = None) -> xr.Dataset:
     """The coarse map on ``geobox`` in the target legend, eroded, with its label confidence: lazy.
 
     Each chunk reads its own window of the label map (any GDAL raster and CRS, or a STAC collection); erosion
     and confidence run with a halo, so memory is bounded by the chunk. One pass computes the figures, through
     ``compute`` (``callable(list) -> list``; default ``dask.compute``), unless ``figures`` gives them (an
-    interrupted run's, on resume): then nothing is computed here.
+    interrupted run's, on resume): then nothing is computed here. ``inside``: lazy ``(y, x)`` bool of the area's
+    polygon (:func:`lcup.stages.area.inside_mask`); labels outside it are no data (never sampled, never counted).
 
     Returns
     -------
@@ -72,6 +73,8 @@ def labels(geobox, labels: LabelsConfig | Mapping | None = None, *, chunk_px: in
     else:
         codes = open_on_geobox(lc.path, geobox, chunks=chunk_px)
     lab = codes.map_blocks(apply_crosswalk, to_internal(get_crosswalk(lc.legend, target, lc.crosswalk), target), dtype=np.uint8)
+    if inside is not None:
+        lab = da.where(inside, lab, np.uint8(0))
     res = abs(geobox.resolution.x)
     r = metres_to_px(lc.erosion_m, res)
     eroded = erode_classes(lab, r)

@@ -19,13 +19,15 @@ import zarr
 from odc.geo.crs import CRS
 
 from ..config import PipelineConfig, fcn_context_px
-from ..errors import GridError, OutputExistsError
-from ..io.stac import items_crs
+from ..errors import EmptySearchError, GridError, OutputExistsError
+from ..io.stac import item_code, item_tile, items_crs
 from ..io.write import tile_slices
 from ..legends import Legend, compact, get_legend
+from ..ops.s2grid import tile as s2tile
 from ..ops.temporal import regular_grid
 from ..providers import ProviderProfile, get_profile, with_probability_mask
 from ..units import metres_to_px, segment_halo_px
+from .area import aoi_extent, area_in
 from .features import feature_names, neighbourhood_halo_px
 from .labels import AUTO_SAMPLE_CHUNKS, label_halo_px
 from .search import grid, native_origin, search
@@ -61,6 +63,8 @@ class RunPlan:
         its own graph (load → features → predict → write).
     digest
         ``{"digest", "parts"}`` of what determines the map (:func:`run_digest`).
+    area
+        The area's polygon in the grid's CRS (WKB; ``aoi.geometry``), or None: the whole grid is mapped.
     """
 
     cfg: PipelineConfig
@@ -78,6 +82,7 @@ class RunPlan:
     persist: bool
     tiled: bool
     digest: dict
+    area: bytes | None = None
 
     @property
     def scl(self) -> bool:
@@ -113,27 +118,50 @@ def find_items(cfg: PipelineConfig, profile: ProviderProfile | None = None):
     ``profile``: :func:`source_profile` of ``cfg``, when the caller has it already.
     """
     profile = profile or source_profile(cfg)
-    geobox = grid(cfg.aoi.bbox, crs=cfg.aoi.crs, grid_crs=cfg.aoi.grid_crs, resolution=cfg.aoi.resolution,
-                  origin=cfg.aoi.origin)
+    bbox, bbox_crs = aoi_extent(cfg.aoi)
+    grid_crs, origin = cfg.aoi.grid_crs, cfg.aoi.origin
+    if cfg.aoi.tile is not None:  # one Sentinel-2 tile: its own UTM zone and pixel lattice
+        t = s2tile(cfg.aoi.tile)
+        grid_crs, origin = grid_crs or t.crs, origin or t.origin
+    geobox = grid(bbox, crs=bbox_crs, grid_crs=grid_crs, resolution=cfg.aoi.resolution, origin=origin)
     need = minimum_side_px(cfg)
     if min(geobox.shape) < need:
         raise GridError(f"the area is {geobox.shape[0]} × {geobox.shape[1]} px at {cfg.aoi.resolution} m; lcup needs at "
                         f"least {need} px a side (its label, smoothing and context halos reach {need - 1} px): "
-                        f"enlarge aoi.bbox to at least {need * cfg.aoi.resolution:g} m a side")
+                        f"enlarge the area (aoi.bbox / aoi.geometry) to at least {need * cfg.aoi.resolution:g} m a side")
     items = search(cfg.source.catalog, geobox, *cfg.period, provider=profile, collection=cfg.source.collection,
                    max_cloud_cover=cfg.source.max_cloud_cover, page_size=cfg.source.page_size, bands=cfg.load.bands,
                    scl=cfg.clean.mask != "none", allowed_hosts=cfg.source.allowed_hosts)
+    if cfg.aoi.tile is not None:  # the tile's own items: a neighbour's scenes would be warped onto this grid
+        items = own_tile_items(items, cfg.aoi.tile, str(geobox.crs))
     if cfg.aoi.grid_crs is None:  # the zone of the imagery itself (the Sentinel-2 grid's exceptions included)
         centre = geobox.extent.to_crs("EPSG:4326").centroid.coords[0]
         own = items_crs(items, centre)
         if own is not None and CRS(own) != geobox.crs:
             log.info("grid: %s, the CRS of the items over the area (not %s, the UTM zone of its longitude)", own, geobox.crs)
-            geobox = grid(cfg.aoi.bbox, crs=cfg.aoi.crs, grid_crs=own, resolution=cfg.aoi.resolution, origin=cfg.aoi.origin)
-    if cfg.aoi.origin is None and cfg.aoi.align == "native":
+            geobox = grid(bbox, crs=bbox_crs, grid_crs=own, resolution=cfg.aoi.resolution, origin=origin)
+    if origin is None and cfg.aoi.align == "native":
         origin = native_origin(items, geobox)  # the data's own pixel grid
         if origin is not None:
-            geobox = grid(cfg.aoi.bbox, crs=cfg.aoi.crs, grid_crs=str(geobox.crs), resolution=cfg.aoi.resolution, origin=origin)
+            geobox = grid(bbox, crs=bbox_crs, grid_crs=str(geobox.crs), resolution=cfg.aoi.resolution, origin=origin)
     return geobox, items
+
+
+def own_tile_items(items, tile_id: str, crs: str) -> list:
+    """The items of Sentinel-2 tile ``tile_id``: those naming it (:func:`lcup.io.stac.item_tile`), and those naming
+    no tile that are on the tile's CRS ``crs``.
+
+    Raises
+    ------
+    EmptySearchError
+        If no item is the tile's.
+    """
+    mine = [it for it in items if (item_tile(it) or "") == tile_id
+            or item_tile(it) is None and (item_code(it) is None or CRS(item_code(it)) == CRS(crs))]
+    if not mine:
+        raise EmptySearchError(f"none of the {len(items)} items found over tile {tile_id} is that tile's own (their tiles: "
+                               f"{sorted({item_tile(it) or '?' for it in items})[:8]}); check aoi.tiles and the catalog")
+    return mine
 
 
 def context_px(cfg: PipelineConfig) -> int:
@@ -197,7 +225,8 @@ def make_plan(cfg: PipelineConfig, geobox, items, dates, *, profile: ProviderPro
     tiled = len(tiles) > 1 and not (persist and clustered)
     return RunPlan(cfg=cfg, geobox=geobox, items=tuple(items), dates=np.asarray(dates), profile=profile or source_profile(cfg),
                    target=target, internal=internal, to_code=to_code, names=names, tile_px=tpx, tiles=tiles,
-                   ring=prediction_halo_px(cfg), persist=persist, tiled=tiled, digest=run_digest(cfg, items, dates))
+                   ring=prediction_halo_px(cfg), persist=persist, tiled=tiled, digest=run_digest(cfg, items, dates),
+                   area=area_in(cfg, geobox.crs))
 
 
 #: Sections and keys that do not change the map (where and how it is written, on which cluster).

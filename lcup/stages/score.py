@@ -17,6 +17,7 @@ from ..io.rasters import open_on_geobox, probe_raster
 from ..legends import Legend, apply_crosswalk, compact, get_crosswalk
 from ..ops.accuracy import confusion_blocks, report_from_confusion
 from ..ops.area import stratified_estimates
+from .area import inside_mask
 from .plan import RunPlan
 
 log = logging.getLogger("lcup")
@@ -55,8 +56,10 @@ def class_counts(cls: da.Array, legend: Legend):
     return da.bincount(cls.ravel(), minlength=int(compact(legend)[1].max()) + 1)
 
 
-def truth_confusions(truth_path: str, truth_legend, geobox, cls: da.Array, coarse: da.Array, legend: Legend, *, chunk_px: int = 512):
-    """Lazy confusion counts of the map and of the coarse labels against a 10 m truth, chunk by chunk.
+def truth_confusions(truth_path: str, truth_legend, geobox, cls: da.Array, coarse: da.Array, legend: Legend, *, chunk_px: int = 512,
+                     inside: da.Array | None = None):
+    """Lazy confusion counts of the map and of the coarse labels against a 10 m truth, chunk by chunk (inside the
+    area's polygon only, with ``inside``).
 
     ``cls`` is in legend codes; ``coarse`` in class indices (:func:`lcup.stages.labels.labels`). Returns two
     ``dask.delayed`` counts for :func:`lcup.ops.accuracy.report_from_confusion`.
@@ -65,6 +68,8 @@ def truth_confusions(truth_path: str, truth_legend, geobox, cls: da.Array, coars
     to_code = compact(legend)[1]
     truth = open_on_geobox(truth_path, geobox, chunks=chunk_px, what="truth map (truth.path)").map_blocks(
         apply_crosswalk, get_crosswalk(truth_legend, legend), dtype=to_code.dtype)
+    if inside is not None:
+        truth = da.where(inside, truth, to_code.dtype.type(0))
     coarse_codes = coarse.map_blocks(lambda b: to_code[b], dtype=to_code.dtype)
     return confusion_blocks(truth, cls, legend.codes), confusion_blocks(truth, coarse_codes, legend.codes)
 
@@ -164,9 +169,17 @@ def score_run(plan: RunPlan, result: xr.Dataset, lab: xr.Dataset | None, runner:
     against the 10 m truth with area estimates. Chunk by chunk: the whole map is read only against a truth.
     """
     cfg, target, figures = plan.cfg, plan.target, {}
-    counts = runner.compute(class_counts(result["class"].data, target), "class counts", progress=False)
+    inside = inside_mask(plan.area, plan.geobox, cfg.load.chunk_px)
+    counts, n_px = runner.compute([class_counts(result["class"].data, target),
+                                   inside.sum() if inside is not None else da.asarray(plan.geobox.shape[0] * plan.geobox.shape[1])],
+                                  "class counts", progress=False)
+    n_px = int(n_px)
     figures["predicted_class_px"] = {int(c): int(n) for c, n in enumerate(counts) if n}
-    figures.update(_gaps(counts, plan, lab.attrs["figures"] if lab is not None else None, figures["predicted_class_px"]))
+    if inside is not None:  # the polygon's pixels only: outside is no data by design, not a gap
+        figures["area_px"] = n_px
+        counts = counts.copy()
+        counts[0] -= plan.geobox.shape[0] * plan.geobox.shape[1] - n_px
+    figures.update(_gaps(counts, n_px, plan, lab.attrs["figures"] if lab is not None else None, figures["predicted_class_px"]))
     if lab is not None:  # the upsampling consistency: the one figure a run without a reference has
         cons = consistency_figures(runner.compute(consistency(result["class"].data, lab["label"].data, target),
                                                   "consistency", progress=False), target)
@@ -182,7 +195,8 @@ def _truth_figures(plan: RunPlan, result: xr.Dataset, lab: xr.Dataset | None, ru
     cfg, target = plan.cfg, plan.target
     coarse = lab["label"].data if lab is not None else da.zeros_like(result["class"].data, dtype=np.uint8)
     cm_pred, cm_coarse = runner.compute(list(truth_confusions(cfg.truth.path, cfg.truth.legend, plan.geobox, result["class"].data,
-                                                              coarse, target, chunk_px=cfg.load.chunk_px)),
+                                                              coarse, target, chunk_px=cfg.load.chunk_px,
+                                                              inside=inside_mask(plan.area, plan.geobox, cfg.load.chunk_px))),
                                         "accuracy against the truth", progress=False)
     pred_rep = report_from_confusion(cm_pred, target.codes, target.names())
     truth = {"prediction_10m": pred_rep}
@@ -196,9 +210,9 @@ def _truth_figures(plan: RunPlan, result: xr.Dataset, lab: xr.Dataset | None, ru
     return {"truth": truth, "area": area}
 
 
-def _gaps(counts: np.ndarray, plan: RunPlan, label_figures: Mapping | None, map_px: dict) -> dict:
-    """Warn about pixels without a prediction and about coarse classes (nearly) missing from the map; their figures."""
-    n_px = plan.geobox.shape[0] * plan.geobox.shape[1]
+def _gaps(counts: np.ndarray, n_px: int, plan: RunPlan, label_figures: Mapping | None, map_px: dict) -> dict:
+    """Warn about pixels without a prediction (of the ``n_px`` mapped) and about coarse classes (nearly) missing
+    from the map; their figures."""
     n_nodata = int(counts[0])
     figures: dict = {"nodata_px": n_nodata}
     if n_nodata > 0.01 * n_px:

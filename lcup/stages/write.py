@@ -24,6 +24,7 @@ from ..io.models import model_file
 from ..io.rundir import jsonable, relative_paths
 from ..io.write import cf_axes, write_cog_from_dask, write_output_item, write_tile_catalog, write_tiles_zarr
 from ..legends import Legend
+from .area import chunk_touches, inside_mask
 from .plan import RunPlan, context_px, tiles_in_flight
 from .predict import NODATA_PERCENT, coarse_prior_array, nodata_of, output_dataset, predict, probability_percent
 from .tiles import tile_features
@@ -101,16 +102,23 @@ def predict_and_write(plan: RunPlan, model, lab: xr.Dataset | None, feats: xr.Da
                           smooth_px=cfg.model.smooth_px, halo=plan.ring, chunk_px=cfg.load.chunk_px, context_px=context_px(cfg),
                           prior_strength=strength, segments=cfg.model.segments, segment_px=cfg.model.segment_px,
                           segment_mix=cfg.model.segment_mix)
+    inside = inside_mask(plan.area, geobox, cfg.load.chunk_px)
     if plan.tiled:
         c = cfg.load.chunk_px
         ds = output_dataset(da.zeros((2 + len(classes), *geobox.shape), chunks=((2 + len(classes),), c, c), dtype=np.float32),
                             classes, geobox, plan.target, cfg.output)  # the store's template: never computed
 
         def tile_data(tid, ys, xs):
+            if not chunk_touches(plan.area, geobox[ys, xs]):  # wholly outside the area: never read, predicted or written
+                return None
             ft = tile_features(plan, ys, xs)
-            return None if ft is None else run_predict(ft, geobox=geobox[ys, xs], prior=None if prior is None else prior[:, ys, xs])
+            if ft is None:
+                return None
+            part = run_predict(ft, geobox=geobox[ys, xs], prior=None if prior is None else prior[:, ys, xs])
+            return part if inside is None else outside_as_nodata(part, inside[ys, xs])
     else:
         ds, tile_data = run_predict(feats, geobox=geobox, prior=prior), None
+        ds = ds if inside is None else outside_as_nodata(ds, inside)
     figures["tiles"] = _write_store(plan, ds, tile_data, runner, parameters)
     result = xr.open_zarr(plan.zarr_path, mask_and_scale=False, consolidated=False)
     outputs = {"zarr": str(plan.zarr_path), **(write_cogs(plan, result) if cfg.output.cog else {})}
@@ -119,6 +127,16 @@ def predict_and_write(plan: RunPlan, model, lab: xr.Dataset | None, feats: xr.Da
         entries = write_tile_outputs(plan, result)
         figures["tiles"]["without_valid_data"] = [t["tile"] for t in entries if t["valid_px"] == 0]
     return result, figures, outputs, entries
+
+
+def outside_as_nodata(ds: xr.Dataset, inside: da.Array) -> xr.Dataset:
+    """``ds`` with every variable's no-data value (:func:`lcup.stages.predict.nodata_of`) outside the area
+    (``inside``: ``(y, x)`` bool)."""
+    keep = xr.DataArray(inside, dims=("y", "x"))
+    out = ds.copy()
+    for v in ds.data_vars:
+        out[v] = xr.where(keep, ds[v], nodata_of(ds[v]), keep_attrs=True).astype(ds[v].dtype).transpose(*ds[v].dims)
+    return out
 
 
 def _write_store(plan: RunPlan, ds: xr.Dataset, tile_data, runner: Runner, parameters: dict) -> dict:
