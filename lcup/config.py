@@ -417,6 +417,13 @@ class OutputConfig(_Section):
     report: bool = Field(True, description="write report.html: maps, accuracy, ROC, importance, profiles, areas, consistency, "
                          "timings; self-contained (images embedded)")
     tile_cogs: bool = Field(True, description="multi-tile run: also write a class COG per tile (tiles/<id>/landcover_class.tif)")
+    mosaic_crs: str = Field("auto", description="Sentinel-2-tiled run (aoi.grid: s2-tiles): CRS of mosaic.tif, e.g. "
+                            "EPSG:3035 or EPSG:4326; auto: EPSG:3035 (ETRS89-LAEA, equal area) for an area in Europe, else "
+                            "EPSG:6933 (global equal-area)")
+    mosaic_resolution: float | None = Field(None, gt=0, description="pixel size of mosaic.tif, metres (in a geographic CRS: "
+                                            "of latitude, 1° = 111 320 m); default: aoi.resolution")
+    tile_retries: int = Field(1, ge=0, le=5, description="Sentinel-2-tiled run: times a failed tile is tried again before "
+                              "it is reported and the others go on")
 
     @model_validator(mode="after")
     def _exclusive(self) -> "OutputConfig":
@@ -556,6 +563,8 @@ class PipelineConfig(_Section):
             except LcupError as e:
                 raise ValueError(str(e)) from None
         _check_crs(self.aoi.grid_crs, "aoi.grid_crs")
+        if self.output.mosaic_crs != "auto":
+            _check_crs(self.output.mosaic_crs, "output.mosaic_crs")
         if self.aoi.grid_crs is not None and str(self.aoi.grid_crs).lower() != "utm":
             from rasterio.crs import CRS  # deferred: load_config (lcup validate) stays light
 

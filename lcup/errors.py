@@ -87,6 +87,10 @@ class EmptyClassWarning(LcupWarning):
     """A class has too few samples and was dropped or kept on a documented policy."""
 
 
+class TileFailedWarning(LcupWarning):
+    """A tile of a Sentinel-2-tiled run failed after its retries; the others were mapped."""
+
+
 class SkippedAssetWarning(LcupWarning):
     """An asset failed to read and was skipped under the ``on_error: skip`` policy."""
 

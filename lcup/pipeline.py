@@ -5,20 +5,27 @@ fit (or a saved model) → predict and write → score → STAC outputs → repo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
 import time
 import warnings
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import xarray as xr
 
 from .cluster import Runner, cluster_client, quiet_spurious_warnings, quiet_workers, starting_cluster, tune_workers
 from .io.rundir import RunSummary, output_lock, prepare_output_dir, relative_paths, tree_cpu_s
 from .report import write_report
-from .stages.area import inside_mask
+from .errors import LcupError, NoValidDataError, TileFailedWarning
+from .io.models import load_model
+from .legends import get_legend
+from .stages.area import area_lonlat, default_mosaic_crs, inside_mask, s2_tiles, tile_config, tile_share
 from .stages.change import change
 from .stages.labels import labels, sample, sample_figures
 from .stages.load import block_cache_figures, drop_decoded_blocks, non_finite_pixels, reused_dates, scene_filter, unreadable_reads
@@ -35,13 +42,14 @@ from .stages.plan import (
 from .stages.score import probe_inputs, score_run
 from .stages.search import check_items
 from .stages.tiles import aoi_features, sample_features, training_windows
-from .stages.train import fit, model_file, saved_model
+from .stages.mosaic import mosaic, mosaic_areas, overlap_agreement, tile_areas, tile_maps, write_collection, zone_vrts
+from .stages.train import fit, fit_pooled, model_file, saved_model
 from .stages.write import predict_and_write, write_stac
 
 if TYPE_CHECKING:
     from .config import PipelineConfig
 
-__all__ = ["run_pipeline", "run_years", "plan", "find_items"]
+__all__ = ["run_pipeline", "run_years", "run_tiles", "plan", "find_items"]
 
 log = logging.getLogger("lcup")
 
@@ -50,7 +58,8 @@ log = logging.getLogger("lcup")
 WORKER_MODULES = ("lcup.stages.tiles", "lcup.stages.predict", "lcup.ops._kernels")
 
 
-def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> RunSummary:
+def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True, model=None, previous: dict | None = None,
+                 sample_only: bool = False) -> RunSummary:
     """Run a whole pipeline.
 
     The output folder is checked and locked first (a second run into it at the same time is refused);
@@ -64,6 +73,10 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
         A ``distributed.Client`` to use; None starts the cluster of ``cfg.cluster`` for the run.
     progress
         Show progress bars for the long computations.
+    model, previous, sample_only
+        What a Sentinel-2-tiled run (:func:`run_tiles`) gives each tile: the area's one fitted model to apply, the
+        tile's figures from its sampling pass (kept dates, label figures, sample: reused), and ``sample_only`` to
+        stop after the training sample and return the :class:`Prepared` run instead of a summary.
 
     Returns
     -------
@@ -72,11 +85,15 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
     """
     if cfg.years:
         return run_years(cfg, client=client, progress=progress)
+    if not sample_only and model is None:
+        tiles = s2_tiles(cfg)
+        if tiles is not None:
+            return run_tiles(cfg, tiles, client=client, progress=progress)
     out = Path(cfg.output.dir)
     prepare_output_dir(out, overwrite=cfg.output.overwrite, resume=cfg.output.resume,
                        outputs=("landcover.zarr", "landcover_class.tif"))
     summary, runner = RunSummary.of(cfg), Runner(client, progress)
-    previous: dict = {}
+    previous = dict(previous or {})
     if cfg.output.resume:  # what can be compared before any work (the items and dates are, after the search)
         check_resume_settings(out / "landcover.zarr", relative_paths(summary.parameters, out))
         done = RunSummary.load(out / "summary.json")
@@ -85,15 +102,15 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
             done.figures["resumed"] = "nothing left to do"
             return done
         # an interrupted run of the same settings: what it found is reused, not computed again
-        previous = done.figures if done is not None else {}
+        previous = previous or (done.figures if done is not None else {})
     with output_lock(out):
         summary.autosave(out)  # saved now and after every stage: a run killed outright leaves what it had done
         try:
             if client is None and cfg.cluster.kind != "none":
                 # the cluster starts (processes spawned, lcup imported in the workers) while this process searches
                 with starting_cluster(cfg.cluster, warm=WORKER_MODULES) as c:
-                    return _run_quietly(cfg, c, progress, summary, previous)
-            return _run_quietly(cfg, client, progress, summary, previous)
+                    return _run_quietly(cfg, c, progress, summary, previous, model, sample_only)
+            return _run_quietly(cfg, client, progress, summary, previous, model, sample_only)
         except BaseException as e:
             clear = summary.failed(e, out)
             if clear is not None:
@@ -103,12 +120,13 @@ def run_pipeline(cfg: PipelineConfig, *, client=None, progress: bool = True) -> 
             drop_decoded_blocks(runner)
 
 
-def _run_quietly(cfg: PipelineConfig, client, progress: bool, summary: RunSummary, previous: dict) -> RunSummary:
+def _run_quietly(cfg: PipelineConfig, client, progress: bool, summary: RunSummary, previous: dict, model=None,
+                 sample_only: bool = False):
     """:func:`_run` with this process's warnings quieted; ``client``: a Client, None, or a ``Future`` of one (a
     cluster still starting: waited for after the search, the first stage that needs it)."""
     with warnings.catch_warnings():
         quiet_spurious_warnings()  # here too: the threaded scheduler (cluster.kind: none) runs tasks in this process
-        return _run(cfg, client, progress, summary, previous)
+        return _run(cfg, client, progress, summary, previous, model, sample_only)
 
 
 def _ready(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> Runner:
@@ -126,10 +144,28 @@ def _ready(cfg: PipelineConfig, client, progress: bool, summary: RunSummary) -> 
     return runner
 
 
-def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary, previous: dict) -> RunSummary:
-    """The stages of :func:`run_pipeline`, on ``client`` (None: the threaded scheduler); ``previous``: the figures
-    of the interrupted run this one resumes (its kept dates, label figures and sample are reused), or ``{}``."""
-    t_start, cpu_start, profile, wall_start = time.perf_counter(), tree_cpu_s(), source_profile(cfg), time.time()
+@dataclass
+class Prepared:
+    """A run up to its training sample (:func:`_prepare`): what training and prediction start from."""
+
+    plan: RunPlan
+    runner: Runner
+    feats: xr.DataArray | None
+    lab: xr.Dataset | None
+    smp: object
+    X: np.ndarray | None
+    windows: list | None
+    model: object
+    model_source: str | None
+    clock: tuple[float, float, float]  # perf_counter, tree CPU seconds and wall time at the start
+
+
+def _prepare(cfg: PipelineConfig, client, progress: bool, summary: RunSummary, previous: dict, model=None) -> Prepared:
+    """The stages before training: search, cluster, scene filter, plan, features, labels and sample (with the
+    sample's features when a model is to be trained). ``model``: a fitted model to apply (a tiled run's one
+    model), else the saved one if any (:func:`lcup.stages.train.saved_model`)."""
+    clock = (time.perf_counter(), tree_cpu_s(), time.time())
+    profile = source_profile(cfg)
     with summary.stage("search"):
         geobox, items = find_items(cfg, profile)
         summary.figures.update(items=len(items), grid={"crs": str(geobox.crs), "shape": list(geobox.shape),
@@ -147,21 +183,39 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary, previ
         summary.figures.update(info)
     plan = make_plan(cfg, geobox, items, dates, profile=profile, cluster_memory=runner.memory,
                      clustered=runner.client is not None)
-    model, model_source = saved_model(plan)
+    model_source = "the area's model (one model for all tiles)" if model is not None else None
+    if model is None:
+        model, model_source = saved_model(plan)
     summary.figures.update(digest=plan.digest["digest"], n_features=len(plan.names), graph_per_tile=plan.tiled,
                            features_persisted=plan.persist and not plan.tiled and runner.client is not None)
     with summary.stage("clean+features (graph)"):  # on the per-tile path this happens tile by tile, later
         feats = aoi_features(plan, runner)
     lab, smp, X, windows = _sample(plan, feats, runner, summary, need_features=model is None, previous=previous)
+    return Prepared(plan, runner, feats, lab, smp, X, windows, model, model_source, clock)
+
+
+def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary, previous: dict, model=None,
+         sample_only: bool = False):
+    """The stages of :func:`run_pipeline`, on ``client`` (None: the threaded scheduler); ``previous``: the figures
+    of the interrupted run this one resumes (its kept dates, label figures and sample are reused), or ``{}``.
+    ``sample_only``: stop after the training sample and return the :class:`Prepared` run (a tiled run pools the
+    tiles' samples into one model)."""
+    p = _prepare(cfg, client, progress, summary, previous, model=model)
+    plan, runner, model, lab = p.plan, p.runner, p.model, p.lab
+    (t_start, cpu_start, wall_start), profile = p.clock, plan.profile
+    if sample_only:
+        summary.status = "sampled"
+        summary.save(plan.out)
+        return p
     with summary.stage("train"):
         if model is None:
-            model, figures = fit(plan, X, smp, lab, windows=windows, progress=progress)
+            model, figures = fit(plan, p.X, p.smp, lab, windows=p.windows, progress=progress)
             summary.figures.update(figures)
         else:
-            summary.figures["model"] = {"resumed_from" if cfg.model.path is None else "applied": model_source}
-            log.info("  using the saved model %s", model_source)
+            summary.figures["model"] = {"resumed_from" if cfg.model.path is None else "applied": p.model_source}
+            log.info("  using the saved model %s", p.model_source)
     with summary.stage("predict+write"):
-        result, figures, outputs, tile_entries = predict_and_write(plan, model, lab, feats, runner, summary.parameters)
+        result, figures, outputs, tile_entries = predict_and_write(plan, model, lab, p.feats, runner, summary.parameters)
         summary.figures.update(figures)
         summary.outputs.update(outputs)
     # what the reads met, named before the map's gaps are (their cause, if any)
@@ -283,6 +337,139 @@ def run_years(cfg: PipelineConfig, *, client=None, progress: bool = True) -> Run
     whole.status = "done"
     whole.save(out)
     return whole
+
+
+def run_tiles(cfg: PipelineConfig, tiles: list, *, client=None, progress: bool = True) -> RunSummary:
+    """A run cut into Sentinel-2 tiles (:func:`lcup.stages.area.s2_tiles`): each tile on its own UTM grid, one model
+    for the area, one mosaic.
+
+    1. **One sample**: each tile is searched, filtered and labelled on its own grid and draws its share of the
+       training sample (its part of the area); the samples are pooled and one model is trained
+       (:func:`lcup.stages.train.fit_pooled`), saved as ``<output.dir>/model.skops``.
+    2. **Every tile** is predicted and written with that model in ``<output.dir>/tiles/<id>/`` (a whole run there:
+       Zarr store, COGs, item, summary; resumable), one after the other, each spreading its chunks over the
+       cluster; a tile that fails is tried again (``output.tile_retries``), then reported while the others go on.
+    3. **One product**: ``mosaic.tif`` in ``output.mosaic_crs`` (:func:`lcup.stages.mosaic.mosaic`, the overlap rule
+       of that module), ``tiles_<EPSG>.vrt`` per UTM zone, ``collection.json`` (a STAC Collection, an item per tile),
+       class areas counted once on the tiles' own grids, and how far overlapping tiles agree.
+
+    ``--resume`` reuses the saved model and each tile's finished work. Returns the whole run's summary (also
+    ``<output.dir>/summary.json``); ``figures["tiles"]`` has each tile's figures or error.
+    """
+    if client is None and cfg.cluster.kind != "none":
+        with cluster_client(cfg.cluster) as c:
+            return run_tiles(cfg, tiles, client=c, progress=progress)
+    out = Path(cfg.output.dir)
+    prepare_output_dir(out, overwrite=cfg.output.overwrite, resume=cfg.output.resume, outputs=("mosaic.tif", "collection.json"))
+    t0 = time.perf_counter()
+    whole = RunSummary.of(cfg)
+    area = area_lonlat(cfg.aoi)
+    shares = tile_share(tiles, area)
+    tiles = [t for t in tiles if shares[t.id] > 0]
+    cfgs = {t.id: tile_config(cfg, t, share=shares[t.id], out_dir=str(out / "tiles" / t.id)) for t in tiles}
+    whole.figures["s2_tiles"] = {t.id: {"crs": t.crs, "share_of_area": round(shares[t.id], 4)} for t in tiles}
+    log.info("%d Sentinel-2 tiles, each on its own grid: %s", len(tiles), ", ".join(f"{t.id} ({t.crs})" for t in tiles))
+    with output_lock(out):
+        whole.autosave(out)
+        try:
+            model = _area_model(cfg, cfgs, out, client, progress, whole)
+            done, failed = _tiles_with(model, cfg, cfgs, client, progress, whole)
+            if not done:
+                raise NoValidDataError(f"no tile of the area could be mapped: {failed}")
+            with whole.stage("mosaic"):
+                whole.figures.update(_product(cfg, done, area, out, whole))
+        except BaseException as e:
+            clear = whole.failed(e, out)
+            if clear is not None:
+                raise clear from None
+            raise
+    whole.timings["total"] = round(time.perf_counter() - t0, 3)
+    whole.status = "done" if not failed else "done with failed tiles"
+    whole.save(out)
+    return whole
+
+
+def _area_model(cfg: PipelineConfig, cfgs: dict, out: Path, client, progress: bool, whole: RunSummary):
+    """The tiled run's one model: saved by an interrupted run (``--resume``), or trained on the tiles' pooled samples."""
+    saved = model_file(out)
+    if cfg.output.resume and saved is not None:
+        log.info("  using the area's model saved by the interrupted run: %s", saved)
+        return load_model(saved)[0]
+    parts = []
+    with whole.stage("sample"):
+        for k, (tid, c) in enumerate(cfgs.items(), 1):
+            log.info("══ tile %s (%d/%d): training sample ══", tid, k, len(cfgs))
+            p = run_pipeline(c.model_copy(update={"output": c.output.model_copy(update={"overwrite": True, "resume": False})}),
+                             client=client, progress=progress, sample_only=True)
+            parts.append((p.plan, p.smp, p.X, p.lab, p.windows))
+    with whole.stage("train"):
+        first = parts[0][0]
+        out_plan = dataclasses.replace(first, cfg=first.cfg.model_copy(update={"output": cfg.output}))
+        model, figures = fit_pooled(parts, out_plan, progress=progress)
+        whole.figures.update({k: v for k, v in figures.items() if k in ("model", "validation", "refinement", "importance")})
+    return model
+
+
+def _tiles_with(model, cfg: PipelineConfig, cfgs: dict, client, progress: bool, whole: RunSummary):
+    """Predict and write every tile with ``model``; ``(done {tile id: summary}, failed {tile id: error})``."""
+    done, failed = {}, {}
+    whole.figures["tiles"] = {}
+    with whole.stage("tiles"):
+        for k, (tid, c) in enumerate(cfgs.items(), 1):
+            previous = (RunSummary.load(Path(c.output.dir) / "summary.json") or RunSummary(c.name)).figures
+            for attempt in range(cfg.output.tile_retries + 1):
+                log.info("══ tile %s (%d/%d): map%s ══", tid, k, len(cfgs), f", try {attempt + 1}" if attempt else "")
+                try:
+                    resume = cfg.output.resume or attempt > 0
+                    ci = c.model_copy(update={"output": c.output.model_copy(update={"resume": resume, "overwrite": not resume})})
+                    s = run_pipeline(ci, client=client, progress=progress, model=model, previous=previous)
+                except (LcupError, OSError, RuntimeError) as e:
+                    failed[tid] = f"{type(e).__name__}: {e}"
+                    log.warning("tile %s failed (try %d of %d): %s", tid, attempt + 1, cfg.output.tile_retries + 1, e)
+                    continue
+                failed.pop(tid, None)
+                done[tid] = s
+                break
+            whole.figures["tiles"][tid] = ({"error": failed[tid]} if tid in failed else
+                                           {k2: done[tid].figures.get(k2) for k2 in ("predicted_class_px", "nodata_px", "area_px", "consistency")}
+                                           | {"truth_oa": ((done[tid].figures.get("truth") or {}).get("prediction_10m") or {}).get("overall_accuracy")})
+            whole.autosave(Path(cfg.output.dir))
+    if failed:
+        warnings.warn(f"{len(failed)} of {len(cfgs)} tiles failed and are not in the mosaic: "
+                      + "; ".join(f"{t}: {e}" for t, e in failed.items()) + "; fix the cause and run again with --resume",
+                      TileFailedWarning, stacklevel=3)
+    return done, failed
+
+
+def _product(cfg: PipelineConfig, done: dict, area, out: Path, whole: RunSummary) -> dict:
+    """The tiled run's mosaic, VRTs, collection and figures (areas counted once, overlap agreement)."""
+    legend = get_legend(cfg.target_legend())
+    maps = tile_maps({tid: s.outputs["cog"] for tid, s in done.items()})
+    crs = cfg.output.mosaic_crs if cfg.output.mosaic_crs != "auto" else default_mosaic_crs(area)
+    res = cfg.output.mosaic_resolution or cfg.aoi.resolution
+    path, gb = mosaic(maps, area, out / "mosaic.tif", crs=crs, resolution_m=res, legend=legend, chunk_px=cfg.load.chunk_px * 2)
+    vrts = zone_vrts(maps, out)
+    agree = overlap_agreement(maps, gb, chunk_px=cfg.load.chunk_px * 2)
+    tiles_ha = tile_areas(maps, legend, chunk_px=cfg.load.chunk_px * 2)
+    mosaic_ha = mosaic_areas(path, legend, chunk_px=cfg.load.chunk_px * 2)
+    entries = []
+    for tm in maps:
+        s = done[tm.id]
+        rel = {k: os.path.relpath(s.outputs[k2], out) for k, k2 in (("cog", "cog"), ("confidence", "confidence_cog"), ("zarr", "zarr"))
+               if k2 in s.outputs}
+        entries.append({"tile": tm.id, "geobox": tm.geobox, "assets": rel})
+    assets = {"mosaic": "mosaic.tif", **{p.stem: p.name for p in vrts}}
+    if model_file(out) is not None:
+        assets["model"] = model_file(out).name
+    coll = write_collection(out, collection_id=f"lcup-{cfg.name}", tiles=entries, legend=legend, start=cfg.period[0],
+                            end=cfg.period[1], assets=assets)
+    whole.outputs.update(mosaic=str(path), collection=str(coll), vrts=[str(p) for p in vrts], summary=str(out / "summary.json"))
+    total_t, total_m = sum(tiles_ha.values()), sum(mosaic_ha.values())
+    log.info("  mosaic %s (%s, %g m): %.1f ha mapped; the tiles' own grids: %.1f ha (%+.3f %%); overlapping tiles agree on "
+             "%s of %d px", path.name, crs, res, total_m, total_t, 100 * (total_m / total_t - 1) if total_t else 0.0,
+             f"{100 * agree['agreement']:.1f} %" if agree["agreement"] is not None else "-", agree["overlap_px"])
+    return {"mosaic": {"crs": crs, "resolution": res, "shape": list(gb.shape)}, "class_ha_tiles": tiles_ha,
+            "class_ha_mosaic": mosaic_ha, "overlap": agree}
 
 
 def plan(cfg: PipelineConfig) -> str:

@@ -21,14 +21,15 @@ from ..io.vector import read_area, to_crs
 from ..ops.s2grid import S2Tile, tile, tiles_covering, utm_zone
 from .zonal import zone_raster
 
-__all__ = ["area_of", "aoi_extent", "s2_tiles", "tile_config", "area_in", "inside_mask", "chunk_touches", "tile_share"]
+__all__ = ["area_of", "aoi_extent", "s2_tiles", "tile_config", "area_in", "inside_mask", "chunk_touches", "tile_share", "area_lonlat",
+           "default_mosaic_crs"]
 
 log = logging.getLogger("lcup")
 
 
 def area_of(aoi: AOIConfig) -> BaseGeometry | None:
     """The area's polygon in longitude/latitude (``aoi.geometry``, cut to ``aoi.bbox`` when both are given), or
-    None for a plain bounding box or tiles."""
+    None for a plain bounding box or tiles (:func:`area_lonlat`: always a polygon)."""
     if aoi.geometry is None:
         return None
     geom = read_area(aoi.geometry, layer=aoi.layer, where=aoi.where, crs=aoi.geometry_crs)
@@ -51,7 +52,10 @@ def aoi_extent(aoi: AOIConfig) -> tuple[tuple[float, float, float, float], str]:
     return tuple(shapely.union_all([tile(t).lonlat_polygon() for t in aoi.tiles]).bounds), "EPSG:4326"
 
 
-def _lonlat_area(aoi: AOIConfig) -> BaseGeometry:
+def area_lonlat(aoi: AOIConfig) -> BaseGeometry:
+    """The area in longitude/latitude: the polygon, else the bbox or the tiles' footprints."""
+    if aoi.geometry is None and aoi.bbox is None and aoi.tiles is not None:
+        return shapely.union_all([tile(t).lonlat_polygon() for t in aoi.tiles])
     geom = area_of(aoi)
     if geom is not None:
         return geom
@@ -76,12 +80,12 @@ def s2_tiles(cfg: PipelineConfig) -> list[S2Tile] | None:
     if aoi.tiles is not None:
         tiles = [tile(t) for t in aoi.tiles]
         if aoi.geometry is not None or aoi.bbox is not None:
-            area = _lonlat_area(aoi)
+            area = area_lonlat(aoi)
             off = [t.id for t in tiles if not t.lonlat_polygon().intersects(area)]
             if off:
                 raise ConfigError(f"aoi.tiles {off} do not meet the area (aoi.geometry / aoi.bbox); drop them, or the area")
         return tiles
-    area = _lonlat_area(aoi)
+    area = area_lonlat(aoi)
     if aoi.grid == "auto":
         if aoi.grid_crs is not None:
             return None
@@ -99,7 +103,7 @@ def tile_config(cfg: PipelineConfig, t: S2Tile, *, share: float, out_dir: str) -
     grid (its UTM zone and pixel lattice), its items only, output in ``out_dir``, and ``share`` (0–1, its part of
     the area) of the training sample per class, so that the tiles' samples together are one sample of the area."""
     d = cfg.model_dump(mode="json")
-    area = _lonlat_area(cfg.aoi)
+    area = area_lonlat(cfg.aoi)
     part = to_crs(area.intersection(t.lonlat_polygon()), "EPSG:4326", t.crs)
     w, s, e, n = part.bounds
     tw, ts, te, tn = t.bounds
@@ -115,6 +119,15 @@ def tile_config(cfg: PipelineConfig, t: S2Tile, *, share: float, out_dir: str) -
         lc = d["labels"]
         lc["n_per_class"] = max(lc["min_per_class"], int(round(lc["n_per_class"] * share)))
     return PipelineConfig.model_validate(d)
+
+
+#: Where EPSG:3035 (ETRS89-LAEA Europe) is defined (its area of use), lon/lat.
+_EUROPE = shapely.box(-35.58, 24.6, 44.83, 84.73)
+
+
+def default_mosaic_crs(area: BaseGeometry) -> str:
+    """``output.mosaic_crs: auto``: EPSG:3035 for an area in Europe, else EPSG:6933 (both equal area)."""
+    return "EPSG:3035" if _EUROPE.contains(area) else "EPSG:6933"
 
 
 def area_in(cfg: PipelineConfig, crs) -> bytes | None:

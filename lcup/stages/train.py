@@ -12,13 +12,14 @@ from sklearn.inspection import permutation_importance
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from ..config import ModelConfig
-from ..errors import EmptyClassWarning, ModelError
+from ..errors import EmptyClassWarning, LabelError, ModelError
 from ..io.models import load_model, model_file, save_model
 from ..legends import Legend
 from ..ops.accuracy import accuracy_report, calibration, temperature_scaling, with_temperature
 from ..ops.model import confident_learning_filter, train_model
 from ..ops.nn import train_fcn, train_pixelnet
 from ..ops.refine import near_classes, refine_labels
+from ..ops.sampling import Sample
 from ..ops.temporal import regular_grid
 from ..progress import ticking
 from ..vocab import INDEX_BANDS
@@ -150,7 +151,8 @@ def roc_curves(label: np.ndarray, proba: np.ndarray, classes, max_points: int = 
     return out
 
 
-def refine(X: np.ndarray, sample, lab, *, model: ModelConfig | Mapping | None = None, names: Sequence[str] | None = None):
+def refine(X: np.ndarray, sample, lab, *, model: ModelConfig | Mapping | None = None, names: Sequence[str] | None = None,
+           plausible: np.ndarray | None = None, cell_px: int | None = None):
     """Iterative label refinement with coarse-cell constraints (``model.refine_rounds``): the sample with some
     training labels changed, and what changed round by round.
 
@@ -168,6 +170,9 @@ def refine(X: np.ndarray, sample, lab, *, model: ModelConfig | Mapping | None = 
         :class:`lcup.ops.sampling.Sample`.
     lab
         :func:`lcup.stages.labels.labels`' dataset (its ``label`` and ``figures["coarse_cell_px"]``).
+    plausible, cell_px
+        Instead of ``lab`` (a sample pooled from several grids): the ``(training sample, class)`` plausibility of
+        :func:`plausible_at` for the training samples' classes, and the coarse cell in pixels.
 
     Returns
     -------
@@ -181,10 +186,10 @@ def refine(X: np.ndarray, sample, lab, *, model: ModelConfig | Mapping | None = 
     mc = section(ModelConfig, model)
     if mc.refine_rounds == 0:
         return sample, {"rounds": [], "changed": 0}
-    cell = max(1, int(round(lab.attrs["figures"]["coarse_cell_px"])))
+    cell = max(1, int(round(lab.attrs["figures"]["coarse_cell_px"] if cell_px is None else cell_px)))
     tr = ~sample.validation
     classes = np.unique(sample.label[tr])
-    plaus = plausible_at(lab["label"].data, sample.iy[tr], sample.ix[tr], classes, cell)
+    plaus = plausible if plausible is not None else plausible_at(lab["label"].data, sample.iy[tr], sample.ix[tr], classes, cell)
     groups = (sample.iy[tr] // (3 * cell)) * 10_000_019 + sample.ix[tr] // (3 * cell)
     fit_proba = None
     if mc.kind == "tempcnn" and names is not None:
@@ -243,16 +248,19 @@ def saved_model(plan: RunPlan) -> tuple[object | None, str | None]:
     return model, source
 
 
-def fit(plan: RunPlan, X: np.ndarray, smp, lab, *, windows: list | None = None, progress: bool = False) -> tuple[object, dict]:
+def fit(plan: RunPlan, X: np.ndarray, smp, lab, *, windows: list | None = None, progress: bool = False,
+        plausible: np.ndarray | None = None, cell_px: int | None = None) -> tuple[object, dict]:
     """The run's model, trained on the sample ``smp`` (features ``X``) after the optional label refinement, or with
     ``model.kind: fcn`` on the training ``windows`` (:func:`lcup.stages.tiles.training_windows`), and saved in the
     output folder (``model.skops``, a network ``model.npz``); returns ``(model, figures)``: the training and
-    validation figures (legend codes), the refinement's and the classes' profiles through the year."""
+    validation figures (legend codes), the refinement's and the classes' profiles through the year. ``plausible`` and
+    ``cell_px``: for a sample pooled from several grids (``lab`` None), as :func:`refine` takes them."""
     cfg, figures = plan.cfg, {}
     train_smp = smp
     if cfg.model.refine_rounds:
         with ticking(f"refining the training labels ({cfg.model.refine_rounds} rounds)", enabled=progress):
-            train_smp, refinement = refine(X, smp, lab, model=cfg.model, names=list(plan.names))
+            train_smp, refinement = refine(X, smp, lab, model=cfg.model, names=list(plan.names), plausible=plausible,
+                                           cell_px=cell_px)
         rounds = [{"relabelled": r["relabelled"], "to": {int(plan.to_code[int(c)]): n for c, n in r["to"].items()}}
                   for r in refinement.get("rounds", [])]
         figures["refinement"] = {**refinement, "rounds": rounds}
@@ -271,6 +279,36 @@ def fit(plan: RunPlan, X: np.ndarray, smp, lab, *, windows: list | None = None, 
     save_model(model, plan.out / "model.skops", feature_names=list(plan.names), legend=plan.target.to_dict(),
                resolution=cfg.aoi.resolution, bands=list(cfg.load.bands), period=[str(d) for d in cfg.period])
     return model, figures
+
+
+def fit_pooled(parts: Sequence, out_plan: RunPlan, *, progress: bool = False) -> tuple[object, dict]:
+    """One model from the training samples of several grids (the tiles of a Sentinel-2-tiled run): their samples
+    and features pooled, the label refinement's plausibility read on each tile's own coarse labels, saved in
+    ``out_plan``'s output folder; as :func:`fit` returns.
+
+    ``parts``: per tile, ``(plan, smp, X, lab, windows)`` (:func:`lcup.pipeline.run_pipeline` with
+    ``sample_only``). Positions are moved apart per tile so that the cross-fitting groups never join two tiles.
+    """
+    cfg = out_plan.cfg
+    parts = [p for p in parts if p[1] is not None and len(p[1].label)]
+    if not parts:
+        raise LabelError("no tile of the area holds a training sample; check the label map over the area")
+    names = [tuple(p[0].names) for p in parts]
+    if len(set(names)) != 1:
+        raise RuntimeError(f"the tiles' features differ: {set(names)}")
+    span = 10_000_000  # more pixels than any grid has a side: positions of different tiles never share a group
+    smp = Sample(iy=np.concatenate([p[1].iy for p in parts]), ix=np.concatenate([p[1].ix + k * span for k, p in enumerate(parts)]),
+                 label=np.concatenate([p[1].label for p in parts]), validation=np.concatenate([p[1].validation for p in parts]),
+                 value=None if any(p[1].value is None for p in parts) else np.concatenate([p[1].value for p in parts]))
+    X = np.concatenate([p[2] for p in parts])
+    windows = [w for p in parts for w in (p[4] or [])] if cfg.model.kind == "fcn" else None
+    plausible, cell = None, None
+    if cfg.model.refine_rounds:
+        classes = np.unique(smp.label[~smp.validation])
+        cell = max(1, int(round(parts[0][3].attrs["figures"]["coarse_cell_px"])))
+        plausible = np.concatenate([plausible_at(p[3]["label"].data, p[1].iy[~p[1].validation], p[1].ix[~p[1].validation],
+                                                 classes, cell) for p in parts])
+    return fit(out_plan, X, smp, None, windows=windows, progress=progress, plausible=plausible, cell_px=cell)
 
 
 def train_network(windows: list, sample, *, legend: Legend, model: ModelConfig | Mapping | None = None):
