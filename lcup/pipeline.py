@@ -20,15 +20,16 @@ import numpy as np
 import xarray as xr
 
 from .cluster import Runner, cluster_client, quiet_spurious_warnings, quiet_workers, starting_cluster, tune_workers
-from .io.rundir import RunSummary, output_lock, prepare_output_dir, relative_paths, tree_cpu_s
-from .report import write_report
 from .errors import LcupError, NoValidDataError, TileFailedWarning
 from .io.models import load_model
+from .io.rundir import RunSummary, output_lock, prepare_output_dir, relative_paths, tree_cpu_s
 from .legends import get_legend
+from .report import write_report
 from .stages.area import area_lonlat, default_mosaic_crs, inside_mask, s2_tiles, tile_config, tile_share
 from .stages.change import change
 from .stages.labels import labels, sample, sample_figures
 from .stages.load import block_cache_figures, drop_decoded_blocks, non_finite_pixels, reused_dates, scene_filter, unreadable_reads
+from .stages.mosaic import mosaic, mosaic_areas, overlap_agreement, tile_areas, tile_maps, write_collection, zone_vrts
 from .stages.plan import (
     RunPlan,
     check_resume_settings,
@@ -42,7 +43,6 @@ from .stages.plan import (
 from .stages.score import probe_inputs, score_run
 from .stages.search import check_items
 from .stages.tiles import aoi_features, sample_features, training_windows
-from .stages.mosaic import mosaic, mosaic_areas, overlap_agreement, tile_areas, tile_maps, write_collection, zone_vrts
 from .stages.train import fit, fit_pooled, model_file, saved_model
 from .stages.write import predict_and_write, write_stac
 
@@ -391,6 +391,8 @@ def run_tiles(cfg: PipelineConfig, tiles: list, *, client=None, progress: bool =
 
 def _area_model(cfg: PipelineConfig, cfgs: dict, out: Path, client, progress: bool, whole: RunSummary):
     """The tiled run's one model: saved by an interrupted run (``--resume``), or trained on the tiles' pooled samples."""
+    if cfg.model.path is not None:  # a saved model: each tile's run loads and checks it (lcup.stages.train.saved_model)
+        return None
     saved = model_file(out)
     if cfg.output.resume and saved is not None:
         log.info("  using the area's model saved by the interrupted run: %s", saved)

@@ -551,3 +551,114 @@ def write_demo(out_dir: str | Path, spec: SceneSpec | None = None, *, overwrite:
     h, w = spec.size
     bbox_utm = (x0, y0 - 10.0 * h, x0 + 10.0 * w, y0)
     return write_s2_catalog(out, records, spec.crs_epsg, bbox_utm, truth="truth_10m.tif", coarse="coarse_cgls_100m.tif")
+
+
+def _tile_grid(tile, world_lonlat, res: float = 10.0) -> tuple[tuple[float, float, float, float, float, float], tuple[int, int]]:
+    """The part of ``tile``'s own grid covering ``world_lonlat``: transform and shape at ``res`` m, its edges on the
+    tile's 60 m lattice (so its 10 m and 20 m pixels are the tile's own)."""
+    from .io.vector import to_crs
+
+    w, s_, e, n = to_crs(world_lonlat, "EPSG:4326", tile.crs).bounds
+    ox, oy = tile.origin
+    x0 = ox + np.floor((w - ox) / 60.0) * 60.0
+    x1 = ox + np.ceil((e - ox) / 60.0) * 60.0
+    y1 = oy - np.floor((oy - n) / 60.0) * 60.0
+    y0 = oy - np.ceil((oy - s_) / 60.0) * 60.0
+    return (res, 0.0, float(x0), 0.0, -res, float(y1)), (int(round((y1 - y0) / res)), int(round((x1 - x0) / res)))
+
+
+def write_two_zone_demo(out_dir: str | Path, spec: SceneSpec | None = None, *, lon: float = 12.0, lat: float = 46.45,
+                        overwrite: bool = False, progress: bool = True) -> Path:
+    """A scene across a UTM zone boundary, as real catalogs hold one: the land is generated once on an EPSG:3035
+    grid centred on ``lon``/``lat`` (default: 12° E, the boundary of zones 32 and 33), and each Sentinel-2 tile
+    meeting it gets its own items on its own UTM grid (the same acquisitions, clouds and all, resampled to the
+    tile's pixels). The truth and the coarse map are in EPSG:3035; ``area.geojson`` is a polygon across the
+    boundary. Returns the path of ``catalog.json``.
+
+    Examples
+    --------
+    >>> cat = write_two_zone_demo("/tmp/lcup-2z", SceneSpec(size=(96, 96), revisit_days=60), overwrite=True,
+    ...                           progress=False)  # doctest: +SKIP
+    """
+    import json
+
+    import shapely
+    from pyproj import Transformer
+
+    from .io.vector import to_crs
+    from .ops.s2grid import tiles_covering
+
+    spec = spec or SceneSpec(size=(400, 400), revisit_days=10)
+    out = Path(out_dir).resolve()
+    if (out / "catalog.json").exists() and not overwrite:
+        raise OutputExistsError(f"{out / 'catalog.json'} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+    h, w = spec.size
+    cx, cy = to_crs(shapely.Point(lon, lat), "EPSG:4326", "EPSG:3035").coords[0]
+    x0, y0 = round(cx - 5.0 * w, -1), round(cy + 5.0 * h, -1)
+    spec = dataclasses.replace(spec, crs_epsg=3035, origin=(x0, y0))
+    t10 = (10.0, 0.0, x0, 0.0, -10.0, y0)
+    world = to_crs(shapely.segmentize(shapely.box(x0, y0 - 10.0 * h, x0 + 10.0 * w, y0), 200.0), "EPSG:3035", "EPSG:4326")
+    tiles = tiles_covering(world)
+    grids = {}
+    for t in tiles:  # each tile's pixels → the nearest pixel of the world grid (-1: outside it)
+        tr, (th, tw) = _tile_grid(t, world)
+        xs = tr[2] + 10.0 * (np.arange(tw) + 0.5)
+        ys = tr[5] - 10.0 * (np.arange(th) + 0.5)
+        gx, gy = np.meshgrid(xs, ys)
+        px, py = Transformer.from_crs(t.crs, "EPSG:3035", always_xy=True).transform(gx, gy)
+        col = np.floor((px - x0) / 10.0).astype(np.int64)
+        row = np.floor((y0 - py) / 10.0).astype(np.int64)
+        ok = (row >= 0) & (row < h) & (col >= 0) & (col < w)
+        grids[t.id] = (t, tr, (th, tw), np.where(ok, row, 0), np.where(ok, col, 0), ok)
+    gen = generate(spec)
+    _, land = next(gen)
+    write_cog_array(out / "truth_10m.tif", land.truth, t10, 3035, nodata=0, legend=LCUP7)
+    cf = spec.coarse_factor
+    coarse = coarse_map(land.truth, cf, spec.label_noise, np.random.default_rng([spec.seed, 10_000]))
+    write_cog_array(out / "coarse_cgls_100m.tif", coarse, (10.0 * cf, 0.0, x0, 0.0, -10.0 * cf, y0), 3035, nodata=0,
+                    legend=CGLS_LC100)
+    # the area: a polygon across the boundary, inside the scene, not its rectangle
+    fx = np.array([0.08, 0.55, 0.93, 0.85, 0.40, 0.12])
+    fy = np.array([0.15, 0.06, 0.30, 0.88, 0.94, 0.62])
+    poly = to_crs(shapely.Polygon(np.c_[x0 + 10.0 * w * fx, y0 - 10.0 * h * fy]), "EPSG:3035", "EPSG:4326")
+    (out / "area.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"NAME": "Demo across the zones"}, "geometry": shapely.geometry.mapping(poly)}]}))
+    records = []
+    with ThreadPoolExecutor(2) as pool:
+        futures = []
+        for item in gen:
+            if item[0] == "landscape":
+                continue
+            d, dn, scl = item
+            for tid, (t, tr, (th, tw), row, col, ok) in grids.items():
+                stem = f"S2X_DEMO_{tid}_{d:%Y%m%d}"
+                folder = out / "items" / stem
+                folder.mkdir(parents=True, exist_ok=True)
+                dn_t = np.where(ok[None], dn[:, row, col], 0).astype(np.uint16)
+                scl_t = np.where(ok, scl[row, col], 0).astype(np.uint8)
+                assets = {}
+                for i, band in enumerate(REFLECTANCE_BANDS):
+                    res = BANDS[band][2]
+                    f = res // 10
+                    arr = dn_t[i] if f == 1 else np.where(
+                        _block_mean((dn_t[i] == 0).astype(np.float32), f) > 0, 0, np.round(_block_mean(dn_t[i].astype(np.float32), f))
+                    ).astype(np.uint16)
+                    trb = (float(res), 0.0, tr[2], 0.0, -float(res), tr[5])
+                    path = folder / f"{BANDS[band][0]}.tif"
+                    futures.append(pool.submit(write_cog_array, path, arr, trb, t.epsg, 0, blocksize=spec.blocksize))
+                    assets[band] = (path, arr.shape, trb, res)
+                scl20 = scl_t[::2, ::2].copy()
+                tr20 = (20.0, 0.0, tr[2], 0.0, -20.0, tr[5])
+                futures.append(pool.submit(write_cog_array, folder / "SCL.tif", scl20, tr20, t.epsg, 0, blocksize=spec.blocksize))
+                assets["scl"] = (folder / "SCL.tif", scl20.shape, tr20, 20)
+                valid = np.isin(scl_t[ok], (4, 5, 6)).mean()
+                records.append({"id": stem, "datetime": d, "assets": assets, "cloud_cover": float(100 * (1 - valid)),
+                                "epsg": t.epsg, "bbox": (tr[2], tr[5] - 10.0 * th, tr[2] + 10.0 * tw, tr[5]),
+                                "properties": {"grid:code": f"MGRS-{tid}", "mgrs:utm_zone": t.zone,
+                                               "mgrs:latitude_band": tid[2], "mgrs:grid_square": tid[3:]}})
+            if progress:
+                print(f"  generating {d:%Y-%m-%d} ...", flush=True) if d.day <= spec.revisit_days else None
+        for fu in futures:
+            fu.result()
+    return write_s2_catalog(out, records, tiles[0].epsg, records[0]["bbox"], truth="truth_10m.tif", coarse="coarse_cgls_100m.tif")

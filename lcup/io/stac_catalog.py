@@ -22,10 +22,16 @@ def _raster_band(band: str, res: int) -> dict:
 def write_s2_catalog(out: Path, records: list[dict], epsg: int, bbox_utm: tuple, *, truth: str | None = None, coarse: str | None = None) -> Path:
     """Write ``catalog.json`` → collection → one item per record, hrefs relative (self-contained).
 
-    Each record is ``{"id", "datetime", "cloud_cover", "assets": {band: (path, shape, transform, res)}}``.
+    Each record is ``{"id", "datetime", "cloud_cover", "assets": {band: (path, shape, transform, res)}}``, and
+    optionally its own ``"epsg"`` and ``"bbox"`` (in that CRS; default ``epsg`` and ``bbox_utm``) and extra
+    ``"properties"`` (a Sentinel-2 tile's ``grid:code`` and ``mgrs:*``).
     """
-    geom = box(*bbox_utm, crs=f"EPSG:{epsg}").to_crs("EPSG:4326")
-    lonlat_bbox = list(geom.boundingbox)
+    def footprint(r):
+        g = box(*r.get("bbox", bbox_utm), crs=f"EPSG:{r.get('epsg', epsg)}").to_crs("EPSG:4326")
+        return g, list(g.boundingbox)
+
+    boxes = [footprint(r)[1] for r in records]
+    lonlat_bbox = [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
     start = min(r["datetime"] for r in records)
     end = max(r["datetime"] for r in records)
     collection = pystac.Collection(
@@ -41,16 +47,18 @@ def write_s2_catalog(out: Path, records: list[dict], epsg: int, bbox_utm: tuple,
         if href:
             collection.add_asset(key, pystac.Asset(href=str(out / href), media_type=pystac.MediaType.COG, roles=["labels"], title=title))
     for r in records:
+        geom, bbox = footprint(r)
         item = pystac.Item(
             id=r["id"],
             geometry=geom.json,
-            bbox=lonlat_bbox,
+            bbox=bbox,
             datetime=r["datetime"].replace(tzinfo=dt.timezone.utc),
             properties={
                 "platform": "sentinel-2x",
                 "constellation": "sentinel-2",
                 "eo:cloud_cover": round(r["cloud_cover"], 2),
-                "proj:code": f"EPSG:{epsg}",
+                "proj:code": f"EPSG:{r.get('epsg', epsg)}",
+                **r.get("properties", {}),
                 "s2:processing_baseline": "05.10",
                 "earthsearch:boa_offset_applied": False,
             },

@@ -33,7 +33,6 @@ from ..io.vector import to_crs
 from ..io.write import _output_item, write_cog_from_dask
 from ..legends import Legend
 from ..ops.s2grid import tile as s2tile
-from .area import inside_mask
 
 __all__ = ["TileMap", "tile_maps", "owner", "mosaic", "tile_areas", "overlap_agreement", "zone_vrts", "write_collection"]
 
@@ -157,9 +156,9 @@ def mosaic(tiles: Sequence[TileMap], area_lonlat, path: str | Path, *, crs: str,
     gb = mosaic_geobox(area_lonlat, crs, resolution_m)
     dtype = np.uint8 if max(legend.codes, default=0) <= 255 else np.uint16
     chunks = da.core.normalize_chunks((chunk_px, chunk_px), gb.shape)
+    # no second polygon mask here: the tiles' maps are no data outside the area already, and masking twice
+    # (pixel centres inside on both grids) would lose half the boundary's pixels
     arr = da.map_blocks(_mosaic_block, tuple(tiles), gb, dtype, chunks=chunks, dtype=dtype, meta=np.empty((0, 0), dtype))
-    inside = inside_mask(shapely.to_wkb(to_crs(area_lonlat, "EPSG:4326", crs)), gb, chunk_px)
-    arr = da.where(inside, arr, dtype(0))
     import xarray as xr
 
     write_cog_from_dask(xr.DataArray(arr, dims=("y", "x")), path, gb, nodata=0, legend=legend, band_names=["land cover class"])
@@ -218,9 +217,7 @@ def mosaic_areas(path: str | Path, legend: Legend, chunk_px: int = 1024) -> dict
     return {c: round(float(total[c]) / 1e4, 4) for c in legend.codes if total[c] > 0}
 
 
-def _agree_block(tiles: tuple, geobox: GeoBox, block_info=None) -> np.ndarray:
-    (y0, y1), (x0, x1) = block_info[None]["array-location"]
-    gb = geobox[y0:y1, x0:x1]
+def _agree_window(tiles: tuple, gb: GeoBox) -> np.ndarray:
     x, y = _centres(gb)
     crs = str(gb.crs)
     vals = np.zeros((len(tiles),) + gb.shape, np.int32)
@@ -233,7 +230,7 @@ def _agree_block(tiles: tuple, geobox: GeoBox, block_info=None) -> np.ndarray:
     several = valid.sum(0) >= 2
     first = np.where(valid, vals, np.iinfo(np.int32).max).min(0)
     agree = several & np.all(~valid | (vals == first), axis=0)
-    return np.array([[[several.sum(), agree.sum()]]], np.int64)
+    return np.array([several.sum(), agree.sum()], np.int64)
 
 
 def overlap_agreement(tiles: Sequence[TileMap], geobox: GeoBox, chunk_px: int = 1024) -> dict:
@@ -241,10 +238,10 @@ def overlap_agreement(tiles: Sequence[TileMap], geobox: GeoBox, chunk_px: int = 
     the share where they give the same class."""
     if len(tiles) < 2:
         return {"overlap_px": 0, "agreement": None}
-    chunks = da.core.normalize_chunks((chunk_px, chunk_px), geobox.shape)
-    counts = da.map_blocks(_agree_block, tuple(tiles), geobox, chunks=(tuple(1 for _ in chunks[0]), tuple(1 for _ in chunks[1]), (2,)),
-                           new_axis=2, dtype=np.int64, meta=np.empty((0, 0, 0), np.int64))
-    n, same = (int(v) for v in counts.sum(axis=(0, 1)).compute())
+    h, w = geobox.shape
+    parts = [dask.delayed(_agree_window)(tuple(tiles), geobox[y0:y0 + chunk_px, x0:x0 + chunk_px])
+             for y0 in range(0, h, chunk_px) for x0 in range(0, w, chunk_px)]
+    n, same = (int(v) for v in np.sum(dask.compute(*parts), axis=0))
     return {"overlap_px": n, "agreement": round(same / n, 4) if n else None}
 
 
