@@ -41,10 +41,17 @@ def _demo(args) -> int:
     from .synthetic import (  # deferred: each subcommand imports what it runs (lcup --version and validate stay fast)
         SceneSpec,
         write_demo,
+        write_two_zone_demo,
     )
 
     spec = SceneSpec(size=(args.size, args.size), year=args.year, seed=args.seed, years=args.years, difficulty=args.difficulty)
     t0 = time.perf_counter()
+    if args.two_zones:
+        print(f"lcup demo: generating a {args.size}×{args.size} px scene across the UTM zone 32/33 boundary ({len(spec.dates)} "
+              f"dates, each Sentinel-2 tile's items on its own grid, an area polygon across the boundary) in {args.out}")
+        cat = write_two_zone_demo(args.out, spec, overwrite=args.overwrite, progress=not args.quiet)
+        print(f"lcup demo: wrote {cat} and {Path(cat).parent / 'area.geojson'} in {time.perf_counter() - t0:.0f} s")
+        return 0
     span = f"{args.year}" if args.years == 1 else f"{args.year}–{args.year + args.years - 1}, land changing each year"
     hard = ", hard: small features, close classes, mixed pixels, a misregistered coarse map" if args.difficulty == "hard" else ""
     print(f"lcup demo: generating a {args.size}×{args.size} px scene ({len(spec.dates)} dates a year, {span}{hard}) in {args.out}")
@@ -234,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--difficulty", choices=["easy", "hard"], default="easy", help="hard: hedges, ponds and farm "
                    "buildings, intensively mown grassland, mixed pixels, and a coarse map misregistered by half a cell "
                    "with grassland under-mapped regionally (default easy)")
+    p.add_argument("--two-zones", action="store_true", help="a scene across the boundary of UTM zones 32 and 33: two "
+                   "Sentinel-2 tiles, each with its items on its own grid, a coarse map in EPSG:3035 and area.geojson "
+                   "(pipelines/demo-two-zones.yaml maps it tile by tile and mosaics it)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(fn=_demo)
     p = sub.add_parser("run", help="run a pipeline file", parents=[common])

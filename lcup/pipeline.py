@@ -477,5 +477,16 @@ def _product(cfg: PipelineConfig, done: dict, area, out: Path, whole: RunSummary
 def plan(cfg: PipelineConfig) -> str:
     """Dry run: search the catalog and describe the work (grid, tiles, chunks, memory per task) without loading
     pixels (:func:`lcup.stages.plan.describe` of the plan over every date found)."""
-    geobox, items = find_items(cfg)
-    return describe(make_plan(cfg, geobox, items, dates_of(items)))
+    tiles = s2_tiles(cfg)
+    if tiles is None:
+        geobox, items = find_items(cfg)
+        return describe(make_plan(cfg, geobox, items, dates_of(items)))
+    shares = tile_share(tiles, area_lonlat(cfg.aoi))
+    parts = [f"{len(tiles)} Sentinel-2 tiles, each on its own UTM grid, one model, one mosaic "
+             f"({cfg.output.mosaic_crs if cfg.output.mosaic_crs != 'auto' else default_mosaic_crs(area_lonlat(cfg.aoi))}):"]
+    for t in tiles:
+        c = tile_config(cfg, t, share=shares[t.id], out_dir=str(Path(cfg.output.dir) / "tiles" / t.id))
+        geobox, items = find_items(c)
+        parts.append(f"── tile {t.id} ({t.crs}, {100 * shares[t.id]:.0f} % of the area) ──")
+        parts.append(describe(make_plan(c, geobox, items, dates_of(items))))
+    return "\n".join(parts)

@@ -152,9 +152,10 @@ def chunk_touches(area_wkb: bytes | None, geobox) -> bool:
 
 
 def tile_share(tiles: list[S2Tile], area: BaseGeometry) -> dict[str, float]:
-    """Each tile's part (0–1) of the area, measured on an equal-area projection (the sum is over 1 where tiles
-    overlap)."""
+    """Each tile's share (0–1, summing to 1) of the area: the area of its part (on an equal-area projection) over
+    the sum of the tiles' parts, so that where tiles overlap the sample is not drawn twice over."""
     ea = "EPSG:6933"
-    whole = to_crs(area, "EPSG:4326", ea).area
-    return {t.id: to_crs(area.intersection(t.lonlat_polygon()), "EPSG:4326", ea).area / whole for t in tiles}
+    parts = {t.id: to_crs(area.intersection(t.lonlat_polygon()), "EPSG:4326", ea).area for t in tiles}
+    total = sum(parts.values()) or 1.0
+    return {k: v / total for k, v in parts.items()}
 
