@@ -1,0 +1,162 @@
+"""An area across two UTM zones (issue 29): cut into its Sentinel-2 tiles, each mapped on its own grid with one
+model, mosaicked in EPSG:3035, described by a STAC Collection.
+
+The scene is :func:`lcup.synthetic.write_two_zone_demo` (the land generated once in EPSG:3035 at 12° E, each tile's
+items on its own UTM grid, a coarse map in EPSG:3035, a hexagon area across the boundary).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pystac
+import pytest
+import rasterio
+import shapely
+import xarray as xr
+
+from lcup.config import load_config
+from lcup.errors import ConfigError
+from lcup.pipeline import run_pipeline
+from lcup.synthetic import SceneSpec, write_two_zone_demo
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    d = tmp_path_factory.mktemp("two-zones")
+    write_two_zone_demo(d, SceneSpec(size=(160, 160), revisit_days=15, seed=5), progress=False)
+    return d
+
+
+def _cfg(scene: Path, out: Path, **aoi) -> dict:
+    return {
+        "name": "twozones",
+        "source": {"catalog": str(scene / "catalog.json")},
+        "aoi": {"geometry": str(scene / "area.geojson"), **aoi},
+        "year": 2024, "load": {"chunk_px": 128}, "clean": {"dilation_m": 10, "step_days": 15},
+        "labels": {"path": str(scene / "coarse_cgls_100m.tif"), "legend": "cgls-lc100", "n_per_class": 800,
+                   "min_per_class": 20, "block_m": 500},
+        "model": {"n_estimators": 40},
+        "truth": {"path": str(scene / "truth_10m.tif"), "legend": "lcup7"},
+        "output": {"dir": str(out), "overwrite": True, "report": False, "mosaic_crs": "EPSG:3035"},
+        "cluster": {"kind": "none"},
+    }
+
+
+@pytest.fixture(scope="module")
+def job(scene, tmp_path_factory):
+    out = tmp_path_factory.mktemp("two-zones-out")
+    return out, run_pipeline(load_config(_cfg(scene, out)), progress=False)
+
+
+def _class(path) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read(1)
+
+
+def test_each_tile_is_mapped_on_its_own_utm_grid_and_beats_the_coarse_map(job):
+    out, s = job
+    assert sorted(s.figures["s2_tiles"]) == ["32TQS", "33TTM"]
+    for tid, epsg in (("32TQS", 32632), ("33TTM", 32633)):
+        with rasterio.open(out / "tiles" / tid / "landcover_class.tif") as src:
+            assert src.crs.to_epsg() == epsg
+            # the tile's own pixel lattice: its corners 10 m steps from the Sentinel-2 tile's corner
+            from lcup.ops.s2grid import tile
+
+            ox, oy = tile(tid).origin
+            assert (src.transform.c - ox) % 10 == 0 and (oy - src.transform.f) % 10 == 0
+        summary = json.loads((out / "tiles" / tid / "summary.json").read_text())
+        truth = summary["figures"]["truth"]
+        # the mission's promise, per tile: better than the coarse map it started from
+        assert truth["prediction_10m"]["overall_accuracy"] > truth["coarse_map_upsampled"]["overall_accuracy"]
+        assert summary["figures"]["model"]["applied" if "applied" in summary["figures"]["model"] else "resumed_from"]
+    assert (out / "model.skops").exists()  # one model, trained once on the tiles' pooled sample
+
+
+def test_the_mosaic_is_seamless_and_counts_every_place_once(job, scene):
+    out, s = job
+    with rasterio.open(out / "mosaic.tif") as src:
+        assert src.crs.to_epsg() == 3035
+        cls = src.read(1)
+        gb_transform, shape = src.transform, src.shape
+    from rio_cogeo.cogeo import cog_validate
+
+    assert cog_validate(str(out / "mosaic.tif"))[0]
+    # no gap: every mosaic pixel well inside the polygon has a class (the boundary ring is left to the rule of
+    # pixel centres on each grid)
+    from rasterio.features import rasterize
+
+    area = shapely.from_geojson((scene / "area.geojson").read_text())
+    from lcup.io.vector import to_crs
+
+    inner = to_crs(area, "EPSG:4326", "EPSG:3035").buffer(-20.0)
+    inside = rasterize([(inner, 1)], out_shape=shape, transform=gb_transform, fill=0).astype(bool)
+    assert inside.sum() > 10_000
+    assert (cls[inside] > 0).all()
+    # outside the polygon (beyond a 20 m ring): no data
+    outer = to_crs(area, "EPSG:4326", "EPSG:3035").buffer(20.0)
+    outside = ~rasterize([(outer, 1)], out_shape=shape, transform=gb_transform, fill=0).astype(bool)
+    assert (cls[outside] == 0).all()
+    # no duplicate area: the mosaic's class areas equal those counted once on the tiles' own grids, within 0.1 %
+    # of the total; per class within 0.1 % or two mosaic pixels (0.02 ha), the nearest-pixel resampling's step
+    tiles_ha, mosaic_ha = s.figures["class_ha_tiles"], s.figures["class_ha_mosaic"]
+    total = sum(tiles_ha.values())
+    assert abs(sum(mosaic_ha.values()) - total) <= 0.001 * total
+    for c, ha in tiles_ha.items():
+        assert abs(mosaic_ha.get(c, 0.0) - ha) <= max(0.001 * ha, 0.02), (c, ha, mosaic_ha.get(c))
+    # the polygon's own area (geodesic) is what the tiles mapped, give or take the boundary ring's pixels
+    from pyproj import Geod
+
+    geodesic_ha = abs(Geod(ellps="WGS84").geometry_area_perimeter(area)[0]) / 1e4
+    perimeter_ha = abs(Geod(ellps="WGS84").geometry_area_perimeter(area)[1]) * 10 / 1e4
+    assert abs(total - geodesic_ha) <= perimeter_ha
+    # where the two zones' tiles overlap they mostly agree (one model; the grids differ by their resampling)
+    assert s.figures["overlap"]["overlap_px"] > 0 and s.figures["overlap"]["agreement"] > 0.9
+
+
+def test_collection_and_vrts_open_with_stac_and_gdal_tools(job):
+    out, _ = job
+    coll = pystac.Collection.from_file(str(out / "collection.json"))
+    items = list(coll.get_items())
+    assert sorted(i.properties["grid:code"] for i in items) == ["MGRS-32TQS", "MGRS-33TTM"]
+    assert coll.summaries.get_list("classification:classes")
+    for it in items:
+        href = it.assets["cog"].get_absolute_href()
+        with rasterio.open(href) as src:
+            assert src.crs.to_string() == it.properties["proj:code"]
+    assert coll.assets["mosaic"].get_absolute_href().endswith("mosaic.tif")
+    for epsg in (32632, 32633):
+        with rasterio.open(out / f"tiles_{epsg}.vrt") as src:  # GDAL reads the VRT and its tile through it
+            assert src.crs.to_epsg() == epsg
+            assert (src.read(1) > 0).sum() > 5_000
+
+
+def test_a_tile_run_alone_with_the_areas_model_gives_the_same_bytes(job, scene, tmp_path):
+    out, _ = job
+    cfg = _cfg(scene, tmp_path, tiles=["33TTM"])
+    cfg["model"]["path"] = str(out / "model.skops")
+    run_pipeline(load_config(cfg), progress=False)
+    a = xr.open_zarr(out / "tiles" / "33TTM" / "landcover.zarr", consolidated=False, mask_and_scale=False)
+    b = xr.open_zarr(tmp_path / "tiles" / "33TTM" / "landcover.zarr", consolidated=False, mask_and_scale=False)
+    for v in ("class", "confidence", "probability"):
+        np.testing.assert_array_equal(a[v].values, b[v].values)
+    np.testing.assert_array_equal(_class(out / "tiles" / "33TTM" / "landcover_class.tif"),
+                                  _class(tmp_path / "tiles" / "33TTM" / "landcover_class.tif"))
+
+
+def test_on_a_distributed_cluster_the_tiles_are_the_same(job, scene, tmp_path, local_client):
+    out, _ = job
+    run_pipeline(load_config(_cfg(scene, tmp_path)), client=local_client, progress=False)
+    for tid in ("32TQS", "33TTM"):
+        np.testing.assert_array_equal(_class(out / "tiles" / tid / "landcover_class.tif"),
+                                      _class(tmp_path / "tiles" / tid / "landcover_class.tif"))
+    np.testing.assert_array_equal(_class(out / "mosaic.tif"), _class(tmp_path / "mosaic.tif"))
+
+
+def test_tiles_off_the_area_are_refused_before_any_search(scene, tmp_path):
+    with pytest.raises(ConfigError, match=r"aoi.tiles \['33TUL'\] do not meet the area"):
+        run_pipeline(load_config(_cfg(scene, tmp_path, tiles=["32TQS", "33TUL"])), progress=False)
