@@ -10,7 +10,6 @@ from pathlib import Path
 import shapely
 from pyproj import CRS, Transformer
 from shapely.geometry.base import BaseGeometry
-from shapely.ops import transform as shp_transform
 
 from ..config import is_inline
 from ..errors import ConfigError, ReadError
@@ -107,4 +106,4 @@ def to_crs(geom: BaseGeometry, src: str, dst: str) -> BaseGeometry:
     """``geom`` from CRS ``src`` to ``dst`` (longitude first for geographic CRSs)."""
     if CRS.from_user_input(src) == CRS.from_user_input(dst):
         return geom
-    return shp_transform(Transformer.from_crs(src, dst, always_xy=True).transform, geom)
+    return shapely.transform(geom, Transformer.from_crs(src, dst, always_xy=True).transform, interleaved=False)

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+import shapely
 from pyproj import CRS, Transformer
 from shapely import Polygon, box
 from shapely.geometry.base import BaseGeometry
-from shapely.ops import transform as shp_transform
 
 __all__ = ["S2Tile", "tile", "tiles_covering", "utm_zone", "zone_span", "TILE_M"]
 
@@ -188,7 +188,7 @@ def tiles_covering(area: BaseGeometry) -> list[S2Tile]:
             zone_area = box(west - 9.0, -80.0 if epsg > 32700 else 0.0, east + 9.0, 0.0 if epsg > 32700 else 84.0).intersection(wide)
             if zone_area.is_empty:
                 continue
-            w, s, e, n = shp_transform(_from_lonlat(epsg).transform, zone_area).bounds
+            w, s, e, n = shapely.transform(zone_area, _from_lonlat(epsg).transform, interleaved=False).bounds
             for ce in range(max(1, int(w // 100_000) - 1), min(8, int(e // 100_000) + 1) + 1):
                 for cn in range(max(0, int(s // 100_000) - 1), int(n // 100_000) + 2):
                     gx = ce * 100_000.0 + np.array([0.0, 50_000.0, 100_000.0])

@@ -137,7 +137,7 @@ def _fused_features(cube: xr.Dataset, bands: list[str], idx: np.ndarray, valid: 
     series_idx = range(0, len(grid), max(1, fc.series_every))
     names = names_of(variables, fc.stats, fc.series, series_idx)
     times = cube.time.values[idx]
-    kw = dict(t_obs=days_since_epoch(times), t_grid=days_since_epoch(grid), doy=pd.DatetimeIndex(grid).dayofyear.to_numpy(np.float64),
+    kw = dict(t_obs=days_since_epoch(times), t_grid=days_since_epoch(grid), doy=pd.DatetimeIndex(grid).day_of_year.to_numpy(np.float64),
               scale={b: np.asarray(cube[f"scale_{b}"].values[idx], np.float64) for b in bands},
               offset={b: np.asarray(cube[f"offset_{b}"].values[idx], np.float64) for b in bands},
               window=cc.savgol_window, polyorder=cc.savgol_polyorder,
