@@ -109,3 +109,28 @@ def test_unreachable_gateway_is_a_clear_error():
     with pytest.raises(LcupError, match="cannot reach the Dask Gateway"):
         with cluster_client(ClusterConfig(kind="gateway", address=f"http://127.0.0.1:{port}")):
             pass
+
+
+def test_an_area_across_two_utm_zones_on_dask_gateway(tmp_path, gateway, monkeypatch):
+    """Issue 29: the two-zone polygon from one pipeline through the Gateway: tiles on their own grids, the mosaic,
+    the collection; the cluster is shut down at the end."""
+    from lcup.config import load_config
+    from lcup.pipeline import run_pipeline
+    from lcup.synthetic import SceneSpec, write_two_zone_demo
+    from tests.integration.test_two_zones import _cfg
+
+    monkeypatch.setenv("DASK_GATEWAY_USER", "lcup")
+    monkeypatch.setenv("DASK_GATEWAY_PASSWORD", PASSWORD)
+    scene = tmp_path / "scene"
+    write_two_zone_demo(scene, SceneSpec(size=(128, 128), revisit_days=20, seed=5), progress=False)
+    cfg = _cfg(scene, tmp_path / "out")
+    cfg["cluster"] = {"kind": "gateway", "address": gateway, "n_workers": 1, "gateway_auth": "basic"}
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LcupWarning)
+        summary = run_pipeline(load_config(cfg), progress=False)
+    assert sorted(summary.figures["tiles"]) == ["32TQS", "33TTM"]
+    assert all("error" not in t for t in summary.figures["tiles"].values())
+    for f in ("mosaic.tif", "collection.json", "tiles_32632.vrt", "tiles_32633.vrt", "model.skops"):
+        assert (tmp_path / "out" / f).exists(), f
