@@ -28,6 +28,28 @@ log = logging.getLogger("lcup")
 LOCK_NAME = ".lcup.lock"
 
 
+def resolve_map(path: str | Path) -> Path:
+    """The class map a path names: a raster as it is; a run's output folder → its ``landcover_class.tif``; a
+    Sentinel-2-tiled run's folder or its ``collection.json`` → its ``mosaic.tif``.
+
+    Raises
+    ------
+    ConfigError
+        If a folder or collection holds no class map.
+    """
+    p = Path(path)
+    if "://" in str(path):
+        return p
+    folder = p.parent if p.name == "collection.json" else p if p.is_dir() else None
+    if folder is None:
+        return p
+    for name in ("mosaic.tif", "landcover_class.tif"):
+        if (folder / name).exists():
+            return folder / name
+    raise ConfigError(f"{path} holds no class map (mosaic.tif or landcover_class.tif); give a map file or an lcup "
+                      "run's output folder")
+
+
 def prepare_output_dir(out: Path, *, overwrite: bool, resume: bool, outputs: Sequence[str] = ()) -> bool:
     """Check that ``out`` can take a run's outputs, and create it; returns whether it was created.
 

@@ -15,6 +15,7 @@ import xarray as xr
 
 from ..errors import ConfigError, LabelError, OutputExistsError
 from ..io.rasters import map_codes, map_geobox, open_on_geobox
+from ..io.rundir import resolve_map
 from ..io.write import write_cog_from_dask
 from ..legends import Legend, get_legend
 from ..ops.change import change_legend_table, change_map, change_summary, row_area_m2, temporal_consistency, transitions
@@ -36,13 +37,15 @@ def _map_legend(legend, found: str | None, path) -> Legend:
 
 def open_maps(paths: Sequence[str | Path], *, legend=None, bbox=None, chunk_px: int = 1024):
     """Open class maps lazily on the first map's grid (cut to ``bbox``, in that map's CRS): maps on another grid are
-    read onto it (nearest neighbour, window by window).
+    read onto it (nearest neighbour, window by window). A path may be a run's output folder or a Sentinel-2-tiled
+    run's ``collection.json`` (:func:`lcup.io.rundir.resolve_map`: its class map or mosaic).
 
     Returns
     -------
     maps, geobox, legend
         ``[(y, x) dask arrays]``, the common grid, the maps' :class:`~lcup.legends.Legend`.
     """
+    paths = [resolve_map(p) for p in paths]  # a run's folder or a tiled run's collection: its map or mosaic
     geobox, found = map_geobox(paths[0], bbox)
     leg = _map_legend(legend, found, paths[0])
     for p in paths:

@@ -25,13 +25,14 @@ import pystac
 import rasterio
 import shapely
 from odc.geo.geobox import GeoBox
-from pyproj import CRS, Geod, Proj, Transformer
+from pyproj import CRS, Proj, Transformer
 from rasterio.windows import Window
 
 from ..io.rasters import open_on_geobox
 from ..io.vector import to_crs
 from ..io.write import _output_item, write_cog_from_dask
 from ..legends import Legend
+from ..ops.change import row_area_m2
 from ..ops.s2grid import tile as s2tile
 
 __all__ = ["TileMap", "tile_maps", "owner", "mosaic", "tile_areas", "overlap_agreement", "zone_vrts", "write_collection"]
@@ -166,19 +167,14 @@ def mosaic(tiles: Sequence[TileMap], area_lonlat, path: str | Path, *, crs: str,
 
 
 def _pixel_area_m2(gb: GeoBox) -> np.ndarray:
-    """True area (m²) of the pixels of ``gb`` per row ``(y, 1)``: the projection's areal scale at the block's centre
-    for a projected CRS, geodesic row areas for a geographic one."""
+    """True area (m²) of the pixels of ``gb`` per row ``(y, 1)``: exact ellipsoidal rows for a geographic CRS
+    (:func:`lcup.ops.change.row_area_m2`); for a projected one the nominal area over the projection's areal scale
+    at the block's centre (UTM's is 0.9992–1.0005 inside a zone and its overlaps)."""
     h, w = gb.shape
     a, _, c, _, e, f = tuple(gb.transform)[:6]
     if gb.crs.geographic:
-        geod = Geod(ellps="WGS84")
-        lats = f + e * np.arange(h + 1)
-        lon0, lon1 = c, c + a
-        areas = [abs(geod.polygon_area_perimeter([lon0, lon1, lon1, lon0], [lats[i], lats[i], lats[i + 1], lats[i + 1]])[0])
-                 for i in range(h)]
-        return np.asarray(areas)[:, None]
-    cx, cy = c + a * w / 2, f + e * h / 2
-    lon, lat = _transformer(str(gb.crs), "EPSG:4326").transform(cx, cy)
+        return row_area_m2((a, 0, c, 0, e, f), h, geographic=True)[:, None]
+    lon, lat = _transformer(str(gb.crs), "EPSG:4326").transform(c + a * w / 2, f + e * h / 2)
     scale = Proj(CRS.from_user_input(str(gb.crs))).get_factors(lon, lat).areal_scale
     return np.full((h, 1), abs(a * e) / scale)
 

@@ -15,6 +15,7 @@ import pandas as pd
 import rasterio
 
 from ..errors import ConfigError, LcupWarning, OutputExistsError, ReadError
+from ..io.rundir import resolve_map
 from ..legends import apply_crosswalk, get_crosswalk, get_legend
 from ..ops.area import allocate, sample_size, stratified_estimates
 from ..ops.change import code_index, row_area_m2
@@ -189,7 +190,7 @@ def area(map_path: str | Path, points: str | Path, *, class_column: str = "refer
                       "reference_legend (CLI: --reference-legend) to crosswalk them", LcupWarning, stacklevel=2)
         names = {**names, **{c: f"class {c} (not in the map)" for c in unknown}}
     all_codes = sorted(set(codes) | set(unknown))
-    with rasterio.open(str(map_path)) as src:
+    with rasterio.open(str(resolve_map(map_path))) as src:
         xy = list(zip(pts.geometry.x, pts.geometry.y))
         map_codes = np.array([v[0] for v in src.sample(xy, masked=False)], np.int64) if xy else np.zeros(0, np.int64)
     lut = code_index(all_codes)

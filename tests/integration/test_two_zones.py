@@ -160,3 +160,29 @@ def test_on_a_distributed_cluster_the_tiles_are_the_same(job, scene, tmp_path, l
 def test_tiles_off_the_area_are_refused_before_any_search(scene, tmp_path):
     with pytest.raises(ConfigError, match=r"aoi.tiles \['33TUL'\] do not meet the area"):
         run_pipeline(load_config(_cfg(scene, tmp_path, tiles=["32TQS", "33TUL"])), progress=False)
+
+
+def test_a_mosaic_in_longitude_latitude_keeps_the_areas(job, scene, tmp_path):
+    """EPSG:4326 pixels shrink northwards: the mosaic's areas are read with each row's ellipsoidal area."""
+    from lcup.legends import get_legend
+    from lcup.stages.mosaic import mosaic, mosaic_areas, tile_areas, tile_maps
+
+    out, s = job
+    maps = tile_maps({t: out / "tiles" / t / "landcover_class.tif" for t in ("32TQS", "33TTM")})
+    area = shapely.from_geojson((scene / "area.geojson").read_text())
+    legend = get_legend("lcup7")
+    path, gb = mosaic(maps, area, tmp_path / "m4326.tif", crs="EPSG:4326", resolution_m=5.0, legend=legend, chunk_px=256)
+    assert gb.crs.geographic
+    t, m = tile_areas(maps, legend), mosaic_areas(path, legend)
+    assert t == s.figures["class_ha_tiles"]
+    assert abs(sum(m.values()) - sum(t.values())) <= 0.001 * sum(t.values())
+
+
+def test_change_zonal_and_area_commands_take_the_collection(job):
+    from lcup.stages.change import open_maps
+
+    out, _ = job
+    (cls,), geobox, _ = open_maps([out / "collection.json"])
+    assert geobox.crs.epsg == 3035 and geobox.shape == rasterio.open(out / "mosaic.tif").shape
+    (cls2,), _, _ = open_maps([out])
+    np.testing.assert_array_equal(cls.compute(), cls2.compute())

@@ -105,6 +105,11 @@ def test_shipped_pipelines_are_valid(tmp_path):
                 f = (base / rel).resolve()
                 f.parent.mkdir(parents=True, exist_ok=True)
                 f.write_text("{}" if f.suffix == ".json" else "")
+        rel = (raw.get("aoi") or {}).get("geometry")
+        if rel:  # a polygon file (lcup demo --two-zones writes area.geojson): a small real one
+            f = (base / rel).resolve()
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text('{"type": "Polygon", "coordinates": [[[11.9, 46.4], [12.1, 46.4], [12.1, 46.5], [11.9, 46.4]]]}')
         load_config(p, base_dir=base)
 
 
