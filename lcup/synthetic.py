@@ -573,12 +573,26 @@ def write_two_zone_demo(out_dir: str | Path, spec: SceneSpec | None = None, *, l
     grid centred on ``lon``/``lat`` (default: 12° E, the boundary of zones 32 and 33), and each Sentinel-2 tile
     meeting it gets its own items on its own UTM grid (the same acquisitions, clouds and all, resampled to the
     tile's pixels). The truth and the coarse map are in EPSG:3035; ``area.geojson`` is a polygon across the
-    boundary. Returns the path of ``catalog.json``.
+    boundary. Returns the path of ``catalog.json`` (:func:`write_sites_demo` with one site).
 
     Examples
     --------
     >>> cat = write_two_zone_demo("/tmp/lcup-2z", SceneSpec(size=(96, 96), revisit_days=60), overwrite=True,
     ...                           progress=False)  # doctest: +SKIP
+    """
+    return write_sites_demo(out_dir, spec or SceneSpec(size=(400, 400), revisit_days=10), [(lon, lat)],
+                            overwrite=overwrite, progress=progress)
+
+
+def write_sites_demo(out_dir: str | Path, spec: SceneSpec, sites: list[tuple[float, float]], *, polygon: str = "hexagon",
+                     overwrite: bool = False, progress: bool = True) -> Path:
+    """Scenes at several places of the Sentinel-2 grid, in one catalog: at each site (``(lon, lat)``) a land of
+    ``spec.size`` pixels is generated on an EPSG:3035 grid (seed ``spec.seed + k``), and every Sentinel-2 tile
+    meeting a site gets one item per date on its own UTM grid, covering the sites it meets (the same acquisitions,
+    resampled to the tile's pixels). Truth and coarse map: one EPSG:3035 COG per site (``truth_10m.tif`` and
+    ``coarse_cgls_100m.tif`` themselves for one site, else GDAL VRTs of them). ``area.geojson``: per site a hexagon
+    inside it (``polygon: "hexagon"``) or its whole square (``"square"``), one feature each (``NAME``: ``site<k>``).
+    Returns the path of ``catalog.json``.
     """
     import json
 
@@ -586,57 +600,83 @@ def write_two_zone_demo(out_dir: str | Path, spec: SceneSpec | None = None, *, l
     from pyproj import Transformer
 
     from .io.vector import to_crs
+    from .io.write import write_vrt
     from .ops.s2grid import tiles_covering
 
-    spec = spec or SceneSpec(size=(400, 400), revisit_days=10)
     out = Path(out_dir).resolve()
     if (out / "catalog.json").exists() and not overwrite:
         raise OutputExistsError(f"{out / 'catalog.json'} exists; pass overwrite=True (CLI: --overwrite) to replace it")
     out.mkdir(parents=True, exist_ok=True)
     h, w = spec.size
-    cx, cy = to_crs(shapely.Point(lon, lat), "EPSG:4326", "EPSG:3035").coords[0]
-    x0, y0 = round(cx - 5.0 * w, -1), round(cy + 5.0 * h, -1)
-    spec = dataclasses.replace(spec, crs_epsg=3035, origin=(x0, y0))
-    t10 = (10.0, 0.0, x0, 0.0, -10.0, y0)
-    world = to_crs(shapely.segmentize(shapely.box(x0, y0 - 10.0 * h, x0 + 10.0 * w, y0), 200.0), "EPSG:3035", "EPSG:4326")
-    tiles = tiles_covering(world)
-    grids = {}
-    for t in tiles:  # each tile's pixels → the nearest pixel of the world grid (-1: outside it)
-        tr, (th, tw) = _tile_grid(t, world)
+    cf = spec.coarse_factor
+    step = 10.0 * cf  # site grids on a common 100 m lattice: their coarse cells line up in one VRT
+    site_specs, worlds, truths, coarses, features = [], [], [], [], []
+    for k, (lon, lat) in enumerate(sites):
+        cx, cy = to_crs(shapely.Point(lon, lat), "EPSG:4326", "EPSG:3035").coords[0]
+        x0, y0 = np.round((cx - 5.0 * w) / step) * step, np.round((cy + 5.0 * h) / step) * step
+        sp = dataclasses.replace(spec, crs_epsg=3035, origin=(float(x0), float(y0)), seed=spec.seed + k)
+        site_specs.append(sp)
+        worlds.append(to_crs(shapely.segmentize(shapely.box(x0, y0 - 10.0 * h, x0 + 10.0 * w, y0), 200.0), "EPSG:3035", "EPSG:4326"))
+        if polygon == "hexagon":  # a polygon inside the site, not its rectangle
+            fx = np.array([0.08, 0.55, 0.93, 0.85, 0.40, 0.12])
+            fy = np.array([0.15, 0.06, 0.30, 0.88, 0.94, 0.62])
+        else:
+            fx, fy = np.array([0.0, 1.0, 1.0, 0.0]), np.array([0.0, 0.0, 1.0, 1.0])
+        poly = to_crs(shapely.Polygon(np.c_[x0 + 10.0 * w * fx, y0 - 10.0 * h * fy]), "EPSG:3035", "EPSG:4326")
+        features.append({"type": "Feature", "properties": {"NAME": f"site{k}"}, "geometry": shapely.geometry.mapping(poly)})
+    (out / "area.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    tiles = tiles_covering(shapely.union_all(worlds))
+    grids = {}  # per tile: its grid over the sites it meets, and per site the world pixel of each tile pixel
+    for t in tiles:
+        mine = [k for k, wl in enumerate(worlds) if t.lonlat_polygon().intersects(wl)]
+        tr, (th, tw) = _tile_grid(t, shapely.union_all([worlds[k] for k in mine]))
         xs = tr[2] + 10.0 * (np.arange(tw) + 0.5)
         ys = tr[5] - 10.0 * (np.arange(th) + 0.5)
         gx, gy = np.meshgrid(xs, ys)
         px, py = Transformer.from_crs(t.crs, "EPSG:3035", always_xy=True).transform(gx, gy)
-        col = np.floor((px - x0) / 10.0).astype(np.int64)
-        row = np.floor((y0 - py) / 10.0).astype(np.int64)
-        ok = (row >= 0) & (row < h) & (col >= 0) & (col < w)
-        grids[t.id] = (t, tr, (th, tw), np.where(ok, row, 0), np.where(ok, col, 0), ok)
-    gen = generate(spec)
-    _, land = next(gen)
-    write_cog_array(out / "truth_10m.tif", land.truth, t10, 3035, nodata=0, legend=LCUP7)
-    cf = spec.coarse_factor
-    coarse = coarse_map(land.truth, cf, spec.label_noise, np.random.default_rng([spec.seed, 10_000]))
-    write_cog_array(out / "coarse_cgls_100m.tif", coarse, (10.0 * cf, 0.0, x0, 0.0, -10.0 * cf, y0), 3035, nodata=0,
-                    legend=CGLS_LC100)
-    # the area: a polygon across the boundary, inside the scene, not its rectangle
-    fx = np.array([0.08, 0.55, 0.93, 0.85, 0.40, 0.12])
-    fy = np.array([0.15, 0.06, 0.30, 0.88, 0.94, 0.62])
-    poly = to_crs(shapely.Polygon(np.c_[x0 + 10.0 * w * fx, y0 - 10.0 * h * fy]), "EPSG:3035", "EPSG:4326")
-    (out / "area.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": {"NAME": "Demo across the zones"}, "geometry": shapely.geometry.mapping(poly)}]}))
+        idx = []
+        for k in mine:
+            x0, y0 = site_specs[k].origin
+            col = np.floor((px - x0) / 10.0).astype(np.int64)
+            row = np.floor((y0 - py) / 10.0).astype(np.int64)
+            ok = (row >= 0) & (row < h) & (col >= 0) & (col < w)
+            idx.append((k, np.where(ok, row, 0), np.where(ok, col, 0), ok))
+        grids[t.id] = (t, tr, (th, tw), idx)
+    gens = [generate(sp) for sp in site_specs]
+    for k, (g, sp) in enumerate(zip(gens, site_specs)):
+        _, land = next(g)
+        x0, y0 = sp.origin
+        name = "" if len(sites) == 1 else f"_site{k}"
+        write_cog_array(out / f"truth_10m{name}.tif", land.truth, (10.0, 0.0, x0, 0.0, -10.0, y0), 3035, nodata=0, legend=LCUP7)
+        coarse = coarse_map(land.truth, cf, spec.label_noise, np.random.default_rng([sp.seed, 10_000]))
+        write_cog_array(out / f"coarse_cgls_100m{name}.tif", coarse, (step, 0.0, x0, 0.0, -step, y0), 3035, nodata=0,
+                        legend=CGLS_LC100)
+        truths.append(out / f"truth_10m{name}.tif")
+        coarses.append(out / f"coarse_cgls_100m{name}.tif")
+    truth, coarse = "truth_10m.tif", "coarse_cgls_100m.tif"
+    if len(sites) > 1:
+        write_vrt(truths, out / "truth_10m.vrt")
+        write_vrt(coarses, out / "coarse_cgls_100m.vrt")
+        truth, coarse = "truth_10m.vrt", "coarse_cgls_100m.vrt"
     records = []
     with ThreadPoolExecutor(2) as pool:
         futures = []
-        for item in gen:
-            if item[0] == "landscape":
+        for dated in zip(*gens):
+            if dated[0][0] == "landscape":
                 continue
-            d, dn, scl = item
-            for tid, (t, tr, (th, tw), row, col, ok) in grids.items():
+            d = dated[0][0]
+            for tid, (t, tr, (th, tw), idx) in grids.items():
                 stem = f"S2X_DEMO_{tid}_{d:%Y%m%d}"
                 folder = out / "items" / stem
                 folder.mkdir(parents=True, exist_ok=True)
-                dn_t = np.where(ok[None], dn[:, row, col], 0).astype(np.uint16)
-                scl_t = np.where(ok, scl[row, col], 0).astype(np.uint8)
+                dn_t = np.zeros((len(REFLECTANCE_BANDS), th, tw), np.uint16)
+                scl_t = np.zeros((th, tw), np.uint8)
+                seen = np.zeros((th, tw), bool)
+                for k, row, col, ok in idx:
+                    _, dn, scl = dated[k]
+                    dn_t = np.where(ok[None], dn[:, row, col], dn_t)
+                    scl_t = np.where(ok, scl[row, col], scl_t)
+                    seen |= ok
                 assets = {}
                 for i, band in enumerate(REFLECTANCE_BANDS):
                     res = BANDS[band][2]
@@ -652,13 +692,13 @@ def write_two_zone_demo(out_dir: str | Path, spec: SceneSpec | None = None, *, l
                 tr20 = (20.0, 0.0, tr[2], 0.0, -20.0, tr[5])
                 futures.append(pool.submit(write_cog_array, folder / "SCL.tif", scl20, tr20, t.epsg, 0, blocksize=spec.blocksize))
                 assets["scl"] = (folder / "SCL.tif", scl20.shape, tr20, 20)
-                valid = np.isin(scl_t[ok], (4, 5, 6)).mean()
+                valid = np.isin(scl_t[seen], (4, 5, 6)).mean()
                 records.append({"id": stem, "datetime": d, "assets": assets, "cloud_cover": float(100 * (1 - valid)),
                                 "epsg": t.epsg, "bbox": (tr[2], tr[5] - 10.0 * th, tr[2] + 10.0 * tw, tr[5]),
                                 "properties": {"grid:code": f"MGRS-{tid}", "mgrs:utm_zone": t.zone,
                                                "mgrs:latitude_band": tid[2], "mgrs:grid_square": tid[3:]}})
-            if progress:
-                print(f"  generating {d:%Y-%m-%d} ...", flush=True) if d.day <= spec.revisit_days else None
+            if progress and d.day <= spec.revisit_days:
+                print(f"  generating {d:%Y-%m} ...", flush=True)
         for fu in futures:
             fu.result()
-    return write_s2_catalog(out, records, tiles[0].epsg, records[0]["bbox"], truth="truth_10m.tif", coarse="coarse_cgls_100m.tif")
+    return write_s2_catalog(out, records, tiles[0].epsg, records[0]["bbox"], truth=truth, coarse=coarse)

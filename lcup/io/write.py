@@ -12,6 +12,7 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
+from xml.sax.saxutils import escape as xml_escape
 
 import dask.array as da
 import numpy as np
@@ -359,6 +360,44 @@ def write_tile_catalog(out_dir: str | Path, *, catalog_id: str, tiles: list[dict
     cat.make_all_asset_hrefs_relative()
     cat.save(catalog_type=pystac.CatalogType.SELF_CONTAINED, dest_href=str(out_dir.resolve()))
     return out_dir / "catalog.json"
+
+
+def write_vrt(paths: list, path: str | Path) -> Path:
+    """A GDAL VRT mosaic of single-band rasters on one CRS and resolution whose pixel grids line up (the tiles of
+    one UTM zone, the sites of a demo): each placed at its offset, no data 0, paths relative to the VRT.
+
+    Raises
+    ------
+    ValueError
+        If the rasters differ in CRS or resolution, or their grids do not line up.
+    """
+    path = Path(path)
+    srcs = []
+    for p in paths:
+        with rasterio.open(p) as s:
+            srcs.append((Path(p), s.crs, tuple(s.transform)[:6], s.shape, s.dtypes[0]))
+    crs, (a, _, _, _, e, _) = srcs[0][1], srcs[0][2]
+    if any(c != crs or abs(t[0] - a) > 1e-9 or abs(t[4] - e) > 1e-9 for _, c, t, _, _ in srcs):
+        raise ValueError(f"a VRT holds one CRS and one resolution: {[str(p) for p, *_ in srcs]}")
+    left, top = min(t[2] for _, _, t, _, _ in srcs), max(t[5] for _, _, t, _, _ in srcs)
+    right = max(t[2] + a * sh[1] for _, _, t, sh, _ in srcs)
+    bottom = min(t[5] + e * sh[0] for _, _, t, sh, _ in srcs)
+    w, h = int(round((right - left) / a)), int(round((bottom - top) / e))
+    dtype = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "float32": "Float32"}[srcs[0][4]]
+    parts = []
+    for p, _, t, (sh, sw), _ in srcs:
+        xoff, yoff = (t[2] - left) / a, (t[5] - top) / e
+        if abs(xoff - round(xoff)) > 1e-6 or abs(yoff - round(yoff)) > 1e-6:
+            raise ValueError(f"{p} is not on the grid of {srcs[0][0]} (offset {xoff:.3f}, {yoff:.3f} px)")
+        rel = xml_escape(os.path.relpath(p.resolve(), path.resolve().parent))
+        parts.append(f'    <ComplexSource><SourceFilename relativeToVRT="1">{rel}</SourceFilename><SourceBand>1</SourceBand>'
+                     f'<SrcRect xOff="0" yOff="0" xSize="{sw}" ySize="{sh}"/><DstRect xOff="{round(xoff)}" yOff="{round(yoff)}" '
+                     f'xSize="{sw}" ySize="{sh}"/><NODATA>0</NODATA></ComplexSource>')
+    path.write_text(f'<VRTDataset rasterXSize="{w}" rasterYSize="{h}">\n  <SRS>{xml_escape(crs.to_wkt())}</SRS>\n'
+                    f'  <GeoTransform>{left!r}, {a!r}, 0.0, {top!r}, 0.0, {e!r}</GeoTransform>\n'
+                    f'  <VRTRasterBand dataType="{dtype}" band="1">\n    <NoDataValue>0</NoDataValue>\n'
+                    + "\n".join(parts) + "\n  </VRTRasterBand>\n</VRTDataset>\n")
+    return path
 
 
 def write_gis_sidecars(cog: str | Path, legend: "Legend") -> list[Path]:

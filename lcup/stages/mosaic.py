@@ -11,12 +11,10 @@ areas (:func:`tile_areas`), so the areas read on the tiles' own grids count ever
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
-from xml.sax.saxutils import escape
 
 import dask
 import dask.array as da
@@ -30,7 +28,7 @@ from rasterio.windows import Window
 
 from ..io.rasters import open_on_geobox
 from ..io.vector import to_crs
-from ..io.write import _output_item, write_cog_from_dask
+from ..io.write import _output_item, write_cog_from_dask, write_vrt
 from ..legends import Legend
 from ..ops.change import row_area_m2
 from ..ops.s2grid import tile as s2tile
@@ -245,34 +243,8 @@ def zone_vrts(tiles: Sequence[TileMap], out_dir: str | Path) -> list[Path]:
     """A GDAL VRT of the tiles' class COGs per UTM zone (``tiles_<EPSG>.vrt``; a VRT holds one CRS and one
     resolution: the tiles of a zone share both, on the Sentinel-2 lattice), paths relative to the VRT."""
     out_dir = Path(out_dir)
-    written = []
-    for crs in sorted({t.crs for t in tiles}):
-        mine = [t for t in tiles if t.crs == crs]
-        a, e = mine[0].transform[0], mine[0].transform[4]
-        left = min(t.transform[2] for t in mine)
-        top = max(t.transform[5] for t in mine)
-        right = max(t.transform[2] + a * t.shape[1] for t in mine)
-        bottom = min(t.transform[5] + e * t.shape[0] for t in mine)
-        w, h = int(round((right - left) / a)), int(round((bottom - top) / e))
-        with rasterio.open(mine[0].path) as src:
-            dtype = {"uint8": "Byte", "uint16": "UInt16"}[src.dtypes[0]]
-        srs = escape(CRS.from_user_input(crs).to_wkt())
-        sources = []
-        for t in mine:
-            xoff, yoff = int(round((t.transform[2] - left) / a)), int(round((t.transform[5] - top) / e))
-            rel = escape(os.path.relpath(t.path, out_dir))
-            sources.append(
-                f'    <ComplexSource><SourceFilename relativeToVRT="1">{rel}</SourceFilename><SourceBand>1</SourceBand>'
-                f'<SrcRect xOff="0" yOff="0" xSize="{t.shape[1]}" ySize="{t.shape[0]}"/>'
-                f'<DstRect xOff="{xoff}" yOff="{yoff}" xSize="{t.shape[1]}" ySize="{t.shape[0]}"/><NODATA>0</NODATA></ComplexSource>')
-        xml = (f'<VRTDataset rasterXSize="{w}" rasterYSize="{h}">\n  <SRS>{srs}</SRS>\n'
-               f'  <GeoTransform>{left!r}, {a!r}, 0.0, {top!r}, 0.0, {e!r}</GeoTransform>\n'
-               f'  <VRTRasterBand dataType="{dtype}" band="1">\n    <NoDataValue>0</NoDataValue>\n'
-               + "\n".join(sources) + "\n  </VRTRasterBand>\n</VRTDataset>\n")
-        path = out_dir / f"tiles_{CRS.from_user_input(crs).to_epsg()}.vrt"
-        path.write_text(xml)
-        written.append(path)
-    return written
+    return [write_vrt([t.path for t in tiles if t.crs == crs], out_dir / f"tiles_{CRS.from_user_input(crs).to_epsg()}.vrt")
+            for crs in sorted({t.crs for t in tiles})]
 
 
 def write_collection(out_dir: str | Path, *, collection_id: str, tiles: list[dict], legend: Legend, start, end,
