@@ -25,7 +25,7 @@ from ..io.write import tile_slices
 from ..legends import Legend, compact, get_legend
 from ..ops.s2grid import tile as s2tile
 from ..ops.temporal import regular_grid
-from ..providers import ProviderProfile, get_profile, with_probability_mask
+from ..providers import BANDS, ProviderProfile, get_profile, with_probability_mask
 from ..units import metres_to_px, segment_halo_px
 from .area import aoi_extent, area_in
 from .features import feature_names, neighbourhood_halo_px
@@ -312,7 +312,10 @@ def _data_lines(plan: RunPlan) -> list[str]:
     n_grid = len(regular_grid(cfg.period[0], cfg.period[1], cfg.clean.step_days))
     n_vars = n_b + len(cfg.features.indices) + len(cfg.features.custom_indices)
     n_feat, mib = len(plan.names), 1024**2
-    dn, series, feats = n_t * (n_b * 2 + 1) * c * c, n_vars * n_grid * c * c * 4, n_feat * c * c * 4
+    mem = memory_estimate(plan)
+    dn, series, feats = mem["dn_input"], mem["series"], mem["features"]
+    decoded = sum(geobox.shape[0] * geobox.shape[1] * (cfg.aoi.resolution / BANDS[b][2]) ** 2 * 2 for b in cfg.load.bands)
+    decoded = n_t * (decoded + (geobox.shape[0] * geobox.shape[1] * (cfg.aoi.resolution / 20) ** 2 if plan.scl else 0))
     return [
         f"pipeline {cfg.name!r}: {len(plan.items)} items on {n_t} dates from {cfg.source.catalog}",
         f"grid: {geobox.shape[0]} × {geobox.shape[1]} px at {cfg.aoi.resolution} m in {geobox.crs} "
@@ -320,9 +323,39 @@ def _data_lines(plan: RunPlan) -> list[str]:
         f"tiles: {len(plan.tiles)} of up to {plan.tile_px} × {plan.tile_px} px; chunks: {c} × {c} px "
         f"({-(-geobox.shape[0] // c) * -(-geobox.shape[1] // c)} chunks)",
         f"time grid: {n_grid} steps of {cfg.clean.step_days:g} days; features per pixel: {n_feat}",
-        f"memory per task (one chunk): DN input {dn / mib:.0f} MiB, smoothed series {series / mib:.0f} MiB, "
-        f"features {feats / mib:.0f} MiB; peak ≈ {(dn + series + feats) / mib:.0f} MiB per thread",
+        f"memory per task (one {mem['chunk'][0]} × {mem['chunk'][1]} px chunk): DN input {dn / mib:.0f} MiB, smoothed "
+        f"series {series / mib:.0f} MiB, features {feats / mib:.0f} MiB; peak ≈ {mem['task'] / mib:.0f} MiB per thread",
+        f"memory per worker: ≈ {mem['worker'] / mib:.0f} MiB (lcup and its libraries {mem['baseline'] / mib:.0f} MiB + "
+        f"{mem['threads']} thread(s) × one task; decoded COG blocks come on top, up to load.block_cache_mb)",
+        f"read: ≈ {decoded / 1024**3:.2f} GiB of decoded pixels from the COGs ({n_t} dates × {n_b} bands"
+        f"{' + SCL' if plan.scl else ''} over the area; whole blocks of the files, so a little more)",
     ]
+
+
+def memory_estimate(plan: RunPlan, threads: int | None = None) -> dict:
+    """The memory a run needs, bytes: per task (one chunk, as large as the grid allows: a grid smaller than
+    ``load.chunk_px`` has smaller chunks) and per worker (the libraries a worker imports, measured as this
+    process's resident memory, plus ``threads`` tasks: ``cluster.threads_per_worker``, default every core).
+
+    Returns ``{"chunk", "dn_input", "series", "features", "task", "baseline", "threads", "worker"}``.
+    """
+    import os
+
+    import psutil
+
+    cfg, geobox, c = plan.cfg, plan.geobox, plan.cfg.load.chunk_px
+    h, w = min(c, geobox.shape[0]) + 2 * plan.ring, min(c, geobox.shape[1]) + 2 * plan.ring
+    n_t, n_b = len({str(d)[:10] for d in plan.dates}), len(cfg.load.bands)
+    n_grid = len(regular_grid(cfg.period[0], cfg.period[1], cfg.clean.step_days))
+    n_vars = n_b + len(cfg.features.indices) + len(cfg.features.custom_indices)
+    dn, series, feats = n_t * (n_b * 2 + 1) * h * w, n_vars * n_grid * h * w * 4, len(plan.names) * h * w * 4
+    threads = threads or cfg.cluster.threads_per_worker or os.cpu_count() or 1
+    n_chunks = -(-geobox.shape[0] // c) * -(-geobox.shape[1] // c)
+    threads = max(1, min(threads, n_chunks))  # no more tasks at once than there are chunks
+    baseline = psutil.Process().memory_info().rss
+    task = dn + series + feats
+    return {"chunk": (h, w), "dn_input": dn, "series": series, "features": feats, "task": task, "baseline": baseline,
+            "threads": threads, "worker": baseline + threads * task}
 
 
 def _extra_lines(cfg: PipelineConfig) -> list[str]:
