@@ -372,8 +372,9 @@ def run_tiles(cfg: PipelineConfig, tiles: list, *, client=None, progress: bool =
     with output_lock(out):
         whole.autosave(out)
         try:
-            model = _area_model(cfg, cfgs, out, client, progress, whole)
-            done, failed = _tiles_with(model, cfg, cfgs, client, progress, whole)
+            failed: dict[str, str] = {}
+            model = _area_model(cfg, cfgs, out, client, progress, whole, failed)
+            done = _tiles_with(model, cfg, cfgs, client, progress, whole, failed)
             if not done:
                 raise NoValidDataError(f"no tile of the area could be mapped: {failed}")
             with whole.stage("mosaic"):
@@ -389,8 +390,22 @@ def run_tiles(cfg: PipelineConfig, tiles: list, *, client=None, progress: bool =
     return whole
 
 
-def _area_model(cfg: PipelineConfig, cfgs: dict, out: Path, client, progress: bool, whole: RunSummary):
-    """The tiled run's one model: saved by an interrupted run (``--resume``), or trained on the tiles' pooled samples."""
+def _with_retries(fn, tid: str, retries: int, what: str):
+    """``fn()`` tried ``1 + retries`` times: ``(result, None)``, or ``(None, error text)`` after the last failure."""
+    err = None
+    for attempt in range(retries + 1):
+        try:
+            return fn(attempt), None
+        except (LcupError, OSError, RuntimeError) as e:
+            err = f"{type(e).__name__}: {e}"
+            log.warning("tile %s failed (%s, try %d of %d): %s", tid, what, attempt + 1, retries + 1, e)
+    return None, err
+
+
+def _area_model(cfg: PipelineConfig, cfgs: dict, out: Path, client, progress: bool, whole: RunSummary, failed: dict):
+    """The tiled run's one model: ``model.path``'s (None here: each tile loads and checks it), one saved by an
+    interrupted run (``--resume``), or one trained on the tiles' pooled samples; tiles whose sampling fails (after
+    their retries) go into ``failed`` and are left out."""
     if cfg.model.path is not None:  # a saved model: each tile's run loads and checks it (lcup.stages.train.saved_model)
         return None
     saved = model_file(out)
@@ -401,9 +416,15 @@ def _area_model(cfg: PipelineConfig, cfgs: dict, out: Path, client, progress: bo
     with whole.stage("sample"):
         for k, (tid, c) in enumerate(cfgs.items(), 1):
             log.info("══ tile %s (%d/%d): training sample ══", tid, k, len(cfgs))
-            p = run_pipeline(c.model_copy(update={"output": c.output.model_copy(update={"overwrite": True, "resume": False})}),
-                             client=client, progress=progress, sample_only=True)
+            fresh = c.model_copy(update={"output": c.output.model_copy(update={"overwrite": True, "resume": False})})
+            p, err = _with_retries(lambda _: run_pipeline(fresh, client=client, progress=progress, sample_only=True), tid,
+                                   cfg.output.tile_retries, "training sample")
+            if err is not None:
+                failed[tid] = err
+                continue
             parts.append((p.plan, p.smp, p.X, p.lab, p.windows))
+    if not parts:
+        raise NoValidDataError(f"no tile of the area could be sampled: {failed}")
     with whole.stage("train"):
         first = parts[0][0]
         out_plan = dataclasses.replace(first, cfg=first.cfg.model_copy(update={"output": cfg.output}))
@@ -412,26 +433,27 @@ def _area_model(cfg: PipelineConfig, cfgs: dict, out: Path, client, progress: bo
     return model
 
 
-def _tiles_with(model, cfg: PipelineConfig, cfgs: dict, client, progress: bool, whole: RunSummary):
-    """Predict and write every tile with ``model``; ``(done {tile id: summary}, failed {tile id: error})``."""
-    done, failed = {}, {}
+def _tiles_with(model, cfg: PipelineConfig, cfgs: dict, client, progress: bool, whole: RunSummary, failed: dict) -> dict:
+    """Predict and write every tile not in ``failed`` with ``model``; ``{tile id: summary}`` of those done (the
+    others, after their retries, go into ``failed``)."""
+    done = {}
     whole.figures["tiles"] = {}
     with whole.stage("tiles"):
         for k, (tid, c) in enumerate(cfgs.items(), 1):
-            previous = (RunSummary.load(Path(c.output.dir) / "summary.json") or RunSummary(c.name)).figures
-            for attempt in range(cfg.output.tile_retries + 1):
-                log.info("══ tile %s (%d/%d): map%s ══", tid, k, len(cfgs), f", try {attempt + 1}" if attempt else "")
-                try:
-                    resume = cfg.output.resume or attempt > 0
+            if tid not in failed:
+                previous = (RunSummary.load(Path(c.output.dir) / "summary.json") or RunSummary(c.name)).figures
+
+                def attempt(n, c=c, tid=tid, previous=previous):
+                    log.info("══ tile %s (%d/%d): map%s ══", tid, k, len(cfgs), f", try {n + 1}" if n else "")
+                    resume = cfg.output.resume or n > 0
                     ci = c.model_copy(update={"output": c.output.model_copy(update={"resume": resume, "overwrite": not resume})})
-                    s = run_pipeline(ci, client=client, progress=progress, model=model, previous=previous)
-                except (LcupError, OSError, RuntimeError) as e:
-                    failed[tid] = f"{type(e).__name__}: {e}"
-                    log.warning("tile %s failed (try %d of %d): %s", tid, attempt + 1, cfg.output.tile_retries + 1, e)
-                    continue
-                failed.pop(tid, None)
-                done[tid] = s
-                break
+                    return run_pipeline(ci, client=client, progress=progress, model=model, previous=previous)
+
+                s, err = _with_retries(attempt, tid, cfg.output.tile_retries, "map")
+                if err is None:
+                    done[tid] = s
+                else:
+                    failed[tid] = err
             whole.figures["tiles"][tid] = ({"error": failed[tid]} if tid in failed else
                                            {k2: done[tid].figures.get(k2) for k2 in ("predicted_class_px", "nodata_px", "area_px", "consistency")}
                                            | {"truth_oa": ((done[tid].figures.get("truth") or {}).get("prediction_10m") or {}).get("overall_accuracy")})
@@ -440,7 +462,7 @@ def _tiles_with(model, cfg: PipelineConfig, cfgs: dict, client, progress: bool, 
         warnings.warn(f"{len(failed)} of {len(cfgs)} tiles failed and are not in the mosaic: "
                       + "; ".join(f"{t}: {e}" for t, e in failed.items()) + "; fix the cause and run again with --resume",
                       TileFailedWarning, stacklevel=3)
-    return done, failed
+    return done
 
 
 def _product(cfg: PipelineConfig, done: dict, area, out: Path, whole: RunSummary) -> dict:

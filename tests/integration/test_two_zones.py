@@ -187,3 +187,45 @@ def test_change_zonal_and_area_commands_take_the_collection(job):
     assert geobox.crs.epsg == 3035 and geobox.shape == rasterio.open(out / "mosaic.tif").shape
     (cls2,), _, _ = open_maps([out])
     np.testing.assert_array_equal(cls.compute(), cls2.compute())
+
+
+def test_resume_recomputes_only_the_tile_that_is_missing(job, scene, tmp_path):
+    import shutil
+
+    out, s = job
+    shutil.copytree(out, tmp_path / "o", symlinks=True)
+    o = tmp_path / "o"
+    shutil.rmtree(o / "tiles" / "33TTM")  # as if the job had been killed before this tile
+    (o / "mosaic.tif").unlink()
+    cfg = _cfg(scene, o)
+    cfg["output"].update(resume=True, overwrite=False)
+    r = run_pipeline(load_config(cfg), progress=False)
+    assert r.figures["tiles"]["32TQS"] and json.loads((o / "tiles" / "32TQS" / "summary.json").read_text())["status"] == "done"
+    np.testing.assert_array_equal(_class(o / "tiles" / "33TTM" / "landcover_class.tif"),
+                                  _class(out / "tiles" / "33TTM" / "landcover_class.tif"))
+    np.testing.assert_array_equal(_class(o / "mosaic.tif"), _class(out / "mosaic.tif"))
+
+
+def test_a_failing_tile_is_retried_reported_and_the_others_are_mapped(scene, tmp_path):
+    """A tile whose imagery cannot be read: tried twice (output.tile_retries: 1), named with its error in the
+    summary and a warning, while the other tile is mapped and mosaicked."""
+    import shutil
+    import warnings
+
+    from lcup.errors import TileFailedWarning
+
+    sc = tmp_path / "scene"
+    shutil.copytree(scene, sc)
+    for tif in sc.glob("items/S2X_DEMO_33TTM_*/B04.tif"):
+        tif.write_bytes(b"not a tiff")  # every red band of tile 33TTM
+    cfg = _cfg(sc, tmp_path / "o")
+    cfg["source"]["check_assets"] = False  # the probe would stop the run at the search: here the reads fail
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s = run_pipeline(load_config({**cfg, "aoi": {**cfg["aoi"], "tiles": ["32TQS", "33TTM"]}}), progress=False)
+    assert "error" in s.figures["tiles"]["33TTM"] and "B04.tif" in s.figures["tiles"]["33TTM"]["error"]
+    assert "error" not in s.figures["tiles"]["32TQS"]
+    assert s.status == "done with failed tiles"
+    assert any(issubclass(w.category, TileFailedWarning) and "33TTM" in str(w.message) for w in caught)
+    with rasterio.open(tmp_path / "o" / "mosaic.tif") as src:
+        assert (src.read(1) > 0).sum() > 5_000
