@@ -1,9 +1,9 @@
 """Sentinel-2-tiled runs at scale (issue 29): does a run over 16 tiles keep the time per km² and the peak memory per
 worker flat against a run over 1 tile?
 
-The scene is :func:`lcup.synthetic.write_sites_demo`: 16 sites of ``--size`` px, one at the centre of each tile of
-a 4 × 4 block of Sentinel-2 tiles in UTM zone 33 (each site in one tile only: the tiles overlap by 9.8 km at their
-edges), every tile's items on its own grid. The area is the sites' squares: 1 of them (one tile) or all 16 (16
+The scene is :func:`lcup.synthetic.write_sites_demo`: 16 sites of ``--size`` px, one in the core of each tile of
+a 4 × 4 block of Sentinel-2 tiles in UTM zone 33 (each site in that tile only, checked), every tile's items on its
+own grid. The area is the sites' squares: 1 of them (one tile) or all 16 (16
 tiles, one model from the tiles' pooled sample, one mosaic). Each run is ``lcup run`` in its own process on a fresh
 ``distributed`` LocalCluster (``cluster.n_workers`` workers of one thread), the 1-tile and 16-tile runs in turn,
 round after round. Measured per run: wall time, time per km² of the area, and the peak RSS of each worker process
@@ -44,12 +44,21 @@ print(json.dumps({"wall_s": wall, "worker_peak_mib": max(rss.values()), "tiles":
 
 
 def _sites(n_side: int = 4) -> list[tuple[float, float]]:
-    """Centres of the cores of a ``n_side`` × ``n_side`` block of zone-33 tiles around 15° E, 46° N (lon, lat)."""
+    """A ``n_side`` × ``n_side`` block of sites (lon, lat) in zone 33 around 13–17° E, 43–46° N, each in the core of
+    one tile and in no other (checked): the tiles near a zone boundary reach far into the next zone, so the block
+    keeps away from 12° and 18° E."""
+    import shapely
     from pyproj import Transformer
 
+    from lcup.ops.s2grid import tiles_covering
+
     to_ll = Transformer.from_crs("EPSG:32633", "EPSG:4326", always_xy=True)
-    return [to_ll.transform(e * 100_000 + 50_000, n * 100_000 + 50_000) for n in range(50, 50 + n_side)
-            for e in range(3, 3 + n_side)]
+    sites = [to_ll.transform(e * 100_000 + 45_000, n * 100_000 + 45_000) for n in range(47, 47 + n_side)
+             for e in range(3, 3 + n_side)]
+    for lon, lat in sites:
+        found = tiles_covering(shapely.box(lon - 0.02, lat - 0.02, lon + 0.02, lat + 0.02))
+        assert len(found) == 1, (lon, lat, [t.id for t in found])
+    return sites
 
 
 def _pipeline(scene: Path, out: Path, sites: list[int]) -> dict:

@@ -310,7 +310,6 @@ def _data_lines(plan: RunPlan) -> list[str]:
     cfg, geobox, c = plan.cfg, plan.geobox, plan.cfg.load.chunk_px
     n_t, n_b = len({str(d)[:10] for d in plan.dates}), len(cfg.load.bands)
     n_grid = len(regular_grid(cfg.period[0], cfg.period[1], cfg.clean.step_days))
-    n_vars = n_b + len(cfg.features.indices) + len(cfg.features.custom_indices)
     n_feat, mib = len(plan.names), 1024**2
     mem = memory_estimate(plan)
     dn, series, feats = mem["dn_input"], mem["series"], mem["features"]
