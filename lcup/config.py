@@ -299,7 +299,8 @@ class LabelsConfig(_Section):
 class TruthConfig(_Section):
     """An optional 10 m reference map the finished map (and the coarse map) is scored against (``truth:``)."""
 
-    path: str
+    path: str = Field(description="the truth map; with years, {year} in the path names one map per year "
+                      "(e.g. truth_10m_{year}.tif): each year is scored and the change gets its accuracy")
     legend: str | dict = Field("lcup7", description="legend of the truth map: built-in name or mapping")
     area_sample_per_class: int = Field(100, ge=2, description="reference pixels drawn at random per mapped class from the "
                                        "truth for the area estimates with 95 % confidence intervals (Olofsson et al. 2014)")
@@ -514,6 +515,14 @@ class PipelineConfig(_Section):
                                     "(<output.dir>/<year>/ and <output.dir>/change/); instead of year/start/end")
     start: dt.date | None = None
     end: dt.date | None = None
+    years_smoothing: Literal["none", "hmm"] = Field(
+        "none", description="with years: hmm re-decides each pixel's classes over the years together from the yearly "
+        "class probabilities (a hidden-Markov model whose changes of class cost years_change_cost), so that a class "
+        "does not change for one year and change back without strong evidence; writes change/smoothed/ and the change "
+        "analysis reads those maps; none: each year on its own")
+    years_change_cost: float = Field(1.0, ge=0, le=20, description="years_smoothing: hmm: the cost of a change of class "
+                                     "between years, nats (a one-year flicker survives where that year's probability "
+                                     "ratio exceeds e^(2 × cost))")
     load: LoadConfig = Field(default_factory=LoadConfig)
     clean: CleanConfig = Field(default_factory=CleanConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
@@ -596,7 +605,10 @@ class PipelineConfig(_Section):
         for code, path in lab.fractions.items():
             _check_local(path, f"labels.fractions[{code}]")
         if self.truth is not None:
-            _check_local(self.truth.path, "truth.path")
+            for y in self.years if self.years and "{year}" in self.truth.path else [self.year]:
+                _check_local(self.truth.path.replace("{year}", str(y)), "truth.path")
+            if self.year is not None and "{year}" in self.truth.path:  # one year: its own truth
+                object.__setattr__(self, "truth", self.truth.model_copy(update={"path": self.truth.path.replace("{year}", str(self.year))}))
         try:
             target = get_legend(self.target_legend())
             odd = sorted(int(c) for c in lab.fractions if int(c) not in target.codes)
@@ -690,13 +702,17 @@ class PipelineConfig(_Section):
 
     def for_year(self, year: int, *, model_path: str | None = None) -> "PipelineConfig":
         """This pipeline for one of its ``years``: output in ``<output.dir>/<year>``, the given saved model (later
-        years apply the first year's), the truth kept for the first year only (the labels' year)."""
+        years apply the first year's), the truth kept for the first year only (the labels' year) unless its path
+        names one per year (``{year}``)."""
         d = self.model_dump(mode="json")
         d.update(year=year, years=None, start=None, end=None, name=f"{self.name}-{year}")
         d["output"]["dir"] = str(Path(self.output.dir) / str(year))
         if model_path is not None:
             d["model"]["path"] = model_path
-            d["truth"] = None
+            if d.get("truth") is None or "{year}" not in d["truth"]["path"]:
+                d["truth"] = None
+        if d.get("truth") is not None:
+            d["truth"]["path"] = d["truth"]["path"].replace("{year}", str(year))
         return PipelineConfig.model_validate(d)
 
 

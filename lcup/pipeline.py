@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import dask
 import numpy as np
 import xarray as xr
 
@@ -24,9 +25,10 @@ from .errors import LcupError, NoValidDataError, TileFailedWarning
 from .io.models import load_model
 from .io.rundir import RunSummary, output_lock, prepare_output_dir, relative_paths, tree_cpu_s
 from .legends import get_legend
+from .ops.change import temporal_consistency
 from .report import write_report
 from .stages.area import area_lonlat, default_mosaic_crs, inside_mask, s2_tiles, tile_config, tile_share
-from .stages.change import change
+from .stages.change import change, open_maps
 from .stages.labels import labels, sample, sample_figures
 from .stages.load import block_cache_figures, drop_decoded_blocks, non_finite_pixels, reused_dates, scene_filter, unreadable_reads
 from .stages.mosaic import mosaic, mosaic_areas, overlap_agreement, tile_areas, tile_maps, write_collection, zone_vrts
@@ -45,6 +47,7 @@ from .stages.search import check_items
 from .stages.tiles import aoi_features, sample_features, training_windows
 from .stages.train import fit, fit_pooled, model_file, saved_model
 from .stages.write import predict_and_write, write_stac
+from .stages.years import change_accuracy, smooth_years
 
 if TYPE_CHECKING:
     from .config import PipelineConfig
@@ -323,10 +326,32 @@ def run_years(cfg: PipelineConfig, *, client=None, progress: bool = True) -> Run
         whole.timings[str(y)] = s.timings.get("total")
         if y == cfg.years[0]:
             whole.figures.update({k: s.figures[k] for k in ("validation", "truth", "consistency") if k in s.figures})
+    labels_y = [str(y) for y in cfg.years]
+    maps = [out / y / "landcover_class.tif" for y in labels_y]
+    compute = (lambda *lazy: tuple(client.compute(list(lazy), sync=True))) if client is not None else None
+    truths = ([cfg.truth.path.replace("{year}", y) for y in labels_y] if cfg.truth is not None and "{year}" in cfg.truth.path
+              else None)
+    if cfg.years_smoothing == "hmm":
+        with whole.stage("years smoothing"):
+            raw = maps
+            maps = smooth_years([out / y / "landcover.zarr" for y in labels_y], out / "change" / "smoothed", labels=labels_y,
+                                legend=get_legend(cfg.target_legend()), cost=cfg.years_change_cost)
+            whole.figures["years_smoothing"] = {"method": "hmm", "change_cost": cfg.years_change_cost,
+                                                "maps": [str(p) for p in maps], **_smoothing_figures(raw, maps, cfg, compute)}
+            whole.outputs["smoothed_maps"] = str(out / "change" / "smoothed")
     with whole.stage("change"):
-        compute = (lambda *lazy: tuple(client.compute(list(lazy), sync=True))) if client is not None else None
-        res = change([out / str(y) / "landcover_class.tif" for y in cfg.years], out / "change", labels=[str(y) for y in cfg.years],
-                     chunk_px=cfg.load.chunk_px, compute=compute, overwrite=True)
+        res = change(maps, out / "change", labels=labels_y, chunk_px=cfg.load.chunk_px, compute=compute, overwrite=True)
+        if truths is not None:
+            whole.figures["change_accuracy"] = change_accuracy(maps, truths, labels=labels_y, chunk_px=cfg.load.chunk_px,
+                                                               seed=cfg.model.seed, compute=compute)
+            if cfg.years_smoothing != "none":  # the yearly maps as they were: what the smoothing changed
+                whole.figures["change_accuracy_unsmoothed"] = change_accuracy(
+                    raw, truths, labels=labels_y, chunk_px=cfg.load.chunk_px, seed=cfg.model.seed, compute=compute)
+            for a in whole.figures["change_accuracy"]:
+                log.info("  change %s → %s against the truths: producer's accuracy %.2f, user's %.2f; area of change %.1f ± "
+                         "%.1f ha (census %.1f ha)", a["from"], a["to"], a["change"]["producer_accuracy"] or 0,
+                         a["change"]["user_accuracy"] or 0, a["area_of_change_ha"]["estimate"] or 0,
+                         a["area_of_change_ha"]["ci"] or 0, a["area_of_change_ha"]["census"] or 0)
     whole.figures["change"] = {"pairs": [{k: p[k] for k in ("from", "to", "hectares")} for p in res["pairs"]],
                                **({"temporal_consistency": res["temporal_consistency"]} if "temporal_consistency" in res else {})}
     for p in res["pairs"]:
@@ -471,11 +496,11 @@ def _product(cfg: PipelineConfig, done: dict, area, out: Path, whole: RunSummary
     maps = tile_maps({tid: s.outputs["cog"] for tid, s in done.items()})
     crs = cfg.output.mosaic_crs if cfg.output.mosaic_crs != "auto" else default_mosaic_crs(area)
     res = cfg.output.mosaic_resolution or cfg.aoi.resolution
-    path, gb = mosaic(maps, area, out / "mosaic.tif", crs=crs, resolution_m=res, legend=legend, chunk_px=cfg.load.chunk_px * 2)
+    path, gb = mosaic(maps, area, out / "mosaic.tif", crs=crs, resolution_m=res, legend=legend, chunk_px=max(1024, cfg.load.chunk_px * 2))
     vrts = zone_vrts(maps, out)
-    agree = overlap_agreement(maps, gb, chunk_px=cfg.load.chunk_px * 2)
-    tiles_ha = tile_areas(maps, legend, chunk_px=cfg.load.chunk_px * 2)
-    mosaic_ha = mosaic_areas(path, legend, chunk_px=cfg.load.chunk_px * 2)
+    agree = overlap_agreement(maps, gb, chunk_px=max(1024, cfg.load.chunk_px * 2))
+    tiles_ha = tile_areas(maps, legend, chunk_px=max(1024, cfg.load.chunk_px * 2))
+    mosaic_ha = mosaic_areas(path, legend, chunk_px=max(1024, cfg.load.chunk_px * 2))
     entries = []
     for tm in maps:
         s = done[tm.id]
@@ -494,6 +519,21 @@ def _product(cfg: PipelineConfig, done: dict, area, out: Path, whole: RunSummary
              f"{100 * agree['agreement']:.1f} %" if agree["agreement"] is not None else "-", agree["overlap_px"])
     return {"mosaic": {"crs": crs, "resolution": res, "shape": list(gb.shape)}, "class_ha_tiles": tiles_ha,
             "class_ha_mosaic": mosaic_ha, "overlap": agree}
+
+
+def _smoothing_figures(raw: list, smoothed: list, cfg: PipelineConfig, compute) -> dict:
+    """Flip-back and change shares of the yearly maps before and after the smoothing (3 years or more)."""
+    if len(raw) < 3:
+        return {}
+    compute = compute or dask.compute
+    a, _, _ = open_maps(raw, chunk_px=cfg.load.chunk_px)
+    b, _, _ = open_maps(smoothed, chunk_px=cfg.load.chunk_px)
+    before, after = compute(temporal_consistency(a), temporal_consistency(b))
+    fig = {k: {"flip_back_share": float(v[2] / v[0]) if v[0] else None, "changed_share": float(v[1] / v[0]) if v[0] else None}
+           for k, v in (("before", before), ("after", after))}
+    log.info("  years smoothed (hmm, change cost %g): pixels that change and change back %.2f %% → %.2f %%",
+             cfg.years_change_cost, 100 * (fig["before"]["flip_back_share"] or 0), 100 * (fig["after"]["flip_back_share"] or 0))
+    return fig
 
 
 def plan(cfg: PipelineConfig) -> str:

@@ -28,7 +28,7 @@ from rasterio.windows import Window
 
 from ..io.rasters import open_on_geobox
 from ..io.vector import to_crs
-from ..io.write import _output_item, write_cog_from_dask, write_vrt
+from ..io.write import _output_item, _slug, write_cog_from_dask, write_vrt
 from ..legends import Legend
 from ..ops.change import row_area_m2
 from ..ops.s2grid import tile as s2tile
@@ -122,13 +122,31 @@ def _centres(geobox: GeoBox) -> tuple[np.ndarray, np.ndarray]:
     return np.meshgrid(xs, ys)
 
 
+def _touching(tiles: tuple, gb: GeoBox) -> tuple:
+    """The tiles whose map meets the block ``gb`` (their footprints tested in the block's CRS): a block of a sparse
+    area's mosaic (sites far apart) that meets none is no data at once."""
+    bb = gb.extent.boundingbox
+    block = shapely.box(bb.left, bb.bottom, bb.right, bb.top)
+    return tuple(t for t in tiles if _footprint(t, str(gb.crs)).intersects(block))
+
+
+@lru_cache(maxsize=1024)
+def _footprint(tm: TileMap, crs: str):
+    bb = tm.geobox.extent.boundingbox
+    ring = shapely.segmentize(shapely.box(bb.left, bb.bottom, bb.right, bb.top), max(bb.right - bb.left, bb.top - bb.bottom) / 16)
+    return to_crs(ring, tm.crs, crs)
+
+
 def _mosaic_block(tiles: tuple, geobox: GeoBox, dtype, block_info=None) -> np.ndarray:
     (y0, y1), (x0, x1) = block_info[None]["array-location"]
     gb = geobox[y0:y1, x0:x1]
+    out = np.zeros(gb.shape, dtype)
+    tiles = _touching(tiles, gb)
+    if not tiles:
+        return out
     x, y = _centres(gb)
     crs = str(gb.crs)
     own = owner(tiles, x, y, crs)
-    out = np.zeros(gb.shape, dtype)
     for k, tm in enumerate(tiles):
         m = own == k
         if m.any():
@@ -212,6 +230,9 @@ def mosaic_areas(path: str | Path, legend: Legend, chunk_px: int = 1024) -> dict
 
 
 def _agree_window(tiles: tuple, gb: GeoBox) -> np.ndarray:
+    tiles = _touching(tiles, gb)
+    if len(tiles) < 2:
+        return np.zeros(2, np.int64)
     x, y = _centres(gb)
     crs = str(gb.crs)
     vals = np.zeros((len(tiles),) + gb.shape, np.int32)
@@ -272,7 +293,8 @@ def write_collection(out_dir: str | Path, *, collection_id: str, tiles: list[dic
         extent=pystac.Extent(pystac.SpatialExtent(spatial), pystac.TemporalExtent([[
             dt.datetime.combine(start, dt.time(0), dt.timezone.utc), dt.datetime.combine(end, dt.time(23, 59, 59), dt.timezone.utc)]])),
         license="other", stac_extensions=["https://stac-extensions.github.io/classification/v2.0.0/schema.json"],
-        summaries=pystac.Summaries({"classification:classes": [{"value": int(c), "name": n} for c, n in legend.names().items()],
+        summaries=pystac.Summaries({"classification:classes": [{"value": int(c), "name": _slug(n), "title": n}
+                                                               for c, n in legend.names().items()],
                                     "grid:code": [f"MGRS-{t['tile']}" for t in tiles]}))
     media = {"mosaic": pystac.MediaType.COG, "model": "application/octet-stream", "summary": pystac.MediaType.JSON}
     for key, rel in (assets or {}).items():

@@ -130,6 +130,12 @@ def test_collection_and_vrts_open_with_stac_and_gdal_tools(job):
         with rasterio.open(href) as src:
             assert src.crs.to_string() == it.properties["proj:code"]
     assert coll.assets["mosaic"].get_absolute_href().endswith("mosaic.tif")
+    # the extensions they declare hold (bundled schemas: projection, raster, classification, grid)
+    from tests.integration.servers import extension_errors
+
+    for it in items:
+        assert not extension_errors(it.to_dict()), extension_errors(it.to_dict())
+    assert not extension_errors(coll.to_dict()), extension_errors(coll.to_dict())
     for epsg in (32632, 32633):
         with rasterio.open(out / f"tiles_{epsg}.vrt") as src:  # GDAL reads the VRT and its tile through it
             assert src.crs.to_epsg() == epsg
