@@ -21,7 +21,7 @@ import numpy as np
 import xarray as xr
 
 from .cluster import Runner, cluster_client, quiet_spurious_warnings, quiet_workers, starting_cluster, tune_workers
-from .errors import LcupError, NoValidDataError, TileFailedWarning
+from .errors import NoValidDataError, TileFailedWarning
 from .io.models import load_model
 from .io.rundir import RunSummary, output_lock, prepare_output_dir, relative_paths, tree_cpu_s
 from .legends import get_legend
@@ -421,7 +421,7 @@ def _with_retries(fn, tid: str, retries: int, what: str):
     for attempt in range(retries + 1):
         try:
             return fn(attempt), None
-        except (LcupError, OSError, RuntimeError) as e:
+        except Exception as e:  # any failure of one tile (a worker's error may come back re-wrapped): retried, then reported
             err = f"{type(e).__name__}: {e}"
             log.warning("tile %s failed (%s, try %d of %d): %s", tid, what, attempt + 1, retries + 1, e)
     return None, err

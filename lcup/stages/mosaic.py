@@ -137,21 +137,27 @@ def _footprint(tm: TileMap, crs: str):
     return to_crs(ring, tm.crs, crs)
 
 
+#: Rows a block's owner and values are worked out in at once: the points' coordinates in every tile's CRS are
+#: float64 arrays, so a 1024 px block at once held ~75 MiB more per worker thread (benchmarks/bench_tiles.py).
+STRIP_ROWS = 128
+
+
 def _mosaic_block(tiles: tuple, geobox: GeoBox, dtype, block_info=None) -> np.ndarray:
     (y0, y1), (x0, x1) = block_info[None]["array-location"]
     gb = geobox[y0:y1, x0:x1]
     out = np.zeros(gb.shape, dtype)
     tiles = _touching(tiles, gb)
-    if not tiles:
-        return out
-    x, y = _centres(gb)
-    crs = str(gb.crs)
-    own = owner(tiles, x, y, crs)
-    for k, tm in enumerate(tiles):
-        m = own == k
-        if m.any():
-            row, col, _, _ = _in_tile(tm, x[m], y[m], crs)
-            out[m] = _read_at(tm, row, col)
+    for r in range(0, gb.shape[0], STRIP_ROWS) if tiles else ():
+        sub = gb[r:min(r + STRIP_ROWS, gb.shape[0]), :]  # a GeoBox slice is not clipped to the box
+        x, y = _centres(sub)
+        crs = str(sub.crs)
+        own = owner(tiles, x, y, crs)
+        part = out[r:r + STRIP_ROWS]
+        for k, tm in enumerate(tiles):
+            m = own == k
+            if m.any():
+                row, col, _, _ = _in_tile(tm, x[m], y[m], crs)
+                part[m] = _read_at(tm, row, col)
     return out
 
 
@@ -197,11 +203,14 @@ def _pixel_area_m2(gb: GeoBox) -> np.ndarray:
 
 def _area_block(cls: np.ndarray, tiles: tuple, k: int, gb: GeoBox, n: int, block_info=None) -> np.ndarray:
     (y0, y1), (x0, x1) = block_info[0]["array-location"]
-    sub = gb[y0:y1, x0:x1]
-    x, y = _centres(sub)
-    mine = owner(tiles, x, y, str(sub.crs)) == k if len(tiles) > 1 else np.ones(cls.shape, bool)
-    px = np.broadcast_to(_pixel_area_m2(sub), cls.shape)
-    return np.bincount(cls[mine].astype(np.int64), weights=px[mine], minlength=n)[None, None, :n]
+    total = np.zeros(n)
+    for r in range(0, cls.shape[0], STRIP_ROWS):
+        sub, c = gb[y0 + r:min(y1, y0 + r + STRIP_ROWS), x0:x1], cls[r:r + STRIP_ROWS]
+        x, y = _centres(sub)
+        mine = owner(tiles, x, y, str(sub.crs)) == k if len(tiles) > 1 else np.ones(c.shape, bool)
+        px = np.broadcast_to(_pixel_area_m2(sub), c.shape)
+        total += np.bincount(c[mine].astype(np.int64), weights=px[mine], minlength=n)[:n]
+    return total[None, None, :]
 
 
 def tile_areas(tiles: Sequence[TileMap], legend: Legend, chunk_px: int = 1024) -> dict[int, float]:
@@ -231,21 +240,21 @@ def mosaic_areas(path: str | Path, legend: Legend, chunk_px: int = 1024) -> dict
 
 def _agree_window(tiles: tuple, gb: GeoBox) -> np.ndarray:
     tiles = _touching(tiles, gb)
-    if len(tiles) < 2:
-        return np.zeros(2, np.int64)
-    x, y = _centres(gb)
-    crs = str(gb.crs)
-    vals = np.zeros((len(tiles),) + gb.shape, np.int32)
-    for k, tm in enumerate(tiles):
-        row, col, inside, _ = _in_tile(tm, x, y, crs)
-        v = np.zeros(gb.shape, np.int32)
-        v[inside] = _read_at(tm, row[inside], col[inside])
-        vals[k] = v
-    valid = vals > 0
-    several = valid.sum(0) >= 2
-    first = np.where(valid, vals, np.iinfo(np.int32).max).min(0)
-    agree = several & np.all(~valid | (vals == first), axis=0)
-    return np.array([several.sum(), agree.sum()], np.int64)
+    counts = np.zeros(2, np.int64)
+    for r in range(0, gb.shape[0], STRIP_ROWS) if len(tiles) > 1 else ():
+        sub = gb[r:min(r + STRIP_ROWS, gb.shape[0]), :]  # a GeoBox slice is not clipped to the box
+        x, y = _centres(sub)
+        crs = str(sub.crs)
+        vals = np.zeros((len(tiles),) + sub.shape, np.int32)
+        for k, tm in enumerate(tiles):
+            row, col, inside, _ = _in_tile(tm, x, y, crs)
+            vals[k][inside] = _read_at(tm, row[inside], col[inside])
+        valid = vals > 0
+        several = valid.sum(0) >= 2
+        first = np.where(valid, vals, np.iinfo(np.int32).max).min(0)
+        agree = several & np.all(~valid | (vals == first), axis=0)
+        counts += [several.sum(), agree.sum()]
+    return counts
 
 
 def overlap_agreement(tiles: Sequence[TileMap], geobox: GeoBox, chunk_px: int = 1024) -> dict:

@@ -92,3 +92,31 @@ def test_a_year_without_imagery_fails_before_the_first_map(two_years, tmp_path):
     with pytest.raises(EmptySearchError, match="2026"):
         run_pipeline(cfg, progress=False)
     assert time.perf_counter() - t0 < 30 and not (tmp_path / "o" / "2024" / "landcover.zarr").exists()
+
+
+@pytest.fixture(scope="module")
+def three_years(tmp_path_factory):
+    return demo_scene(tmp_path_factory.mktemp("years3"), size=(160, 160), revisit_days=10, seed=9, years=3)
+
+
+@pytest.mark.slow
+def test_years_smoothing_removes_flicker_and_keeps_the_change(three_years, tmp_path):
+    """Issue 30's targets on a 3-year demo: flip-back share ≤ 0.3 % after the smoothing, and change recall (producer's
+    accuracy of change, first → last year, against the yearly truths) not lower than the yearly maps'."""
+    cfg = load_config(scene_pipeline(three_years, tmp_path / "o", year=None, years=[2024, 2025, 2026], **{
+        "model.n_estimators": 60, "years_smoothing": "hmm", "truth.path": str(three_years["dir"] / "truth_10m_{year}.tif"),
+        "output.report": False}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LcupWarning)
+        s = run_pipeline(cfg, progress=False)
+    sm = s.figures["years_smoothing"]
+    assert sm["after"]["flip_back_share"] <= 0.003, sm
+    first_last = {a["from"] + a["to"]: a for a in s.figures["change_accuracy"]}["20242026"]
+    raw = {a["from"] + a["to"]: a for a in s.figures["change_accuracy_unsmoothed"]}["20242026"]
+    assert first_last["change"]["producer_accuracy"] >= raw["change"]["producer_accuracy"], (first_last, raw)
+    # every year was scored against its own truth, and the change maps read the smoothed maps
+    for y in (2024, 2025, 2026):
+        assert "truth" in json.loads((tmp_path / "o" / str(y) / "summary.json").read_text())["figures"]
+    change = json.loads((tmp_path / "o" / "change" / "change.json").read_text())
+    assert all("smoothed" in m for m in change["maps"])
+    assert first_last["area_of_change_ha"]["census"] > 0 and first_last["area_of_change_ha"]["ci"] > 0
