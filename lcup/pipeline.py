@@ -21,7 +21,7 @@ import numpy as np
 import xarray as xr
 
 from .cluster import Runner, cluster_client, quiet_spurious_warnings, quiet_workers, starting_cluster, tune_workers
-from .errors import NoValidDataError, TileFailedWarning
+from .errors import LcupWarning, NoValidDataError, TileFailedWarning
 from .io.models import load_model
 from .io.rundir import RunSummary, output_lock, prepare_output_dir, relative_paths, tree_cpu_s
 from .legends import get_legend
@@ -331,12 +331,15 @@ def run_years(cfg: PipelineConfig, *, client=None, progress: bool = True) -> Run
     compute = (lambda *lazy: tuple(client.compute(list(lazy), sync=True))) if client is not None else None
     truths = ([cfg.truth.path.replace("{year}", y) for y in labels_y] if cfg.truth is not None and "{year}" in cfg.truth.path
               else None)
-    if cfg.years_smoothing == "hmm":
+    if cfg.years_smoothing != "none" and cfg.output.probabilities == "none":
+        warnings.warn("years_smoothing needs the yearly class probabilities (output.probabilities: uint8 or float16); "
+                      "the years are compared unsmoothed", LcupWarning, stacklevel=2)
+    elif cfg.years_smoothing != "none":
         with whole.stage("years smoothing"):
             raw = maps
             maps = smooth_years([out / y / "landcover.zarr" for y in labels_y], out / "change" / "smoothed", labels=labels_y,
-                                legend=get_legend(cfg.target_legend()), cost=cfg.years_change_cost)
-            whole.figures["years_smoothing"] = {"method": "hmm", "change_cost": cfg.years_change_cost,
+                                legend=get_legend(cfg.target_legend()), cost=cfg.years_change_cost, method=cfg.years_smoothing)
+            whole.figures["years_smoothing"] = {"method": cfg.years_smoothing, "change_cost": cfg.years_change_cost,
                                                 "maps": [str(p) for p in maps], **_smoothing_figures(raw, maps, cfg, compute)}
             whole.outputs["smoothed_maps"] = str(out / "change" / "smoothed")
     with whole.stage("change"):
@@ -344,7 +347,7 @@ def run_years(cfg: PipelineConfig, *, client=None, progress: bool = True) -> Run
         if truths is not None:
             whole.figures["change_accuracy"] = change_accuracy(maps, truths, labels=labels_y, chunk_px=cfg.load.chunk_px,
                                                                seed=cfg.model.seed, compute=compute)
-            if cfg.years_smoothing != "none":  # the yearly maps as they were: what the smoothing changed
+            if "years_smoothing" in whole.figures:  # the yearly maps as they were: what the smoothing changed
                 whole.figures["change_accuracy_unsmoothed"] = change_accuracy(
                     raw, truths, labels=labels_y, chunk_px=cfg.load.chunk_px, seed=cfg.model.seed, compute=compute)
             for a in whole.figures["change_accuracy"]:
@@ -531,8 +534,8 @@ def _smoothing_figures(raw: list, smoothed: list, cfg: PipelineConfig, compute) 
     before, after = compute(temporal_consistency(a), temporal_consistency(b))
     fig = {k: {"flip_back_share": float(v[2] / v[0]) if v[0] else None, "changed_share": float(v[1] / v[0]) if v[0] else None}
            for k, v in (("before", before), ("after", after))}
-    log.info("  years smoothed (hmm, change cost %g): pixels that change and change back %.2f %% → %.2f %%",
-             cfg.years_change_cost, 100 * (fig["before"]["flip_back_share"] or 0), 100 * (fig["after"]["flip_back_share"] or 0))
+    log.info("  years smoothed (%s, change cost %g): pixels that change and change back %.2f %% → %.2f %%",
+             cfg.years_smoothing, cfg.years_change_cost, 100 * (fig["before"]["flip_back_share"] or 0), 100 * (fig["after"]["flip_back_share"] or 0))
     return fig
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["viterbi_years"]
+__all__ = ["viterbi_years", "remove_flicker"]
 
 #: Floor of the probabilities before their logarithm: a class the model gave 0 % is unlikely, not impossible.
 PROBABILITY_FLOOR = 0.005
@@ -61,3 +61,31 @@ def viterbi_years(proba: np.ndarray, cost: float, valid: np.ndarray | None = Non
     for y in range(t - 1, 0, -1):
         path[y - 1] = back[y, path[y], cols]
     return path.reshape((t, *rest))
+
+
+def remove_flicker(proba: np.ndarray, cost: float, valid: np.ndarray | None = None) -> np.ndarray:
+    """Each year's most probable class, except a one-year flicker: where a year's class differs from the classes of
+    the years before and after it, which agree, it takes theirs unless its own probability exceeds theirs by more
+    than ``e**(2 * cost)`` that year. Nothing else is touched: a change that lasts (to the last year too) is left as
+    the yearly maps have it, so the change between the first and the last year is the yearly maps'.
+
+    ``proba``: ``(year, class, ...)``; ``valid``: ``(year, ...)`` (a year without observation never flickers);
+    returns ``(year, ...)`` int64 class indices.
+
+    Examples
+    --------
+    >>> p = np.array([[0.9, 0.1], [0.3, 0.7], [0.9, 0.1], [0.2, 0.8]])[:, :, None]
+    >>> remove_flicker(p, cost=1.0)[:, 0].tolist()  # the middle flicker goes, the last year's change stays
+    [0, 0, 0, 1]
+    """
+    t = proba.shape[0]
+    flat = proba.reshape(t, proba.shape[1], -1)
+    cls = flat.argmax(1)
+    ok = np.ones(cls.shape, bool) if valid is None else valid.reshape(t, -1)
+    logp = np.log(np.maximum(flat.astype(np.float64), PROBABILITY_FLOOR))
+    cols = np.arange(cls.shape[1])
+    for y in range(1, t - 1):
+        around = (cls[y - 1] == cls[y + 1]) & (cls[y] != cls[y - 1]) & ok[y - 1] & ok[y] & ok[y + 1]
+        margin = logp[y, cls[y], cols] - logp[y, cls[y - 1], cols]
+        cls[y] = np.where(around & (margin < 2 * cost), cls[y - 1], cls[y])
+    return cls.reshape(proba.shape[:1] + proba.shape[2:])

@@ -1,8 +1,9 @@
 """Stage: maps of several years that agree with each other, and how right their change is.
 
-:func:`smooth_years` re-decides every pixel's class sequence over the years from the yearly class probabilities
-each run wrote (the Zarr store's ``probability``), with :func:`lcup.ops.years.viterbi_years`: a change of class
-costs ``cost`` nats, so a class that changes for one year and changes back needs strong evidence that year.
+:func:`smooth_years` re-decides the yearly classes from the yearly class probabilities each run wrote (the Zarr
+store's ``probability``): ``flicker`` (:func:`lcup.ops.years.remove_flicker`) takes back a one-year change of class
+that the years either side do not share unless that year's evidence is strong, and touches nothing else; ``hmm``
+(:func:`lcup.ops.years.viterbi_years`) re-decides every pixel's whole sequence, a change costing ``cost`` nats.
 :func:`change_accuracy` scores the change between maps against a truth per year: producer's and user's accuracy of
 change / no change and the area of change with a 95 % confidence interval from a stratified sample of the truths
 (Olofsson et al. 2014), beside the census.
@@ -25,7 +26,7 @@ from ..errors import ConfigError
 from ..io.write import write_cog_from_dask
 from ..legends import Legend
 from ..ops.accuracy import confusion_blocks, report_from_confusion
-from ..ops.years import viterbi_years
+from ..ops.years import remove_flicker, viterbi_years
 from .change import open_maps
 from .score import sample_area_estimates
 
@@ -34,15 +35,15 @@ __all__ = ["smooth_years", "change_accuracy"]
 log = logging.getLogger("lcup")
 
 
-def _smooth_block(prob: np.ndarray, cls: np.ndarray, codes: np.ndarray, cost: float, scale: float) -> np.ndarray:
+def _smooth_block(prob: np.ndarray, cls: np.ndarray, codes: np.ndarray, cost: float, scale: float, method: str) -> np.ndarray:
     valid = (cls > 0) & (prob != 255).all(1) if prob.dtype == np.uint8 else (cls > 0) & np.isfinite(prob).all(1)
     p = np.where(valid[:, None], prob.astype(np.float32) / scale, np.float32(1.0))
-    path = viterbi_years(p, cost, valid=valid)
+    path = (viterbi_years if method == "hmm" else remove_flicker)(p, cost, valid=valid)
     return np.where(cls > 0, codes[path], 0).astype(cls.dtype)
 
 
 def smooth_years(stores: Sequence[str | Path], out_dir: str | Path, *, labels: Sequence[str], legend: Legend,
-                 cost: float) -> list[Path]:
+                 cost: float, method: str = "hmm") -> list[Path]:
     """The yearly maps re-decided together (:mod:`lcup.ops.years`), written as ``landcover_class_<label>.tif`` in
     ``out_dir``; returns their paths.
 
@@ -70,7 +71,7 @@ def smooth_years(stores: Sequence[str | Path], out_dir: str | Path, *, labels: S
     cls = da.stack([ds["class"].data for ds in dss])  # (year, y, x)
     prob = prob.rechunk({0: -1, 1: -1})
     cls = cls.rechunk({0: -1, 1: prob.chunks[2], 2: prob.chunks[3]})
-    smoothed = da.map_blocks(lambda p, c: _smooth_block(p, c, codes, cost, scale), prob, cls, drop_axis=1, dtype=cls.dtype,
+    smoothed = da.map_blocks(lambda p, c: _smooth_block(p, c, codes, cost, scale, method), prob, cls, drop_axis=1, dtype=cls.dtype,
                              chunks=cls.chunks)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -118,7 +119,7 @@ def change_accuracy(maps: Sequence[str | Path], truths: Sequence[str | Path], *,
         rep = report_from_confusion(cm, [1, 2], {1: "no change", 2: "change"})
         est = sample_area_estimates(rep, pixel_ha=pixel_ha, n_per_class=n_per_stratum, seed=seed)
         pc = rep["per_class"]
-        ch = est.get(2, {})
+        ch = est["classes"].get(2, {})
         out.append({"from": labels[i], "to": labels[j], "n": rep["n"],
                     "change": {"producer_accuracy": pc[2]["producer_accuracy"], "user_accuracy": pc[2]["user_accuracy"]},
                     "no_change": {"producer_accuracy": pc[1]["producer_accuracy"], "user_accuracy": pc[1]["user_accuracy"]},

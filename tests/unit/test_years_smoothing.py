@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lcup.ops.years import viterbi_years
+from lcup.ops.years import remove_flicker, viterbi_years
 
 
 def _p(*rows):
@@ -48,3 +48,15 @@ def test_years_without_observation_add_no_evidence_and_pixels_are_independent():
 def test_pixel_dims_are_kept(shape):
     p = np.random.default_rng(1).random(shape)
     assert viterbi_years(p, cost=0.3).shape == (shape[0], *shape[2:])
+
+
+def test_remove_flicker_touches_only_one_year_flickers():
+    p = np.array([[0.9, 0.1], [0.3, 0.7], [0.9, 0.1], [0.2, 0.8]])[:, :, None]
+    assert remove_flicker(p, cost=1.0)[:, 0].tolist() == [0, 0, 0, 1]  # the last year's change stays
+    assert remove_flicker(p, cost=0.4)[:, 0].tolist() == [0, 1, 0, 1]  # ratio e^0.85 > e^(2 × 0.4): kept
+    lasting = np.array([[0.9, 0.1], [0.3, 0.7], [0.2, 0.8]])[:, :, None]
+    assert remove_flicker(lasting, cost=5.0)[:, 0].tolist() == [0, 1, 1]
+    rng = np.random.default_rng(2)
+    q = rng.dirichlet(np.ones(3), size=(4, 50)).transpose(0, 2, 1)
+    out, raw = remove_flicker(q, cost=0.5), q.argmax(1)
+    np.testing.assert_array_equal(out[[0, -1]], raw[[0, -1]])  # the first and last years are the yearly maps'
