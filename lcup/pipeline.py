@@ -334,7 +334,7 @@ def run_years(cfg: PipelineConfig, *, client=None, progress: bool = True) -> Run
     if cfg.years_smoothing != "none" and cfg.output.probabilities == "none":
         warnings.warn("years_smoothing needs the yearly class probabilities (output.probabilities: uint8 or float16); "
                       "the years are compared unsmoothed", LcupWarning, stacklevel=2)
-    elif cfg.years_smoothing != "none":
+    elif cfg.years_smoothing == "hmm" or cfg.years_smoothing == "flicker" and len(cfg.years) > 2:  # a flicker needs 3 years
         with whole.stage("years smoothing"):
             raw = maps
             maps = smooth_years([out / y / "landcover.zarr" for y in labels_y], out / "change" / "smoothed", labels=labels_y,

@@ -63,14 +63,16 @@ def viterbi_years(proba: np.ndarray, cost: float, valid: np.ndarray | None = Non
     return path.reshape((t, *rest))
 
 
-def remove_flicker(proba: np.ndarray, cost: float, valid: np.ndarray | None = None) -> np.ndarray:
+def remove_flicker(proba: np.ndarray, cost: float, valid: np.ndarray | None = None,
+                   classes: np.ndarray | None = None) -> np.ndarray:
     """Each year's most probable class, except a one-year flicker: where a year's class differs from the classes of
     the years before and after it, which agree, it takes theirs unless its own probability exceeds theirs by more
     than ``e**(2 * cost)`` that year. Nothing else is touched: a change that lasts (to the last year too) is left as
     the yearly maps have it, so the change between the first and the last year is the yearly maps'.
 
     ``proba``: ``(year, class, ...)``; ``valid``: ``(year, ...)`` (a year without observation never flickers);
-    returns ``(year, ...)`` int64 class indices.
+    ``classes``: ``(year, ...)`` the yearly maps' class indices (default: each year's most probable; a map whose
+    probabilities were rounded may break a tie the other way); returns ``(year, ...)`` int64 class indices.
 
     Examples
     --------
@@ -80,7 +82,7 @@ def remove_flicker(proba: np.ndarray, cost: float, valid: np.ndarray | None = No
     """
     t = proba.shape[0]
     flat = proba.reshape(t, proba.shape[1], -1)
-    cls = flat.argmax(1)
+    cls = flat.argmax(1) if classes is None else np.array(classes, np.int64).reshape(t, -1)
     ok = np.ones(cls.shape, bool) if valid is None else valid.reshape(t, -1)
     logp = np.log(np.maximum(flat.astype(np.float64), PROBABILITY_FLOOR))
     cols = np.arange(cls.shape[1])

@@ -38,7 +38,12 @@ log = logging.getLogger("lcup")
 def _smooth_block(prob: np.ndarray, cls: np.ndarray, codes: np.ndarray, cost: float, scale: float, method: str) -> np.ndarray:
     valid = (cls > 0) & (prob != 255).all(1) if prob.dtype == np.uint8 else (cls > 0) & np.isfinite(prob).all(1)
     p = np.where(valid[:, None], prob.astype(np.float32) / scale, np.float32(1.0))
-    path = (viterbi_years if method == "hmm" else remove_flicker)(p, cost, valid=valid)
+    if method == "hmm":
+        path = viterbi_years(p, cost, valid=valid)
+    else:  # from the written classes: their probabilities are rounded, and a tie may have gone either way
+        lut = np.zeros(max(int(codes.max()), int(cls.max())) + 1, np.int64)
+        lut[codes] = np.arange(len(codes))
+        path = remove_flicker(p, cost, valid=valid, classes=lut[cls])
     return np.where(cls > 0, codes[path], 0).astype(cls.dtype)
 
 
