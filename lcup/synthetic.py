@@ -463,6 +463,30 @@ def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
     return acc / np.float32(f * f)
 
 
+def _write_assets(pool, futures: list, folder: Path, dn: np.ndarray, scl: np.ndarray, corner: tuple[float, float],
+                  epsg: int, blocksize: int) -> dict:
+    """One date's COGs of an item in ``folder``, written by ``pool`` (their futures appended to ``futures``): each
+    band at its own resolution (block means of the 10 m DN, no data where any 10 m pixel has none) and SCL at 20 m,
+    upper-left ``corner``; the assets as :func:`lcup.io.stac_catalog.write_s2_catalog` takes them."""
+    x0, y0 = corner
+    assets = {}
+    for i, band in enumerate(REFLECTANCE_BANDS):
+        res = BANDS[band][2]
+        f = res // 10
+        arr = dn[i] if f == 1 else np.where(
+            _block_mean((dn[i] == 0).astype(np.float32), f) > 0, 0, np.round(_block_mean(dn[i].astype(np.float32), f))
+        ).astype(np.uint16)
+        tr = (float(res), 0.0, x0, 0.0, -float(res), y0)
+        path = folder / f"{BANDS[band][0]}.tif"
+        futures.append(pool.submit(write_cog_array, path, arr, tr, epsg, 0, blocksize=blocksize))
+        assets[band] = (path, arr.shape, tr, res)
+    scl20 = scl[::2, ::2].copy()
+    tr20 = (20.0, 0.0, x0, 0.0, -20.0, y0)
+    futures.append(pool.submit(write_cog_array, folder / "SCL.tif", scl20, tr20, epsg, 0, blocksize=blocksize))
+    assets["scl"] = (folder / "SCL.tif", scl20.shape, tr20, 20)
+    return assets
+
+
 def write_demo(out_dir: str | Path, spec: SceneSpec | None = None, *, overwrite: bool = False, progress: bool = True) -> Path:
     """Generate the demo scene and write COGs, truth, coarse map and a static STAC catalog.
 
@@ -522,22 +546,7 @@ def write_demo(out_dir: str | Path, spec: SceneSpec | None = None, *, overwrite:
         stem = f"S2X_DEMO_{d:%Y%m%d}"
         folder = out / "items" / stem
         folder.mkdir(parents=True, exist_ok=True)
-        assets = {}
-        for i, band in enumerate(REFLECTANCE_BANDS):
-            res = BANDS[band][2]
-            f = res // 10
-            arr = dn[i] if f == 1 else np.where(
-                _block_mean((dn[i] == 0).astype(np.float32), f) > 0, 0, np.round(_block_mean(dn[i].astype(np.float32), f))
-            ).astype(np.uint16)
-            tr = (float(res), 0.0, x0, 0.0, -float(res), y0)
-            path = folder / f"{BANDS[band][0]}.tif"
-            futures.append(pool.submit(write_cog_array, path, arr, tr, spec.crs_epsg, 0, blocksize=spec.blocksize))
-            assets[band] = (path, arr.shape, tr, res)
-        scl20 = scl[::2, ::2].copy()
-        tr20 = (20.0, 0.0, x0, 0.0, -20.0, y0)
-        path = folder / "SCL.tif"
-        futures.append(pool.submit(write_cog_array, path, scl20, tr20, spec.crs_epsg, 0, blocksize=spec.blocksize))
-        assets["scl"] = (path, scl20.shape, tr20, 20)
+        assets = _write_assets(pool, futures, folder, dn, scl, (x0, y0), spec.crs_epsg, spec.blocksize)
         valid = np.isin(scl, (4, 5, 6)).mean()
         records.append({"id": stem, "datetime": d, "assets": assets, "cloud_cover": float(100 * (1 - valid))})
         if progress and tty:
@@ -677,21 +686,7 @@ def write_sites_demo(out_dir: str | Path, spec: SceneSpec, sites: list[tuple[flo
                     dn_t = np.where(ok[None], dn[:, row, col], dn_t)
                     scl_t = np.where(ok, scl[row, col], scl_t)
                     seen |= ok
-                assets = {}
-                for i, band in enumerate(REFLECTANCE_BANDS):
-                    res = BANDS[band][2]
-                    f = res // 10
-                    arr = dn_t[i] if f == 1 else np.where(
-                        _block_mean((dn_t[i] == 0).astype(np.float32), f) > 0, 0, np.round(_block_mean(dn_t[i].astype(np.float32), f))
-                    ).astype(np.uint16)
-                    trb = (float(res), 0.0, tr[2], 0.0, -float(res), tr[5])
-                    path = folder / f"{BANDS[band][0]}.tif"
-                    futures.append(pool.submit(write_cog_array, path, arr, trb, t.epsg, 0, blocksize=spec.blocksize))
-                    assets[band] = (path, arr.shape, trb, res)
-                scl20 = scl_t[::2, ::2].copy()
-                tr20 = (20.0, 0.0, tr[2], 0.0, -20.0, tr[5])
-                futures.append(pool.submit(write_cog_array, folder / "SCL.tif", scl20, tr20, t.epsg, 0, blocksize=spec.blocksize))
-                assets["scl"] = (folder / "SCL.tif", scl20.shape, tr20, 20)
+                assets = _write_assets(pool, futures, folder, dn_t, scl_t, (tr[2], tr[5]), t.epsg, spec.blocksize)
                 valid = np.isin(scl_t[seen], (4, 5, 6)).mean()
                 records.append({"id": stem, "datetime": d, "assets": assets, "cloud_cover": float(100 * (1 - valid)),
                                 "epsg": t.epsg, "bbox": (tr[2], tr[5] - 10.0 * th, tr[2] + 10.0 * tw, tr[5]),
