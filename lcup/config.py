@@ -23,13 +23,6 @@ from .providers import BANDS, PROFILES, REFLECTANCE_BANDS
 from .units import metres_to_px, segment_halo_px
 from .vocab import DEFAULT_INVALID_SCL, INDEX_BANDS, STAT_NAMES, formula_bands, index_bands
 
-_WKT = re.compile(r"^\s*(MULTI)?(POLYGON|POINT|LINESTRING|GEOMETRYCOLLECTION)\b", re.IGNORECASE)
-
-
-def is_inline(geometry: str) -> bool:
-    """Whether ``aoi.geometry`` is inline WKT or GeoJSON rather than a file path."""
-    return bool(_WKT.match(geometry)) or geometry.lstrip().startswith("{")
-
 
 def _only(values: list[str], allowed, what: str) -> list[str]:
     """Reject names not in ``allowed``, listing the valid ones."""
@@ -757,6 +750,12 @@ def set_dotted(d: dict, dotted: str, value: Any) -> dict:
     return d
 
 
+def _is_inline(geometry: str) -> bool:
+    from .io.vector import is_inline  # deferred: load_config of a bbox stays light
+
+    return is_inline(geometry)
+
+
 def _resolve(value: str, base: Path) -> str:
     if "://" in value or Path(value).is_absolute():
         return value
@@ -798,7 +797,7 @@ def load_config(source: str | Path | Mapping, *, base_dir: str | Path | None = N
     if isinstance(fr, dict):
         raw["labels"]["fractions"] = {k: _resolve(v, base) if isinstance(v, str) else v for k, v in fr.items()}
     aoi = raw.get("aoi")
-    if isinstance(aoi, dict) and isinstance(aoi.get("geometry"), str) and not is_inline(aoi["geometry"]):
+    if isinstance(aoi, dict) and isinstance(aoi.get("geometry"), str) and not _is_inline(aoi["geometry"]):
         aoi["geometry"] = _resolve(aoi["geometry"], base)
     for section, key in (("source", "catalog"), ("labels", "path"), ("truth", "path"), ("output", "dir"), ("model", "path"),
                          ("model", "nn_weights")):

@@ -4,6 +4,7 @@ inline WKT / GeoJSON, read into one shapely geometry in longitude/latitude (EPSG
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -11,11 +12,18 @@ import shapely
 from pyproj import CRS, Transformer
 from shapely.geometry.base import BaseGeometry
 
-from ..config import is_inline
 from ..errors import ConfigError, ReadError
 from ..optional import require
 
 __all__ = ["is_inline", "read_area", "to_crs"]
+
+_WKT = re.compile(r"^\s*(MULTI)?(POLYGON|POINT|LINESTRING|GEOMETRYCOLLECTION)\b", re.IGNORECASE)
+
+
+def is_inline(geometry: str) -> bool:
+    """Whether ``aoi.geometry`` is inline WKT or GeoJSON rather than a file path."""
+    return bool(_WKT.match(geometry)) or geometry.lstrip().startswith("{")
+
 
 def read_area(geometry: str, *, layer: str | None = None, where: str | None = None, crs: str | None = None) -> BaseGeometry:
     """The area of ``geometry`` as one (multi)polygon in longitude/latitude (EPSG:4326, ``x`` = longitude).
