@@ -547,7 +547,7 @@ def plan(cfg: PipelineConfig) -> str:
         geobox, items = find_items(cfg)
         return describe(make_plan(cfg, geobox, items, dates_of(items)))
     shares = tile_share(tiles, area_lonlat(cfg.aoi))
-    parts = [f"{len(tiles)} Sentinel-2 tiles, each on its own UTM grid, one model, one mosaic "
+    parts = [f"{len(tiles)} Sentinel-2 tile{'s' if len(tiles) > 1 else ''}, each on its own UTM grid, one model, one mosaic "
              f"({cfg.output.mosaic_crs if cfg.output.mosaic_crs != 'auto' else default_mosaic_crs(area_lonlat(cfg.aoi))}):"]
     for t in tiles:
         c = tile_config(cfg, t, share=shares[t.id], out_dir=str(Path(cfg.output.dir) / "tiles" / t.id))

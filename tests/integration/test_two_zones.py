@@ -235,3 +235,34 @@ def test_a_failing_tile_is_retried_reported_and_the_others_are_mapped(scene, tmp
     assert any(issubclass(w.category, TileFailedWarning) and "33TTM" in str(w.message) for w in caught)
     with rasterio.open(tmp_path / "o" / "mosaic.tif") as src:
         assert (src.read(1) > 0).sum() > 5_000
+
+
+def test_plans_memory_per_worker_is_within_a_quarter_of_the_measured_peak(scene, tmp_path):
+    """Issue 29: ``lcup plan``'s memory per worker against the peak resident memory of the workers of a real run
+    (a fresh LocalCluster of 2 one-thread workers, the two-zone polygon), within 25 %."""
+    import re
+    import subprocess
+    import sys
+
+    import yaml
+
+    cfg = _cfg(scene, tmp_path / "o")
+    cfg["cluster"] = {"kind": "local", "n_workers": 2, "threads_per_worker": 1}
+    y = tmp_path / "p.yaml"
+    y.write_text(yaml.safe_dump(cfg))
+    plan = subprocess.run([sys.executable, "-m", "lcup.cli", "plan", str(y)], capture_output=True, text=True, timeout=300)
+    est = [float(m) for m in re.findall(r"memory per worker: ≈ (\d+) MiB", plan.stdout)]
+    assert len(est) == 2, plan.stdout + plan.stderr  # one per tile
+    runner = (
+        "import json, resource, sys\n"
+        "from distributed import Client, LocalCluster\n"
+        "from lcup.config import load_config\n"
+        "from lcup.pipeline import run_pipeline\n"
+        "if __name__ == '__main__':\n"
+        "    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None, memory_limit='4GiB') as c, Client(c) as cl:\n"
+        "        run_pipeline(load_config(sys.argv[1]), client=cl, progress=False)\n"
+        "        print(json.dumps(max(cl.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024).values())))\n")
+    run = subprocess.run([sys.executable, "-c", runner, str(y)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    measured = float(run.stdout.strip().splitlines()[-1])
+    assert abs(max(est) - measured) <= 0.25 * measured, (est, measured)
