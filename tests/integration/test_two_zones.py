@@ -265,4 +265,5 @@ def test_plans_memory_per_worker_is_within_a_quarter_of_the_measured_peak(scene,
     run = subprocess.run([sys.executable, "-c", runner, str(y)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     measured = float(run.stdout.strip().splitlines()[-1])
+    print(f"plan: {est} MiB per worker, measured peak {measured:.0f} MiB")
     assert abs(max(est) - measured) <= 0.25 * measured, (est, measured)
