@@ -23,7 +23,7 @@ import xarray as xr
 from .cluster import Runner, cluster_client, quiet_spurious_warnings, quiet_workers, starting_cluster, tune_workers
 from .errors import LcupWarning, NoValidDataError, TileFailedWarning
 from .io.models import load_model
-from .io.rundir import RunSummary, output_lock, prepare_output_dir, relative_paths, tree_cpu_s
+from .io.rundir import RunSummary, output_lock, prepare_output_dir, relative_paths, resolve_map, tree_cpu_s
 from .legends import get_legend
 from .ops.change import temporal_consistency
 from .report import write_report
@@ -327,17 +327,19 @@ def run_years(cfg: PipelineConfig, *, client=None, progress: bool = True) -> Run
         if y == cfg.years[0]:
             whole.figures.update({k: s.figures[k] for k in ("validation", "truth", "consistency") if k in s.figures})
     labels_y = [str(y) for y in cfg.years]
-    maps = [out / y / "landcover_class.tif" for y in labels_y]
+    maps = [resolve_map(out / y) for y in labels_y]  # a year's class map, or its mosaic for a Sentinel-2-tiled area
+    stores = [out / y / "landcover.zarr" for y in labels_y]
     compute = (lambda *lazy: tuple(client.compute(list(lazy), sync=True))) if client is not None else None
     truths = ([cfg.truth.path.replace("{year}", y) for y in labels_y] if cfg.truth is not None and "{year}" in cfg.truth.path
               else None)
-    if cfg.years_smoothing != "none" and cfg.output.probabilities == "none":
-        warnings.warn("years_smoothing needs the yearly class probabilities (output.probabilities: uint8 or float16); "
-                      "the years are compared unsmoothed", LcupWarning, stacklevel=2)
+    if cfg.years_smoothing != "none" and (cfg.output.probabilities == "none" or not all(z.exists() for z in stores)):
+        warnings.warn("years_smoothing needs each year's class probabilities on one grid (output.probabilities: uint8 or "
+                      "float16; a Sentinel-2-tiled area has them per tile only): the years are compared unsmoothed",
+                      LcupWarning, stacklevel=2)
     elif cfg.years_smoothing == "hmm" or cfg.years_smoothing == "flicker" and len(cfg.years) > 2:  # a flicker needs 3 years
         with whole.stage("years smoothing"):
             raw = maps
-            maps = smooth_years([out / y / "landcover.zarr" for y in labels_y], out / "change" / "smoothed", labels=labels_y,
+            maps = smooth_years(stores, out / "change" / "smoothed", labels=labels_y,
                                 legend=get_legend(cfg.target_legend()), cost=cfg.years_change_cost, method=cfg.years_smoothing)
             whole.figures["years_smoothing"] = {"method": cfg.years_smoothing, "change_cost": cfg.years_change_cost,
                                                 "maps": [str(p) for p in maps], **_smoothing_figures(raw, maps, cfg, compute)}
