@@ -28,6 +28,7 @@ from .legends import get_legend
 from .ops.change import temporal_consistency
 from .report import write_report
 from .stages.area import area_lonlat, default_mosaic_crs, inside_mask, s2_tiles, tile_config, tile_share
+from .stages.audit import write_audit
 from .stages.change import change, open_maps
 from .stages.labels import labels, sample, sample_figures
 from .stages.load import block_cache_figures, drop_decoded_blocks, non_finite_pixels, reused_dates, scene_filter, unreadable_reads
@@ -226,6 +227,11 @@ def _run(cfg: PipelineConfig, client, progress: bool, summary: RunSummary, previ
                            non_finite_pixels=non_finite_pixels(runner, wall_start, plan.items, profile))
     with summary.stage("score"):
         summary.figures.update(score_run(plan, result, lab, runner))
+        if lab is not None and cfg.output.cog:  # where the coarse map is wrong, per coarse cell
+            audit = write_audit(plan, result, lab, plan.out / "coarse_audit.tif")
+            if audit is not None:
+                summary.figures["coarse_audit"] = audit
+                summary.outputs["coarse_audit"] = audit["path"]
     _finish(plan, summary, runner, t_start, cpu_start, tile_entries)
     if cfg.output.report:
         summary.outputs["report"] = str(_report(plan, summary, result, lab, runner))
