@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import dask
 import numpy as np
+import rasterio
 import xarray as xr
 
 from .cluster import Runner, cluster_client, quiet_spurious_warnings, quiet_workers, starting_cluster, tune_workers
@@ -301,8 +302,13 @@ def _report(plan: RunPlan, summary: RunSummary, result: xr.Dataset, lab, runner:
         to_code = plan.to_code
         arrays.append(lab["label"].data[::step, ::step].map_blocks(lambda b: to_code[b], dtype=to_code.dtype))
     looks = runner.compute(arrays, "quicklooks", progress=False)
+    audit = None
+    if "coarse_audit" in summary.outputs:  # a coarse-cell raster: small, read whole
+        with rasterio.open(summary.outputs["coarse_audit"]) as src:
+            k = max(1, -(-max(src.height, src.width) // QUICKLOOK_PX))
+            audit = src.read(1, out_shape=(-(-src.height // k), -(-src.width // k)))
     return write_report(plan.out / "report.html", json.loads(summary.to_json()), plan.target, class_map=looks[0],
-                        coarse_map=looks[1] if lab is not None else None, pixel_ha=plan.pixel_ha)
+                        coarse_map=looks[1] if lab is not None else None, pixel_ha=plan.pixel_ha, audit=audit)
 
 
 def run_years(cfg: PipelineConfig, *, client=None, progress: bool = True) -> RunSummary:

@@ -294,9 +294,25 @@ def _int_keys(obj):
     return obj
 
 
+def _audit(audit: np.ndarray | None, f: Mapping) -> str:
+    """The coarse-map audit: per coarse cell, the share of its pixels the map confidently gives another class."""
+    if audit is None:
+        return ""
+    a = f.get("coarse_audit", {})
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    im = ax.imshow(np.ma.masked_equal(audit, 255), cmap="magma_r", vmin=0, vmax=100, interpolation="nearest")
+    fig.colorbar(im, ax=ax, label=f"% of the cell's pixels mapped as another class (≥ {a.get('min_confidence', 60)} % confidence)")
+    ax.set_title("where the coarse map is wrong (coarse_audit.tif)")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    note = (f"<p class=note>{a.get('cells_over_half', 0):,} of {a.get('cells', 0):,} coarse cells have more than half their "
+            "pixels mapped as another class; band 2 of coarse_audit.tif gives the class most of them are mapped as.</p>")
+    return "<h2>Where the coarse map is wrong</h2>" + _png(fig) + note
+
+
 def write_report(path: str | Path, summary: Mapping, legend: Legend, *, class_map: np.ndarray | None = None,
                  coarse_map: np.ndarray | None = None, pixel_ha: float | None = None, change: Mapping | None = None,
-                 map_title: str = "10 m map") -> Path:
+                 map_title: str = "10 m map", audit: np.ndarray | None = None) -> Path:
     """Write ``report.html``: quicklooks of the map and the coarse map, accuracy (tables, confusion matrices as heat
     maps, F1 per class, ROC curves), feature importance, NDVI/SWIR-index profiles per class, areas (with 95 %
     confidence intervals where a reference exists), the upsampling consistency, timings per stage, and, for several
@@ -312,6 +328,8 @@ def write_report(path: str | Path, summary: Mapping, legend: Legend, *, class_ma
         Area of one pixel of the map, hectares (for mapped areas).
     change
         What :func:`lcup.stages.change.change` returned, for the change section.
+    audit
+        ``(y, x)`` band 1 of ``coarse_audit.tif`` (% per coarse cell, 255 = none), for its section.
 
     Examples
     --------
@@ -327,6 +345,7 @@ def write_report(path: str | Path, summary: Mapping, legend: Legend, *, class_ma
     parts = [f"<h1>{html.escape(title)}</h1><p class=note>Written {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC</p>",
              _table(["", ""], facts) if f else "",
              "<h2>Maps</h2>" + _maps(class_map, coarse_map, legend, map_title) if class_map is not None else "",
+             _audit(audit, f),
              "<h2>Accuracy</h2>" + _accuracy(f) if f else "",
              _roc(f, legend), _importance(f), _training_curve(f), _profiles(f, legend), _areas(f, legend, pixel_ha), _consistency(f), _change(change),
              _timings(summary)]

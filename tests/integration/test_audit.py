@@ -45,3 +45,5 @@ def test_coarse_audit_counts_confident_disagreement_per_coarse_cell(small_scene,
     fig = s.figures["coarse_audit"]
     assert fig["cells"] == int((share != 255).sum()) and fig["cells_over_half"] == int(((share > 50) & (share != 255)).sum())
     assert s.outputs["coarse_audit"].endswith("coarse_audit.tif")
+    report = (out / "report.html").read_text()
+    assert "Where the coarse map is wrong" in report and "coarse cells have more than half" in report
