@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import warnings
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -31,7 +32,8 @@ from .score import class_profiles, relabel
 log = logging.getLogger("lcup")
 
 
-def train(X: np.ndarray, sample, *, names: Sequence[str], legend: Legend, model: ModelConfig | Mapping | None = None):
+def train(X: np.ndarray, sample, *, names: Sequence[str], legend: Legend, model: ModelConfig | Mapping | None = None,
+          flagged_out: list | None = None):
     """Fit the classifier on the training samples; score it on the validation blocks (against the coarse labels).
 
     Parameters
@@ -69,6 +71,8 @@ def train(X: np.ndarray, sample, *, names: Sequence[str], legend: Legend, model:
         sel = tr & ok
         k, cinfo = confident_learning_filter(X[sel], sample.label[sel], seed=mc.seed)
         keep[np.nonzero(sel)[0][~k]] = False
+        if flagged_out is not None:  # which samples: for the run's list of doubtful coarse labels
+            flagged_out.append(~keep)
         figures["label_cleaning"] = cinfo
         log.info("  confident learning flagged %d of %d training samples", cinfo["n_flagged"], int(sel.sum()))
         tr = tr & keep
@@ -256,7 +260,7 @@ def fit(plan: RunPlan, X: np.ndarray, smp, lab, *, windows: list | None = None, 
     validation figures (legend codes), the refinement's and the classes' profiles through the year. ``plausible`` and
     ``cell_px``: for a sample pooled from several grids (``lab`` None), as :func:`refine` takes them."""
     cfg, figures = plan.cfg, {}
-    train_smp = smp
+    train_smp, flagged = smp, []
     if cfg.model.refine_rounds:
         with ticking(f"refining the training labels ({cfg.model.refine_rounds} rounds)", enabled=progress):
             train_smp, refinement = refine(X, smp, lab, model=cfg.model, names=list(plan.names), plausible=plausible,
@@ -269,16 +273,50 @@ def fit(plan: RunPlan, X: np.ndarray, smp, lab, *, windows: list | None = None, 
             model, trained = train_network(windows, train_smp, legend=plan.internal, model=cfg.model)
     else:
         with ticking(f"training a {cfg.model.kind.replace('_', ' ')} on {len(smp.label):,} samples", enabled=progress):
-            model, trained = train(X, train_smp, names=list(plan.names), legend=plan.internal, model=cfg.model)
+            model, trained = train(X, train_smp, names=list(plan.names), legend=plan.internal, model=cfg.model,
+                                   flagged_out=flagged)
     if "classes" in trained.get("validation", {}) and plan.internal is not plan.target:
         trained["validation"] = relabel(trained["validation"], plan.to_code)
     figures.update(trained)
     swir = [v for v in cfg.features.series if v != "ndvi" and any(b.startswith("swir") for b in INDEX_BANDS.get(v, ()))]
     grid_dates = [str(d.date()) for d in regular_grid(cfg.period[0], cfg.period[1], cfg.clean.step_days)]
     figures["profiles"] = class_profiles(X, smp.label, list(plan.names), plan.to_code, ["ndvi", *swir[:1]], grid_dates)
+    if lab is not None and (train_smp is not smp or flagged):  # the coarse labels the training doubted, where
+        figures["doubtful_labels"] = write_doubtful_labels(plan, smp, train_smp, flagged[0] if flagged else None,
+                                                           plan.out / "doubtful_labels.csv")
     save_model(model, plan.out / "model.skops", feature_names=list(plan.names), legend=plan.target.to_dict(),
                resolution=cfg.aoi.resolution, bands=list(cfg.load.bands), period=[str(d) for d in cfg.period])
     return model, figures
+
+
+def write_doubtful_labels(plan: RunPlan, smp, refined, flagged: np.ndarray | None, path) -> dict:
+    """``doubtful_labels.csv`` (and ``.gpkg`` with the vector extra): the training samples whose coarse label the
+    training doubted, one row each: ``x``, ``y`` (pixel centre, grid CRS), ``lon``, ``lat``, ``coarse_class`` (the
+    coarse map's code), ``refined_class`` (the label refinement's, = coarse when it kept it) and ``by``
+    (``refinement`` and/or ``confident learning``). Returns ``{"path", "relabelled", "flagged"}``."""
+    import pandas as pd
+    from pyproj import Transformer
+
+    moved = refined.label != smp.label
+    flag = np.zeros(len(smp.label), bool) if flagged is None else np.asarray(flagged, bool)
+    rows = np.nonzero(moved | flag)[0]
+    a, _, c, _, e, f = tuple(plan.geobox.transform)[:6]
+    x, y = c + a * (smp.ix[rows] + 0.5), f + e * (smp.iy[rows] + 0.5)
+    lon, lat = Transformer.from_crs(str(plan.geobox.crs), "EPSG:4326", always_xy=True).transform(x, y)
+    by = np.where(moved[rows] & flag[rows], "refinement; confident learning",
+                  np.where(moved[rows], "refinement", "confident learning"))
+    df = pd.DataFrame({"x": x, "y": y, "lon": lon, "lat": lat, "coarse_class": plan.to_code[smp.label[rows]],
+                       "refined_class": plan.to_code[refined.label[rows]], "by": by})
+    df.to_csv(path, index=False)
+    out = {"path": str(path), "relabelled": int(moved.sum()), "flagged": int(flag.sum())}
+    try:
+        import geopandas as gpd
+    except ImportError:  # the vector extra: the CSV holds the same (x, y in the grid's CRS)
+        return out
+    gpd.GeoDataFrame(df, geometry=gpd.points_from_xy(df.x, df.y), crs=str(plan.geobox.crs)).to_file(
+        Path(path).with_suffix(".gpkg"), layer="doubtful_labels")
+    out["gpkg"] = str(Path(path).with_suffix(".gpkg"))
+    return out
 
 
 def fit_pooled(parts: Sequence, out_plan: RunPlan, *, progress: bool = False) -> tuple[object, dict]:

@@ -47,3 +47,30 @@ def test_coarse_audit_counts_confident_disagreement_per_coarse_cell(small_scene,
     assert s.outputs["coarse_audit"].endswith("coarse_audit.tif")
     report = (out / "report.html").read_text()
     assert "Where the coarse map is wrong" in report and "coarse cells have more than half" in report
+
+
+def test_doubtful_labels_are_listed_where_they_are(small_scene, tmp_path):
+    """The training samples whose coarse label the label refinement changed or confident learning flagged, with
+    their place and both classes (issue 30): each row's coarse class is the coarse map's there."""
+    import pandas as pd
+
+    cfg = scene_pipeline(small_scene, tmp_path / "o", **{"model.n_estimators": 20, "model.refine_rounds": 1,
+                                                         "model.clean_labels": True, "output.report": False})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LcupWarning)
+        s = run_pipeline(load_config(cfg), progress=False)
+    d = s.figures["doubtful_labels"]
+    df = pd.read_csv(d["path"])
+    assert d["relabelled"] == s.figures["refinement"]["changed"] and d["flagged"] == s.figures["label_cleaning"]["n_flagged"]
+    assert len(df) >= max(d["relabelled"], d["flagged"]) and len(df) > 0
+    moved = df.by.str.contains("refinement")
+    assert moved.sum() == d["relabelled"] and (df.coarse_class[moved] != df.refined_class[moved]).all()
+    assert (df.coarse_class[~moved] == df.refined_class[~moved]).all()
+    with rasterio.open(small_scene["dir"] / "coarse_cgls_100m.tif") as k:
+        coarse = apply_crosswalk(k.read(1), get_crosswalk("cgls-lc100", get_legend("lcup7")))
+        inv = ~k.transform
+    c, r = inv * (df.x.values, df.y.values)
+    np.testing.assert_array_equal(coarse[np.floor(r).astype(int), np.floor(c).astype(int)], df.coarse_class.values)
+    gpd = __import__("geopandas")
+    g = gpd.read_file(d["gpkg"])
+    assert len(g) == len(df) and g.crs.to_epsg() == 32633
