@@ -3,13 +3,14 @@ the tiles of each UTM zone, a STAC Collection with one item per tile, and class 
 
 **Which tile a point takes its value from** (the overlap rule): among the tiles whose map covers the point, the
 tile whose Sentinel-2 centre is nearest, measured in that tile's own UTM coordinates; ties go to the first tile
-id in sorted order. Within a zone this splits every overlap down its middle; across a zone boundary it follows the
-bisector of the two tiles' centres. The same rule decides the mosaic's pixels and which tile's pixels count in the
+id in sorted order. Within a zone this splits every overlap down its middle; across a zone boundary it runs close
+to the bisector of the two tiles' centres (each distance is measured in its own tile's projection). The same rule decides the mosaic's pixels and which tile's pixels count in the
 areas (:func:`tile_areas`), so the areas read on the tiles' own grids count every place once.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass
 from functools import lru_cache
@@ -22,7 +23,9 @@ import numpy as np
 import pystac
 import rasterio
 import shapely
+from affine import Affine
 from odc.geo.geobox import GeoBox
+from odc.geo.geom import BoundingBox
 from pyproj import CRS, Proj, Transformer
 from rasterio.windows import Window
 
@@ -55,8 +58,6 @@ class TileMap:
 
     @property
     def geobox(self) -> GeoBox:
-        from affine import Affine
-
         return GeoBox(self.shape, Affine(*self.transform[:6]), self.crs)
 
 
@@ -166,8 +167,6 @@ def mosaic_geobox(area_lonlat, crs: str, resolution_m: float) -> GeoBox:
     geographic CRS, 1° = 111 320 m), pixel edges on multiples of the resolution."""
     res = resolution_m / 111_320.0 if CRS.from_user_input(crs).is_geographic else resolution_m
     b = to_crs(shapely.segmentize(area_lonlat, 0.01), "EPSG:4326", crs).bounds
-    from odc.geo.geom import BoundingBox
-
     return GeoBox.from_bbox(BoundingBox(*b), crs=crs, resolution=res)
 
 
@@ -295,8 +294,6 @@ def write_collection(out_dir: str | Path, *, collection_id: str, tiles: list[dic
         items.append(item)
     bboxes = [it.bbox for it in items]
     spatial = [[min(b[0] for b in bboxes), min(b[1] for b in bboxes), max(b[2] for b in bboxes), max(b[3] for b in bboxes)], *bboxes]
-    import datetime as dt
-
     coll = pystac.Collection(
         id=collection_id, description=description or f"lcup land cover, {len(tiles)} Sentinel-2 tiles",
         extent=pystac.Extent(pystac.SpatialExtent(spatial), pystac.TemporalExtent([[
